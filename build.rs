@@ -1,0 +1,44 @@
+//! Compiles the contract in `proto/` with protox (no system protoc), generates the prost messages,
+//! the tonic client and server, and the pbjson (proto3 JSON) serde impls, and writes the encoded
+//! descriptor set that server reflection serves.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use prost::Message;
+
+const PROTO_ROOT: &str = "proto";
+const PROTO_FILES: [&str; 3] = [
+    "proto/vlms/rt/v1/case.proto",
+    "proto/vlms/rt/v1/plan.proto",
+    "proto/vlms/rt/v1/recommendation_service.proto",
+];
+
+fn main() -> anyhow::Result<()> {
+    println!("cargo:rerun-if-changed={PROTO_ROOT}");
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").context("OUT_DIR is not set")?);
+
+    let descriptor_set =
+        protox::compile(PROTO_FILES, [PROTO_ROOT]).context("compiling the protos")?;
+    let descriptor_path = out_dir.join("vlms_rt_descriptor.bin");
+    let encoded = descriptor_set.encode_to_vec();
+    std::fs::write(&descriptor_path, &encoded)
+        .with_context(|| format!("writing {}", descriptor_path.display()))?;
+
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        // Parse errors of a request body are the caller's fault: INVALID_ARGUMENT, not INTERNAL.
+        .codec_path("crate::codec::ProtoCodec")
+        // pbjson_types carries the serde impls that proto3 JSON of google.rpc.Status needs.
+        .extern_path(".google.protobuf.Any", "::pbjson_types::Any")
+        .compile_fds(descriptor_set)
+        .context("generating the Rust code")?;
+
+    pbjson_build::Builder::new()
+        .register_descriptors(&encoded)?
+        .extern_path(".google.protobuf", "::pbjson_types")
+        .build(&[".vlms.rt.v1", ".google.rpc"])
+        .context("generating the proto3 JSON code")?;
+    Ok(())
+}

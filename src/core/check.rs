@@ -1,0 +1,542 @@
+//! `check`: the prescription check of clinical spec §12. A proposal is validated like a case
+//! (every violation with its request path), then compared with the plan `recommend` gives.
+
+use super::case::{Case, RawCase, RawEnum, Stage};
+use super::date::Date;
+use super::ids::{FindingCode, Verdict};
+use super::plan::{Finding, Phase, PhaseKind, Report, Setting, StartWindow, WindowStatus};
+use super::profile::{Profile, ScheduleSite, tg263_metric_unit};
+use super::radiobiology::eqd2_gy;
+use super::rules::{recommend, schedule_for, schedule_site, start_window};
+use super::violation::Violations;
+
+/// Largest dose per fraction a proposal may name, in Gy.
+pub const MAX_DOSE_PER_FRACTION_GY: f64 = 20.0;
+/// Most fractions a phase may name.
+pub const MAX_FRACTIONS: i64 = 60;
+
+/// A raw proposed phase.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawPhase {
+    pub kind: RawEnum<PhaseKind>,
+    pub dose_per_fraction_gy: f64,
+    pub fractions: i64,
+}
+
+/// A raw achieved dose metric.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawDoseMetric {
+    pub structure: String,
+    pub metric: String,
+    pub value: f64,
+}
+
+/// A raw prescription-check request, exactly as a caller may send it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawProposal {
+    pub case: Option<RawCase>,
+    pub setting: RawEnum<Setting>,
+    pub phases: Vec<RawPhase>,
+    pub planned_start_date: String,
+    pub dose_metrics: Vec<RawDoseMetric>,
+}
+
+/// An achieved dose metric (validated).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DoseMetric {
+    pub structure: String,
+    pub metric: String,
+    pub value: f64,
+}
+
+/// A validated prescription-check request: the case and the proposal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proposal {
+    case: Case,
+    setting: Setting,
+    phases: Vec<Phase>,
+    planned_start_date: Option<Date>,
+    dose_metrics: Vec<DoseMetric>,
+}
+
+impl Proposal {
+    /// Validates a request: case violations (paths `case.…`) and proposal violations (`setting`,
+    /// `phases[i].…`, `planned_start_date`, `dose_metrics[i].…`) together, in field order.
+    pub fn validate(raw: &RawProposal) -> Result<Proposal, Violations> {
+        let mut violations = Violations::default();
+        let case = match &raw.case {
+            None => {
+                violations.push("case", "is required");
+                None
+            }
+            Some(raw_case) => match Case::validate(raw_case, "case") {
+                Ok(case) => Some(case),
+                Err(case_violations) => {
+                    violations.extend(case_violations);
+                    None
+                }
+            },
+        };
+        // The phase the case claims, when that field itself is valid.
+        let case_phase = raw.case.as_ref().and_then(|raw_case| match raw_case.phase {
+            RawEnum::Known(phase) => Some(phase),
+            RawEnum::Unset | RawEnum::Unknown(_) => None,
+        });
+
+        let setting = match raw.setting {
+            RawEnum::Known(
+                setting @ (Setting::Preoperative
+                | Setting::Postoperative
+                | Setting::NeoadjuvantChemoradiation),
+            ) => {
+                let fits = match (setting, case_phase) {
+                    (_, None) => true,
+                    (Setting::Postoperative, Some(phase)) => {
+                        phase == super::case::TreatmentPhase::PostResection
+                    }
+                    (_, Some(phase)) => phase == super::case::TreatmentPhase::PreResection,
+                };
+                if fits {
+                    Some(setting)
+                } else if setting == Setting::Postoperative {
+                    violations.push("setting", "POSTOPERATIVE needs a case after resection");
+                    None
+                } else {
+                    violations.push(
+                        "setting",
+                        "PREOPERATIVE and NEOADJUVANT_CHEMORADIATION need a case before resection",
+                    );
+                    None
+                }
+            }
+            RawEnum::Known(Setting::None) | RawEnum::Unset => {
+                violations.push(
+                    "setting",
+                    "must be PREOPERATIVE, POSTOPERATIVE or NEOADJUVANT_CHEMORADIATION",
+                );
+                None
+            }
+            RawEnum::Unknown(number) => {
+                violations.push(
+                    "setting",
+                    format!("holds {number}, which is not a value of this enum"),
+                );
+                None
+            }
+        };
+
+        let mut phases = Vec::with_capacity(raw.phases.len());
+        if raw.phases.is_empty() {
+            violations.push("phases", "must hold at least one phase (INITIAL first)");
+        }
+        let (mut seen_initial, mut seen_boost) = (false, false);
+        for (index, phase) in raw.phases.iter().enumerate() {
+            let kind = match phase.kind {
+                RawEnum::Known(kind) => {
+                    let problem = match kind {
+                        PhaseKind::Initial if index > 0 && seen_initial => {
+                            Some("a second INITIAL phase is not allowed")
+                        }
+                        PhaseKind::Initial if index > 0 => {
+                            Some("only the first phase may be INITIAL")
+                        }
+                        PhaseKind::Boost if index == 0 => Some("the first phase must be INITIAL"),
+                        PhaseKind::Boost if seen_boost => {
+                            Some("a second BOOST phase is not allowed")
+                        }
+                        PhaseKind::Initial | PhaseKind::Boost => None,
+                    };
+                    match kind {
+                        PhaseKind::Initial => seen_initial = true,
+                        PhaseKind::Boost => seen_boost = true,
+                    }
+                    match problem {
+                        Some(problem) => {
+                            violations.push(format!("phases[{index}].kind"), problem);
+                            None
+                        }
+                        None => Some(kind),
+                    }
+                }
+                RawEnum::Unset => {
+                    violations.push(
+                        format!("phases[{index}].kind"),
+                        "is required (INITIAL or BOOST)",
+                    );
+                    None
+                }
+                RawEnum::Unknown(number) => {
+                    violations.push(
+                        format!("phases[{index}].kind"),
+                        format!("holds {number}, which is not a value of this enum"),
+                    );
+                    None
+                }
+            };
+            let dose_ok = phase.dose_per_fraction_gy.is_finite()
+                && phase.dose_per_fraction_gy > 0.0
+                && phase.dose_per_fraction_gy <= MAX_DOSE_PER_FRACTION_GY;
+            if !dose_ok {
+                violations.push(
+                    format!("phases[{index}].dose_per_fraction_gy"),
+                    "must be a finite number greater than 0 and at most 20 (Gy)",
+                );
+            }
+            let fractions_ok = (1..=MAX_FRACTIONS).contains(&phase.fractions);
+            if !fractions_ok {
+                violations.push(
+                    format!("phases[{index}].fractions"),
+                    "must be between 1 and 60",
+                );
+            }
+            if let (Some(kind), true, true) = (kind, dose_ok, fractions_ok) {
+                phases.push(Phase {
+                    kind,
+                    dose_per_fraction_gy: phase.dose_per_fraction_gy,
+                    // In 1..=60, so the conversion is exact.
+                    fractions: u32::try_from(phase.fractions).unwrap_or(0),
+                });
+            }
+        }
+
+        let planned_start_date = if raw.planned_start_date.is_empty() {
+            None
+        } else {
+            match Date::parse(&raw.planned_start_date) {
+                Ok(date) => {
+                    let before_surgery = case
+                        .as_ref()
+                        .and_then(Case::resection)
+                        .is_some_and(|resection| date < resection.surgery_date);
+                    if before_surgery {
+                        violations
+                            .push("planned_start_date", "must not be before the surgery date");
+                    }
+                    Some(date)
+                }
+                Err(error) => {
+                    violations.push("planned_start_date", error.describe());
+                    None
+                }
+            }
+        };
+
+        let mut dose_metrics = Vec::with_capacity(raw.dose_metrics.len());
+        for (index, metric) in raw.dose_metrics.iter().enumerate() {
+            if metric.structure.trim().is_empty() {
+                violations.push(
+                    format!("dose_metrics[{index}].structure"),
+                    "must name a TG-263 structure",
+                );
+            }
+            let unit = tg263_metric_unit(&metric.metric);
+            if unit.is_none() {
+                violations.push(
+                    format!("dose_metrics[{index}].metric"),
+                    "must be a TG-263 metric: Mean|Max|Min[Gy|cGy], V<dose>Gy|cGy[%|cc] or D<volume>%|cc[Gy|cGy]",
+                );
+            }
+            let value_ok = metric.value.is_finite()
+                && metric.value >= 0.0
+                && !(unit == Some("%") && metric.value > 100.0);
+            if !value_ok {
+                violations.push(
+                    format!("dose_metrics[{index}].value"),
+                    "must be a finite number of at least 0 (at most 100 for [%])",
+                );
+            }
+            dose_metrics.push(DoseMetric {
+                structure: metric.structure.clone(),
+                metric: metric.metric.clone(),
+                value: metric.value,
+            });
+        }
+
+        match (case, setting) {
+            (Some(case), Some(setting)) if violations.is_empty() => Ok(Proposal {
+                case,
+                setting,
+                phases,
+                planned_start_date,
+                dose_metrics,
+            }),
+            _ => {
+                if violations.is_empty() {
+                    violations.push("setting", "is incomplete");
+                }
+                Err(violations)
+            }
+        }
+    }
+
+    /// The validated case.
+    pub fn case(&self) -> &Case {
+        &self.case
+    }
+    /// The proposed setting.
+    pub fn setting(&self) -> Setting {
+        self.setting
+    }
+    /// The proposed phases.
+    pub fn phases(&self) -> &[Phase] {
+        &self.phases
+    }
+}
+
+/// Checks a proposal against the guideline (clinical spec §12).
+pub fn check<'p>(profile: &'p Profile, proposal: &Proposal) -> Report<'p> {
+    let case = &proposal.case;
+    let plan = recommend(profile, case);
+    let params = profile.check_params();
+    let tolerance = params.dose_tolerance_gy + 1e-9;
+    let site = schedule_site(plan.site_group);
+    let schedule = schedule_for(profile, case, proposal.setting);
+    let total_dose_gy: f64 = proposal.phases.iter().map(Phase::dose_gy).sum();
+    let mut findings = Vec::new();
+    let mut add = |code: FindingCode, verdict: Verdict, message: String| {
+        findings.push(Finding {
+            code,
+            verdict,
+            message,
+            reference_ids: profile.finding_references(code),
+        });
+    };
+
+    if plan.indication == super::plan::Indication::NotIndicated {
+        add(
+            FindingCode::NotIndicated,
+            Verdict::Fail,
+            "The guideline does not indicate radiotherapy for this case.".into(),
+        );
+    }
+    if plan.setting != proposal.setting {
+        add(
+            FindingCode::SettingMismatch,
+            Verdict::Review,
+            format!(
+                "Proposed setting {} differs from the recommended setting {}.",
+                setting_name(proposal.setting),
+                setting_name(plan.setting)
+            ),
+        );
+    }
+    if case.prior_radiotherapy() {
+        add(
+            FindingCode::Reirradiation,
+            Verdict::Review,
+            "Earlier radiotherapy to this region: the cumulative dose needs physics review.".into(),
+        );
+    }
+
+    // RX_TOTAL_DOSE: a listed schedule total passes; inside the bounds is for review; outside fails.
+    let listed = schedule.is_some_and(|row| {
+        row.options
+            .iter()
+            .any(|option| (option.total_dose_gy - total_dose_gy).abs() <= tolerance)
+    });
+    let bound = params
+        .total_dose_bounds
+        .iter()
+        .find(|bound| bound.site == site && bound.setting == proposal.setting);
+    let (total_verdict, total_message) = match bound {
+        _ if listed => (
+            Verdict::Pass,
+            format!("Total {total_dose_gy:.2} Gy matches a guideline schedule."),
+        ),
+        Some(bound)
+            if total_dose_gy >= bound.min_gy - tolerance
+                && total_dose_gy <= bound.max_gy + tolerance =>
+        {
+            (
+                Verdict::Review,
+                format!(
+                    "Total {total_dose_gy:.2} Gy is not a guideline schedule but lies within {:.1}-{:.1} Gy.",
+                    bound.min_gy, bound.max_gy
+                ),
+            )
+        }
+        Some(bound) => (
+            Verdict::Fail,
+            format!(
+                "Total {total_dose_gy:.2} Gy lies outside {:.1}-{:.1} Gy.",
+                bound.min_gy, bound.max_gy
+            ),
+        ),
+        None => (
+            Verdict::Fail,
+            format!("Total {total_dose_gy:.2} Gy: no bounds for this setting."),
+        ),
+    };
+    add(FindingCode::TotalDose, total_verdict, total_message);
+
+    // RX_FRACTION_SIZE, once per phase.
+    for (index, phase) in proposal.phases.iter().enumerate() {
+        let dose = phase.dose_per_fraction_gy;
+        let listed_initial = phase.kind == PhaseKind::Initial
+            && schedule.is_some_and(|row| {
+                row.options.iter().any(|option| {
+                    option.phases.first().is_some_and(|listed| {
+                        listed.fractions == phase.fractions
+                            && (listed.dose_per_fraction_gy - dose).abs() <= tolerance
+                    })
+                })
+            });
+        let verdict = if dose >= params.fraction_pass_min_gy - tolerance
+            && dose <= params.fraction_pass_max_gy + tolerance
+        {
+            Verdict::Pass
+        } else if listed_initial {
+            Verdict::Pass
+        } else if dose >= params.fraction_review_min_gy - tolerance
+            && dose <= params.fraction_review_max_gy + tolerance
+        {
+            Verdict::Review
+        } else {
+            Verdict::Fail
+        };
+        add(
+            FindingCode::FractionSize,
+            verdict,
+            format!(
+                "Phase {} ({}): {dose:.2} Gy per fraction × {}.",
+                index + 1,
+                phase_kind_name(phase.kind),
+                phase.fractions
+            ),
+        );
+    }
+
+    if proposal
+        .phases
+        .iter()
+        .any(|phase| phase.kind == PhaseKind::Boost)
+    {
+        let (verdict, message) = if site == ScheduleSite::Retroperitoneal {
+            (
+                Verdict::Fail,
+                "No boost for a retroperitoneal site: bowel tolerance excludes it.",
+            )
+        } else if matches!(
+            proposal.setting,
+            Setting::Preoperative | Setting::NeoadjuvantChemoradiation
+        ) {
+            (
+                Verdict::Review,
+                "A boost before resection is not part of the guideline schedules.",
+            )
+        } else {
+            (
+                Verdict::Pass,
+                "Postoperative boost as in the guideline schedules.",
+            )
+        };
+        add(FindingCode::Boost, verdict, message.into());
+    }
+
+    if let (Setting::Postoperative, Some(planned), Stage::PostResection(resection)) =
+        (proposal.setting, proposal.planned_start_date, case.stage())
+    {
+        let window = start_window(profile, resection.surgery_date, planned);
+        let (verdict, message) = match window {
+            StartWindow::Applicable {
+                status: WindowStatus::Open,
+                earliest,
+                latest,
+                ..
+            } => (
+                Verdict::Pass,
+                format!("Planned start {planned} lies inside the window {earliest} to {latest}."),
+            ),
+            StartWindow::Applicable {
+                earliest, latest, ..
+            } => (
+                Verdict::Review,
+                format!("Planned start {planned} lies outside the window {earliest} to {latest}."),
+            ),
+            StartWindow::NotApplicable => (
+                Verdict::Review,
+                format!("Planned start {planned}: no window applies."),
+            ),
+        };
+        add(FindingCode::StartDate, verdict, message);
+    }
+
+    for metric in &proposal.dose_metrics {
+        let row = profile
+            .constraints()
+            .iter()
+            .find(|row| row.structure == metric.structure && row.metric == metric.metric);
+        let (verdict, message) = match row {
+            Some(row) if row.bilateral_kidneys && case.solitary_functioning_kidney() => (
+                Verdict::Review,
+                format!(
+                    "{} {}: bilateral-kidney limit not evaluated with a solitary functioning kidney.",
+                    metric.structure, metric.metric
+                ),
+            ),
+            Some(row) => {
+                let in_gy = tg263_metric_unit(&metric.metric) == Some("Gy");
+                let reaches_limit = if in_gy {
+                    metric.value >= row.limit - tolerance
+                } else {
+                    metric.value >= row.limit
+                };
+                if reaches_limit {
+                    (
+                        Verdict::Fail,
+                        format!(
+                            "{} {} = {} reaches the limit < {}.",
+                            metric.structure, metric.metric, metric.value, row.limit
+                        ),
+                    )
+                } else {
+                    (
+                        Verdict::Pass,
+                        format!(
+                            "{} {} = {} is below the limit < {}.",
+                            metric.structure, metric.metric, metric.value, row.limit
+                        ),
+                    )
+                }
+            }
+            None => (
+                Verdict::Review,
+                format!(
+                    "{} {}: no guideline constraint for this pair (not evaluated).",
+                    metric.structure, metric.metric
+                ),
+            ),
+        };
+        add(FindingCode::Oar, verdict, message);
+    }
+
+    let verdict = findings
+        .iter()
+        .map(|finding| finding.verdict)
+        .max()
+        .unwrap_or(Verdict::Pass);
+    Report {
+        verdict,
+        findings,
+        total_dose_gy,
+        eqd2_tumor_gy: eqd2_gy(&proposal.phases, profile.alpha_beta_tumor_gy()),
+        eqd2_late_gy: eqd2_gy(&proposal.phases, profile.alpha_beta_late_gy()),
+        plan,
+    }
+}
+
+fn setting_name(setting: Setting) -> &'static str {
+    match setting {
+        Setting::None => "NONE",
+        Setting::Preoperative => "PREOPERATIVE",
+        Setting::Postoperative => "POSTOPERATIVE",
+        Setting::NeoadjuvantChemoradiation => "NEOADJUVANT_CHEMORADIATION",
+    }
+}
+
+fn phase_kind_name(kind: PhaseKind) -> &'static str {
+    match kind {
+        PhaseKind::Initial => "INITIAL",
+        PhaseKind::Boost => "BOOST",
+    }
+}

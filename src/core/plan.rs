@@ -1,0 +1,195 @@
+//! The plan and the prescription-check report: what the core returns. Texts borrow from the
+//! profile (`'p`), so building a plan copies no guideline text.
+
+use super::case::SiteGroup;
+use super::date::Date;
+use super::ids::{AlertCode, FindingCode, RuleId, Severity, Verdict, VolumeCode};
+use super::profile::{Profile, ReferenceDef};
+
+/// How strongly radiotherapy is recommended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Indication {
+    Indicated,
+    Mandatory,
+    Consider,
+    NotIndicated,
+}
+
+/// When radiotherapy is given relative to surgery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Setting {
+    None,
+    Preoperative,
+    Postoperative,
+    NeoadjuvantChemoradiation,
+}
+
+/// Role of a phase in a prescription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PhaseKind {
+    Initial,
+    Boost,
+}
+
+/// One phase: `dose_per_fraction_gy` × `fractions`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Phase {
+    pub kind: PhaseKind,
+    pub dose_per_fraction_gy: f64,
+    pub fractions: u32,
+}
+
+impl Phase {
+    /// Total dose of the phase in Gy.
+    pub fn dose_gy(&self) -> f64 {
+        self.dose_per_fraction_gy * f64::from(self.fractions)
+    }
+}
+
+/// One dose-fractionation option of a plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prescription<'p> {
+    pub label: &'p str,
+    pub preferred: bool,
+    pub phases: &'p [Phase],
+    pub total_dose_gy: f64,
+    pub eqd2_tumor_gy: f64,
+    pub eqd2_late_gy: f64,
+    pub concurrent_chemotherapy: bool,
+    pub reference_ids: &'p [String],
+}
+
+/// Where the evaluation date lies relative to the postoperative start window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartWindow {
+    /// No postoperative window applies.
+    NotApplicable,
+    /// A window applies.
+    Applicable {
+        status: WindowStatus,
+        earliest: Date,
+        latest: Date,
+        days_since_surgery: i64,
+    },
+}
+
+/// Status of an applicable start window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowStatus {
+    Before,
+    Open,
+    Passed,
+}
+
+/// Target-volume guidance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VolumeGuidance<'p> {
+    pub code: VolumeCode,
+    pub description: &'p str,
+    pub reference_ids: &'p [String],
+}
+
+/// An organ-at-risk constraint (the achieved value must stay below `limit`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrganConstraint<'p> {
+    pub structure: &'p str,
+    pub metric: &'p str,
+    pub limit: f64,
+    pub reference_ids: &'p [String],
+    pub note: &'p str,
+}
+
+/// An alert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert<'p> {
+    pub code: AlertCode,
+    pub severity: Severity,
+    pub summary: &'p str,
+    pub detail: &'p str,
+    pub reference_ids: &'p [String],
+}
+
+/// An expected-outcome statement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Statement<'p> {
+    pub rule_id: RuleId,
+    pub text: &'p str,
+    pub reference_ids: &'p [String],
+}
+
+/// A rule that fired.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleFiring<'p> {
+    pub rule_id: RuleId,
+    pub summary: &'p str,
+    pub reference_ids: &'p [String],
+}
+
+/// The plan for one case.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan<'p> {
+    pub guideline_version: &'p str,
+    pub guideline_sha256: &'p str,
+    pub case_id: String,
+    pub evaluation_date: Date,
+    pub indication: Indication,
+    pub setting: Setting,
+    pub site_group: SiteGroup,
+    pub prescriptions: Vec<Prescription<'p>>,
+    pub start_window: StartWindow,
+    pub volumes: Vec<VolumeGuidance<'p>>,
+    pub organ_constraints: Vec<OrganConstraint<'p>>,
+    pub alerts: Vec<Alert<'p>>,
+    pub expected_outcomes: Vec<Statement<'p>>,
+    pub trace: Vec<RuleFiring<'p>>,
+    pub references: Vec<&'p ReferenceDef>,
+    pub disclaimer: &'p str,
+}
+
+impl Plan<'_> {
+    /// Radiotherapy is on the table: INDICATED, MANDATORY or CONSIDER with a setting other than NONE.
+    pub fn rt_on_table(&self) -> bool {
+        rt_on_table(self.indication, self.setting)
+    }
+}
+
+/// Clinical spec §2: indication INDICATED, MANDATORY or CONSIDER and setting not NONE.
+pub fn rt_on_table(indication: Indication, setting: Setting) -> bool {
+    let indicated = match indication {
+        Indication::Indicated | Indication::Mandatory | Indication::Consider => true,
+        Indication::NotIndicated => false,
+    };
+    indicated && setting != Setting::None
+}
+
+/// One finding of a prescription check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding<'p> {
+    pub code: FindingCode,
+    pub verdict: Verdict,
+    pub message: String,
+    pub reference_ids: &'p [String],
+}
+
+/// The result of a prescription check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report<'p> {
+    pub verdict: Verdict,
+    pub findings: Vec<Finding<'p>>,
+    pub total_dose_gy: f64,
+    pub eqd2_tumor_gy: f64,
+    pub eqd2_late_gy: f64,
+    /// The plan the guideline recommends for the case.
+    pub plan: Plan<'p>,
+}
+
+/// Helper used by both the plan and the report to list references in profile order.
+pub(crate) fn references_in_profile_order(profile: &Profile, cited: u64) -> Vec<&ReferenceDef> {
+    profile
+        .references()
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| cited & (1_u64 << index) != 0)
+        .map(|(_, reference)| reference)
+        .collect()
+}

@@ -1,0 +1,361 @@
+//! Loading the guideline profile: the TOML file under `guideline/`, embedded in the binary and
+//! overridable by a path. The file is parsed into serde types here (the core carries no serde),
+//! mapped into [`ProfileSpec`] and validated whole by [`Profile::new`].
+
+use std::path::Path;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::core::profile::{
+    AlertSpec, CheckSpec, ConstraintSpec, FindingSpec, OptionSpec, OutcomeSpec, PhaseSpec,
+    ReferenceSpec, RuleSpec, ScheduleSpec, TotalDoseBoundSpec, VolumeSpec,
+};
+use crate::core::{Profile, ProfileError, ProfileSpec};
+
+/// The profile shipped with the binary.
+pub const EMBEDDED_PROFILE: &str = include_str!("../guideline/vlms-rt-2026.1.toml");
+/// Name under which the embedded profile is reported.
+pub const EMBEDDED_PROFILE_NAME: &str = "guideline/vlms-rt-2026.1.toml (embedded)";
+
+/// Why a profile could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read guideline profile {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not UTF-8 TOML of the expected shape.
+    #[error("guideline profile {path} is not a valid profile file: {message}")]
+    Parse { path: String, message: String },
+    /// The file parsed but breaks the profile's rules.
+    #[error("guideline profile {path}: {source}")]
+    Invalid {
+        path: String,
+        #[source]
+        source: ProfileError,
+    },
+}
+
+/// Loads the embedded profile.
+pub fn embedded() -> Result<Profile, LoadError> {
+    from_bytes(EMBEDDED_PROFILE.as_bytes(), EMBEDDED_PROFILE_NAME)
+}
+
+/// Loads a profile from a file.
+pub fn from_path(path: &Path) -> Result<Profile, LoadError> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+        path: name.clone(),
+        source,
+    })?;
+    from_bytes(&bytes, &name)
+}
+
+/// Parses and validates profile bytes; `name` is used in error messages. The profile's sha256 is
+/// computed over exactly these bytes.
+pub fn from_bytes(bytes: &[u8], name: &str) -> Result<Profile, LoadError> {
+    let parse_error = |message: String| LoadError::Parse {
+        path: name.to_string(),
+        message,
+    };
+    let text = std::str::from_utf8(bytes).map_err(|error| parse_error(error.to_string()))?;
+    let file: ProfileFile = toml::from_str(text).map_err(|error| parse_error(error.to_string()))?;
+    let sha256 = hex(&Sha256::digest(bytes));
+    Profile::new(file.into_spec(), sha256).map_err(|source| LoadError::Invalid {
+        path: name.to_string(),
+        source,
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProfileFile {
+    version: String,
+    disclaimer: String,
+    radiobiology: RadiobiologyFile,
+    risk: RiskFile,
+    window: WindowFile,
+    references: Vec<ReferenceFile>,
+    rules: Vec<RuleFile>,
+    alerts: Vec<AlertFile>,
+    volumes: Vec<VolumeFile>,
+    outcomes: Vec<OutcomeFile>,
+    constraints: Vec<ConstraintFile>,
+    schedules: Vec<ScheduleFile>,
+    check: CheckFile,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RadiobiologyFile {
+    alpha_beta_tumor_gy: f64,
+    alpha_beta_late_gy: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RiskFile {
+    large_tumor_size_cm: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WindowFile {
+    earliest_days: i64,
+    latest_days: i64,
+    overdue_critical_after_days: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReferenceFile {
+    id: String,
+    citation: String,
+    #[serde(default)]
+    doi: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    id: String,
+    statement: String,
+    references: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertFile {
+    code: String,
+    severity: String,
+    summary: String,
+    detail: String,
+    references: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VolumeFile {
+    code: String,
+    description: String,
+    references: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutcomeFile {
+    rule: String,
+    text: String,
+    references: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConstraintFile {
+    organs: Vec<String>,
+    structure: String,
+    metric: String,
+    limit: f64,
+    #[serde(default)]
+    bilateral_kidneys: bool,
+    verification: String,
+    references: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleFile {
+    site: String,
+    setting: String,
+    margins: String,
+    options: Vec<OptionFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OptionFile {
+    label: String,
+    #[serde(default)]
+    preferred: bool,
+    #[serde(default)]
+    concurrent_chemotherapy: bool,
+    #[serde(default)]
+    alert: String,
+    phases: Vec<PhaseFile>,
+    references: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PhaseFile {
+    kind: String,
+    dose_per_fraction_gy: f64,
+    fractions: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckFile {
+    dose_tolerance_gy: f64,
+    fraction_pass_min_gy: f64,
+    fraction_pass_max_gy: f64,
+    fraction_review_min_gy: f64,
+    fraction_review_max_gy: f64,
+    total_dose_bounds: Vec<TotalDoseBoundFile>,
+    findings: Vec<FindingFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TotalDoseBoundFile {
+    site: String,
+    settings: Vec<String>,
+    min_gy: f64,
+    max_gy: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FindingFile {
+    code: String,
+    references: Vec<String>,
+}
+
+impl ProfileFile {
+    fn into_spec(self) -> ProfileSpec {
+        ProfileSpec {
+            version: self.version,
+            disclaimer: self.disclaimer,
+            alpha_beta_tumor_gy: self.radiobiology.alpha_beta_tumor_gy,
+            alpha_beta_late_gy: self.radiobiology.alpha_beta_late_gy,
+            large_tumor_size_cm: self.risk.large_tumor_size_cm,
+            window_earliest_days: self.window.earliest_days,
+            window_latest_days: self.window.latest_days,
+            overdue_critical_after_days: self.window.overdue_critical_after_days,
+            references: self
+                .references
+                .into_iter()
+                .map(|reference| ReferenceSpec {
+                    id: reference.id,
+                    citation: reference.citation,
+                    doi: reference.doi,
+                })
+                .collect(),
+            rules: self
+                .rules
+                .into_iter()
+                .map(|rule| RuleSpec {
+                    id: rule.id,
+                    statement: rule.statement,
+                    references: rule.references,
+                })
+                .collect(),
+            alerts: self
+                .alerts
+                .into_iter()
+                .map(|alert| AlertSpec {
+                    code: alert.code,
+                    severity: alert.severity,
+                    summary: alert.summary,
+                    detail: alert.detail,
+                    references: alert.references,
+                })
+                .collect(),
+            volumes: self
+                .volumes
+                .into_iter()
+                .map(|volume| VolumeSpec {
+                    code: volume.code,
+                    description: volume.description,
+                    references: volume.references,
+                })
+                .collect(),
+            outcomes: self
+                .outcomes
+                .into_iter()
+                .map(|outcome| OutcomeSpec {
+                    rule: outcome.rule,
+                    text: outcome.text,
+                    references: outcome.references,
+                })
+                .collect(),
+            constraints: self
+                .constraints
+                .into_iter()
+                .map(|constraint| ConstraintSpec {
+                    organs: constraint.organs,
+                    structure: constraint.structure,
+                    metric: constraint.metric,
+                    limit: constraint.limit,
+                    bilateral_kidneys: constraint.bilateral_kidneys,
+                    verification: constraint.verification,
+                    references: constraint.references,
+                })
+                .collect(),
+            schedules: self
+                .schedules
+                .into_iter()
+                .map(|schedule| ScheduleSpec {
+                    site: schedule.site,
+                    setting: schedule.setting,
+                    margins: schedule.margins,
+                    options: schedule
+                        .options
+                        .into_iter()
+                        .map(|option| OptionSpec {
+                            label: option.label,
+                            preferred: option.preferred,
+                            concurrent_chemotherapy: option.concurrent_chemotherapy,
+                            alert: option.alert,
+                            phases: option
+                                .phases
+                                .into_iter()
+                                .map(|phase| PhaseSpec {
+                                    kind: phase.kind,
+                                    dose_per_fraction_gy: phase.dose_per_fraction_gy,
+                                    fractions: phase.fractions,
+                                })
+                                .collect(),
+                            references: option.references,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            check: CheckSpec {
+                dose_tolerance_gy: self.check.dose_tolerance_gy,
+                fraction_pass_min_gy: self.check.fraction_pass_min_gy,
+                fraction_pass_max_gy: self.check.fraction_pass_max_gy,
+                fraction_review_min_gy: self.check.fraction_review_min_gy,
+                fraction_review_max_gy: self.check.fraction_review_max_gy,
+                total_dose_bounds: self
+                    .check
+                    .total_dose_bounds
+                    .into_iter()
+                    .map(|bound| TotalDoseBoundSpec {
+                        site: bound.site,
+                        settings: bound.settings,
+                        min_gy: bound.min_gy,
+                        max_gy: bound.max_gy,
+                    })
+                    .collect(),
+                findings: self
+                    .check
+                    .findings
+                    .into_iter()
+                    .map(|finding| FindingSpec {
+                        code: finding.code,
+                        references: finding.references,
+                    })
+                    .collect(),
+            },
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! vlms-rt: radiation-therapy recommendations for venous leiomyosarcoma, served over gRPC.
+//!
+//! [`core`] holds the guideline logic (pure), [`guideline`] loads the versioned profile, [`pb`] the
+//! generated contract, [`convert`] maps between the two, [`server`] implements the service and
+//! [`startup`] binds and serves it.
+
+pub mod codec;
+pub mod config;
+pub mod convert;
+pub mod core;
+pub mod guideline;
+pub mod pb;
+pub mod server;
+pub mod startup;
+pub mod telemetry;
