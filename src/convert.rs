@@ -350,10 +350,7 @@ pub fn plan_out(plan: &core::Plan<'_>, recommendation_id: String) -> pb::Plan {
     };
     pb::Plan {
         recommendation_id,
-        guideline: Some(pb::GuidelineRef {
-            version: plan.guideline_version.to_string(),
-            sha256: plan.guideline_sha256.to_string(),
-        }),
+        guideline: Some(guideline_ref(plan)),
         case_id: plan.case_id.clone(),
         evaluation_date: plan.evaluation_date.to_string(),
         indication: indication_out(plan.indication).into(),
@@ -432,6 +429,15 @@ pub fn plan_out(plan: &core::Plan<'_>, recommendation_id: String) -> pb::Plan {
     }
 }
 
+fn guideline_ref(plan: &core::Plan<'_>) -> pb::GuidelineRef {
+    pb::GuidelineRef {
+        version: plan.guideline_version.to_string(),
+        sha256: plan.guideline_sha256.to_string(),
+        alpha_beta_tumor_gy: plan.alpha_beta_tumor_gy,
+        alpha_beta_late_gy: plan.alpha_beta_late_gy,
+    }
+}
+
 fn phase_out(phase: &core::plan::Phase) -> pb::Phase {
     pb::Phase {
         kind: phase_kind_out(phase.kind).into(),
@@ -471,10 +477,7 @@ pub fn report_out(
         eqd2_late_gy: report.eqd2_late_gy,
         total_dose_gy: report.total_dose_gy,
         recommendation_id,
-        guideline: Some(pb::GuidelineRef {
-            version: report.plan.guideline_version.to_string(),
-            sha256: report.plan.guideline_sha256.to_string(),
-        }),
+        guideline: Some(guideline_ref(&report.plan)),
         recommended_plan: Some(plan_out(&report.plan, plan_recommendation_id)),
     }
 }

@@ -4,6 +4,7 @@
 //! generated contract, [`convert`] maps between the two, [`server`] implements the service and
 //! [`startup`] binds and serves it.
 
+pub mod client;
 pub mod codec;
 pub mod config;
 pub mod convert;

@@ -130,6 +130,8 @@ pub struct RuleFiring<'p> {
 pub struct Plan<'p> {
     pub guideline_version: &'p str,
     pub guideline_sha256: &'p str,
+    pub alpha_beta_tumor_gy: f64,
+    pub alpha_beta_late_gy: f64,
     pub case_id: String,
     pub evaluation_date: Date,
     pub indication: Indication,

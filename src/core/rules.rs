@@ -169,6 +169,8 @@ pub fn recommend<'p>(profile: &'p Profile, case: &Case) -> Plan<'p> {
         plan: Plan {
             guideline_version: profile.version(),
             guideline_sha256: profile.sha256(),
+            alpha_beta_tumor_gy: profile.alpha_beta_tumor_gy(),
+            alpha_beta_late_gy: profile.alpha_beta_late_gy(),
             case_id: case.case_id().to_string(),
             evaluation_date: case.evaluation_date(),
             indication: Indication::NotIndicated,

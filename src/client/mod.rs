@@ -1,0 +1,413 @@
+//! The command-line client: argument parsing, reading proto3 JSON, calling the server and printing
+//! the answer as clinician-readable text or canonical proto3 JSON.
+
+mod text;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde_json::Value;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+use crate::pb;
+use crate::pb::recommendation_service_client::RecommendationServiceClient;
+
+/// Exit code: the server rejected the input.
+pub const EXIT_BAD_INPUT: u8 = 3;
+/// Exit code: the server could not be reached.
+pub const EXIT_UNREACHABLE: u8 = 4;
+/// Exit code: usage or local input error.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: any other failure.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// `vlms-rt`: radiotherapy recommendations for venous leiomyosarcoma from a vlms-rt server.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "vlms-rt",
+    version,
+    about,
+    after_help = "Exit codes: 0 ok, 1 server error, 2 usage or local input error, 3 input rejected by the server, 4 server unreachable."
+)]
+pub struct Cli {
+    /// Server URL.
+    #[arg(
+        long,
+        global = true,
+        env = "VLMS_RT_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub server: String,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+    /// Seconds to wait for an answer.
+    #[arg(long, global = true, default_value_t = 30)]
+    pub timeout_seconds: u64,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// What a clinician reads.
+    Text,
+    /// Canonical proto3 JSON (one object; one line per item for `stream`).
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Recommend a plan for one case (proto3 JSON of a Case, or an object whose `case` member is one).
+    Recommend {
+        /// JSON file, or - for standard input.
+        file: PathBuf,
+        /// Evaluation date (YYYY-MM-DD) when the file has none; defaults to today.
+        #[arg(long)]
+        evaluation_date: Option<String>,
+    },
+    /// Recommend plans for many cases over one stream (JSON Lines: one case per line).
+    Stream {
+        /// JSON Lines file, or - for standard input.
+        file: PathBuf,
+        /// Evaluation date (YYYY-MM-DD) for cases that have none; defaults to today.
+        #[arg(long)]
+        evaluation_date: Option<String>,
+    },
+    /// Check a proposed prescription (proto3 JSON of a CheckPrescriptionRequest, or an object whose
+    /// `request` member is one).
+    Check {
+        /// JSON file, or - for standard input.
+        file: PathBuf,
+        /// Evaluation date (YYYY-MM-DD) when the case has none; defaults to today.
+        #[arg(long)]
+        evaluation_date: Option<String>,
+    },
+    /// Show the guideline: version, rules with statements and references, alert codes.
+    Guideline,
+    /// Ask the server's health service whether the recommendation service is serving.
+    Health {
+        /// Service name to ask about ("" for the whole server).
+        #[arg(long, default_value = "vlms.rt.v1.RecommendationService")]
+        service: String,
+    },
+}
+
+/// A failure with the exit code it maps to.
+#[derive(Debug)]
+pub enum Failure {
+    /// Usage or local input error.
+    Usage(String),
+    /// The server rejected the input.
+    BadInput {
+        message: String,
+        violations: Vec<(String, String)>,
+    },
+    /// The server could not be reached.
+    Unreachable(String),
+    /// Any other error.
+    Other(String),
+}
+
+impl Failure {
+    /// The process exit code.
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(match self {
+            Failure::Usage(_) => EXIT_USAGE,
+            Failure::BadInput { .. } => EXIT_BAD_INPUT,
+            Failure::Unreachable(_) => EXIT_UNREACHABLE,
+            Failure::Other(_) => EXIT_FAILURE,
+        })
+    }
+
+    /// What to print on standard error: one field violation per line.
+    pub fn render(&self) -> String {
+        match self {
+            Failure::Usage(message) => format!("vlms-rt: {message}\n"),
+            Failure::Unreachable(message) => format!("vlms-rt: server unreachable: {message}\n"),
+            Failure::Other(message) => format!("vlms-rt: {message}\n"),
+            Failure::BadInput {
+                message,
+                violations,
+            } => {
+                let mut out = format!(
+                    "vlms-rt: the server rejected the input (INVALID_ARGUMENT): {} problem(s)\n",
+                    violations.len().max(1)
+                );
+                if violations.is_empty() {
+                    out.push_str(&format!("  {message}\n"));
+                }
+                for (field, description) in violations {
+                    out.push_str(&format!("  {field}: {description}\n"));
+                }
+                out
+            }
+        }
+    }
+}
+
+/// Maps a call's status to a failure.
+pub fn failure_from_status(status: &Status) -> Failure {
+    match status.code() {
+        Code::InvalidArgument => Failure::BadInput {
+            message: status.message().to_string(),
+            violations: status
+                .get_details_bad_request()
+                .map(|bad_request| {
+                    bad_request
+                        .field_violations
+                        .into_iter()
+                        .map(|violation| (violation.field, violation.description))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        },
+        Code::Unavailable | Code::DeadlineExceeded => {
+            Failure::Unreachable(format!("{:?}: {}", status.code(), status.message()))
+        }
+        code => Failure::Other(format!("{code:?}: {}", status.message())),
+    }
+}
+
+async fn connect(cli: &Cli) -> Result<Channel, Failure> {
+    let endpoint = Endpoint::from_shared(cli.server.clone())
+        .map_err(|error| {
+            Failure::Usage(format!("--server {:?} is not a URL: {error}", cli.server))
+        })?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(cli.timeout_seconds.max(1)));
+    endpoint
+        .connect()
+        .await
+        .map_err(|error| Failure::Unreachable(format!("{}: {error}", cli.server)))
+}
+
+fn read_input(file: &PathBuf) -> Result<String, Failure> {
+    if file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|error| Failure::Usage(format!("cannot read standard input: {error}")))?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(file)
+            .map_err(|error| Failure::Usage(format!("cannot read {}: {error}", file.display())))
+    }
+}
+
+/// Today's date (local time, UTC when the local offset is unknown), YYYY-MM-DD.
+pub fn today() -> String {
+    let now = time::OffsetDateTime::now_local().unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+    let date = now.date();
+    format!(
+        "{:04}-{:02}-{:02}",
+        date.year(),
+        u8::from(date.month()),
+        date.day()
+    )
+}
+
+/// Fills a missing evaluation date; refuses a flag that contradicts the file.
+fn apply_evaluation_date(
+    case: &mut pb::Case,
+    flag: Option<&str>,
+    where_: &str,
+) -> Result<(), Failure> {
+    match (case.evaluation_date.is_empty(), flag) {
+        (true, Some(date)) => case.evaluation_date = date.to_string(),
+        (true, None) => case.evaluation_date = today(),
+        (false, Some(date)) if date != case.evaluation_date => {
+            return Err(Failure::Usage(format!(
+                "{where_}: the file's evaluationDate {} differs from --evaluation-date {date}; remove one",
+                case.evaluation_date
+            )));
+        }
+        (false, _) => {}
+    }
+    Ok(())
+}
+
+/// Parses a Case from JSON: a Case itself, or an object whose `case` member is one.
+pub fn parse_case(text: &str, where_: &str) -> Result<pb::Case, Failure> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|error| Failure::Usage(format!("{where_}: not JSON: {error}")))?;
+    let inner = match value.get("case") {
+        Some(case) => case.clone(),
+        None => value,
+    };
+    serde_json::from_value(inner).map_err(|error| {
+        Failure::Usage(format!(
+            "{where_}: not proto3 JSON of a vlms.rt.v1.Case: {error}"
+        ))
+    })
+}
+
+fn parse_check_request(text: &str, where_: &str) -> Result<pb::CheckPrescriptionRequest, Failure> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|error| Failure::Usage(format!("{where_}: not JSON: {error}")))?;
+    let inner = match value.get("request") {
+        Some(request) => request.clone(),
+        None => value,
+    };
+    serde_json::from_value(inner).map_err(|error| {
+        Failure::Usage(format!(
+            "{where_}: not proto3 JSON of a vlms.rt.v1.CheckPrescriptionRequest: {error}"
+        ))
+    })
+}
+
+fn json<T: serde::Serialize>(value: &T, pretty: bool) -> String {
+    let rendered = if pretty {
+        serde_json::to_string_pretty(value)
+    } else {
+        serde_json::to_string(value)
+    };
+    rendered.unwrap_or_else(|error| format!("{{\"error\":\"cannot render JSON: {error}\"}}"))
+}
+
+/// Runs one command.
+pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    match &cli.command {
+        Command::Recommend {
+            file,
+            evaluation_date,
+        } => {
+            let text = read_input(file)?;
+            let mut case = parse_case(&text, &file.display().to_string())?;
+            apply_evaluation_date(
+                &mut case,
+                evaluation_date.as_deref(),
+                &file.display().to_string(),
+            )?;
+            let mut client = RecommendationServiceClient::new(connect(&cli).await?);
+            let response = client
+                .recommend(pb::RecommendRequest { case: Some(case) })
+                .await
+                .map_err(|status| failure_from_status(&status))?
+                .into_inner();
+            let plan = response.plan.unwrap_or_default();
+            match cli.output {
+                OutputFormat::Json => println!("{}", json(&plan, true)),
+                OutputFormat::Text => print!("{}", text::plan(&plan)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Stream {
+            file,
+            evaluation_date,
+        } => {
+            let text = read_input(file)?;
+            let mut requests = Vec::new();
+            for (number, line) in text.lines().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let where_ = format!("{} line {}", file.display(), number + 1);
+                let mut case = parse_case(line, &where_)?;
+                apply_evaluation_date(&mut case, evaluation_date.as_deref(), &where_)?;
+                requests.push(pb::RecommendRequest { case: Some(case) });
+            }
+            let mut client = RecommendationServiceClient::new(connect(&cli).await?);
+            let mut responses = client
+                .recommend_stream(tokio_stream::iter(requests))
+                .await
+                .map_err(|status| failure_from_status(&status))?
+                .into_inner();
+            let mut rejected = 0_u32;
+            while let Some(item) = responses
+                .message()
+                .await
+                .map_err(|status| failure_from_status(&status))?
+            {
+                if matches!(
+                    item.result,
+                    Some(pb::recommend_stream_response::Result::Error(_))
+                ) {
+                    rejected += 1;
+                }
+                match cli.output {
+                    OutputFormat::Json => println!("{}", json(&item, false)),
+                    OutputFormat::Text => print!("{}", text::stream_item(&item)),
+                }
+            }
+            Ok(if rejected > 0 {
+                ExitCode::from(EXIT_BAD_INPUT)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Check {
+            file,
+            evaluation_date,
+        } => {
+            let text = read_input(file)?;
+            let where_ = file.display().to_string();
+            let mut request = parse_check_request(&text, &where_)?;
+            if let Some(case) = request.case.as_mut() {
+                apply_evaluation_date(case, evaluation_date.as_deref(), &where_)?;
+            }
+            let mut client = RecommendationServiceClient::new(connect(&cli).await?);
+            let response = client
+                .check_prescription(request)
+                .await
+                .map_err(|status| failure_from_status(&status))?
+                .into_inner();
+            match cli.output {
+                OutputFormat::Json => println!("{}", json(&response, true)),
+                OutputFormat::Text => print!("{}", text::check(&response)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Guideline => {
+            let mut client = RecommendationServiceClient::new(connect(&cli).await?);
+            let guideline = client
+                .get_guideline(pb::GetGuidelineRequest {})
+                .await
+                .map_err(|status| failure_from_status(&status))?
+                .into_inner();
+            match cli.output {
+                OutputFormat::Json => println!("{}", json(&guideline, true)),
+                OutputFormat::Text => print!("{}", text::guideline(&guideline)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Health { service } => {
+            let mut client =
+                tonic_health::pb::health_client::HealthClient::new(connect(&cli).await?);
+            let response = client
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: service.clone(),
+                })
+                .await
+                .map_err(|status| failure_from_status(&status))?
+                .into_inner();
+            let status =
+                tonic_health::pb::health_check_response::ServingStatus::try_from(response.status)
+                    .map(|status| status.as_str_name())
+                    .unwrap_or("UNKNOWN");
+            let shown = if service.is_empty() {
+                "(server)"
+            } else {
+                service.as_str()
+            };
+            match cli.output {
+                OutputFormat::Json => println!(
+                    "{}",
+                    serde_json::json!({ "service": service, "status": status })
+                ),
+                OutputFormat::Text => println!("{shown}: {status}"),
+            }
+            Ok(if status == "SERVING" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FAILURE)
+            })
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! Clinician-readable text for plans, checks, stream items and the guideline.
+
+use std::fmt::Write;
+
+use crate::pb;
+
+/// A dose in Gy without needless zeros: 50.4, 50, 1.8, 2.
+pub fn gy(value: f64) -> String {
+    let rounded = format!("{value:.2}");
+    let trimmed = rounded.trim_end_matches('0').trim_end_matches('.');
+    trimmed.to_string()
+}
+
+fn name<E: TryFrom<i32>>(value: i32, as_str: impl Fn(&E) -> &'static str, prefix: &str) -> String {
+    E::try_from(value)
+        .map(|value| as_str(&value).trim_start_matches(prefix).to_string())
+        .unwrap_or_else(|_| format!("<unknown {value}>"))
+}
+
+fn refs(ids: &[String]) -> String {
+    if ids.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", ids.join(", "))
+    }
+}
+
+/// `50.4 Gy in 28 × 1.8 Gy, IMRT — EQD2 48.7 Gy (α/β 4), 48.4 Gy (α/β 3)`.
+pub fn prescription_line(
+    prescription: &pb::Prescription,
+    guideline: Option<&pb::GuidelineRef>,
+) -> String {
+    let mut phases = String::new();
+    for (index, phase) in prescription.phases.iter().enumerate() {
+        if index == 0 {
+            let _ = write!(
+                phases,
+                "{} × {} Gy",
+                phase.fractions,
+                gy(phase.dose_per_fraction_gy)
+            );
+        } else {
+            let _ = write!(
+                phases,
+                " + boost {} × {} Gy",
+                phase.fractions,
+                gy(phase.dose_per_fraction_gy)
+            );
+        }
+    }
+    let technique = name(
+        prescription.technique,
+        pb::Technique::as_str_name,
+        "TECHNIQUE_",
+    );
+    let chemo = if prescription.concurrent_chemotherapy {
+        " with concurrent chemotherapy"
+    } else {
+        ""
+    };
+    let (tumor_ab, late_ab) =
+        guideline.map_or((String::from("?"), String::from("?")), |guideline| {
+            (
+                gy(guideline.alpha_beta_tumor_gy),
+                gy(guideline.alpha_beta_late_gy),
+            )
+        });
+    format!(
+        "{} Gy in {phases}{chemo}, {technique} — EQD2 {:.1} Gy (α/β {tumor_ab}), {:.1} Gy (α/β {late_ab})",
+        gy(prescription.total_dose_gy),
+        prescription.eqd2_tumor_gy,
+        prescription.eqd2_late_gy
+    )
+}
+
+/// The whole plan: indication and setting first, then the preferred prescription and the rest.
+pub fn plan(plan: &pb::Plan) -> String {
+    let mut out = String::new();
+    let indication = name(plan.indication, pb::Indication::as_str_name, "INDICATION_");
+    let setting = name(plan.setting, pb::Setting::as_str_name, "SETTING_");
+    let site = name(plan.site_group, pb::SiteGroup::as_str_name, "SITE_GROUP_");
+    let _ = writeln!(
+        out,
+        "Radiotherapy: {indication} — setting {setting} (site group {site})"
+    );
+    let case = if plan.case_id.is_empty() {
+        String::from("(no case id)")
+    } else {
+        plan.case_id.clone()
+    };
+    let guideline = plan.guideline.clone().unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "Case {case}, evaluated {}; guideline {} (sha256 {}); recommendation {}",
+        plan.evaluation_date,
+        guideline.version,
+        guideline.sha256.get(..12).unwrap_or(&guideline.sha256),
+        plan.recommendation_id
+    );
+
+    let _ = writeln!(out);
+    match plan
+        .prescriptions
+        .iter()
+        .find(|prescription| prescription.preferred)
+    {
+        Some(preferred) => {
+            let _ = writeln!(out, "Preferred prescription:");
+            let _ = writeln!(
+                out,
+                "  {}",
+                prescription_line(preferred, plan.guideline.as_ref())
+            );
+            let _ = writeln!(
+                out,
+                "  {}{}",
+                preferred.label,
+                refs(&preferred.reference_ids)
+            );
+        }
+        None => {
+            let _ = writeln!(out, "No prescription in this plan.");
+        }
+    }
+    let alternatives: Vec<&pb::Prescription> = plan
+        .prescriptions
+        .iter()
+        .filter(|prescription| !prescription.preferred)
+        .collect();
+    if !alternatives.is_empty() {
+        let _ = writeln!(out, "Alternatives:");
+        for alternative in alternatives {
+            let _ = writeln!(
+                out,
+                "  {}",
+                prescription_line(alternative, plan.guideline.as_ref())
+            );
+            let _ = writeln!(
+                out,
+                "  {}{}",
+                alternative.label,
+                refs(&alternative.reference_ids)
+            );
+        }
+    }
+
+    let window = plan.start_window.clone().unwrap_or_default();
+    let status = name(
+        window.status,
+        pb::WindowStatus::as_str_name,
+        "WINDOW_STATUS_",
+    );
+    if window.earliest.is_empty() {
+        let _ = writeln!(out, "Start window: {status}");
+    } else {
+        let _ = writeln!(
+            out,
+            "Start window: {status} — start between {} and {} (day {} after surgery)",
+            window.earliest, window.latest, window.days_since_surgery
+        );
+    }
+
+    if !plan.alerts.is_empty() {
+        let _ = writeln!(out, "\nAlerts:");
+        for severity in [
+            pb::Severity::Critical,
+            pb::Severity::Warning,
+            pb::Severity::Info,
+        ] {
+            for alert in plan
+                .alerts
+                .iter()
+                .filter(|alert| alert.severity == severity as i32)
+            {
+                let label = severity.as_str_name().trim_start_matches("SEVERITY_");
+                let _ = writeln!(
+                    out,
+                    "  {label:<8} {}: {}{}",
+                    alert.code,
+                    alert.summary,
+                    refs(&alert.reference_ids)
+                );
+            }
+        }
+    }
+
+    if !plan.volumes.is_empty() {
+        let _ = writeln!(out, "\nTarget volumes:");
+        for volume in &plan.volumes {
+            let _ = writeln!(
+                out,
+                "  {}: {}{}",
+                volume.code,
+                volume.description,
+                refs(&volume.reference_ids)
+            );
+        }
+    }
+
+    if !plan.organ_constraints.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nOrgan-at-risk constraints (achieved value must stay below the limit):"
+        );
+        let _ = writeln!(
+            out,
+            "  {:<12} {:<10} {:>8}  {}",
+            "Structure", "Metric", "Limit", "References"
+        );
+        for row in &plan.organ_constraints {
+            let _ = writeln!(
+                out,
+                "  {:<12} {:<10} {:>8}  {}",
+                row.structure,
+                row.metric,
+                format!("< {}", gy(row.limit)),
+                row.reference_ids.join(", ")
+            );
+        }
+        let mut notes: Vec<&str> = plan
+            .organ_constraints
+            .iter()
+            .map(|row| row.note.as_str())
+            .collect();
+        notes.dedup();
+        for note in notes {
+            let _ = writeln!(out, "  Note: {note}");
+        }
+    }
+
+    if !plan.expected_outcomes.is_empty() {
+        let _ = writeln!(out, "\nExpected outcomes:");
+        for statement in &plan.expected_outcomes {
+            let _ = writeln!(
+                out,
+                "  - {}{}",
+                statement.text,
+                refs(&statement.reference_ids)
+            );
+        }
+    }
+
+    let _ = writeln!(out, "\nRules fired:");
+    for firing in &plan.trace {
+        let _ = writeln!(
+            out,
+            "  {}: {}{}",
+            firing.rule_id,
+            firing.summary,
+            refs(&firing.reference_ids)
+        );
+    }
+
+    let _ = writeln!(out, "\nReferences:");
+    for reference in &plan.references {
+        let doi = if reference.doi.is_empty() {
+            String::new()
+        } else {
+            format!(" doi:{}", reference.doi)
+        };
+        let _ = writeln!(out, "  [{}] {}{doi}", reference.id, reference.citation);
+    }
+    let _ = writeln!(out, "\n{}", plan.disclaimer);
+    out
+}
+
+/// One stream item: the plan, or the rejection with every field violation.
+pub fn stream_item(item: &pb::RecommendStreamResponse) -> String {
+    let case = if item.case_id.is_empty() {
+        String::from("(no case id)")
+    } else {
+        item.case_id.clone()
+    };
+    match &item.result {
+        Some(pb::recommend_stream_response::Result::Plan(found)) => {
+            format!("=== {case}\n{}\n", plan(found))
+        }
+        Some(pb::recommend_stream_response::Result::Error(status)) => {
+            let mut out = format!("=== {case}\nRejected: {}\n", status.message);
+            for detail in &status.details {
+                if let Ok(bad_request) =
+                    <tonic_types::pb::BadRequest as prost::Message>::decode(detail.value.as_ref())
+                {
+                    for violation in bad_request.field_violations {
+                        let _ = writeln!(out, "  {}: {}", violation.field, violation.description);
+                    }
+                }
+            }
+            out.push('\n');
+            out
+        }
+        None => format!("=== {case}\n(empty item)\n\n"),
+    }
+}
+
+/// A prescription-check report.
+pub fn check(response: &pb::CheckPrescriptionResponse) -> String {
+    let mut out = String::new();
+    let verdict = name(response.verdict, pb::Verdict::as_str_name, "VERDICT_");
+    let guideline = response.guideline.clone().unwrap_or_default();
+    let _ = writeln!(out, "Prescription check: {verdict}");
+    let _ = writeln!(
+        out,
+        "Proposal: {} Gy — EQD2 {:.1} Gy (α/β {}), {:.1} Gy (α/β {})",
+        gy(response.total_dose_gy),
+        response.eqd2_tumor_gy,
+        gy(guideline.alpha_beta_tumor_gy),
+        response.eqd2_late_gy,
+        gy(guideline.alpha_beta_late_gy)
+    );
+    let _ = writeln!(
+        out,
+        "Guideline {}; check {}",
+        guideline.version, response.recommendation_id
+    );
+    let _ = writeln!(out, "\nFindings:");
+    for verdict in [pb::Verdict::Fail, pb::Verdict::Review, pb::Verdict::Pass] {
+        for finding in response
+            .findings
+            .iter()
+            .filter(|finding| finding.verdict == verdict as i32)
+        {
+            let label = verdict.as_str_name().trim_start_matches("VERDICT_");
+            let _ = writeln!(
+                out,
+                "  {label:<6} {}: {}{}",
+                finding.code,
+                finding.message,
+                refs(&finding.reference_ids)
+            );
+        }
+    }
+    if let Some(recommended) = &response.recommended_plan {
+        let _ = writeln!(out, "\nWhat the guideline recommends for this case:");
+        out.push_str(&plan(recommended));
+    }
+    out
+}
+
+/// The guideline's basis.
+pub fn guideline(guideline: &pb::Guideline) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Guideline {} (sha256 {})",
+        guideline.version, guideline.sha256
+    );
+    let _ = writeln!(out, "\nRules:");
+    for rule in &guideline.rules {
+        let _ = writeln!(
+            out,
+            "  {}: {}{}",
+            rule.rule_id,
+            rule.statement,
+            refs(&rule.reference_ids)
+        );
+    }
+    let _ = writeln!(out, "\nAlerts:");
+    for alert in &guideline.alerts {
+        let severity = name(alert.severity, pb::Severity::as_str_name, "SEVERITY_");
+        let _ = writeln!(out, "  {:<8} {}: {}", severity, alert.code, alert.summary);
+    }
+    let _ = writeln!(out, "\nReferences:");
+    for reference in &guideline.references {
+        let doi = if reference.doi.is_empty() {
+            String::new()
+        } else {
+            format!(" doi:{}", reference.doi)
+        };
+        let _ = writeln!(out, "  [{}] {}{doi}", reference.id, reference.citation);
+    }
+    let _ = writeln!(out, "\n{}", guideline.disclaimer);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doses_print_without_needless_zeros() {
+        assert_eq!(gy(50.4), "50.4");
+        assert_eq!(gy(50.0), "50");
+        assert_eq!(gy(1.8), "1.8");
+        assert_eq!(gy(2.0), "2");
+        assert_eq!(gy(0.25), "0.25");
+    }
+
+    #[test]
+    fn prescription_line_reads_like_a_prescription() {
+        let prescription = pb::Prescription {
+            phases: vec![pb::Phase {
+                kind: pb::PhaseKind::Initial as i32,
+                dose_per_fraction_gy: 1.8,
+                fractions: 28,
+                dose_gy: 50.4,
+            }],
+            total_dose_gy: 50.4,
+            eqd2_tumor_gy: 48.72,
+            eqd2_late_gy: 48.384,
+            technique: pb::Technique::Imrt as i32,
+            ..Default::default()
+        };
+        let guideline = pb::GuidelineRef {
+            alpha_beta_tumor_gy: 4.0,
+            alpha_beta_late_gy: 3.0,
+            ..Default::default()
+        };
+        assert_eq!(
+            prescription_line(&prescription, Some(&guideline)),
+            "50.4 Gy in 28 × 1.8 Gy, IMRT — EQD2 48.7 Gy (α/β 4), 48.4 Gy (α/β 3)"
+        );
+    }
+}

@@ -1,0 +1,11 @@
+//! The one integration-test binary: golden vignettes through the core and through the real
+//! server, the gRPC surface (streaming, health, reflection, errors), the client binary, and the
+//! tidy checks on the source tree.
+
+mod cli;
+mod core_rules;
+mod properties;
+mod service;
+mod support;
+mod tidy;
+mod vignettes;

@@ -1,0 +1,412 @@
+//! Shared test helpers: the vignette files, the comparisons they define, and a running server.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::Value;
+use vlms_rt::pb;
+
+/// Directory of the shared vignettes (`../shared/vignettes` beside the repository, or
+/// `VLMS_RT_VIGNETTES`). Tests fail, never skip, when it is missing.
+pub fn vignette_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("VLMS_RT_VIGNETTES") {
+        return PathBuf::from(dir);
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vignettes")
+}
+
+/// One vignette file.
+#[derive(Debug, Clone)]
+pub struct Vignette {
+    pub name: String,
+    pub json: Value,
+}
+
+impl Vignette {
+    pub fn is_plan(&self) -> bool {
+        self.json.get("case").is_some() && self.json.get("expected").is_some()
+    }
+    pub fn is_check(&self) -> bool {
+        self.json.get("request").is_some() && self.json.get("expected").is_some()
+    }
+    pub fn is_bad_case(&self) -> bool {
+        self.json.get("case").is_some() && self.json.get("expected_error").is_some()
+    }
+    pub fn is_bad_check(&self) -> bool {
+        self.json.get("request").is_some() && self.json.get("expected_error").is_some()
+    }
+    pub fn case(&self) -> pb::Case {
+        serde_json::from_value(self.json["case"].clone()).unwrap_or_else(|error| {
+            panic!("{}: case is not proto3 JSON of a Case: {error}", self.name)
+        })
+    }
+    pub fn check_request(&self) -> pb::CheckPrescriptionRequest {
+        serde_json::from_value(self.json["request"].clone()).unwrap_or_else(|error| {
+            panic!(
+                "{}: request is not proto3 JSON of a CheckPrescriptionRequest: {error}",
+                self.name
+            )
+        })
+    }
+    pub fn expected(&self) -> &Value {
+        &self.json["expected"]
+    }
+    pub fn expected_fields(&self) -> Vec<String> {
+        self.json["expected_error"]["fields"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{}: expected_error.fields missing", self.name))
+            .iter()
+            .map(|field| field.as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+}
+
+/// Every vignette, sorted by name. Panics (fails the test) when the directory is missing or empty.
+pub fn vignettes() -> Vec<Vignette> {
+    let dir = vignette_dir();
+    let mut vignettes = Vec::new();
+    let entries = std::fs::read_dir(&dir)
+        .unwrap_or_else(|error| panic!("cannot read vignettes at {}: {error}", dir.display()));
+    for entry in entries {
+        let path = entry.expect("directory entry").path();
+        if path.extension().and_then(|ext| ext.to_str()) != Some("json") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("readable vignette");
+        let json: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+        let name = path
+            .file_stem()
+            .and_then(|stem| stem.to_str())
+            .unwrap_or_default()
+            .to_string();
+        vignettes.push(Vignette { name, json });
+    }
+    vignettes.sort_by(|a, b| a.name.cmp(&b.name));
+    assert!(
+        vignettes.len() >= 20,
+        "expected the shared vignettes in {}",
+        dir.display()
+    );
+    vignettes
+}
+
+fn close(actual: f64, expected: f64) -> bool {
+    (actual - expected).abs() <= 0.01 + 1e-9
+}
+
+fn number(value: &Value) -> f64 {
+    value.as_f64().unwrap_or(f64::NAN)
+}
+
+pub fn enum_name<E: TryFrom<i32>>(value: i32, name: impl Fn(&E) -> &'static str) -> String {
+    E::try_from(value)
+        .map(|value| name(&value))
+        .unwrap_or("<unknown>")
+        .to_string()
+}
+
+/// Compares a plan with a vignette's `expected`, returning every mismatch.
+pub fn plan_mismatches(plan: &pb::Plan, expected: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut same = |what: &str, actual: String, expected: &Value| {
+        if Some(actual.as_str()) != expected.as_str() {
+            problems.push(format!("{what}: got {actual}, expected {expected}"));
+        }
+    };
+    same(
+        "indication",
+        enum_name(plan.indication, pb::Indication::as_str_name),
+        &expected["indication"],
+    );
+    same(
+        "setting",
+        enum_name(plan.setting, pb::Setting::as_str_name),
+        &expected["setting"],
+    );
+    same(
+        "site_group",
+        enum_name(plan.site_group, pb::SiteGroup::as_str_name),
+        &expected["site_group"],
+    );
+
+    let expected_rx = expected["prescriptions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if plan.prescriptions.len() != expected_rx.len() {
+        problems.push(format!(
+            "prescriptions: got {}, expected {}",
+            plan.prescriptions.len(),
+            expected_rx.len()
+        ));
+    }
+    for (index, (actual, wanted)) in plan.prescriptions.iter().zip(&expected_rx).enumerate() {
+        if Some(actual.preferred) != wanted["preferred"].as_bool() {
+            problems.push(format!(
+                "prescriptions[{index}].preferred: got {}",
+                actual.preferred
+            ));
+        }
+        let wanted_phases = wanted["phases"].as_array().cloned().unwrap_or_default();
+        let phases_match = actual.phases.len() == wanted_phases.len()
+            && actual
+                .phases
+                .iter()
+                .zip(&wanted_phases)
+                .all(|(phase, wanted)| {
+                    Some(enum_name(phase.kind, pb::PhaseKind::as_str_name).as_str())
+                        == wanted["kind"].as_str()
+                        && close(
+                            phase.dose_per_fraction_gy,
+                            number(&wanted["dose_per_fraction_gy"]),
+                        )
+                        && Some(i64::from(phase.fractions)) == wanted["fractions"].as_i64()
+                        && close(
+                            phase.dose_gy,
+                            phase.dose_per_fraction_gy * f64::from(phase.fractions),
+                        )
+                });
+        if !phases_match {
+            problems.push(format!(
+                "prescriptions[{index}].phases: got {:?}, expected {wanted_phases:?}",
+                actual.phases
+            ));
+        }
+        for (field, value) in [
+            ("total_dose_gy", actual.total_dose_gy),
+            ("eqd2_tumor_gy", actual.eqd2_tumor_gy),
+            ("eqd2_late_gy", actual.eqd2_late_gy),
+        ] {
+            if !close(value, number(&wanted[field])) {
+                problems.push(format!(
+                    "prescriptions[{index}].{field}: got {value}, expected {}",
+                    wanted[field]
+                ));
+            }
+        }
+        if actual.technique != pb::Technique::Imrt as i32 {
+            problems.push(format!("prescriptions[{index}].technique is not IMRT"));
+        }
+    }
+    let preferred = plan.prescriptions.iter().filter(|rx| rx.preferred).count();
+    if !plan.prescriptions.is_empty() && preferred != 1 {
+        problems.push(format!("{preferred} preferred prescriptions"));
+    }
+
+    let window = plan.start_window.clone().unwrap_or_default();
+    let wanted_window = &expected["start_window"];
+    if Some(enum_name(window.status, pb::WindowStatus::as_str_name).as_str())
+        != wanted_window["status"].as_str()
+    {
+        problems.push(format!("start_window.status: got {:?}", window.status));
+    }
+    if window.earliest != wanted_window["earliest"].as_str().unwrap_or_default()
+        || window.latest != wanted_window["latest"].as_str().unwrap_or_default()
+        || i64::from(window.days_since_surgery)
+            != wanted_window["days_since_surgery"].as_i64().unwrap_or(0)
+    {
+        problems.push(format!(
+            "start_window: got {window:?}, expected {wanted_window}"
+        ));
+    }
+
+    let mut volumes: Vec<String> = plan
+        .volumes
+        .iter()
+        .map(|volume| volume.code.clone())
+        .collect();
+    volumes.sort();
+    let mut wanted_volumes: Vec<String> = expected["volumes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|value| value.as_str().unwrap_or_default().to_string())
+        .collect();
+    wanted_volumes.sort();
+    if volumes != wanted_volumes {
+        problems.push(format!(
+            "volumes: got {volumes:?}, expected {wanted_volumes:?}"
+        ));
+    }
+
+    let mut constraints: Vec<(String, String, f64)> = plan
+        .organ_constraints
+        .iter()
+        .map(|row| (row.structure.clone(), row.metric.clone(), row.limit))
+        .collect();
+    constraints.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    let mut wanted_constraints: Vec<(String, String, f64)> = expected["organ_constraints"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|row| {
+            (
+                row["structure"].as_str().unwrap_or_default().to_string(),
+                row["metric"].as_str().unwrap_or_default().to_string(),
+                number(&row["limit"]),
+            )
+        })
+        .collect();
+    wanted_constraints.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    let constraints_match = constraints.len() == wanted_constraints.len()
+        && constraints
+            .iter()
+            .zip(&wanted_constraints)
+            .all(|(a, b)| a.0 == b.0 && a.1 == b.1 && close(a.2, b.2));
+    if !constraints_match {
+        problems.push(format!(
+            "organ_constraints: got {constraints:?}, expected {wanted_constraints:?}"
+        ));
+    }
+
+    let mut alerts: Vec<(String, String)> = plan
+        .alerts
+        .iter()
+        .map(|alert| {
+            (
+                alert.code.clone(),
+                enum_name(alert.severity, pb::Severity::as_str_name),
+            )
+        })
+        .collect();
+    alerts.sort();
+    let mut wanted_alerts: Vec<(String, String)> = expected["alerts"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|(code, severity)| {
+            (
+                code.clone(),
+                severity.as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    wanted_alerts.sort();
+    if alerts != wanted_alerts {
+        problems.push(format!(
+            "alerts: got {alerts:?}, expected {wanted_alerts:?}"
+        ));
+    }
+
+    let trace: Vec<&str> = plan
+        .trace
+        .iter()
+        .map(|firing| firing.rule_id.as_str())
+        .collect();
+    let mut position = 0;
+    for wanted in expected["rules_fired"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let wanted = wanted.as_str().unwrap_or_default();
+        match trace[position..].iter().position(|rule| *rule == wanted) {
+            Some(offset) => position += offset + 1,
+            None => problems.push(format!(
+                "rules_fired: {wanted} missing or out of order in {trace:?}"
+            )),
+        }
+    }
+    problems
+}
+
+/// Compares a check response with a vignette's `expected`.
+pub fn check_mismatches(response: &pb::CheckPrescriptionResponse, expected: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let verdict = enum_name(response.verdict, pb::Verdict::as_str_name);
+    if Some(verdict.as_str()) != expected["verdict"].as_str() {
+        problems.push(format!(
+            "verdict: got {verdict}, expected {}",
+            expected["verdict"]
+        ));
+    }
+    let mut findings: Vec<(String, String)> = response
+        .findings
+        .iter()
+        .map(|finding| {
+            (
+                finding.code.clone(),
+                enum_name(finding.verdict, pb::Verdict::as_str_name),
+            )
+        })
+        .collect();
+    findings.sort();
+    let mut wanted: Vec<(String, String)> = expected["findings"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|finding| {
+            (
+                finding["code"].as_str().unwrap_or_default().to_string(),
+                finding["verdict"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    wanted.sort();
+    if findings != wanted {
+        problems.push(format!("findings: got {findings:?}, expected {wanted:?}"));
+    }
+    for (field, value) in [
+        ("total_dose_gy", response.total_dose_gy),
+        ("eqd2_tumor_gy", response.eqd2_tumor_gy),
+        ("eqd2_late_gy", response.eqd2_late_gy),
+    ] {
+        if !close(value, number(&expected[field])) {
+            problems.push(format!(
+                "{field}: got {value}, expected {}",
+                expected[field]
+            ));
+        }
+    }
+    problems
+}
+
+/// The embedded profile.
+pub fn profile() -> Arc<vlms_rt::core::Profile> {
+    Arc::new(vlms_rt::guideline::embedded().expect("the embedded profile is valid"))
+}
+
+/// A real server on 127.0.0.1:0 and a connected client.
+pub struct TestServer {
+    pub server: Option<vlms_rt::startup::RunningServer>,
+    pub url: String,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        let server = vlms_rt::startup::start("127.0.0.1:0".parse().expect("address"), profile())
+            .await
+            .expect("server starts");
+        let url = format!("http://{}", server.local_addr);
+        TestServer {
+            server: Some(server),
+            url,
+        }
+    }
+
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(self.url.clone())
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connects")
+    }
+
+    pub async fn client(
+        &self,
+    ) -> pb::recommendation_service_client::RecommendationServiceClient<tonic::transport::Channel>
+    {
+        pb::recommendation_service_client::RecommendationServiceClient::new(self.channel().await)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
