@@ -288,7 +288,12 @@ pub fn check<'p>(profile: &'p Profile, proposal: &Proposal) -> Report<'p> {
     let case = &proposal.case;
     let plan = recommend(profile, case);
     let params = profile.check_params();
-    let tolerance = params.dose_tolerance_gy + 1e-9;
+    // "Dose comparisons within 0.01 Gy": two doses closer than the tolerance are equal, and an
+    // inclusive bound admits a dose closer to it than the tolerance.
+    let tolerance = params.dose_tolerance_gy;
+    let equal = |a: f64, b: f64| (a - b).abs() < tolerance;
+    let at_least = |value: f64, bound: f64| value > bound - tolerance;
+    let at_most = |value: f64, bound: f64| value < bound + tolerance;
     let site = schedule_site(plan.site_group);
     let schedule = schedule_for(profile, case, proposal.setting);
     let total_dose_gy: f64 = proposal.phases.iter().map(Phase::dose_gy).sum();
@@ -332,7 +337,7 @@ pub fn check<'p>(profile: &'p Profile, proposal: &Proposal) -> Report<'p> {
     let listed = schedule.is_some_and(|row| {
         row.options
             .iter()
-            .any(|option| (option.total_dose_gy - total_dose_gy).abs() <= tolerance)
+            .any(|option| equal(option.total_dose_gy, total_dose_gy))
     });
     let bound = params
         .total_dose_bounds
@@ -344,8 +349,7 @@ pub fn check<'p>(profile: &'p Profile, proposal: &Proposal) -> Report<'p> {
             format!("Total {total_dose_gy:.2} Gy matches a guideline schedule."),
         ),
         Some(bound)
-            if total_dose_gy >= bound.min_gy - tolerance
-                && total_dose_gy <= bound.max_gy + tolerance =>
+            if at_least(total_dose_gy, bound.min_gy) && at_most(total_dose_gy, bound.max_gy) =>
         {
             (
                 Verdict::Review,
@@ -377,19 +381,17 @@ pub fn check<'p>(profile: &'p Profile, proposal: &Proposal) -> Report<'p> {
                 row.options.iter().any(|option| {
                     option.phases.first().is_some_and(|listed| {
                         listed.fractions == phase.fractions
-                            && (listed.dose_per_fraction_gy - dose).abs() <= tolerance
+                            && equal(listed.dose_per_fraction_gy, dose)
                     })
                 })
             });
-        let verdict = if dose >= params.fraction_pass_min_gy - tolerance
-            && dose <= params.fraction_pass_max_gy + tolerance
-        {
+        let in_pass_range = at_least(dose, params.fraction_pass_min_gy)
+            && at_most(dose, params.fraction_pass_max_gy);
+        let in_review_range = at_least(dose, params.fraction_review_min_gy)
+            && at_most(dose, params.fraction_review_max_gy);
+        let verdict = if in_pass_range || listed_initial {
             Verdict::Pass
-        } else if listed_initial {
-            Verdict::Pass
-        } else if dose >= params.fraction_review_min_gy - tolerance
-            && dose <= params.fraction_review_max_gy + tolerance
-        {
+        } else if in_review_range {
             Verdict::Review
         } else {
             Verdict::Fail
@@ -477,7 +479,7 @@ pub fn check<'p>(profile: &'p Profile, proposal: &Proposal) -> Report<'p> {
             Some(row) => {
                 let in_gy = tg263_metric_unit(&metric.metric) == Some("Gy");
                 let reaches_limit = if in_gy {
-                    metric.value >= row.limit - tolerance
+                    at_least(metric.value, row.limit)
                 } else {
                     metric.value >= row.limit
                 };

@@ -1,1 +1,304 @@
-//! placeholder
+//! The client binary against a live server: its JSON output equals the plan from Recommend, its
+//! text output reads as a plan, and its exit codes tell bad input from an unreachable server.
+
+use std::process::Stdio;
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+use vlms_rt::pb;
+
+use crate::support::{TestServer, vignette_dir, vignettes};
+
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn client(server: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vlms-rt"));
+    command
+        .arg("--server")
+        .arg(server)
+        .args(args)
+        .env_remove("VLMS_RT_SERVER")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("client starts");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin");
+        pipe.write_all(input.as_bytes()).await.expect("write stdin");
+        drop(pipe);
+    }
+    let output = child.wait_with_output().await.expect("client runs");
+    Output {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn vignette_path(name: &str) -> String {
+    vignette_dir()
+        .join(format!("{name}.json"))
+        .display()
+        .to_string()
+}
+
+#[tokio::test]
+async fn json_output_equals_the_plan_from_recommend() {
+    let server = TestServer::start().await;
+    let mut grpc = server.client().await;
+    for name in [
+        "ivc-middle-postop-r1",
+        "femoral-postop-r0",
+        "ivc-metastatic",
+    ] {
+        let output = client(
+            &server.url,
+            &["--output", "json", "recommend", &vignette_path(name)],
+            None,
+        )
+        .await;
+        assert_eq!(output.code, 0, "{name}: {}", output.stderr);
+        let mut from_cli: pb::Plan =
+            serde_json::from_str(&output.stdout).expect("canonical proto3 JSON of a Plan");
+        let vignette = vignettes()
+            .into_iter()
+            .find(|vignette| vignette.name == name)
+            .expect("vignette");
+        let mut from_rpc = grpc
+            .recommend(pb::RecommendRequest {
+                case: Some(vignette.case()),
+            })
+            .await
+            .expect("ok")
+            .into_inner()
+            .plan
+            .expect("plan");
+        assert!(!from_cli.recommendation_id.is_empty());
+        from_cli.recommendation_id.clear();
+        from_rpc.recommendation_id.clear();
+        assert_eq!(from_cli, from_rpc, "{name}");
+        // Canonical JSON uses lowerCamelCase names and enum value names.
+        assert!(
+            output.stdout.contains("\"siteGroup\": \"SITE_GROUP_"),
+            "{}",
+            output.stdout
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn text_output_leads_with_indication_and_the_preferred_prescription() {
+    let server = TestServer::start().await;
+    let output = client(
+        &server.url,
+        &["recommend", &vignette_path("iliac-marginal")],
+        None,
+    )
+    .await;
+    assert_eq!(output.code, 0, "{}", output.stderr);
+    let first_line = output.stdout.lines().next().unwrap_or_default();
+    assert_eq!(
+        first_line,
+        "Radiotherapy: CONSIDER — setting PREOPERATIVE (site group RETROPERITONEAL)"
+    );
+    assert!(
+        output
+            .stdout
+            .contains("50.4 Gy in 28 × 1.8 Gy, IMRT — EQD2 48.7 Gy (α/β 4), 48.4 Gy (α/β 3)"),
+        "{}",
+        output.stdout
+    );
+    let preferred = output
+        .stdout
+        .find("Preferred prescription")
+        .expect("preferred");
+    let alternatives = output.stdout.find("Alternatives").expect("alternatives");
+    let alerts = output.stdout.find("Alerts").expect("alerts");
+    assert!(preferred < alternatives && alternatives < alerts);
+    let warning = output
+        .stdout
+        .find("WARNING  RPS_RT_NOT_STANDARD")
+        .expect("warning alert");
+    let info = output
+        .stdout
+        .find("INFO     CHEMORADIATION_OPTION")
+        .expect("info alert");
+    assert!(warning < info, "alerts by severity");
+    assert!(output.stdout.contains("[STRASS2020]"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_prints_each_violation_and_exits_3() {
+    let server = TestServer::start().await;
+    let output = client(
+        &server.url,
+        &["recommend", &vignette_path("bad-three-missing")],
+        None,
+    )
+    .await;
+    assert_eq!(output.code, 3, "{}", output.stderr);
+    for field in ["case.vessel", "case.tumor.grade", "case.phase"] {
+        assert!(
+            output
+                .stderr
+                .lines()
+                .any(|line| line.trim_start().starts_with(&format!("{field}:"))),
+            "{field} in {}",
+            output.stderr
+        );
+    }
+    let output = client(
+        &server.url,
+        &["check", &vignette_path("bad-check-postop-before-surgery")],
+        None,
+    )
+    .await;
+    assert_eq!(output.code, 3, "{}", output.stderr);
+    assert!(
+        output.stderr.contains("  dose_metrics[0].metric: "),
+        "{}",
+        output.stderr
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_server_exits_4_and_a_broken_file_exits_2() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let closed = format!("http://{}", listener.local_addr().expect("addr"));
+    drop(listener);
+    let output = client(
+        &closed,
+        &["recommend", &vignette_path("femoral-postop-r0")],
+        None,
+    )
+    .await;
+    assert_eq!(output.code, 4, "{}", output.stderr);
+    assert!(output.stderr.contains("unreachable"));
+    let output = client(&closed, &["recommend", "-"], Some("{not json")).await;
+    assert_eq!(output.code, 2, "{}", output.stderr);
+    let output = client(
+        &closed,
+        &["recommend", "-"],
+        Some(r#"{"vesel": "VESSEL_OTHER"}"#),
+    )
+    .await;
+    assert_eq!(
+        output.code, 2,
+        "misspelled fields are refused: {}",
+        output.stderr
+    );
+}
+
+#[tokio::test]
+async fn stdin_with_default_evaluation_date_stream_check_guideline_and_health() {
+    let server = TestServer::start().await;
+    let mut case = vignettes()
+        .into_iter()
+        .find(|vignette| vignette.name == "femoral-preop-high-grade-deep-large")
+        .expect("vignette")
+        .case();
+    case.evaluation_date.clear();
+    let json = serde_json::to_string(&case).expect("json");
+    let output = client(
+        &server.url,
+        &["--output", "json", "recommend", "-"],
+        Some(&json),
+    )
+    .await;
+    assert_eq!(output.code, 0, "{}", output.stderr);
+    let plan: pb::Plan = serde_json::from_str(&output.stdout).expect("plan");
+    assert_eq!(plan.evaluation_date, vlms_rt::client::today());
+
+    let output = client(
+        &server.url,
+        &[
+            "--output",
+            "json",
+            "recommend",
+            "--evaluation-date",
+            "2026-01-05",
+            "-",
+        ],
+        Some(&json),
+    )
+    .await;
+    let plan: pb::Plan = serde_json::from_str(&output.stdout).expect("plan");
+    assert_eq!(plan.evaluation_date, "2026-01-05");
+
+    let lines = [
+        std::fs::read_to_string(vignette_path("femoral-postop-r0")).expect("read"),
+        std::fs::read_to_string(vignette_path("bad-negative-size")).expect("read"),
+        std::fs::read_to_string(vignette_path("ivc-metastatic")).expect("read"),
+    ]
+    .iter()
+    .map(|text| {
+        serde_json::to_string(&serde_json::from_str::<serde_json::Value>(text).expect("json"))
+            .expect("line")
+    })
+    .collect::<Vec<_>>()
+    .join("\n");
+    let output = client(
+        &server.url,
+        &["--output", "json", "stream", "-"],
+        Some(&lines),
+    )
+    .await;
+    assert_eq!(
+        output.code, 3,
+        "a rejected item makes the exit code 3: {}",
+        output.stderr
+    );
+    let items: Vec<pb::RecommendStreamResponse> = output
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("item"))
+        .collect();
+    assert_eq!(items.len(), 3);
+    assert!(matches!(
+        items[0].result,
+        Some(pb::recommend_stream_response::Result::Plan(_))
+    ));
+    assert!(matches!(
+        items[1].result,
+        Some(pb::recommend_stream_response::Result::Error(_))
+    ));
+    assert_eq!(items[2].case_id, "ivc-metastatic");
+
+    let output = client(
+        &server.url,
+        &["check", &vignette_path("check-ivc-postop-boost-fails")],
+        None,
+    )
+    .await;
+    assert_eq!(output.code, 0, "{}", output.stderr);
+    assert!(
+        output.stdout.starts_with("Prescription check: FAIL"),
+        "{}",
+        output.stdout
+    );
+    assert!(output.stdout.contains("FAIL   RX_BOOST"));
+
+    let output = client(&server.url, &["guideline"], None).await;
+    assert_eq!(output.code, 0);
+    assert!(
+        output.stdout.contains("GATE-METASTATIC") && output.stdout.contains("OUTCOME-IVC-RENAL")
+    );
+
+    let output = client(&server.url, &["health"], None).await;
+    assert_eq!(
+        (output.code, output.stdout.trim()),
+        (0, "vlms.rt.v1.RecommendationService: SERVING")
+    );
+    server.stop().await;
+}

@@ -1,1 +1,963 @@
-//! placeholder
+//! Table-driven tests of the core, one family per section of the clinical specification, with the
+//! boundaries the specification names (5.0 cm, day 27/28/42/43, 90/91 days, R0 close or not,
+//! compartmental with R1).
+
+use vlms_rt::core::case::{
+    Depth, Grade, IvcSegment, Margin, Organ, RawCase, RawEnum, RawResection, RawTumor,
+    Resectability, TreatmentPhase, VascularManagement, Vessel,
+};
+use vlms_rt::core::check::{RawDoseMetric, RawPhase, RawProposal};
+use vlms_rt::core::ids::{AlertCode, FindingCode, RuleId, Severity, Verdict, VolumeCode};
+use vlms_rt::core::plan::{Indication, PhaseKind, Setting, StartWindow, WindowStatus};
+use vlms_rt::core::{self, Case, Plan, Proposal};
+
+use crate::support::profile;
+
+fn known<T>(value: T) -> RawEnum<T> {
+    RawEnum::Known(value)
+}
+
+/// A valid preoperative femoral case: 7 cm, grade 3, deep, resectable.
+fn pre(vessel: Vessel) -> RawCase {
+    RawCase {
+        case_id: "t".into(),
+        evaluation_date: "2026-11-26".into(),
+        vessel: known(vessel),
+        ivc_segment: if vessel == Vessel::InferiorVenaCava {
+            known(IvcSegment::Middle)
+        } else {
+            RawEnum::Unset
+        },
+        tumor: Some(RawTumor {
+            size_cm: 7.0,
+            grade: known(Grade::Grade3),
+            depth: known(Depth::Deep),
+        }),
+        phase: known(TreatmentPhase::PreResection),
+        resectability: known(Resectability::Resectable),
+        surgery_mutilating: false,
+        resection: None,
+        organs_at_risk: Vec::new(),
+        solitary_functioning_kidney: false,
+        prior_radiotherapy: false,
+        metastatic_disease: false,
+    }
+}
+
+/// A valid postoperative case with margin `margin`, operated on 2026-10-22 (35 days earlier).
+fn post(vessel: Vessel, margin: Margin) -> RawCase {
+    RawCase {
+        phase: known(TreatmentPhase::PostResection),
+        resectability: RawEnum::Unset,
+        resection: Some(RawResection {
+            margin: known(margin),
+            close_margin: false,
+            surgery_date: "2026-10-22".into(),
+            compartmental_contained: false,
+            re_excision_feasible: false,
+            hematoma_present: false,
+            vascular_management: RawEnum::Unset,
+            periaortic_dissection: false,
+        }),
+        ..pre(vessel)
+    }
+}
+
+fn with_tumor(mut raw: RawCase, size_cm: f64, grade: Grade, depth: Option<Depth>) -> RawCase {
+    raw.tumor = Some(RawTumor {
+        size_cm,
+        grade: known(grade),
+        depth: depth.map_or(RawEnum::Unset, known),
+    });
+    raw
+}
+
+fn resection(raw: &mut RawCase) -> &mut RawResection {
+    raw.resection.as_mut().expect("post-resection case")
+}
+
+fn plan_of(raw: &RawCase, profile: &core::Profile) -> Plan<'static> {
+    let case =
+        Case::validate(raw, "case").unwrap_or_else(|violations| panic!("rejected: {violations}"));
+    // The profile outlives the test: leak one per call site to keep the plan's borrows simple.
+    let profile: &'static core::Profile = Box::leak(Box::new(profile.clone()));
+    core::recommend(profile, &case)
+}
+
+fn trace(plan: &Plan<'_>) -> Vec<RuleId> {
+    plan.trace.iter().map(|firing| firing.rule_id).collect()
+}
+
+fn alerts(plan: &Plan<'_>) -> Vec<(AlertCode, Severity)> {
+    let mut alerts: Vec<_> = plan
+        .alerts
+        .iter()
+        .map(|alert| (alert.code, alert.severity))
+        .collect();
+    alerts.sort();
+    alerts
+}
+
+fn totals(plan: &Plan<'_>) -> Vec<(f64, bool)> {
+    plan.prescriptions
+        .iter()
+        .map(|rx| ((rx.total_dose_gy * 100.0).round() / 100.0, rx.preferred))
+        .collect()
+}
+
+fn violations(raw: &RawCase) -> Vec<String> {
+    match Case::validate(raw, "case") {
+        Ok(_) => Vec::new(),
+        Err(violations) => violations
+            .iter()
+            .map(|violation| violation.field.clone())
+            .collect(),
+    }
+}
+
+#[test]
+fn risk_rules_and_the_five_centimetre_boundary() {
+    let profile = profile();
+    let cases = [
+        (
+            5.0,
+            Grade::Grade3,
+            Depth::Deep,
+            RuleId::IndHgDeepSmall,
+            Indication::Consider,
+        ),
+        (
+            5.01,
+            Grade::Grade2,
+            Depth::Deep,
+            RuleId::IndHgDeepLarge,
+            Indication::Indicated,
+        ),
+        (
+            12.0,
+            Grade::Grade2,
+            Depth::Superficial,
+            RuleId::IndHgSuperficial,
+            Indication::Consider,
+        ),
+        (
+            12.0,
+            Grade::Unknown,
+            Depth::Deep,
+            RuleId::IndGradeUnknown,
+            Indication::Consider,
+        ),
+        (
+            12.0,
+            Grade::Grade1,
+            Depth::Deep,
+            RuleId::IndLowRisk,
+            Indication::NotIndicated,
+        ),
+    ];
+    for (size, grade, depth, rule, indication) in cases {
+        let plan = plan_of(
+            &with_tumor(pre(Vessel::FemoralVein), size, grade, Some(depth)),
+            &profile,
+        );
+        assert_eq!(plan.indication, indication, "{size} {grade:?} {depth:?}");
+        assert_eq!(trace(&plan)[0], rule);
+        let expected_setting = if indication == Indication::NotIndicated {
+            Setting::None
+        } else {
+            Setting::Preoperative
+        };
+        assert_eq!(plan.setting, expected_setting);
+    }
+}
+
+#[test]
+fn retroperitoneal_sites_are_deep_and_capped() {
+    let profile = profile();
+    for vessel in [
+        Vessel::InferiorVenaCava,
+        Vessel::RenalVein,
+        Vessel::GonadalVein,
+        Vessel::IliacVein,
+    ] {
+        let plan = plan_of(&with_tumor(pre(vessel), 6.0, Grade::Grade2, None), &profile);
+        assert_eq!(plan.indication, Indication::Consider, "{vessel:?}");
+        assert_eq!(
+            &trace(&plan)[..2],
+            &[RuleId::IndHgDeepLarge, RuleId::ModRpsCap]
+        );
+        assert!(alerts(&plan).contains(&(AlertCode::RpsRtNotStandard, Severity::Warning)));
+        assert_eq!(
+            totals(&plan),
+            vec![(50.4, true), (50.0, false), (45.0, false)]
+        );
+    }
+    // Postoperative, base CONSIDER: no cap, no pre-resection alert, RPS_POSTOP as a warning.
+    let plan = plan_of(
+        &with_tumor(
+            post(Vessel::IliacVein, Margin::R0),
+            4.0,
+            Grade::Grade3,
+            None,
+        ),
+        &profile,
+    );
+    assert_eq!(plan.indication, Indication::Consider);
+    assert!(!trace(&plan).contains(&RuleId::ModRpsCap));
+    assert!(alerts(&plan).contains(&(AlertCode::RpsPostopRtNotRecommended, Severity::Warning)));
+    assert_eq!(totals(&plan), vec![(45.0, true), (50.4, false)]);
+    // Postoperative, base INDICATED: capped; still a warning (critical only when MANDATORY).
+    let plan = plan_of(&post(Vessel::InferiorVenaCava, Margin::R0), &profile);
+    assert!(trace(&plan).contains(&RuleId::ModRpsCap));
+    assert!(alerts(&plan).contains(&(AlertCode::RpsPostopRtNotRecommended, Severity::Warning)));
+    // R2 that cannot be re-excised: MANDATORY capped, critical, gross residual disease, no boost.
+    let plan = plan_of(&post(Vessel::RenalVein, Margin::R2), &profile);
+    assert_eq!(plan.indication, Indication::Consider);
+    assert!(alerts(&plan).contains(&(AlertCode::RpsPostopRtNotRecommended, Severity::Critical)));
+    assert!(alerts(&plan).contains(&(AlertCode::GrossResidualDisease, Severity::Warning)));
+    assert!(
+        plan.prescriptions
+            .iter()
+            .all(|rx| rx.total_dose_gy <= 50.4 && rx.phases.len() == 1)
+    );
+}
+
+#[test]
+fn margins_compartments_and_re_excision() {
+    let profile = profile();
+    // R0 not close: 60 Gy preferred, 50 Gy in 20 as an alternative with its alert.
+    let plan = plan_of(&post(Vessel::PoplitealVein, Margin::R0), &profile);
+    assert_eq!(totals(&plan), vec![(60.0, true), (50.0, false)]);
+    assert!(alerts(&plan).contains(&(AlertCode::HypofractionationLimitedEvidence, Severity::Info)));
+    // R0 close: 66 Gy only, no hypofractionation alert.
+    let mut raw = post(Vessel::PoplitealVein, Margin::R0);
+    resection(&mut raw).close_margin = true;
+    let plan = plan_of(&raw, &profile);
+    assert_eq!(totals(&plan), vec![(66.0, true)]);
+    assert!(!trace(&plan).contains(&RuleId::AlertHypofractionation));
+    // Compartmental R0, even close: not indicated.
+    resection(&mut raw).compartmental_contained = true;
+    let plan = plan_of(&raw, &profile);
+    assert_eq!(
+        (plan.indication, plan.setting),
+        (Indication::NotIndicated, Setting::None)
+    );
+    assert_eq!(trace(&plan), vec![RuleId::IndCompartmental]);
+    assert!(plan.prescriptions.is_empty() && plan.volumes.is_empty());
+    // Compartmental is read only with R0: R1 stays mandatory.
+    let mut raw = post(Vessel::SaphenousVein, Margin::R1);
+    resection(&mut raw).compartmental_contained = true;
+    resection(&mut raw).close_margin = true;
+    let plan = plan_of(&raw, &profile);
+    assert_eq!(plan.indication, Indication::Mandatory);
+    assert_eq!(totals(&plan), vec![(66.0, true)]);
+    // Re-excision feasible is read only with R1/R2.
+    let mut raw = post(Vessel::FemoralVein, Margin::R0);
+    resection(&mut raw).re_excision_feasible = true;
+    assert_eq!(plan_of(&raw, &profile).indication, Indication::Indicated);
+    let mut raw = post(Vessel::FemoralVein, Margin::R2);
+    resection(&mut raw).re_excision_feasible = true;
+    let plan = plan_of(&raw, &profile);
+    assert_eq!(
+        (plan.indication, plan.setting),
+        (Indication::Consider, Setting::None)
+    );
+    assert_eq!(
+        alerts(&plan),
+        vec![(AlertCode::ReExcisionFirst, Severity::Warning)]
+    );
+    assert_eq!(plan.start_window, StartWindow::NotApplicable);
+}
+
+#[test]
+fn start_window_boundaries_and_overdue_severity() {
+    let profile = profile();
+    let cases = [
+        ("2026-10-30", 27, WindowStatus::Before, None),
+        ("2026-10-29", 28, WindowStatus::Open, None),
+        ("2026-10-15", 42, WindowStatus::Open, None),
+        (
+            "2026-10-14",
+            43,
+            WindowStatus::Passed,
+            Some(Severity::Warning),
+        ),
+        (
+            "2026-08-28",
+            90,
+            WindowStatus::Passed,
+            Some(Severity::Warning),
+        ),
+        (
+            "2026-08-27",
+            91,
+            WindowStatus::Passed,
+            Some(Severity::Critical),
+        ),
+    ];
+    for (surgery, days, status, overdue) in cases {
+        let mut raw = post(Vessel::FemoralVein, Margin::R1);
+        resection(&mut raw).surgery_date = surgery.into();
+        let plan = plan_of(&raw, &profile);
+        match plan.start_window {
+            StartWindow::Applicable {
+                status: got,
+                days_since_surgery,
+                earliest,
+                latest,
+            } => {
+                assert_eq!((got, days_since_surgery), (status, days), "{surgery}");
+                assert_eq!(latest.days_since(earliest), 14);
+            }
+            StartWindow::NotApplicable => panic!("{surgery}: no window"),
+        }
+        let overdue_alert = plan
+            .alerts
+            .iter()
+            .find(|alert| alert.code == AlertCode::RtStartOverdue)
+            .map(|alert| alert.severity);
+        assert_eq!(overdue_alert, overdue, "{surgery}");
+        assert_eq!(
+            trace(&plan).contains(&RuleId::WindowOverdue),
+            overdue.is_some()
+        );
+    }
+    // Surgery on the evaluation day itself is valid: day 0, before the window.
+    let mut raw = post(Vessel::FemoralVein, Margin::R1);
+    resection(&mut raw).surgery_date = "2026-11-26".into();
+    assert!(matches!(
+        plan_of(&raw, &profile).start_window,
+        StartWindow::Applicable {
+            status: WindowStatus::Before,
+            days_since_surgery: 0,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn volumes_constraints_and_safety_modifiers() {
+    let profile = profile();
+    let mut raw = post(Vessel::InferiorVenaCava, Margin::R1);
+    resection(&mut raw).vascular_management = known(VascularManagement::Ligation);
+    resection(&mut raw).hematoma_present = true;
+    raw.organs_at_risk = vec![
+        known(Organ::SmallBowel),
+        known(Organ::LargeBowel),
+        known(Organ::SmallBowel),
+        known(Organ::Stomach),
+    ];
+    let plan = plan_of(&raw, &profile);
+    let volumes: Vec<VolumeCode> = plan.volumes.iter().map(|volume| volume.code).collect();
+    assert_eq!(
+        volumes,
+        vec![VolumeCode::Hematoma, VolumeCode::SurgicalBed],
+        "ligation is no reconstruction"
+    );
+    let rows: Vec<(&str, &str)> = plan
+        .organ_constraints
+        .iter()
+        .map(|row| (row.structure, row.metric))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("Bag_Bowel", "V45Gy[cc]"),
+            ("Bowel_Small", "V15Gy[cc]"),
+            ("Stomach", "Max[Gy]")
+        ]
+    );
+    assert!(trace(&plan).ends_with(&[
+        RuleId::OutcomeRpsEvidence,
+        RuleId::OutcomeIvcLigation,
+        RuleId::OutcomeIvcRenal
+    ]));
+
+    // Solitary kidney: the bilateral Kidneys rows give way to the alert; other rows stay.
+    let mut raw = pre(Vessel::FemoralVein);
+    raw.organs_at_risk = vec![known(Organ::KidneyRight), known(Organ::Liver)];
+    raw.solitary_functioning_kidney = true;
+    let plan = plan_of(&raw, &profile);
+    assert!(alerts(&plan).contains(&(AlertCode::SolitaryKidney, Severity::Critical)));
+    let rows: Vec<&str> = plan
+        .organ_constraints
+        .iter()
+        .map(|row| row.structure)
+        .collect();
+    assert_eq!(rows, vec!["Liver"]);
+    assert!(!plan.organ_constraints[0].note.is_empty());
+    // No kidney near an extremity target: no solitary-kidney alert.
+    raw.organs_at_risk = vec![known(Organ::Liver)];
+    assert!(
+        !alerts(&plan_of(&raw, &profile))
+            .iter()
+            .any(|(code, _)| *code == AlertCode::SolitaryKidney)
+    );
+    // Abdominal organs near an extremity: no OAR_DOSE_MODIFICATION (retroperitoneal/other only).
+    assert!(!trace(&plan_of(&raw, &profile)).contains(&RuleId::ModOar));
+
+    // Prior radiotherapy: capped, critical, no prescription, volumes and constraints stay.
+    let mut raw = pre(Vessel::FemoralVein);
+    raw.prior_radiotherapy = true;
+    raw.organs_at_risk = vec![known(Organ::SpinalCord)];
+    let plan = plan_of(&raw, &profile);
+    assert_eq!(plan.indication, Indication::Consider);
+    assert!(plan.prescriptions.is_empty());
+    assert!(!trace(&plan).contains(&RuleId::RxSchedule));
+    assert!(alerts(&plan).contains(&(AlertCode::Reirradiation, Severity::Critical)));
+    assert_eq!(plan.volumes.len(), 1);
+    assert_eq!(plan.organ_constraints.len(), 1);
+
+    // Not on the table: no constraints even with organs named.
+    let mut raw = with_tumor(
+        pre(Vessel::FemoralVein),
+        3.0,
+        Grade::Grade1,
+        Some(Depth::Deep),
+    );
+    raw.organs_at_risk = vec![known(Organ::SpinalCord)];
+    let plan = plan_of(&raw, &profile);
+    assert!(plan.organ_constraints.is_empty() && plan.expected_outcomes.is_empty());
+    assert_eq!(
+        trace(&plan),
+        vec![RuleId::IndLowRisk, RuleId::AlertReferenceCenter]
+    );
+}
+
+#[test]
+fn other_site_grade_unknown_and_the_metastatic_gate() {
+    let profile = profile();
+    let mut raw = pre(Vessel::Other);
+    raw.organs_at_risk = vec![known(Organ::Liver)];
+    let plan = plan_of(&raw, &profile);
+    assert_eq!(plan.indication, Indication::Consider);
+    assert!(alerts(&plan).contains(&(AlertCode::SiteUnclassified, Severity::Warning)));
+    assert!(alerts(&plan).contains(&(AlertCode::OarDoseModification, Severity::Warning)));
+    assert_eq!(
+        totals(&plan),
+        vec![(50.0, true)],
+        "extremity/other schedules"
+    );
+
+    let mut raw = with_tumor(
+        post(Vessel::FemoralVein, Margin::R1),
+        3.0,
+        Grade::Unknown,
+        Some(Depth::Superficial),
+    );
+    resection(&mut raw).re_excision_feasible = true;
+    let plan = plan_of(&raw, &profile);
+    assert!(
+        alerts(&plan).contains(&(AlertCode::GradeUnknown, Severity::Warning)),
+        "on every path"
+    );
+
+    let mut raw = post(Vessel::InferiorVenaCava, Margin::R2);
+    raw.metastatic_disease = true;
+    raw.prior_radiotherapy = true;
+    raw.organs_at_risk = vec![known(Organ::Liver)];
+    let plan = plan_of(&raw, &profile);
+    assert_eq!(
+        (plan.indication, plan.setting),
+        (Indication::Consider, Setting::None)
+    );
+    assert_eq!(trace(&plan), vec![RuleId::GateMetastatic]);
+    assert_eq!(
+        alerts(&plan),
+        vec![(AlertCode::OutOfScopeMetastatic, Severity::Critical)]
+    );
+    assert!(
+        plan.prescriptions.is_empty()
+            && plan.volumes.is_empty()
+            && plan.organ_constraints.is_empty()
+    );
+    assert!(plan.expected_outcomes.is_empty());
+    let references: Vec<&str> = plan
+        .references
+        .iter()
+        .map(|reference| reference.id.as_str())
+        .collect();
+    assert_eq!(references, vec!["ESMO2021"]);
+}
+
+#[test]
+fn neoadjuvant_and_marginal_paths() {
+    let profile = profile();
+    let mut raw = pre(Vessel::UpperLimbVein);
+    raw.surgery_mutilating = true;
+    let plan = plan_of(&raw, &profile);
+    assert_eq!(plan.setting, Setting::NeoadjuvantChemoradiation);
+    assert!(plan.prescriptions[0].concurrent_chemotherapy);
+    assert!(alerts(&plan).contains(&(AlertCode::PreopWoundComplications, Severity::Info)));
+    // surgery_mutilating is read only before resection.
+    let mut raw = post(Vessel::FemoralVein, Margin::R0);
+    raw.surgery_mutilating = true;
+    assert_eq!(plan_of(&raw, &profile).setting, Setting::Postoperative);
+    let mut raw = pre(Vessel::GonadalVein);
+    raw.resectability = known(Resectability::Unresectable);
+    let plan = plan_of(&raw, &profile);
+    assert_eq!(totals(&plan), vec![(50.4, true)]);
+    assert!(
+        !alerts(&plan)
+            .iter()
+            .any(|(code, _)| *code == AlertCode::PreopWoundComplications)
+    );
+}
+
+#[test]
+fn validation_reports_every_violation_in_field_order() {
+    let cases: Vec<(RawCase, Vec<&str>)> = vec![
+        (
+            {
+                let mut raw = pre(Vessel::FemoralVein);
+                raw.ivc_segment = known(IvcSegment::Lower);
+                raw
+            },
+            vec!["case.ivc_segment"],
+        ),
+        (
+            with_tumor(
+                pre(Vessel::IliacVein),
+                3.0,
+                Grade::Grade3,
+                Some(Depth::Superficial),
+            ),
+            vec!["case.tumor.depth"],
+        ),
+        (
+            with_tumor(pre(Vessel::PoplitealVein), 3.0, Grade::Grade3, None),
+            vec!["case.tumor.depth"],
+        ),
+        (
+            with_tumor(
+                pre(Vessel::InferiorVenaCava),
+                3.0,
+                Grade::Grade3,
+                Some(Depth::Deep),
+            ),
+            vec![],
+        ),
+        (
+            {
+                let mut raw = pre(Vessel::FemoralVein);
+                raw.vessel = RawEnum::Unset;
+                raw.ivc_segment = known(IvcSegment::Lower);
+                raw.tumor.as_mut().unwrap().depth = RawEnum::Unset;
+                raw
+            },
+            vec!["case.vessel"],
+        ),
+        (
+            {
+                let mut raw = pre(Vessel::FemoralVein);
+                raw.tumor.as_mut().unwrap().depth = RawEnum::Unknown(9);
+                raw
+            },
+            vec!["case.tumor.depth"],
+        ),
+        (
+            {
+                let mut raw = post(Vessel::FemoralVein, Margin::R0);
+                raw.resectability = known(Resectability::Marginal);
+                raw
+            },
+            vec!["case.resectability"],
+        ),
+        (
+            {
+                let mut raw = pre(Vessel::FemoralVein);
+                raw.resection = post(Vessel::FemoralVein, Margin::R0).resection;
+                raw.resection.as_mut().unwrap().margin = RawEnum::Unset;
+                raw
+            },
+            vec!["case.resection"],
+        ),
+        (
+            {
+                let mut raw = post(Vessel::FemoralVein, Margin::R0);
+                raw.phase = RawEnum::Unset;
+                raw.resectability = RawEnum::Unknown(8);
+                raw.resection.as_mut().unwrap().margin = RawEnum::Unset;
+                raw
+            },
+            vec!["case.phase"],
+        ),
+        (
+            {
+                let mut raw = pre(Vessel::FemoralVein);
+                raw.resectability = RawEnum::Unset;
+                raw
+            },
+            vec!["case.resectability"],
+        ),
+        (
+            {
+                let mut raw = post(Vessel::FemoralVein, Margin::R0);
+                raw.evaluation_date = "2026-13-01".into();
+                raw.resection.as_mut().unwrap().surgery_date = "2099-01-01".into();
+                raw
+            },
+            vec!["case.evaluation_date"],
+        ),
+        (
+            {
+                let mut raw = post(Vessel::FemoralVein, Margin::R0);
+                raw.resection.as_mut().unwrap().vascular_management = RawEnum::Unknown(77);
+                raw
+            },
+            vec!["case.resection.vascular_management"],
+        ),
+        (
+            {
+                let mut raw = pre(Vessel::FemoralVein);
+                raw.tumor = None;
+                raw.case_id = "a b".into();
+                raw
+            },
+            vec!["case.case_id", "case.tumor"],
+        ),
+        (
+            {
+                let mut raw = pre(Vessel::FemoralVein);
+                raw.case_id = "A-z_0.9:x".repeat(14);
+                raw
+            },
+            vec![],
+        ),
+        (
+            {
+                let mut raw = pre(Vessel::FemoralVein);
+                raw.case_id = "é".into();
+                raw
+            },
+            vec!["case.case_id"],
+        ),
+    ];
+    for (raw, expected) in cases {
+        assert_eq!(violations(&raw), expected, "{raw:?}");
+    }
+}
+
+fn proposal(case: RawCase, setting: Setting, phases: &[(PhaseKind, f64, i64)]) -> RawProposal {
+    RawProposal {
+        case: Some(case),
+        setting: known(setting),
+        phases: phases
+            .iter()
+            .map(|(kind, dose, fractions)| RawPhase {
+                kind: known(*kind),
+                dose_per_fraction_gy: *dose,
+                fractions: *fractions,
+            })
+            .collect(),
+        planned_start_date: String::new(),
+        dose_metrics: Vec::new(),
+    }
+}
+
+fn findings(raw: &RawProposal) -> Vec<(FindingCode, Verdict)> {
+    let profile = profile();
+    let proposal =
+        Proposal::validate(raw).unwrap_or_else(|violations| panic!("rejected: {violations}"));
+    let report = core::check(&profile, &proposal);
+    let worst = report
+        .findings
+        .iter()
+        .map(|finding| finding.verdict)
+        .max()
+        .unwrap_or(Verdict::Pass);
+    assert_eq!(report.verdict, worst);
+    report
+        .findings
+        .iter()
+        .map(|finding| (finding.code, finding.verdict))
+        .collect()
+}
+
+fn verdict_of(raw: &RawProposal, code: FindingCode) -> Vec<Verdict> {
+    findings(raw)
+        .into_iter()
+        .filter(|(found, _)| *found == code)
+        .map(|(_, verdict)| verdict)
+        .collect()
+}
+
+#[test]
+fn fraction_size_boundaries() {
+    use PhaseKind::Initial;
+    let cases = [
+        (1.4, Verdict::Fail),
+        (1.48, Verdict::Fail),
+        (1.495, Verdict::Review),
+        (1.5, Verdict::Review),
+        (1.78, Verdict::Review),
+        (1.795, Verdict::Pass),
+        (1.8, Verdict::Pass),
+        (2.0, Verdict::Pass),
+        (2.005, Verdict::Pass),
+        (2.02, Verdict::Review),
+        (6.0, Verdict::Review),
+        (6.02, Verdict::Fail),
+    ];
+    for (dose, verdict) in cases {
+        let raw = proposal(
+            pre(Vessel::FemoralVein),
+            Setting::Preoperative,
+            &[(Initial, dose, 25)],
+        );
+        assert_eq!(
+            verdict_of(&raw, FindingCode::FractionSize),
+            vec![verdict],
+            "{dose}"
+        );
+    }
+    // 2.5 Gy x 20 passes where its row lists it (extremity, postoperative, R0 not close) only.
+    let listed = proposal(
+        post(Vessel::FemoralVein, Margin::R0),
+        Setting::Postoperative,
+        &[(Initial, 2.5, 20)],
+    );
+    assert_eq!(
+        verdict_of(&listed, FindingCode::FractionSize),
+        vec![Verdict::Pass]
+    );
+    assert_eq!(
+        verdict_of(&listed, FindingCode::TotalDose),
+        vec![Verdict::Pass]
+    );
+    let unlisted = proposal(
+        post(Vessel::FemoralVein, Margin::R1),
+        Setting::Postoperative,
+        &[(Initial, 2.5, 20)],
+    );
+    assert_eq!(
+        verdict_of(&unlisted, FindingCode::FractionSize),
+        vec![Verdict::Review]
+    );
+    assert_eq!(
+        verdict_of(&unlisted, FindingCode::TotalDose),
+        vec![Verdict::Review]
+    );
+}
+
+#[test]
+fn total_dose_boost_start_date_and_organ_metrics() {
+    use PhaseKind::{Boost, Initial};
+    let retro = |dose: f64, fractions: i64| {
+        proposal(
+            pre(Vessel::IliacVein),
+            Setting::Preoperative,
+            &[(Initial, dose, fractions)],
+        )
+    };
+    assert_eq!(
+        verdict_of(&retro(1.8, 28), FindingCode::TotalDose),
+        vec![Verdict::Pass]
+    );
+    assert_eq!(
+        verdict_of(&retro(2.0, 20), FindingCode::TotalDose),
+        vec![Verdict::Review],
+        "40 Gy is inside 40-50.4"
+    );
+    assert_eq!(
+        verdict_of(&retro(1.8, 22), FindingCode::TotalDose),
+        vec![Verdict::Fail],
+        "39.6 Gy"
+    );
+    assert_eq!(
+        verdict_of(&retro(1.8, 29), FindingCode::TotalDose),
+        vec![Verdict::Fail],
+        "52.2 Gy"
+    );
+    let boosted = proposal(
+        pre(Vessel::FemoralVein),
+        Setting::Preoperative,
+        &[(Initial, 2.0, 25), (Boost, 2.0, 2)],
+    );
+    assert_eq!(
+        verdict_of(&boosted, FindingCode::Boost),
+        vec![Verdict::Review]
+    );
+    assert_eq!(
+        verdict_of(&boosted, FindingCode::TotalDose),
+        vec![Verdict::Review],
+        "54 Gy"
+    );
+    let mut close = post(Vessel::FemoralVein, Margin::R0);
+    resection(&mut close).close_margin = true;
+    let sixty = proposal(
+        close.clone(),
+        Setting::Postoperative,
+        &[(Initial, 2.0, 25), (Boost, 2.0, 5)],
+    );
+    assert_eq!(
+        verdict_of(&sixty, FindingCode::TotalDose),
+        vec![Verdict::Review],
+        "60 Gy is not the close-margin row"
+    );
+    assert_eq!(verdict_of(&sixty, FindingCode::Boost), vec![Verdict::Pass]);
+
+    for (start, verdict) in [
+        ("2026-11-18", Verdict::Review),
+        ("2026-11-19", Verdict::Pass),
+        ("2026-12-03", Verdict::Pass),
+        ("2026-12-04", Verdict::Review),
+    ] {
+        let mut raw = proposal(
+            post(Vessel::FemoralVein, Margin::R1),
+            Setting::Postoperative,
+            &[(Initial, 2.0, 25), (Boost, 2.0, 8)],
+        );
+        raw.planned_start_date = start.into();
+        assert_eq!(
+            verdict_of(&raw, FindingCode::StartDate),
+            vec![verdict],
+            "{start}"
+        );
+    }
+
+    let metric = |structure: &str, metric: &str, value: f64| RawDoseMetric {
+        structure: structure.into(),
+        metric: metric.into(),
+        value,
+    };
+    let mut raw = proposal(
+        post(Vessel::InferiorVenaCava, Margin::R1),
+        Setting::Postoperative,
+        &[(Initial, 1.8, 25)],
+    );
+    raw.dose_metrics = vec![
+        metric("Kidneys", "Mean[Gy]", 15.0),
+        metric("Kidneys", "Mean[Gy]", 14.5),
+        metric("Kidneys", "V20Gy[%]", 32.0),
+        metric("Liver", "Mean[cGy]", 100.0),
+        metric("SpinalCord", "Max[Gy]", 49.0),
+    ];
+    assert_eq!(
+        verdict_of(&raw, FindingCode::Oar),
+        vec![
+            Verdict::Fail,
+            Verdict::Pass,
+            Verdict::Fail,
+            Verdict::Review,
+            Verdict::Pass
+        ]
+    );
+    let mut solitary = raw.clone();
+    solitary.case.as_mut().unwrap().solitary_functioning_kidney = true;
+    solitary.case.as_mut().unwrap().prior_radiotherapy = true;
+    assert_eq!(
+        verdict_of(&solitary, FindingCode::Oar)[..3],
+        [Verdict::Review, Verdict::Review, Verdict::Review]
+    );
+    assert_eq!(
+        verdict_of(&solitary, FindingCode::Reirradiation),
+        vec![Verdict::Review]
+    );
+}
+
+#[test]
+fn proposal_validation_paths() {
+    use PhaseKind::{Boost, Initial};
+    let fields = |raw: &RawProposal| -> Vec<String> {
+        match Proposal::validate(raw) {
+            Ok(_) => Vec::new(),
+            Err(violations) => violations
+                .iter()
+                .map(|violation| violation.field.clone())
+                .collect(),
+        }
+    };
+    let base = || {
+        proposal(
+            pre(Vessel::FemoralVein),
+            Setting::Preoperative,
+            &[(Initial, 2.0, 25)],
+        )
+    };
+    assert!(fields(&base()).is_empty());
+    let mut raw = base();
+    raw.phases.clear();
+    assert_eq!(fields(&raw), vec!["phases"]);
+    assert_eq!(
+        fields(&proposal(
+            pre(Vessel::FemoralVein),
+            Setting::Preoperative,
+            &[(Boost, 2.0, 5)]
+        )),
+        vec!["phases[0].kind"]
+    );
+    assert_eq!(
+        fields(&proposal(
+            pre(Vessel::FemoralVein),
+            Setting::Preoperative,
+            &[(Initial, 2.0, 5), (Initial, 2.0, 5)]
+        )),
+        vec!["phases[1].kind"]
+    );
+    assert_eq!(
+        fields(&proposal(
+            pre(Vessel::FemoralVein),
+            Setting::Preoperative,
+            &[(Initial, 2.0, 5), (Boost, 2.0, 5), (Boost, 2.0, 5)]
+        )),
+        vec!["phases[2].kind"]
+    );
+    assert_eq!(
+        fields(&proposal(
+            pre(Vessel::FemoralVein),
+            Setting::Preoperative,
+            &[(Initial, 20.5, 61), (Boost, f64::NAN, 0)]
+        )),
+        vec![
+            "phases[0].dose_per_fraction_gy",
+            "phases[0].fractions",
+            "phases[1].dose_per_fraction_gy",
+            "phases[1].fractions"
+        ]
+    );
+    let mut raw = base();
+    raw.phases[0].kind = RawEnum::Unset;
+    raw.setting = known(Setting::None);
+    assert_eq!(fields(&raw), vec!["setting", "phases[0].kind"]);
+    let mut raw = proposal(
+        post(Vessel::FemoralVein, Margin::R0),
+        Setting::NeoadjuvantChemoradiation,
+        &[(Initial, 2.0, 25)],
+    );
+    raw.planned_start_date = "2026-10-21".into();
+    assert_eq!(fields(&raw), vec!["setting", "planned_start_date"]);
+    let mut raw = base();
+    raw.case.as_mut().unwrap().vessel = RawEnum::Unset;
+    raw.planned_start_date = "soon".into();
+    raw.dose_metrics = vec![
+        RawDoseMetric {
+            structure: " ".into(),
+            metric: "V20Gy[%]".into(),
+            value: 100.5,
+        },
+        RawDoseMetric {
+            structure: "Liver".into(),
+            metric: "Mean[Gy]".into(),
+            value: -1.0,
+        },
+        RawDoseMetric {
+            structure: "Liver".into(),
+            metric: "D2cc[Gy]".into(),
+            value: 150.0,
+        },
+    ];
+    assert_eq!(
+        fields(&raw),
+        vec![
+            "case.vessel",
+            "planned_start_date",
+            "dose_metrics[0].structure",
+            "dose_metrics[0].value",
+            "dose_metrics[1].value"
+        ]
+    );
+    let mut raw = base();
+    raw.case = None;
+    assert_eq!(fields(&raw), vec!["case"]);
+}

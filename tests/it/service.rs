@@ -1,1 +1,605 @@
-//! placeholder
+//! The real server on 127.0.0.1:0, driven through the generated client: every vignette over
+//! Recommend and one RecommendStream, CheckPrescription, GetGuideline, health, reflection, and
+//! bad input of every kind.
+
+use std::collections::HashSet;
+
+use prost::Message;
+use tonic::Code;
+use tonic_types::StatusExt;
+use vlms_rt::core::ids::{AlertCode, RuleId};
+use vlms_rt::pb;
+
+use crate::support::{TestServer, check_mismatches, plan_mismatches, vignettes};
+
+fn is_uuid_v4(text: &str) -> bool {
+    uuid::Uuid::parse_str(text).is_ok_and(|id| id.get_version_num() == 4)
+}
+
+fn bad_request_fields(status: &tonic::Status) -> Vec<String> {
+    status
+        .get_details_bad_request()
+        .map(|bad_request| {
+            bad_request
+                .field_violations
+                .into_iter()
+                .map(|violation| violation.field)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn every_plan_vignette_over_recommend() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let mut failures = Vec::new();
+    let mut ids = HashSet::new();
+    for vignette in vignettes()
+        .into_iter()
+        .filter(|vignette| vignette.is_plan())
+    {
+        let plan = client
+            .recommend(pb::RecommendRequest {
+                case: Some(vignette.case()),
+            })
+            .await
+            .unwrap_or_else(|status| panic!("{}: {status:?}", vignette.name))
+            .into_inner()
+            .plan
+            .expect("a plan");
+        failures.extend(
+            plan_mismatches(&plan, vignette.expected())
+                .into_iter()
+                .map(|problem| format!("{}: {problem}", vignette.name)),
+        );
+        assert!(
+            is_uuid_v4(&plan.recommendation_id),
+            "{}: id {}",
+            vignette.name,
+            plan.recommendation_id
+        );
+        assert!(
+            ids.insert(plan.recommendation_id.clone()),
+            "recommendation_id repeated"
+        );
+        let guideline = plan.guideline.clone().expect("guideline ref");
+        assert_eq!(guideline.version, "2026.1");
+        assert_eq!(guideline.sha256.len(), 64);
+        assert!(
+            guideline
+                .sha256
+                .bytes()
+                .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
+        );
+        assert_eq!(plan.case_id, vignette.case().case_id);
+        assert_eq!(plan.evaluation_date, vignette.case().evaluation_date);
+        assert!(!plan.disclaimer.is_empty());
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_case_twice_gives_the_same_plan_but_a_new_id() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let vignette = vignettes()
+        .into_iter()
+        .find(|vignette| vignette.name == "ivc-middle-postop-r1")
+        .expect("vignette");
+    let mut first = client
+        .recommend(pb::RecommendRequest {
+            case: Some(vignette.case()),
+        })
+        .await
+        .expect("ok")
+        .into_inner()
+        .plan
+        .expect("plan");
+    let mut second = client
+        .recommend(pb::RecommendRequest {
+            case: Some(vignette.case()),
+        })
+        .await
+        .expect("ok")
+        .into_inner()
+        .plan
+        .expect("plan");
+    assert_ne!(first.recommendation_id, second.recommendation_id);
+    first.recommendation_id.clear();
+    second.recommendation_id.clear();
+    assert_eq!(first, second);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_cases_over_recommend_list_every_violation() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    for vignette in vignettes()
+        .into_iter()
+        .filter(|vignette| vignette.is_bad_case())
+    {
+        let status = client
+            .recommend(pb::RecommendRequest {
+                case: Some(vignette.case()),
+            })
+            .await
+            .expect_err(&vignette.name);
+        assert_eq!(status.code(), Code::InvalidArgument, "{}", vignette.name);
+        assert_eq!(
+            bad_request_fields(&status),
+            vignette.expected_fields(),
+            "{}",
+            vignette.name
+        );
+    }
+    let status = client
+        .recommend(pb::RecommendRequest { case: None })
+        .await
+        .expect_err("no case");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(bad_request_fields(&status), vec!["case".to_string()]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn hostile_numbers_enums_and_strings_are_rejected_not_crashed() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let base = vignettes()
+        .into_iter()
+        .find(|vignette| vignette.name == "femoral-postop-r0")
+        .expect("vignette")
+        .case();
+    let mut cases = Vec::new();
+    for size in [
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        0.0,
+        -0.0,
+        60.000_001,
+        f64::MAX,
+        f64::MIN_POSITIVE * 0.0,
+    ] {
+        let mut case = base.clone();
+        case.tumor.as_mut().expect("tumor").size_cm = size;
+        cases.push((case, vec!["case.tumor.size_cm"]));
+    }
+    let mut case = base.clone();
+    case.vessel = 999;
+    case.organs_at_risk = vec![-7, pb::Organ::Liver as i32, i32::MAX];
+    cases.push((
+        case,
+        vec![
+            "case.vessel",
+            "case.organs_at_risk[0]",
+            "case.organs_at_risk[2]",
+        ],
+    ));
+    let mut case = base.clone();
+    case.case_id = "Jane Doe".into();
+    case.evaluation_date = "2026-02-30".into();
+    cases.push((case, vec!["case.case_id", "case.evaluation_date"]));
+    let mut case = base.clone();
+    case.case_id = "x".repeat(129);
+    case.resection.as_mut().expect("resection").surgery_date = "26-10-22".into();
+    case.resection.as_mut().expect("resection").margin = 0;
+    cases.push((
+        case,
+        vec![
+            "case.case_id",
+            "case.resection.margin",
+            "case.resection.surgery_date",
+        ],
+    ));
+    for (case, expected) in cases {
+        let status = client
+            .recommend(pb::RecommendRequest {
+                case: Some(case.clone()),
+            })
+            .await
+            .expect_err("rejected");
+        assert_eq!(status.code(), Code::InvalidArgument, "{case:?}");
+        assert_eq!(bad_request_fields(&status), expected, "{case:?}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn one_stream_mixes_good_and_bad_cases_in_request_order() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let all: Vec<_> = vignettes()
+        .into_iter()
+        .filter(|vignette| vignette.is_plan() || vignette.is_bad_case())
+        .collect();
+    let requests: Vec<pb::RecommendRequest> = all
+        .iter()
+        .map(|vignette| pb::RecommendRequest {
+            case: Some(vignette.case()),
+        })
+        .collect();
+    let mut responses = client
+        .recommend_stream(tokio_stream::iter(requests))
+        .await
+        .expect("stream opens")
+        .into_inner();
+    let mut index = 0;
+    let mut failures = Vec::new();
+    while let Some(item) = responses.message().await.expect("stream item") {
+        let vignette = &all[index];
+        assert_eq!(
+            item.case_id,
+            vignette.case().case_id,
+            "item {index} out of order"
+        );
+        match item.result.expect("a result") {
+            pb::recommend_stream_response::Result::Plan(plan) => {
+                assert!(
+                    vignette.is_plan(),
+                    "{}: a plan for a bad case",
+                    vignette.name
+                );
+                failures.extend(
+                    plan_mismatches(&plan, vignette.expected())
+                        .into_iter()
+                        .map(|problem| format!("{}: {problem}", vignette.name)),
+                );
+            }
+            pb::recommend_stream_response::Result::Error(status) => {
+                assert!(
+                    vignette.is_bad_case(),
+                    "{}: rejected: {status:?}",
+                    vignette.name
+                );
+                assert_eq!(status.code, Code::InvalidArgument as i32);
+                let fields: Vec<String> = status
+                    .details
+                    .iter()
+                    .filter(|detail| detail.type_url.ends_with("google.rpc.BadRequest"))
+                    .flat_map(|detail| {
+                        tonic_types::pb::BadRequest::decode(detail.value.as_ref())
+                            .expect("BadRequest")
+                            .field_violations
+                    })
+                    .map(|violation| violation.field)
+                    .collect();
+                assert_eq!(fields, vignette.expected_fields(), "{}", vignette.name);
+            }
+        }
+        index += 1;
+    }
+    assert_eq!(index, all.len(), "every request answered");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn check_prescription_pass_review_and_fail() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let mut verdicts = HashSet::new();
+    for vignette in vignettes()
+        .into_iter()
+        .filter(|vignette| vignette.is_check())
+    {
+        let response = client
+            .check_prescription(vignette.check_request())
+            .await
+            .expect(&vignette.name)
+            .into_inner();
+        let problems = check_mismatches(&response, vignette.expected());
+        assert!(
+            problems.is_empty(),
+            "{}: {}",
+            vignette.name,
+            problems.join("; ")
+        );
+        assert!(is_uuid_v4(&response.recommendation_id));
+        for finding in &response.findings {
+            verdicts.insert(finding.verdict);
+            assert!(!finding.message.is_empty() && !finding.reference_ids.is_empty());
+        }
+        let plan = response.recommended_plan.expect("the recommended plan");
+        assert!(is_uuid_v4(&plan.recommendation_id));
+        assert_ne!(plan.recommendation_id, response.recommendation_id);
+    }
+    assert_eq!(verdicts.len(), 3, "PASS, REVIEW and FAIL all exercised");
+    for vignette in vignettes()
+        .into_iter()
+        .filter(|vignette| vignette.is_bad_check())
+    {
+        let status = client
+            .check_prescription(vignette.check_request())
+            .await
+            .expect_err(&vignette.name);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(
+            bad_request_fields(&status),
+            vignette.expected_fields(),
+            "{}",
+            vignette.name
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn get_guideline_lists_every_rule_and_alert() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let guideline = client
+        .get_guideline(pb::GetGuidelineRequest {})
+        .await
+        .expect("ok")
+        .into_inner();
+    assert_eq!(guideline.version, "2026.1");
+    let rule_ids: Vec<&str> = guideline
+        .rules
+        .iter()
+        .map(|rule| rule.rule_id.as_str())
+        .collect();
+    let expected: Vec<&str> = RuleId::ALL.iter().map(|rule| rule.as_str()).collect();
+    assert_eq!(rule_ids, expected);
+    assert_eq!(rule_ids.len(), 33);
+    let reference_ids: HashSet<&str> = guideline
+        .references
+        .iter()
+        .map(|reference| reference.id.as_str())
+        .collect();
+    for rule in &guideline.rules {
+        assert!(!rule.statement.is_empty(), "{}", rule.rule_id);
+        assert!(!rule.reference_ids.is_empty(), "{}", rule.rule_id);
+        assert!(
+            rule.reference_ids
+                .iter()
+                .all(|id| reference_ids.contains(id.as_str())),
+            "{}",
+            rule.rule_id
+        );
+    }
+    assert_eq!(guideline.alert_codes.len(), 19);
+    assert_eq!(
+        guideline.alert_codes,
+        AlertCode::ALL
+            .iter()
+            .map(|code| code.as_str().to_string())
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        guideline
+            .alerts
+            .iter()
+            .all(|alert| alert.summary.chars().count() <= 140)
+    );
+    let plan = client
+        .recommend(pb::RecommendRequest {
+            case: Some(
+                vignettes()
+                    .into_iter()
+                    .find(|vignette| vignette.is_plan())
+                    .expect("plan vignette")
+                    .case(),
+            ),
+        })
+        .await
+        .expect("ok")
+        .into_inner()
+        .plan
+        .expect("plan");
+    assert_eq!(plan.guideline.expect("ref").sha256, guideline.sha256);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn health_reports_serving_for_the_service_and_the_server() {
+    let server = TestServer::start().await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+    for service in ["vlms.rt.v1.RecommendationService", ""] {
+        let response = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.to_string(),
+            })
+            .await
+            .expect("health answers")
+            .into_inner();
+        assert_eq!(
+            response.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service:?}"
+        );
+    }
+    let unknown = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
+        .await
+        .expect_err("unknown service");
+    assert_eq!(unknown.code(), Code::NotFound);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn reflection_v1_and_v1alpha_list_the_service_and_resolve_case() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let server = TestServer::start().await;
+
+    let mut client =
+        v1::server_reflection_client::ServerReflectionClient::new(server.channel().await);
+    let requests = vec![
+        v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            )),
+        },
+        v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(
+                v1::server_reflection_request::MessageRequest::FileContainingSymbol(
+                    "vlms.rt.v1.Case".into(),
+                ),
+            ),
+        },
+    ];
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter(requests))
+        .await
+        .expect("v1")
+        .into_inner();
+    let listed = responses.message().await.expect("ok").expect("response");
+    match listed.message_response {
+        Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) => {
+            let names: Vec<String> = list
+                .service
+                .into_iter()
+                .map(|service| service.name)
+                .collect();
+            assert!(
+                names.contains(&"vlms.rt.v1.RecommendationService".to_string()),
+                "{names:?}"
+            );
+            assert!(
+                names.contains(&"grpc.health.v1.Health".to_string()),
+                "{names:?}"
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let file = responses.message().await.expect("ok").expect("response");
+    match file.message_response {
+        Some(v1::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) => {
+            let case_file = files
+                .file_descriptor_proto
+                .iter()
+                .map(|bytes| {
+                    prost_types::FileDescriptorProto::decode(bytes.as_slice()).expect("descriptor")
+                })
+                .find(|file| file.name() == "vlms/rt/v1/case.proto")
+                .expect("case.proto served");
+            assert!(
+                case_file
+                    .message_type
+                    .iter()
+                    .any(|message| message.name() == "Case")
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+
+    let mut alpha =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(server.channel().await);
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut responses = alpha
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .expect("v1alpha")
+        .into_inner();
+    match responses
+        .message()
+        .await
+        .expect("ok")
+        .expect("response")
+        .message_response
+    {
+        Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) => {
+            assert!(
+                list.service
+                    .iter()
+                    .any(|service| service.name == "vlms.rt.v1.RecommendationService")
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    server.stop().await;
+}
+
+/// Sends raw bytes as a request body, bypassing the generated types.
+mod raw {
+    use prost::bytes::{Buf, BufMut};
+    use tonic::Status;
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+    #[derive(Default)]
+    pub struct BytesCodec;
+    pub struct BytesEncoder;
+    pub struct BytesDecoder;
+
+    impl Codec for BytesCodec {
+        type Encode = Vec<u8>;
+        type Decode = Vec<u8>;
+        type Encoder = BytesEncoder;
+        type Decoder = BytesDecoder;
+        fn encoder(&mut self) -> BytesEncoder {
+            BytesEncoder
+        }
+        fn decoder(&mut self) -> BytesDecoder {
+            BytesDecoder
+        }
+    }
+    impl Encoder for BytesEncoder {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+            dst.put_slice(&item);
+            Ok(())
+        }
+    }
+    impl Decoder for BytesDecoder {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+            let bytes = src.copy_to_bytes(src.remaining());
+            Ok(Some(bytes.to_vec()))
+        }
+    }
+}
+
+#[tokio::test]
+async fn garbage_and_oversized_bodies_are_the_callers_fault_not_internal() {
+    let server = TestServer::start().await;
+    let channel = server.channel().await;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/vlms.rt.v1.RecommendationService/Recommend",
+    );
+    let bodies: Vec<(Vec<u8>, Vec<Code>)> = vec![
+        (
+            vec![0xff, 0xff, 0xff, 0xff, 0x0f],
+            vec![Code::InvalidArgument],
+        ),
+        (vec![0x0a, 0x10, 0x01], vec![Code::InvalidArgument]),
+        (
+            vec![0x0a; 70 * 1024],
+            vec![Code::ResourceExhausted, Code::OutOfRange],
+        ),
+    ];
+    for (body, allowed) in bodies {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready().await.expect("ready");
+        let status = grpc
+            .unary(tonic::Request::new(body), path.clone(), raw::BytesCodec)
+            .await
+            .expect_err("rejected");
+        assert!(allowed.contains(&status.code()), "{status:?}");
+    }
+    // The server is still healthy after the hostile bodies.
+    let mut client = server.client().await;
+    let case = vignettes()
+        .into_iter()
+        .find(|vignette| vignette.is_plan())
+        .expect("plan vignette")
+        .case();
+    client
+        .recommend(pb::RecommendRequest { case: Some(case) })
+        .await
+        .expect("still serving");
+    server.stop().await;
+}
