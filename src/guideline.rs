@@ -359,3 +359,102 @@ impl ProfileFile {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems_after(from: &str, to: &str) -> String {
+        assert!(
+            EMBEDDED_PROFILE.contains(from),
+            "fixture text {from:?} not in the profile"
+        );
+        let edited = EMBEDDED_PROFILE.replacen(from, to, 1);
+        match from_bytes(edited.as_bytes(), "edited.toml") {
+            Ok(_) => panic!("accepted a profile with {to:?}"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_embedded_profile_loads_with_its_version_and_hash() {
+        let profile = embedded().expect("valid");
+        assert_eq!(profile.version(), "2026.1");
+        assert_eq!(
+            profile.sha256(),
+            hex(&Sha256::digest(EMBEDDED_PROFILE.as_bytes()))
+        );
+        assert_eq!(profile.references().len(), 18);
+    }
+
+    #[test]
+    fn broken_profiles_are_refused_with_the_problem_named() {
+        let cases = [
+            (
+                r#"references = ["ESMO2021"]"#,
+                r#"references = ["ESMO2022"]"#,
+                "unknown reference id \"ESMO2022\"",
+            ),
+            ("earliest_days = 28", "earliest_days = 50", "not a range"),
+            ("min_gy = 40.0", "min_gy = 60.0", "is not a range"),
+            (
+                "fraction_pass_min_gy = 1.8",
+                "fraction_pass_min_gy = 1.4",
+                "review_min <= pass_min",
+            ),
+            (
+                r#"summary = "Tumour grade unknown: the risk classification is incomplete. Obtain or review the FNCLCC grade before deciding.""#,
+                &format!("summary = \"{}\"", "x".repeat(141)),
+                "141 characters",
+            ),
+            (
+                r#"statement = "Preoperative target: the gross tumour.""#,
+                r#"statement = " ""#,
+                "empty text",
+            ),
+            (
+                r#"id = "WINDOW-OVERDUE""#,
+                r#"id = "WINDOW-LATE""#,
+                "not a rule id",
+            ),
+            (
+                "alpha_beta_tumor_gy = 4.0",
+                "alpha_beta_tumor_gy = -4.0",
+                "alpha_beta_tumor_gy",
+            ),
+            ("limit = 45.0", "limit = nan", "limit"),
+            (r#"metric = "Max[Gy]""#, r#"metric = "max dose""#, "TG-263"),
+            (
+                "{ kind = \"BOOST\", dose_per_fraction_gy = 2.0, fractions = 8 }",
+                "{ kind = \"BOOST\", dose_per_fraction_gy = 2.0, fractions = 9 }",
+                "above the 66 Gy bound",
+            ),
+            (
+                "preferred = true\nconcurrent_chemotherapy = true\nphases = [{ kind = \"INITIAL\", dose_per_fraction_gy = 1.8",
+                "concurrent_chemotherapy = true\nphases = [{ kind = \"INITIAL\", dose_per_fraction_gy = 1.8",
+                "0 preferred options",
+            ),
+            (
+                "version = \"2026.1\"",
+                "version = \"2026.1\"\nunexpected = 1",
+                "unknown field",
+            ),
+        ];
+        for (from, to, expected) in cases {
+            let message = problems_after(from, to);
+            assert!(message.contains(expected), "{to:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn a_missing_file_and_non_utf8_bytes_are_load_errors() {
+        let missing = from_path(Path::new("no/such/profile.toml")).expect_err("missing");
+        assert!(
+            missing
+                .to_string()
+                .contains("cannot read guideline profile")
+        );
+        let binary = from_bytes(&[0xff, 0xfe, 0x00], "binary").expect_err("binary");
+        assert!(binary.to_string().contains("not a valid profile file"));
+    }
+}

@@ -1,1 +1,276 @@
-//! placeholder
+//! Property tests: every valid case gives a plan inside the bounds of clinical spec §12a, with a
+//! reference list equal to what the plan cites; no raw input, case or proposal, panics.
+
+use std::collections::BTreeSet;
+
+use proptest::prelude::*;
+use vlms_rt::core::case::{
+    Depth, Grade, IvcSegment, Margin, Organ, RawCase, RawEnum, RawResection, RawTumor,
+    Resectability, SiteGroup, TreatmentPhase, VascularManagement, Vessel,
+};
+use vlms_rt::core::check::{RawDoseMetric, RawPhase, RawProposal};
+use vlms_rt::core::plan::{Indication, PhaseKind, Setting};
+use vlms_rt::core::{self, Case, Plan, Proposal};
+
+use crate::support::profile;
+
+const VESSELS: [Vessel; 9] = [
+    Vessel::InferiorVenaCava,
+    Vessel::RenalVein,
+    Vessel::GonadalVein,
+    Vessel::IliacVein,
+    Vessel::FemoralVein,
+    Vessel::PoplitealVein,
+    Vessel::SaphenousVein,
+    Vessel::UpperLimbVein,
+    Vessel::Other,
+];
+const ORGANS: [Organ; 7] = [
+    Organ::KidneyLeft,
+    Organ::KidneyRight,
+    Organ::Liver,
+    Organ::SmallBowel,
+    Organ::LargeBowel,
+    Organ::Stomach,
+    Organ::SpinalCord,
+];
+
+fn date_strategy() -> impl Strategy<Value = (i64, String)> {
+    // Days from 2000-01-01, printed through the core's own date type.
+    (0_i64..9000).prop_map(|offset| {
+        let date = core::date::Date::parse("2000-01-01")
+            .expect("date")
+            .add_days(offset);
+        (offset, date.to_string())
+    })
+}
+
+prop_compose! {
+    fn valid_case()(
+        vessel in prop::sample::select(VESSELS.to_vec()),
+        segment in prop::sample::select(vec![IvcSegment::Lower, IvcSegment::Middle, IvcSegment::Upper]),
+        size_cm in prop_oneof![0.1_f64..60.0, Just(5.0), Just(60.0)],
+        grade in prop::sample::select(vec![Grade::Grade1, Grade::Grade2, Grade::Grade3, Grade::Unknown]),
+        depth in prop::sample::select(vec![Some(Depth::Superficial), Some(Depth::Deep), None]),
+        before in any::<bool>(),
+        resectability in prop::sample::select(vec![Resectability::Resectable, Resectability::Marginal, Resectability::Unresectable]),
+        margin in prop::sample::select(vec![Margin::R0, Margin::R1, Margin::R2]),
+        vascular in prop::sample::select(vec![None, Some(VascularManagement::None), Some(VascularManagement::Ligation), Some(VascularManagement::PrimaryRepair), Some(VascularManagement::Patch), Some(VascularManagement::Graft)]),
+        flags in prop::collection::vec(any::<bool>(), 10),
+        organs in prop::collection::vec(prop::sample::select(ORGANS.to_vec()), 0..9),
+        (surgery_offset, surgery_date) in date_strategy(),
+        days_after in 0_i64..400,
+    ) -> RawCase {
+        let retroperitoneal = vessel.site_group() == SiteGroup::Retroperitoneal;
+        let depth = match (retroperitoneal, depth) {
+            (true, Some(Depth::Superficial)) => None,
+            (false, None) => Some(Depth::Deep),
+            (_, depth) => depth,
+        };
+        let evaluation = core::date::Date::parse("2000-01-01").expect("date").add_days(surgery_offset + days_after);
+        RawCase {
+            case_id: "prop-case".into(),
+            evaluation_date: evaluation.to_string(),
+            vessel: RawEnum::Known(vessel),
+            ivc_segment: if vessel == Vessel::InferiorVenaCava { RawEnum::Known(segment) } else { RawEnum::Unset },
+            tumor: Some(RawTumor { size_cm, grade: RawEnum::Known(grade), depth: depth.map_or(RawEnum::Unset, RawEnum::Known) }),
+            phase: RawEnum::Known(if before { TreatmentPhase::PreResection } else { TreatmentPhase::PostResection }),
+            resectability: if before { RawEnum::Known(resectability) } else { RawEnum::Unset },
+            surgery_mutilating: flags[0],
+            resection: (!before).then(|| RawResection {
+                margin: RawEnum::Known(margin),
+                close_margin: flags[1],
+                surgery_date,
+                compartmental_contained: flags[2],
+                re_excision_feasible: flags[3],
+                hematoma_present: flags[4],
+                vascular_management: vascular.map_or(RawEnum::Unset, RawEnum::Known),
+                periaortic_dissection: flags[5],
+            }),
+            organs_at_risk: organs.into_iter().map(RawEnum::Known).collect(),
+            solitary_functioning_kidney: flags[6],
+            prior_radiotherapy: flags[7],
+            metastatic_disease: flags[8] && flags[9],
+        }
+    }
+}
+
+fn raw_enum<T: Clone + std::fmt::Debug + 'static>(
+    values: Vec<T>,
+) -> impl Strategy<Value = RawEnum<T>> {
+    prop_oneof![
+        Just(RawEnum::Unset),
+        prop::sample::select(values).prop_map(RawEnum::Known),
+        any::<i32>().prop_map(RawEnum::Unknown)
+    ]
+}
+
+fn any_float() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        any::<f64>(),
+        Just(f64::NAN),
+        Just(f64::INFINITY),
+        Just(0.0),
+        -100.0_f64..100.0
+    ]
+}
+
+fn any_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(String::new()),
+        "[0-9-]{0,12}",
+        "\\PC{0,20}",
+        Just("2024-02-29".to_string()),
+        Just("9999-99-99".to_string())
+    ]
+}
+
+prop_compose! {
+    fn any_raw_case()(
+        case_id in any_text(),
+        evaluation_date in any_text(),
+        vessel in raw_enum(VESSELS.to_vec()),
+        ivc in raw_enum(vec![IvcSegment::Lower, IvcSegment::Middle, IvcSegment::Upper]),
+        tumor in prop::option::of((any_float(), raw_enum(vec![Grade::Grade1, Grade::Grade2, Grade::Grade3, Grade::Unknown]), raw_enum(vec![Depth::Superficial, Depth::Deep]))),
+        phase in raw_enum(vec![TreatmentPhase::PreResection, TreatmentPhase::PostResection]),
+        resectability in raw_enum(vec![Resectability::Resectable, Resectability::Marginal, Resectability::Unresectable]),
+        resection in prop::option::of((raw_enum(vec![Margin::R0, Margin::R1, Margin::R2]), any_text(), raw_enum(vec![VascularManagement::None, VascularManagement::Graft]), any::<[bool; 6]>())),
+        organs in prop::collection::vec(raw_enum(ORGANS.to_vec()), 0..5),
+        flags in any::<[bool; 4]>(),
+    ) -> RawCase {
+        RawCase {
+            case_id,
+            evaluation_date,
+            vessel,
+            ivc_segment: ivc,
+            tumor: tumor.map(|(size_cm, grade, depth)| RawTumor { size_cm, grade, depth }),
+            phase,
+            resectability,
+            surgery_mutilating: flags[0],
+            resection: resection.map(|(margin, surgery_date, vascular_management, bits)| RawResection {
+                margin,
+                close_margin: bits[0],
+                surgery_date,
+                compartmental_contained: bits[1],
+                re_excision_feasible: bits[2],
+                hematoma_present: bits[3],
+                vascular_management,
+                periaortic_dissection: bits[4],
+            }),
+            organs_at_risk: organs,
+            solitary_functioning_kidney: flags[1],
+            prior_radiotherapy: flags[2],
+            metastatic_disease: flags[3],
+        }
+    }
+}
+
+fn cited_ids(plan: &Plan<'_>) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    let mut add = |refs: &[String]| ids.extend(refs.iter().cloned());
+    plan.trace.iter().for_each(|item| add(item.reference_ids));
+    plan.alerts.iter().for_each(|item| add(item.reference_ids));
+    plan.prescriptions
+        .iter()
+        .for_each(|item| add(item.reference_ids));
+    plan.volumes.iter().for_each(|item| add(item.reference_ids));
+    plan.organ_constraints
+        .iter()
+        .for_each(|item| add(item.reference_ids));
+    plan.expected_outcomes
+        .iter()
+        .for_each(|item| add(item.reference_ids));
+    ids
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, .. ProptestConfig::default() })]
+
+    #[test]
+    fn every_valid_case_gives_a_plan_inside_the_bounds(raw in valid_case()) {
+        let profile = profile();
+        let case = Case::validate(&raw, "case");
+        prop_assert!(case.is_ok(), "valid case rejected: {:?}", case.err());
+        let case = case.expect("checked");
+        let plan = core::recommend(&profile, &case);
+        let retroperitoneal = plan.site_group == SiteGroup::Retroperitoneal;
+
+        for prescription in &plan.prescriptions {
+            prop_assert!(prescription.total_dose_gy <= 66.0 + 1e-9);
+            if retroperitoneal {
+                prop_assert!(prescription.total_dose_gy <= 50.4 + 1e-9);
+                prop_assert!(prescription.phases.iter().all(|phase| phase.kind == PhaseKind::Initial));
+            }
+        }
+        let strong = matches!(plan.indication, Indication::Indicated | Indication::Mandatory);
+        if retroperitoneal || plan.site_group == SiteGroup::Other || case.prior_radiotherapy() || case.metastatic_disease() {
+            prop_assert!(!strong, "{:?} for {:?}", plan.indication, raw);
+        }
+        let should_prescribe = plan.rt_on_table() && !case.prior_radiotherapy();
+        prop_assert_eq!(!plan.prescriptions.is_empty(), should_prescribe);
+        if should_prescribe {
+            prop_assert_eq!(plan.prescriptions.iter().filter(|rx| rx.preferred).count(), 1);
+        }
+        if plan.setting == Setting::None {
+            prop_assert!(plan.prescriptions.is_empty() && plan.volumes.is_empty());
+        }
+
+        let listed: BTreeSet<String> = plan.references.iter().map(|reference| reference.id.clone()).collect();
+        prop_assert_eq!(listed.len(), plan.references.len(), "each reference once");
+        prop_assert_eq!(listed, cited_ids(&plan));
+        prop_assert!(plan.alerts.iter().all(|alert| alert.summary.chars().count() <= 140));
+        let mut rules: Vec<_> = plan.trace.iter().map(|firing| firing.rule_id).collect();
+        let fired = rules.len();
+        rules.sort();
+        rules.dedup();
+        prop_assert_eq!(rules.len(), fired, "each rule once in the trace");
+        let mut codes: Vec<_> = plan.alerts.iter().map(|alert| alert.code).collect();
+        let alert_count = codes.len();
+        codes.sort();
+        codes.dedup();
+        prop_assert_eq!(codes.len(), alert_count, "each alert once");
+
+        let again = core::recommend(&profile, &case);
+        prop_assert_eq!(plan, again, "deterministic");
+    }
+
+    #[test]
+    fn no_raw_case_panics(raw in any_raw_case()) {
+        let profile = profile();
+        match Case::validate(&raw, "case") {
+            Ok(case) => {
+                let _ = core::recommend(&profile, &case);
+            }
+            Err(violations) => {
+                prop_assert!(!violations.is_empty());
+                prop_assert!(violations.iter().all(|violation| violation.field.starts_with("case") && !violation.description.is_empty()));
+            }
+        }
+    }
+
+    #[test]
+    fn no_raw_proposal_panics(
+        case in prop_oneof![valid_case().prop_map(Some), any_raw_case().prop_map(Some), Just(None)],
+        setting in raw_enum(vec![Setting::None, Setting::Preoperative, Setting::Postoperative, Setting::NeoadjuvantChemoradiation]),
+        phases in prop::collection::vec((raw_enum(vec![PhaseKind::Initial, PhaseKind::Boost]), any_float(), any::<i64>()), 0..4),
+        planned_start_date in any_text(),
+        metrics in prop::collection::vec((any_text(), prop_oneof![any_text(), Just("Mean[Gy]".to_string()), Just("V20Gy[%]".to_string())], any_float()), 0..4),
+    ) {
+        let profile = profile();
+        let raw = RawProposal {
+            case,
+            setting,
+            phases: phases.into_iter().map(|(kind, dose_per_fraction_gy, fractions)| RawPhase { kind, dose_per_fraction_gy, fractions }).collect(),
+            planned_start_date,
+            dose_metrics: metrics.into_iter().map(|(structure, metric, value)| RawDoseMetric { structure, metric, value }).collect(),
+        };
+        match Proposal::validate(&raw) {
+            Ok(proposal) => {
+                let report = core::check(&profile, &proposal);
+                prop_assert!(report.total_dose_gy.is_finite() && report.eqd2_tumor_gy.is_finite());
+                prop_assert!(!report.findings.is_empty());
+            }
+            Err(violations) => prop_assert!(!violations.is_empty()),
+        }
+    }
+}

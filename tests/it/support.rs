@@ -366,9 +366,14 @@ pub fn check_mismatches(response: &pb::CheckPrescriptionResponse, expected: &Val
     problems
 }
 
-/// The embedded profile.
+/// The embedded profile, loaded once per test binary.
 pub fn profile() -> Arc<vlms_rt::core::Profile> {
-    Arc::new(vlms_rt::guideline::embedded().expect("the embedded profile is valid"))
+    static PROFILE: std::sync::OnceLock<Arc<vlms_rt::core::Profile>> = std::sync::OnceLock::new();
+    PROFILE
+        .get_or_init(|| {
+            Arc::new(vlms_rt::guideline::embedded().expect("the embedded profile is valid"))
+        })
+        .clone()
 }
 
 /// A real server on 127.0.0.1:0 and a connected client.

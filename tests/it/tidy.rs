@@ -1,1 +1,105 @@
-//! placeholder
+//! Tidy checks on the source tree: the core stays pure, and nothing names this machine's paths.
+
+use std::path::{Path, PathBuf};
+
+fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|error| panic!("{}: {error}", dir.display()))
+    {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            rust_files(&path, found);
+        } else if path.extension().is_some_and(|ext| ext == "rs") {
+            found.push(path);
+        }
+    }
+}
+
+/// The part of a file that is not its unit-test module.
+fn production_code(text: &str) -> &str {
+    text.split("#[cfg(test)]").next().unwrap_or(text)
+}
+
+#[test]
+fn the_core_names_no_wire_runtime_or_serde_crate() {
+    let core = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/core");
+    let mut files = Vec::new();
+    rust_files(&core, &mut files);
+    assert!(files.len() >= 8, "core files found: {files:?}");
+    let forbidden = [
+        "tonic",
+        "prost",
+        "tokio",
+        "serde",
+        "crate::pb",
+        "pb::",
+        "std::fs",
+        "std::net",
+        "SystemTime",
+        "Instant::now",
+    ];
+    let mut problems = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("readable");
+        for (number, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            for word in forbidden {
+                if code.contains(word) {
+                    problems.push(format!("{}:{}: names {word}", file.display(), number + 1));
+                }
+            }
+        }
+        let production = production_code(&text);
+        for pattern in [
+            ".unwrap()",
+            ".expect(",
+            "panic!(",
+            "unreachable!(",
+            "todo!(",
+            "unimplemented!(",
+        ] {
+            if production.contains(pattern) {
+                problems.push(format!(
+                    "{}: production code uses {pattern}",
+                    file.display()
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn no_committed_file_names_a_path_of_this_machine() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let machine_paths = [
+        concat!("/wo", "rk/"),
+        concat!("/ro", "ot/"),
+        concat!("/h", "ome/"),
+    ];
+    let mut problems = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("readable dir") {
+            let path = entry.expect("entry").path();
+            let name = path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .unwrap_or_default();
+            if path.is_dir() {
+                if !matches!(name, "target" | ".git" | ".venv" | "node_modules") {
+                    stack.push(path);
+                }
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            for needle in machine_paths {
+                if text.contains(needle) {
+                    problems.push(format!("{} names {needle}", path.display()));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
