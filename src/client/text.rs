@@ -204,8 +204,8 @@ pub fn plan(plan: &pb::Plan) -> String {
         );
         let _ = writeln!(
             out,
-            "  {:<12} {:<10} {:>8}  {}",
-            "Structure", "Metric", "Limit", "References"
+            "  {:<12} {:<10} {:>8}  References",
+            "Structure", "Metric", "Limit"
         );
         for row in &plan.organ_constraints {
             let _ = writeln!(

@@ -383,30 +383,32 @@ fn stage_e_plan_content(builder: &mut Builder<'_>, case: &Case, facts: &Facts) {
     );
 
     // §4 prescriptions.
-    if on_table && !case.prior_radiotherapy() {
-        if let Some(schedule) = schedule_for(profile, case, setting) {
-            let mut option_alerts = Vec::new();
-            for option in &schedule.options {
-                builder.cited |= option.reference_mask;
-                builder.plan.prescriptions.push(Prescription {
-                    label: &option.label,
-                    preferred: option.preferred,
-                    phases: &option.phases,
-                    total_dose_gy: option.total_dose_gy,
-                    eqd2_tumor_gy: option.eqd2_tumor_gy,
-                    eqd2_late_gy: option.eqd2_late_gy,
-                    concurrent_chemotherapy: option.concurrent_chemotherapy,
-                    reference_ids: &option.reference_ids,
-                });
-                if let Some(alert) = option.alert {
-                    option_alerts.push(alert);
-                }
+    // The profile holds a row for every treatment setting (checked when loaded).
+    if on_table
+        && !case.prior_radiotherapy()
+        && let Some(schedule) = schedule_for(profile, case, setting)
+    {
+        let mut option_alerts = Vec::new();
+        for option in &schedule.options {
+            builder.cited |= option.reference_mask;
+            builder.plan.prescriptions.push(Prescription {
+                label: &option.label,
+                preferred: option.preferred,
+                phases: &option.phases,
+                total_dose_gy: option.total_dose_gy,
+                eqd2_tumor_gy: option.eqd2_tumor_gy,
+                eqd2_late_gy: option.eqd2_late_gy,
+                concurrent_chemotherapy: option.concurrent_chemotherapy,
+                reference_ids: &option.reference_ids,
+            });
+            if let Some(alert) = option.alert {
+                option_alerts.push(alert);
             }
-            builder.fire(RuleId::RxSchedule);
-            for alert in option_alerts {
-                builder.alert(alert);
-                builder.fire(RuleId::AlertHypofractionation);
-            }
+        }
+        builder.fire(RuleId::RxSchedule);
+        for alert in option_alerts {
+            builder.alert(alert);
+            builder.fire(RuleId::AlertHypofractionation);
         }
     }
     if facts.site_group != SiteGroup::Retroperitoneal && on_table && preoperative_setting {
@@ -505,13 +507,13 @@ fn stage_e_plan_content(builder: &mut Builder<'_>, case: &Case, facts: &Facts) {
     if on_table && facts.site_group == SiteGroup::Retroperitoneal {
         builder.outcome(RuleId::OutcomeRpsEvidence);
     }
-    if case.vessel() == Vessel::InferiorVenaCava {
-        if let Some(resection) = case.resection() {
-            if resection.vascular_management == VascularManagement::Ligation {
-                builder.outcome(RuleId::OutcomeIvcLigation);
-            }
-            builder.outcome(RuleId::OutcomeIvcRenal);
+    if case.vessel() == Vessel::InferiorVenaCava
+        && let Some(resection) = case.resection()
+    {
+        if resection.vascular_management == VascularManagement::Ligation {
+            builder.outcome(RuleId::OutcomeIvcLigation);
         }
+        builder.outcome(RuleId::OutcomeIvcRenal);
     }
 }
 
