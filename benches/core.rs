@@ -16,21 +16,35 @@ fn vignette_dir() -> PathBuf {
         .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vignettes"))
 }
 
-fn load() -> (Vec<(String, pb::Case)>, Vec<(String, pb::CheckPrescriptionRequest)>) {
+fn load() -> (
+    Vec<(String, pb::Case)>,
+    Vec<(String, pb::CheckPrescriptionRequest)>,
+) {
     let mut cases = Vec::new();
     let mut checks = Vec::new();
-    let mut entries: Vec<_> = std::fs::read_dir(vignette_dir()).expect("vignettes").map(|entry| entry.expect("entry").path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(vignette_dir())
+        .expect("vignettes")
+        .map(|entry| entry.expect("entry").path())
+        .collect();
     entries.sort();
     for path in entries {
-        let name = path.file_stem().and_then(|stem| stem.to_str()).unwrap_or_default().to_string();
+        let name = path
+            .file_stem()
+            .and_then(|stem| stem.to_str())
+            .unwrap_or_default()
+            .to_string();
         if name.starts_with("bad-") || path.extension().is_none_or(|ext| ext != "json") {
             continue;
         }
-        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
         if let Some(case) = json.get("case") {
             cases.push((name, serde_json::from_value(case.clone()).expect("case")));
         } else if let Some(request) = json.get("request") {
-            checks.push((name, serde_json::from_value(request.clone()).expect("request")));
+            checks.push((
+                name,
+                serde_json::from_value(request.clone()).expect("request"),
+            ));
         }
     }
     (cases, checks)
@@ -52,23 +66,36 @@ fn benches(criterion: &mut Criterion) {
     let mut group = criterion.benchmark_group("check");
     for (name, request) in &checks {
         let proposal = Proposal::validate(&convert::raw_proposal(request)).expect("valid");
-        group.bench_with_input(BenchmarkId::from_parameter(name), &proposal, |bencher, proposal| {
-            bencher.iter(|| core::check(black_box(&profile), black_box(proposal)));
-        });
+        group.bench_with_input(
+            BenchmarkId::from_parameter(name),
+            &proposal,
+            |bencher, proposal| {
+                bencher.iter(|| core::check(black_box(&profile), black_box(proposal)));
+            },
+        );
     }
     group.finish();
 
     let mut group = criterion.benchmark_group("wire_path");
     for (name, case) in &cases {
-        let bytes = pb::RecommendRequest { case: Some(case.clone()) }.encode_to_vec();
-        group.bench_with_input(BenchmarkId::from_parameter(name), &bytes, |bencher, bytes| {
-            bencher.iter(|| {
-                let request = pb::RecommendRequest::decode(black_box(bytes.as_slice())).expect("decodes");
-                let case = convert::case_from_request(&request).expect("valid");
-                let plan = core::recommend(&profile, &case);
-                convert::plan_out(&plan, String::from("00000000-0000-4000-8000-000000000000")).encode_to_vec()
-            });
-        });
+        let bytes = pb::RecommendRequest {
+            case: Some(case.clone()),
+        }
+        .encode_to_vec();
+        group.bench_with_input(
+            BenchmarkId::from_parameter(name),
+            &bytes,
+            |bencher, bytes| {
+                bencher.iter(|| {
+                    let request =
+                        pb::RecommendRequest::decode(black_box(bytes.as_slice())).expect("decodes");
+                    let case = convert::case_from_request(&request).expect("valid");
+                    let plan = core::recommend(&profile, &case);
+                    convert::plan_out(&plan, String::from("00000000-0000-4000-8000-000000000000"))
+                        .encode_to_vec()
+                });
+            },
+        );
     }
     group.finish();
 }
