@@ -5,7 +5,9 @@
 
 use std::path::PathBuf;
 
-use criterion::{BenchmarkId, Criterion, black_box, criterion_group, criterion_main};
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use prost::Message;
 use vlms_rt::core::{self, Case, Proposal};
 use vlms_rt::{convert, guideline, pb};
@@ -16,10 +18,9 @@ fn vignette_dir() -> PathBuf {
         .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vignettes"))
 }
 
-fn load() -> (
-    Vec<(String, pb::Case)>,
-    Vec<(String, pb::CheckPrescriptionRequest)>,
-) {
+type Named<T> = Vec<(String, T)>;
+
+fn load() -> (Named<pb::Case>, Named<pb::CheckPrescriptionRequest>) {
     let mut cases = Vec::new();
     let mut checks = Vec::new();
     let mut entries: Vec<_> = std::fs::read_dir(vignette_dir())

@@ -3,6 +3,7 @@
 //! tidy checks on the source tree.
 
 mod cli;
+mod contract;
 mod core_rules;
 mod properties;
 mod service;
