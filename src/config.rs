@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::telemetry::LogFormat;
 
@@ -20,4 +21,92 @@ pub struct ServerConfig {
     /// Log line format.
     #[arg(long, value_enum, env = "VLMS_RT_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Server certificate chain (PEM); enables TLS together with --tls-key.
+    #[arg(long, env = "VLMS_RT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Server private key (PEM).
+    #[arg(long, env = "VLMS_RT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA certificate (PEM) that client certificates must be signed by (mutual TLS).
+    #[arg(long, env = "VLMS_RT_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Token file: one `caller-name:sha256-of-token` per line. When set, every call except health
+    /// and reflection needs `authorization: Bearer <token>`. Reloaded on SIGHUP.
+    #[arg(long, env = "VLMS_RT_AUTH_TOKENS")]
+    pub auth_tokens: Option<PathBuf>,
+
+    /// Largest request message in bytes (a RecommendStream item counts alone).
+    #[arg(long, env = "VLMS_RT_MAX_REQUEST_BYTES", default_value_t = 64 * 1024)]
+    pub max_request_bytes: usize,
+
+    /// Most items per RecommendStream call.
+    #[arg(long, env = "VLMS_RT_MAX_STREAM_ITEMS", default_value_t = 10_000)]
+    pub max_stream_items: u64,
+
+    /// Server-side call timeout (a shorter client deadline wins); also the longest wait for the
+    /// next stream item. Examples: 5s, 500ms.
+    #[arg(long, env = "VLMS_RT_CALL_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub call_timeout: Duration,
+
+    /// Calls in flight across the process; beyond it calls are shed with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "VLMS_RT_MAX_CONCURRENT_CALLS", default_value_t = 256)]
+    pub max_concurrent_calls: usize,
+
+    /// Connections are closed gracefully after this age so clients rebalance across replicas.
+    #[arg(long, env = "VLMS_RT_MAX_CONNECTION_AGE", default_value = "300s", value_parser = parse_duration)]
+    pub max_connection_age: Duration,
+
+    /// HTTP/2 keepalive ping interval.
+    #[arg(long, env = "VLMS_RT_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub keepalive_interval: Duration,
+
+    /// How long in-flight calls may run after SIGTERM or SIGINT.
+    #[arg(long, env = "VLMS_RT_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Serve Prometheus metrics on this plain HTTP address (GET /metrics); off by default.
+    #[arg(long, env = "VLMS_RT_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Parses `10s`, `500ms`, `2m` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(index) => text.split_at(index),
+        None => (text, "s"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 5s or 500ms"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("{text:?}: unit must be ms, s or m")),
+    };
+    if !seconds.is_finite() || seconds <= 0.0 || seconds > 86_400.0 {
+        return Err(format!("{text:?} must be more than 0 and at most a day"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
 }

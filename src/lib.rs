@@ -4,12 +4,14 @@
 //! generated contract, [`convert`] maps between the two, [`server`] implements the service and
 //! [`startup`] binds and serves it.
 
+pub mod auth;
 pub mod client;
 pub mod codec;
 pub mod config;
 pub mod convert;
 pub mod core;
 pub mod guideline;
+pub mod metrics;
 pub mod pb;
 pub mod server;
 pub mod startup;

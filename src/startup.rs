@@ -1,23 +1,102 @@
 //! Bind, then serve. The server binary and every test start the service through [`start`], so
-//! tests run the real server: same routes, health, reflection and limits.
+//! tests run the real server: the same routes, authentication, limits, health, reflection, metrics
+//! and shutdown.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
+use crate::auth::{Authenticator, TokenStore};
 use crate::core::Profile;
+use crate::metrics::Metrics;
 use crate::pb;
 use crate::pb::recommendation_service_server::RecommendationServiceServer;
-use crate::server::Service;
+use crate::server::{Service, ServiceOptions};
 
-/// Largest request message accepted, in bytes (a `RecommendStream` item counts alone).
-pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// The name health reports for the recommendation service.
+pub const SERVICE_NAME: &str = "vlms.rt.v1.RecommendationService";
+
+/// Limits that keep one caller from hurting the others.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest decoded request message; a `RecommendStream` item counts alone.
+    pub max_request_bytes: usize,
+    /// Most items one `RecommendStream` call may send.
+    pub max_stream_items: u64,
+    /// Server-side limit of a unary call (a shorter client deadline wins), and the longest wait for
+    /// the next item of a stream.
+    pub call_timeout: Duration,
+    /// Calls admitted at once across the process; beyond it calls are shed with RESOURCE_EXHAUSTED.
+    pub max_concurrent_calls: usize,
+    /// HTTP/2 streams per connection.
+    pub max_concurrent_streams_per_connection: u32,
+    /// HTTP/2 keepalive ping interval and the time to wait for its answer.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    /// Connections are closed gracefully after this age so clients rebalance across replicas.
+    pub max_connection_age: Duration,
+    /// How long in-flight calls may run after a shutdown signal.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_bytes: 64 * 1024,
+            max_stream_items: 10_000,
+            call_timeout: Duration::from_secs(5),
+            max_concurrent_calls: 256,
+            max_concurrent_streams_per_connection: 128,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            max_connection_age: Duration::from_secs(300),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// PEM material for TLS; with `client_ca_pem`, only clients with a certificate signed by that CA
+/// get in (mutual TLS).
+#[derive(Debug, Clone)]
+pub struct TlsMaterial {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub profile: Arc<Profile>,
+    pub tls: Option<TlsMaterial>,
+    pub tokens: Option<Arc<TokenStore>>,
+    pub limits: Limits,
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl Settings {
+    /// Defaults around a profile: no TLS, no tokens, default limits, no metrics.
+    pub fn new(listen: SocketAddr, profile: Arc<Profile>) -> Settings {
+        Settings {
+            listen,
+            profile,
+            tls: None,
+            tokens: None,
+            limits: Limits::default(),
+            metrics_listen: None,
+        }
+    }
+}
 
 /// Errors while starting.
 #[derive(Debug, thiserror::Error)]
@@ -32,47 +111,80 @@ pub enum StartError {
     /// Reflection could not be built from the descriptor set.
     #[error("cannot build server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The TLS material was refused.
+    #[error("invalid TLS configuration: {0}")]
+    Tls(#[source] tonic::transport::Error),
+    /// The metrics registry or endpoint failed.
+    #[error("cannot start metrics: {0}")]
+    Metrics(String),
 }
 
-/// A server running in the background, stopped by [`RunningServer::shutdown`].
+/// A server running in the background.
 #[derive(Debug)]
 pub struct RunningServer {
     /// The address actually bound (useful with port 0).
     pub local_addr: SocketAddr,
+    /// The metrics endpoint's address, when enabled.
+    pub metrics_addr: Option<SocketAddr>,
+    health: HealthReporter,
+    tokens: Option<Arc<TokenStore>>,
+    grace: Duration,
     shutdown: Option<oneshot::Sender<()>>,
+    metrics_shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
+/// How a shutdown ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// Every in-flight call finished within the grace period.
+    Complete,
+    /// The grace period ran out; remaining calls were cut.
+    GraceExpired,
+}
+
 impl RunningServer {
-    /// Stops accepting calls, lets running calls finish, and waits for the server to end.
-    pub async fn shutdown(mut self) -> Result<(), anyhow::Error> {
+    /// Re-reads the token file (no-op without one). The tokens in force stay on error.
+    pub fn reload_tokens(&self) -> Result<Option<usize>, crate::auth::TokenFileError> {
+        self.tokens
+            .as_ref()
+            .map(|tokens| tokens.reload())
+            .transpose()
+    }
+
+    /// Graceful shutdown: health flips to NOT_SERVING, new calls are refused, in-flight calls
+    /// finish within the grace period, then the server ends.
+    pub async fn shutdown(mut self) -> Result<Drain, anyhow::Error> {
+        self.health
+            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
+            .await;
+        self.health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
         if let Some(sender) = self.shutdown.take() {
             let _ = sender.send(());
         }
+        let drain = match tokio::time::timeout(self.grace, &mut self.task).await {
+            Ok(joined) => {
+                joined??;
+                Drain::Complete
+            }
+            Err(_) => {
+                self.task.abort();
+                Drain::GraceExpired
+            }
+        };
+        if let Some(sender) = self.metrics_shutdown.take() {
+            let _ = sender.send(());
+        }
+        Ok(drain)
+    }
+
+    /// Waits until the server ends by itself (it does not, short of an error).
+    pub async fn wait(&mut self) -> Result<(), anyhow::Error> {
         (&mut self.task).await??;
         Ok(())
     }
-}
-
-/// Binds `address` and starts serving in the background.
-pub async fn start(
-    address: SocketAddr,
-    profile: Arc<Profile>,
-) -> Result<RunningServer, StartError> {
-    let listener = bind(address).await?;
-    let local_addr = listener
-        .local_addr()
-        .map_err(|source| StartError::Bind { address, source })?;
-    let (sender, receiver) = oneshot::channel::<()>();
-    let routes = routes(profile).await?;
-    let task = tokio::spawn(serve(listener, routes, async {
-        let _ = receiver.await;
-    }));
-    Ok(RunningServer {
-        local_addr,
-        shutdown: Some(sender),
-        task,
-    })
 }
 
 /// Binds the listener.
@@ -82,18 +194,50 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
         .map_err(|source| StartError::Bind { address, source })
 }
 
-/// Every service on the port: the recommendation service, health, and reflection v1 and v1alpha.
-pub async fn routes(profile: Arc<Profile>) -> Result<tonic::service::Routes, StartError> {
-    let service = RecommendationServiceServer::new(Service::new(profile))
-        .max_decoding_message_size(MAX_REQUEST_BYTES);
+/// Binds `settings.listen` (and the metrics port) and starts serving in the background.
+pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
+    let listener = bind(settings.listen).await?;
+    let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        address: settings.listen,
+        source,
+    })?;
+    if !local_addr.ip().is_loopback() && settings.tls.is_none() {
+        tracing::warn!(listen = %local_addr, "listening on a non-loopback address without TLS: calls and case data travel in plaintext");
+    }
+    let metrics = Arc::new(Metrics::new().map_err(|error| StartError::Metrics(error.to_string()))?);
+    let (metrics_addr, metrics_shutdown) = match settings.metrics_listen {
+        Some(address) => {
+            let (sender, receiver) = oneshot::channel::<()>();
+            let bound = crate::metrics::serve(address, Arc::clone(&metrics), async {
+                let _ = receiver.await;
+            })
+            .await
+            .map_err(|error| StartError::Metrics(format!("cannot listen on {address}: {error}")))?;
+            (Some(bound), Some(sender))
+        }
+        None => (None, None),
+    };
 
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<RecommendationServiceServer<Service>>()
+    let limits = settings.limits.clone();
+    let service = Service::new(
+        Arc::clone(&settings.profile),
+        ServiceOptions {
+            metrics,
+            limiter: Arc::new(Semaphore::new(limits.max_concurrent_calls)),
+            max_stream_items: limits.max_stream_items,
+            stream_idle_timeout: limits.call_timeout,
+        },
+    );
+    let recommendation = RecommendationServiceServer::new(service)
+        .max_decoding_message_size(limits.max_request_bytes);
+    let recommendation =
+        InterceptedService::new(recommendation, Authenticator::new(settings.tokens.clone()));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status(SERVICE_NAME, ServingStatus::Serving)
         .await;
-    health_reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
+    health.set_service_status("", ServingStatus::Serving).await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -104,23 +248,41 @@ pub async fn routes(profile: Arc<Profile>) -> Result<tonic::service::Routes, Sta
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let mut builder = tonic::service::Routes::builder();
-    builder
-        .add_service(service)
+    let mut builder = Server::builder()
+        .timeout(limits.call_timeout)
+        .max_concurrent_streams(limits.max_concurrent_streams_per_connection)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .max_connection_age(limits.max_connection_age);
+    if let Some(tls) = &settings.tls {
+        let mut config =
+            ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+        if let Some(client_ca) = &tls.client_ca_pem {
+            config = config.client_ca_root(Certificate::from_pem(client_ca));
+        }
+        builder = builder.tls_config(config).map_err(StartError::Tls)?;
+    }
+    let router = builder
+        .add_service(recommendation)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
-    Ok(builder.routes())
-}
 
-/// Serves `routes` on `listener` until `shutdown` completes, then drains running calls.
-pub async fn serve(
-    listener: TcpListener,
-    routes: tonic::service::Routes,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
-    Server::builder()
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
+    let (sender, receiver) = oneshot::channel::<()>();
+    let task = tokio::spawn(router.serve_with_incoming_shutdown(
+        TcpListenerStream::new(listener),
+        async {
+            let _ = receiver.await;
+        },
+    ));
+    Ok(RunningServer {
+        local_addr,
+        metrics_addr,
+        health,
+        tokens: settings.tokens,
+        grace: limits.shutdown_grace,
+        shutdown: Some(sender),
+        metrics_shutdown,
+        task,
+    })
 }

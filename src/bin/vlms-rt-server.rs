@@ -1,79 +1,156 @@
-//! The server binary: load the guideline profile, bind, serve until SIGINT or SIGTERM.
+//! The server binary: load the guideline profile and settings, bind, serve; SIGHUP reloads the
+//! token file, SIGTERM or SIGINT shut down gracefully.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use vlms_rt::auth::TokenStore;
 use vlms_rt::config::ServerConfig;
+use vlms_rt::startup::{Drain, Limits, Settings, TlsMaterial};
 use vlms_rt::{guideline, startup, telemetry};
+
+fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|error| format!("cannot read {what} {}: {error}", path.display()))
+}
+
+fn settings(config: &ServerConfig) -> Result<Settings, String> {
+    let profile = match &config.guideline {
+        Some(path) => guideline::from_path(path),
+        None => guideline::embedded(),
+    }
+    .map_err(|error| error.to_string())?;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsMaterial {
+            cert_pem: read(cert, "TLS certificate")?,
+            key_pem: read(key, "TLS key")?,
+            client_ca_pem: config
+                .tls_client_ca
+                .as_deref()
+                .map(|path| read(path, "client CA"))
+                .transpose()?,
+        }),
+        _ => None,
+    };
+    let tokens = config
+        .auth_tokens
+        .as_deref()
+        .map(TokenStore::load)
+        .transpose()
+        .map_err(|error| error.to_string())?
+        .map(Arc::new);
+    Ok(Settings {
+        listen: config.listen,
+        profile: Arc::new(profile),
+        tls,
+        tokens,
+        limits: Limits {
+            max_request_bytes: config.max_request_bytes,
+            max_stream_items: config.max_stream_items,
+            call_timeout: config.call_timeout,
+            max_concurrent_calls: config.max_concurrent_calls.max(1),
+            keepalive_interval: config.keepalive_interval,
+            max_connection_age: config.max_connection_age,
+            shutdown_grace: config.shutdown_grace,
+            ..Limits::default()
+        },
+        metrics_listen: config.metrics_listen,
+    })
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = ServerConfig::parse();
     telemetry::init(config.log_format);
 
-    let profile = match &config.guideline {
-        Some(path) => guideline::from_path(path),
-        None => guideline::embedded(),
-    };
-    let profile = match profile {
-        Ok(profile) => Arc::new(profile),
+    let settings = match settings(&config) {
+        Ok(settings) => settings,
         Err(error) => {
             eprintln!("vlms-rt-server: {error}");
             tracing::error!(%error, "refusing to start");
             return ExitCode::from(2);
         }
     };
-
-    let listener = match startup::bind(config.listen).await {
-        Ok(listener) => listener,
-        Err(error) => {
-            eprintln!("vlms-rt-server: {error}");
-            return ExitCode::from(1);
+    let version = settings.profile.version().to_string();
+    let sha256 = settings.profile.sha256().to_string();
+    let authenticated = settings.tokens.is_some();
+    let tls = settings.tls.as_ref().map_or("off", |tls| {
+        if tls.client_ca_pem.is_some() {
+            "mutual"
+        } else {
+            "on"
         }
-    };
-    let local_addr = listener
-        .local_addr()
-        .map_or_else(|_| config.listen.to_string(), |addr| addr.to_string());
-    let routes = match startup::routes(profile.clone()).await {
-        Ok(routes) => routes,
+    });
+    let server = match startup::start(settings).await {
+        Ok(server) => server,
         Err(error) => {
             eprintln!("vlms-rt-server: {error}");
             return ExitCode::from(1);
         }
     };
     tracing::info!(
-        listen = %local_addr,
-        guideline_version = profile.version(),
-        guideline_sha256 = profile.sha256(),
+        listen = %server.local_addr,
+        metrics = %server.metrics_addr.map_or_else(|| String::from("off"), |addr| addr.to_string()),
+        tls,
+        authenticated,
+        guideline_version = %version,
+        guideline_sha256 = %sha256,
         "serving vlms.rt.v1.RecommendationService"
     );
-    if let Err(error) = startup::serve(listener, routes, shutdown_signal()).await {
-        eprintln!("vlms-rt-server: {error}");
-        return ExitCode::from(1);
-    }
-    tracing::info!("stopped");
-    ExitCode::SUCCESS
+    run_until_signalled(server).await
 }
 
-async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
+#[cfg(unix)]
+async fn run_until_signalled(mut server: startup::RunningServer) -> ExitCode {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut hangup), Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        eprintln!("vlms-rt-server: cannot install signal handlers");
+        return ExitCode::from(1);
     };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => match server.reload_tokens() {
+                Ok(Some(count)) => tracing::info!(tokens = count, "token file reloaded"),
+                Ok(None) => tracing::info!("SIGHUP: no token file configured"),
+                Err(error) => tracing::error!(%error, "token file reload failed; the previous tokens stay in force"),
+            },
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            result = server.wait() => {
+                if let Err(error) = result {
+                    eprintln!("vlms-rt-server: {error}");
+                    return ExitCode::from(1);
+                }
+                return ExitCode::SUCCESS;
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {},
-        () = terminate => {},
     }
-    tracing::info!("shutdown signal received; draining calls");
+    tracing::info!("shutdown signal received: NOT_SERVING, draining in-flight calls");
+    match server.shutdown().await {
+        Ok(Drain::Complete) => {
+            tracing::info!("stopped after draining every call");
+            ExitCode::SUCCESS
+        }
+        Ok(Drain::GraceExpired) => {
+            tracing::warn!("stopped: the shutdown grace period expired with calls still running");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("vlms-rt-server: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn run_until_signalled(server: startup::RunningServer) -> ExitCode {
+    let _ = tokio::signal::ctrl_c().await;
+    match server.shutdown().await {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::from(1),
+    }
 }

@@ -384,10 +384,23 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> TestServer {
-        let server = vlms_rt::startup::start("127.0.0.1:0".parse().expect("address"), profile())
+        Self::start_with(vlms_rt::startup::Settings::new(
+            "127.0.0.1:0".parse().expect("address"),
+            profile(),
+        ))
+        .await
+    }
+
+    pub async fn start_with(settings: vlms_rt::startup::Settings) -> TestServer {
+        let scheme = if settings.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let server = vlms_rt::startup::start(settings)
             .await
             .expect("server starts");
-        let url = format!("http://{}", server.local_addr);
+        let url = format!("{scheme}://{}", server.local_addr);
         TestServer {
             server: Some(server),
             url,
@@ -411,7 +424,10 @@ impl TestServer {
 
     pub async fn stop(mut self) {
         if let Some(server) = self.server.take() {
-            server.shutdown().await.expect("clean shutdown");
+            assert_eq!(
+                server.shutdown().await.expect("clean shutdown"),
+                vlms_rt::startup::Drain::Complete
+            );
         }
     }
 }

@@ -1,0 +1,265 @@
+//! Caller authentication: bearer tokens checked against a token file of `caller-name:sha256-hex`
+//! lines (no plaintext secret on disk). Comparison runs in constant time over every entry, and
+//! every refusal says the same thing, so a response never helps guessing.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tonic::{Request, Status};
+
+/// The authenticated caller of a request (`anonymous` when no token file is configured), stored in
+/// the request's extensions by [`Authenticator`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller(pub String);
+
+/// Name logged for calls when authentication is off.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// Why a token file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFileError {
+    /// The file could not be read.
+    #[error("cannot read token file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line is not `caller-name:sha256-hex`.
+    #[error("token file {path} line {line}: {problem}")]
+    Line {
+        path: String,
+        line: usize,
+        problem: String,
+    },
+    /// No entry at all: every call would be refused.
+    #[error("token file {path} holds no token")]
+    Empty { path: String },
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    caller: String,
+    token_sha256: [u8; 32],
+}
+
+/// The current set of accepted tokens, reloadable while serving.
+#[derive(Debug)]
+pub struct TokenStore {
+    path: PathBuf,
+    entries: RwLock<Arc<Vec<Entry>>>,
+}
+
+impl TokenStore {
+    /// Loads the token file at `path`.
+    pub fn load(path: &Path) -> Result<TokenStore, TokenFileError> {
+        let entries = read_entries(path)?;
+        Ok(TokenStore {
+            path: path.to_path_buf(),
+            entries: RwLock::new(Arc::new(entries)),
+        })
+    }
+
+    /// Re-reads the file; on error the tokens in force stay unchanged. Returns the number of entries.
+    pub fn reload(&self) -> Result<usize, TokenFileError> {
+        let entries = read_entries(&self.path)?;
+        let count = entries.len();
+        match self.entries.write() {
+            Ok(mut guard) => *guard = Arc::new(entries),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(entries),
+        }
+        Ok(count)
+    }
+
+    /// The caller whose token this is, comparing against every entry in constant time.
+    pub fn caller_for(&self, token: &str) -> Option<String> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let entries = match self.entries.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        };
+        let mut found: Option<&str> = None;
+        for entry in entries.iter() {
+            // Every entry is compared, whatever matched before, so timing does not tell which.
+            let equal: bool = entry.token_sha256.ct_eq(&digest).into();
+            if equal && found.is_none() {
+                found = Some(&entry.caller);
+            }
+        }
+        found.map(str::to_string)
+    }
+}
+
+fn read_entries(path: &Path) -> Result<Vec<Entry>, TokenFileError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| TokenFileError::Read {
+        path: name.clone(),
+        source,
+    })?;
+    let mut entries = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let problem = |problem: &str| TokenFileError::Line {
+            path: name.clone(),
+            line: index + 1,
+            problem: problem.to_string(),
+        };
+        let (caller, hash) = line
+            .rsplit_once(':')
+            .ok_or_else(|| problem("expected caller-name:sha256-hex"))?;
+        let caller = caller.trim();
+        let valid_name = !caller.is_empty()
+            && caller.len() <= 64
+            && caller
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !valid_name {
+            return Err(problem(
+                "the caller name must be 1-64 characters of A-Z a-z 0-9 . _ -",
+            ));
+        }
+        let token_sha256 = decode_hex_32(hash.trim())
+            .ok_or_else(|| problem("the hash must be 64 hex digits (SHA-256 of the token)"))?;
+        entries.push(Entry {
+            caller: caller.to_string(),
+            token_sha256,
+        });
+    }
+    if entries.is_empty() {
+        return Err(TokenFileError::Empty { path: name });
+    }
+    Ok(entries)
+}
+
+fn decode_hex_32(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0_u8; 32];
+    for (index, pair) in text.as_bytes().chunks(2).enumerate() {
+        let high = (pair[0] as char).to_digit(16)?;
+        let low = (pair[1] as char).to_digit(16)?;
+        out[index] = u8::try_from(high * 16 + low).ok()?;
+    }
+    Some(out)
+}
+
+/// Lowercase hex SHA-256 of a token, as written in the token file.
+pub fn token_sha256_hex(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// The interceptor in front of the recommendation service.
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    store: Option<Arc<TokenStore>>,
+}
+
+impl Authenticator {
+    /// Checks tokens against `store`, or lets every call in as `anonymous` when `None`.
+    pub fn new(store: Option<Arc<TokenStore>>) -> Self {
+        Self { store }
+    }
+}
+
+impl tonic::service::Interceptor for Authenticator {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let Some(store) = &self.store else {
+            request
+                .extensions_mut()
+                .insert(Caller(ANONYMOUS.to_string()));
+            return Ok(request);
+        };
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| {
+                let (scheme, token) = value.split_once(' ')?;
+                scheme
+                    .eq_ignore_ascii_case("bearer")
+                    .then_some(token.trim())
+            })
+            .filter(|token| !token.is_empty());
+        match token.and_then(|token| store.caller_for(token)) {
+            Some(caller) => {
+                request.extensions_mut().insert(Caller(caller));
+                Ok(request)
+            }
+            None => {
+                tracing::warn!("call refused: missing or unknown bearer token");
+                Err(Status::unauthenticated("a valid bearer token is required"))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> tempfile_path::TempFile {
+        tempfile_path::TempFile::new(text)
+    }
+
+    mod tempfile_path {
+        pub struct TempFile(pub std::path::PathBuf);
+        impl TempFile {
+            pub fn new(text: &str) -> TempFile {
+                let path =
+                    std::env::temp_dir().join(format!("vlms-rt-tokens-{}", uuid::Uuid::new_v4()));
+                std::fs::write(&path, text).expect("write");
+                TempFile(path)
+            }
+        }
+        impl Drop for TempFile {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn tokens_map_to_callers_and_nothing_else_does() {
+        let tokens = file(&format!(
+            "# callers\nris-gateway:{}\n\ntps:{}\n",
+            token_sha256_hex("alpha"),
+            token_sha256_hex("beta")
+        ));
+        let store = TokenStore::load(&tokens.0).expect("valid");
+        assert_eq!(store.caller_for("alpha").as_deref(), Some("ris-gateway"));
+        assert_eq!(store.caller_for("beta").as_deref(), Some("tps"));
+        assert_eq!(store.caller_for("gamma"), None);
+        assert_eq!(store.caller_for(""), None);
+        assert_eq!(
+            store.caller_for(&token_sha256_hex("alpha")),
+            None,
+            "the hash itself is no token"
+        );
+    }
+
+    #[test]
+    fn bad_token_files_are_refused_with_the_line() {
+        for (text, expected) in [
+            ("", "holds no token"),
+            ("no-colon\n", "line 1"),
+            ("name:abc\n", "64 hex digits"),
+            (
+                &format!("bad name:{}\n", token_sha256_hex("x")),
+                "caller name",
+            ),
+        ] {
+            let tokens = file(text);
+            let error = TokenStore::load(&tokens.0).expect_err(text).to_string();
+            assert!(error.contains(expected), "{text:?}: {error}");
+        }
+    }
+}

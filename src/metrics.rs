@@ -1,0 +1,165 @@
+//! Prometheus metrics (the `prometheus` crate renders the exposition format), served on a separate
+//! plain HTTP port when `--metrics-listen` is set: calls by RPC and status code, latency, calls in
+//! flight, shed calls and plans by indication.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// The service's metrics, each in its own registry so several servers can live in one process.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    calls: IntCounterVec,
+    latency: HistogramVec,
+    in_flight: IntGauge,
+    shed: IntCounterVec,
+    plans: IntCounterVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let calls = IntCounterVec::new(
+            Opts::new(
+                "vlms_rt_calls_total",
+                "Completed calls by RPC and gRPC status code.",
+            ),
+            &["rpc", "code"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "vlms_rt_call_duration_seconds",
+                "Call latency by RPC, from admission to the last response.",
+            )
+            .buckets(vec![
+                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
+                0.1, 0.5, 1.0, 5.0,
+            ]),
+            &["rpc"],
+        )?;
+        let in_flight = IntGauge::new(
+            "vlms_rt_in_flight_calls",
+            "Calls admitted and not yet finished.",
+        )?;
+        let shed = IntCounterVec::new(
+            Opts::new(
+                "vlms_rt_shed_calls_total",
+                "Calls refused with RESOURCE_EXHAUSTED because the concurrency limit was reached.",
+            ),
+            &["rpc"],
+        )?;
+        let plans = IntCounterVec::new(
+            Opts::new("vlms_rt_plans_total", "Plans returned, by indication."),
+            &["indication"],
+        )?;
+        registry.register(Box::new(calls.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(shed.clone()))?;
+        registry.register(Box::new(plans.clone()))?;
+        Ok(Metrics {
+            registry,
+            calls,
+            latency,
+            in_flight,
+            shed,
+            plans,
+        })
+    }
+
+    /// Records a finished call.
+    pub fn call(&self, rpc: &str, code: tonic::Code, seconds: f64) {
+        self.calls.with_label_values(&[rpc, code_name(code)]).inc();
+        self.latency.with_label_values(&[rpc]).observe(seconds);
+    }
+
+    /// Records a shed call.
+    pub fn shed(&self, rpc: &str) {
+        self.shed.with_label_values(&[rpc]).inc();
+        self.calls
+            .with_label_values(&[rpc, code_name(tonic::Code::ResourceExhausted)])
+            .inc();
+    }
+
+    /// Records a returned plan.
+    pub fn plan(&self, indication: &str) {
+        self.plans.with_label_values(&[indication]).inc();
+    }
+
+    /// The in-flight gauge.
+    pub fn in_flight(&self) -> &IntGauge {
+        &self.in_flight
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(error) = encoder.encode(&self.registry.gather(), &mut buffer) {
+            return format!("# error encoding metrics: {error}\n");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Binds `address` and serves `GET /metrics` until `shutdown` completes. Returns the bound address.
+pub async fn serve(
+    address: SocketAddr,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    let local = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = Arc::clone(&metrics);
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    metrics.render(),
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(%error, "metrics endpoint failed");
+        }
+    });
+    Ok(local)
+}
