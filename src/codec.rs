@@ -67,3 +67,67 @@ impl<U: Message + Default> Decoder for StrictDecoder<U> {
         self.inner.buffer_settings()
     }
 }
+
+/// Wraps a gRPC service so that an INTERNAL status produced by tonic's request framing (a
+/// truncated body, an unnegotiated compressed flag, a missing request message) reaches the caller
+/// as INVALID_ARGUMENT: those are the caller's faults, and the service promises never to answer
+/// INTERNAL to anything a client can send. The service's own code never returns INTERNAL, so any
+/// INTERNAL seen here came from decoding the request.
+#[derive(Debug, Clone)]
+pub struct ClientFault<S> {
+    inner: S,
+}
+
+impl<S> ClientFault<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        Self { inner }
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for ClientFault<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B, R> tower_service::Service<http::Request<B>> for ClientFault<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(context)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let mut response = future.await?;
+            let headers = response.headers_mut();
+            if headers
+                .get("grpc-status")
+                .is_some_and(|status| status.as_bytes() == b"13")
+            {
+                let detail = headers
+                    .get("grpc-message")
+                    .and_then(|message| message.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                headers.insert("grpc-status", http::HeaderValue::from_static("3"));
+                let message = format!("malformed%20request%20framing:%20{detail}");
+                if let Ok(value) = http::HeaderValue::from_str(&message) {
+                    headers.insert("grpc-message", value);
+                }
+            }
+            Ok(response)
+        })
+    }
+}

@@ -223,12 +223,21 @@ impl RecommendationService for Service {
         // Items are answered one by one in request order. A transport or decode failure, a stream
         // idle for longer than the call timeout, or one item too many ends the stream with that status.
         let outbound = Box::pin(request.into_inner().timeout(idle_timeout)).map(move |item| {
-            let item = item.map_err(|_| {
-                Status::deadline_exceeded(format!(
-                    "no stream item within {} s",
-                    idle_timeout.as_secs_f64()
-                ))
-            })??;
+            let item = item
+                .map_err(|_| {
+                    Status::deadline_exceeded(format!(
+                        "no stream item within {} s",
+                        idle_timeout.as_secs_f64()
+                    ))
+                })?
+                // tonic reports a malformed item as INTERNAL; it is the caller's fault.
+                .map_err(|status| match status.code() {
+                    Code::Internal => Status::invalid_argument(format!(
+                        "malformed stream item: {}",
+                        status.message()
+                    )),
+                    _ => status,
+                })?;
             received += 1;
             if received > max_items {
                 return Err(Status::resource_exhausted(format!(

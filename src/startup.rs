@@ -230,8 +230,10 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
     );
     let recommendation = RecommendationServiceServer::new(service)
         .max_decoding_message_size(limits.max_request_bytes);
-    let recommendation =
-        InterceptedService::new(recommendation, Authenticator::new(settings.tokens.clone()));
+    let recommendation = crate::codec::ClientFault::new(InterceptedService::new(
+        recommendation,
+        Authenticator::new(settings.tokens.clone()),
+    ));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health

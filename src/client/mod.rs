@@ -48,6 +48,18 @@ pub struct Cli {
     /// Seconds to wait for an answer.
     #[arg(long, global = true, default_value_t = 30)]
     pub timeout_seconds: u64,
+    /// CA certificate (PEM) to verify the server with; implies TLS.
+    #[arg(long, global = true, env = "VLMS_RT_CA")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS, with --key.
+    #[arg(long, global = true, env = "VLMS_RT_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS.
+    #[arg(long, global = true, env = "VLMS_RT_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// File holding the bearer token (never pass a token on the command line).
+    #[arg(long, global = true, env = "VLMS_RT_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -171,21 +183,108 @@ pub fn failure_from_status(status: &Status) -> Failure {
         Code::Unavailable | Code::DeadlineExceeded => {
             Failure::Unreachable(format!("{:?}: {}", status.code(), status.message()))
         }
+        Code::Unauthenticated => Failure::Other(format!(
+            "UNAUTHENTICATED: {} (check --token-file)",
+            status.message()
+        )),
         code => Failure::Other(format!("{code:?}: {}", status.message())),
     }
 }
 
-async fn connect(cli: &Cli) -> Result<Channel, Failure> {
-    let endpoint = Endpoint::from_shared(cli.server.clone())
+/// Adds `authorization: Bearer <token>` to every call when a token file was given.
+#[derive(Debug, Clone)]
+pub struct BearerToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Authed = tonic::service::interceptor::InterceptedService<Channel, BearerToken>;
+
+/// An error with its causes, outermost first.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn read_pem(path: &PathBuf, what: &str) -> Result<Vec<u8>, Failure> {
+    std::fs::read(path)
+        .map_err(|error| Failure::Usage(format!("cannot read {what} {}: {error}", path.display())))
+}
+
+async fn connect(cli: &Cli) -> Result<Authed, Failure> {
+    let mut endpoint = Endpoint::from_shared(cli.server.clone())
         .map_err(|error| {
             Failure::Usage(format!("--server {:?} is not a URL: {error}", cli.server))
         })?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(cli.timeout_seconds.max(1)));
-    endpoint
-        .connect()
-        .await
-        .map_err(|error| Failure::Unreachable(format!("{}: {error}", cli.server)))
+    let https = cli.server.starts_with("https://");
+    if (cli.ca.is_some() || cli.cert.is_some()) && !https {
+        return Err(Failure::Usage(String::from(
+            "--ca, --cert and --key need an https:// server URL",
+        )));
+    }
+    if https {
+        let mut tls = tonic::transport::ClientTlsConfig::new();
+        tls = match &cli.ca {
+            Some(ca) => tls.ca_certificate(tonic::transport::Certificate::from_pem(read_pem(
+                ca,
+                "CA certificate",
+            )?)),
+            None => tls.with_enabled_roots(),
+        };
+        if let (Some(cert), Some(key)) = (&cli.cert, &cli.key) {
+            tls = tls.identity(tonic::transport::Identity::from_pem(
+                read_pem(cert, "client certificate")?,
+                read_pem(key, "client key")?,
+            ));
+        }
+        endpoint = endpoint.tls_config(tls).map_err(|error| {
+            Failure::Usage(format!(
+                "TLS configuration refused: {}",
+                error_chain(&error)
+            ))
+        })?;
+    }
+    let token = match &cli.token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|error| {
+                Failure::Usage(format!(
+                    "cannot read token file {}: {error}",
+                    path.display()
+                ))
+            })?;
+            let value = format!("Bearer {}", text.trim()).parse().map_err(|_| {
+                Failure::Usage(format!(
+                    "token file {} holds characters not allowed in a header",
+                    path.display()
+                ))
+            })?;
+            Some(value)
+        }
+        None => None,
+    };
+    let channel = endpoint.connect().await.map_err(|error| {
+        Failure::Unreachable(format!("{}: {}", cli.server, error_chain(&error)))
+    })?;
+    Ok(tonic::service::interceptor::InterceptedService::new(
+        channel,
+        BearerToken(token),
+    ))
 }
 
 fn read_input(file: &PathBuf) -> Result<String, Failure> {

@@ -5,6 +5,8 @@
 mod cli;
 mod contract;
 mod core_rules;
+mod fuzz;
+mod hardening;
 mod properties;
 mod service;
 mod support;

@@ -1,0 +1,884 @@
+//! Production hardening through the real server: TLS and mutual TLS with throw-away certificates,
+//! bearer tokens (and their reload on SIGHUP in a real process), limits and load shedding, hostile
+//! input, graceful shutdown on SIGTERM, and the metrics endpoint.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use vlms_rt::auth::{TokenStore, token_sha256_hex};
+use vlms_rt::pb;
+use vlms_rt::pb::recommendation_service_client::RecommendationServiceClient;
+use vlms_rt::startup::{Limits, Settings, TlsMaterial};
+
+use crate::support::{TestServer, plan_mismatches, profile, vignettes};
+
+fn settings() -> Settings {
+    Settings::new("127.0.0.1:0".parse().expect("address"), profile())
+}
+
+fn a_case() -> pb::Case {
+    vignettes()
+        .into_iter()
+        .find(|vignette| vignette.name == "femoral-postop-r0")
+        .expect("vignette")
+        .case()
+}
+
+fn request() -> pb::RecommendRequest {
+    pb::RecommendRequest {
+        case: Some(a_case()),
+    }
+}
+
+struct Pki {
+    ca_pem: String,
+    server_cert_pem: String,
+    server_key_pem: String,
+    client_cert_pem: String,
+    client_key_pem: String,
+    stranger_cert_pem: String,
+    stranger_key_pem: String,
+}
+
+fn issuer(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA")
+}
+
+fn leaf(issuer: &CertifiedIssuer<'static, KeyPair>, names: &[&str]) -> (String, String) {
+    let key = KeyPair::generate().expect("key");
+    let params = CertificateParams::new(
+        names
+            .iter()
+            .map(|name| name.to_string())
+            .collect::<Vec<_>>(),
+    )
+    .expect("params");
+    let cert = params.signed_by(&key, issuer).expect("signed");
+    (cert.pem(), key.serialize_pem())
+}
+
+fn pki() -> Pki {
+    let ca = issuer("vlms-rt test CA");
+    let other = issuer("some other CA");
+    let (server_cert_pem, server_key_pem) = leaf(&ca, &["localhost", "127.0.0.1"]);
+    let (client_cert_pem, client_key_pem) = leaf(&ca, &["ris-gateway"]);
+    let (stranger_cert_pem, stranger_key_pem) = leaf(&other, &["stranger"]);
+    Pki {
+        ca_pem: ca.pem(),
+        server_cert_pem,
+        server_key_pem,
+        client_cert_pem,
+        client_key_pem,
+        stranger_cert_pem,
+        stranger_key_pem,
+    }
+}
+
+async fn tls_call(
+    url: &str,
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+) -> Result<pb::Plan, String> {
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .expect("url")
+        .tls_config(tls)
+        .expect("tls")
+        .timeout(Duration::from_secs(5));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|error| format!("connect: {error}"))?;
+    let mut client = RecommendationServiceClient::new(channel);
+    client
+        .recommend(request())
+        .await
+        .map(|response| response.into_inner().plan.unwrap_or_default())
+        .map_err(|status| format!("{:?}: {}", status.code(), status.message()))
+}
+
+#[tokio::test]
+async fn tls_serves_and_mutual_tls_admits_only_our_clients() {
+    let pki = pki();
+    let mut tls_only = settings();
+    tls_only.tls = Some(TlsMaterial {
+        cert_pem: pki.server_cert_pem.clone().into_bytes(),
+        key_pem: pki.server_key_pem.clone().into_bytes(),
+        client_ca_pem: None,
+    });
+    let server = TestServer::start_with(tls_only).await;
+    let plan = tls_call(&server.url, &pki.ca_pem, None)
+        .await
+        .expect("TLS call");
+    assert!(
+        plan_mismatches(
+            &plan,
+            vignettes()
+                .iter()
+                .find(|v| v.name == "femoral-postop-r0")
+                .expect("v")
+                .expected()
+        )
+        .is_empty()
+    );
+    // A plaintext client cannot talk to the TLS port.
+    let plaintext = Endpoint::from_shared(server.url.replace("https://", "http://"))
+        .expect("url")
+        .timeout(Duration::from_secs(2));
+    let refused = match plaintext.connect().await {
+        Ok(channel) => RecommendationServiceClient::new(channel)
+            .recommend(request())
+            .await
+            .is_err(),
+        Err(_) => true,
+    };
+    assert!(refused, "plaintext over the TLS port must fail");
+    server.stop().await;
+
+    let mut mutual = settings();
+    mutual.tls = Some(TlsMaterial {
+        cert_pem: pki.server_cert_pem.clone().into_bytes(),
+        key_pem: pki.server_key_pem.clone().into_bytes(),
+        client_ca_pem: Some(pki.ca_pem.clone().into_bytes()),
+    });
+    let server = TestServer::start_with(mutual).await;
+    tls_call(
+        &server.url,
+        &pki.ca_pem,
+        Some((&pki.client_cert_pem, &pki.client_key_pem)),
+    )
+    .await
+    .expect("our client gets in");
+    assert!(
+        tls_call(&server.url, &pki.ca_pem, None).await.is_err(),
+        "no client certificate"
+    );
+    assert!(
+        tls_call(
+            &server.url,
+            &pki.ca_pem,
+            Some((&pki.stranger_cert_pem, &pki.stranger_key_pem))
+        )
+        .await
+        .is_err(),
+        "a certificate from another CA"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_client_binary_speaks_tls_and_sends_its_token_from_a_file() {
+    let pki = pki();
+    let dir = std::env::temp_dir().join(format!("vlms-rt-tls-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        path.display().to_string()
+    };
+    let ca = write("ca.pem", &pki.ca_pem);
+    let cert = write("client.pem", &pki.client_cert_pem);
+    let key = write("client.key", &pki.client_key_pem);
+    let token = write("token", "s3cret-token\n");
+    let tokens = write(
+        "tokens",
+        &format!("cli:{}\n", token_sha256_hex("s3cret-token")),
+    );
+    let case = write(
+        "case.json",
+        &serde_json::to_string(&a_case()).expect("json"),
+    );
+    let mut mutual = settings();
+    mutual.tls = Some(TlsMaterial {
+        cert_pem: pki.server_cert_pem.into_bytes(),
+        key_pem: pki.server_key_pem.into_bytes(),
+        client_ca_pem: Some(pki.ca_pem.into_bytes()),
+    });
+    mutual.tokens = Some(Arc::new(
+        TokenStore::load(std::path::Path::new(&tokens)).expect("tokens"),
+    ));
+    let server = TestServer::start_with(mutual).await;
+    let url = server.url.clone();
+    let run = |extra: Vec<String>| {
+        let mut args = vec![
+            "--server".to_string(),
+            url.clone(),
+            "--ca".into(),
+            ca.clone(),
+            "--cert".into(),
+            cert.clone(),
+            "--key".into(),
+            key.clone(),
+        ];
+        args.extend(extra);
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_vlms-rt"))
+            .args(args)
+            .env_remove("VLMS_RT_SERVER")
+            .output()
+    };
+    let output = run(vec![
+        "--token-file".into(),
+        token.clone(),
+        "--output".into(),
+        "json".into(),
+        "recommend".into(),
+        case.clone(),
+    ])
+    .await
+    .expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let plan: pb::Plan = serde_json::from_slice(&output.stdout).expect("plan");
+    assert_eq!(plan.case_id, "femoral-postop-r0");
+    let output = run(vec!["recommend".into(), case.clone()])
+        .await
+        .expect("runs");
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "no token: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("UNAUTHENTICATED"));
+    let output = run(vec!["health".into()]).await.expect("runs");
+    assert!(output.status.success(), "health is open without a token");
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn with_authorization(value: Option<&str>) -> tonic::Request<pb::RecommendRequest> {
+    let mut request = tonic::Request::new(request());
+    if let Some(value) = value {
+        request
+            .metadata_mut()
+            .insert("authorization", value.parse().expect("ascii"));
+    }
+    request
+}
+
+#[tokio::test]
+async fn bearer_tokens_admit_known_callers_only() {
+    let path = std::env::temp_dir().join(format!("vlms-rt-tokens-{}", uuid::Uuid::new_v4()));
+    std::fs::write(
+        &path,
+        format!("ris-gateway:{}\n", token_sha256_hex("correct horse")),
+    )
+    .expect("write");
+    let mut with_tokens = settings();
+    with_tokens.tokens = Some(Arc::new(TokenStore::load(&path).expect("tokens")));
+    let server = TestServer::start_with(with_tokens).await;
+    let mut client = server.client().await;
+    client
+        .recommend(with_authorization(Some("Bearer correct horse")))
+        .await
+        .expect("valid token passes");
+    for bad in [
+        None,
+        Some("Bearer wrong horse"),
+        Some("Basic Y29ycmVjdCBob3JzZQ=="),
+        Some("Bearer"),
+        Some("Bearer "),
+        Some("correct horse"),
+    ] {
+        let status = client
+            .recommend(with_authorization(bad))
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), Code::Unauthenticated, "{bad:?}");
+        assert_eq!(
+            status.message(),
+            "a valid bearer token is required",
+            "no detail that helps guessing"
+        );
+    }
+    // Health and reflection stay open.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+    health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health is open");
+    server.stop().await;
+    let _ = std::fs::remove_file(&path);
+}
+
+/// A vlms-rt-server process, stopped when dropped.
+struct ServerProcess {
+    child: Child,
+    address: String,
+    metrics: Option<String>,
+}
+
+impl ServerProcess {
+    fn start(args: &[&str]) -> ServerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vlms-rt-server"))
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("server starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent && line.contains("\"serving vlms.rt.v1.RecommendationService\"") {
+                    let record: serde_json::Value = serde_json::from_str(&line).expect("json log");
+                    let listen = record["listen"].as_str().unwrap_or_default().to_string();
+                    let metrics = record["metrics"]
+                        .as_str()
+                        .filter(|value| *value != "off")
+                        .map(str::to_string);
+                    let _ = sender.send((listen, metrics));
+                    sent = true;
+                }
+            }
+        });
+        let (address, metrics) = receiver
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server reports its address");
+        ServerProcess {
+            child,
+            address,
+            metrics,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|line| line.starts_with("VmHWM:"))
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn connect(url: &str) -> tonic::transport::Channel {
+    Endpoint::from_shared(url.to_string())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connects")
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_token_file_without_dropping_connections() {
+    let path = std::env::temp_dir().join(format!("vlms-rt-tokens-{}", uuid::Uuid::new_v4()));
+    std::fs::write(
+        &path,
+        format!("old-caller:{}\n", token_sha256_hex("old-token")),
+    )
+    .expect("write");
+    let server = ServerProcess::start(&["--auth-tokens", path.to_str().expect("utf-8")]);
+    let channel = connect(&server.url()).await;
+    let mut client = RecommendationServiceClient::new(channel.clone());
+    client
+        .recommend(with_authorization(Some("Bearer old-token")))
+        .await
+        .expect("old token works");
+
+    // A stream opened before the reload keeps going across it.
+    let (sender, receiver) = mpsc::channel(4);
+    let mut stream_request = tonic::Request::new(ReceiverStream::new(receiver));
+    stream_request
+        .metadata_mut()
+        .insert("authorization", "Bearer old-token".parse().expect("ascii"));
+    sender.send(request()).await.expect("send");
+    let mut responses = client
+        .recommend_stream(stream_request)
+        .await
+        .expect("stream")
+        .into_inner();
+    assert!(responses.message().await.expect("item").is_some());
+
+    std::fs::write(
+        &path,
+        format!("new-caller:{}\n", token_sha256_hex("new-token")),
+    )
+    .expect("rewrite");
+    server.signal("HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match client
+            .recommend(with_authorization(Some("Bearer new-token")))
+            .await
+        {
+            Ok(_) => break,
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unauthenticated);
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the new token never started working"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    let status = client
+        .recommend(with_authorization(Some("Bearer old-token")))
+        .await
+        .expect_err("old token revoked");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    sender.send(request()).await.expect("send after reload");
+    assert!(
+        responses
+            .message()
+            .await
+            .expect("item after reload")
+            .is_some(),
+        "the open stream survived the reload"
+    );
+    drop(sender);
+    assert!(responses.message().await.expect("clean end").is_none());
+
+    // A broken token file on reload keeps the tokens in force.
+    std::fs::write(&path, "garbage\n").expect("rewrite");
+    server.signal("HUP");
+    for _ in 0..20 {
+        client
+            .recommend(with_authorization(Some("Bearer new-token")))
+            .await
+            .expect("tokens in force stay");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test]
+async fn stream_limits_idle_streams_and_load_shedding() {
+    let mut limited = settings();
+    limited.limits = Limits {
+        max_stream_items: 3,
+        call_timeout: Duration::from_millis(300),
+        max_concurrent_calls: 1,
+        ..Limits::default()
+    };
+    let server = TestServer::start_with(limited).await;
+    let mut client = server.client().await;
+
+    // The fourth item of a stream ends it with RESOURCE_EXHAUSTED after three answers.
+    let items = vec![request(); 5];
+    let mut responses = client
+        .recommend_stream(tokio_stream::iter(items))
+        .await
+        .expect("stream")
+        .into_inner();
+    for _ in 0..3 {
+        assert!(responses.message().await.expect("answer").is_some());
+    }
+    let status = responses.message().await.expect_err("too many items");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+
+    // A stream that never sends ends with DEADLINE_EXCEEDED; while it holds the only admission,
+    // other calls are shed at once and health still answers.
+    let (sender, receiver) = mpsc::channel::<pb::RecommendRequest>(1);
+    let mut idle = client
+        .recommend_stream(ReceiverStream::new(receiver))
+        .await
+        .expect("stream")
+        .into_inner();
+    let shed = client.recommend(request()).await.expect_err("shed");
+    assert_eq!(shed.code(), Code::ResourceExhausted);
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+    health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health answers under overload");
+    let status = idle.message().await.expect_err("idle stream times out");
+    assert_eq!(status.code(), Code::DeadlineExceeded);
+    drop(sender);
+    // The admission is back: calls succeed again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while let Err(status) = client.recommend(request()).await {
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "admission never returned"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn overload_sheds_fast_keeps_memory_bounded_and_recovers() {
+    let server = ServerProcess::start(&["--max-concurrent-calls", "2"]);
+    let expected = vignettes()
+        .into_iter()
+        .find(|vignette| vignette.name == "femoral-postop-r0")
+        .expect("vignette");
+    let channel = connect(&server.url()).await;
+    let stop_at = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let mut client = RecommendationServiceClient::new(channel.clone());
+        let expected = expected.expected().clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut shed) = (0_u64, 0_u64);
+            while tokio::time::Instant::now() < stop_at {
+                match client.recommend(request()).await {
+                    Ok(response) => {
+                        let plan = response.into_inner().plan.expect("plan");
+                        assert!(
+                            plan_mismatches(&plan, &expected).is_empty(),
+                            "a correct plan under load"
+                        );
+                        ok += 1;
+                    }
+                    Err(status) => {
+                        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                        shed += 1;
+                    }
+                }
+            }
+            (ok, shed)
+        }));
+    }
+    let (mut ok, mut shed) = (0, 0);
+    for task in tasks {
+        let (task_ok, task_shed) = task.await.expect("client task");
+        ok += task_ok;
+        shed += task_shed;
+    }
+    assert!(ok > 0, "some calls succeed under overload");
+    let peak_kib = server.peak_rss_kib();
+    assert!(
+        peak_kib > 0 && peak_kib < 200 * 1024,
+        "peak RSS {peak_kib} KiB"
+    );
+    eprintln!("overload: {ok} answered, {shed} shed, peak RSS {peak_kib} KiB");
+    let mut client = RecommendationServiceClient::new(connect(&server.url()).await);
+    client
+        .recommend(request())
+        .await
+        .expect("answers normally right after");
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_streams_and_exits_zero() {
+    let mut server = ServerProcess::start(&["--shutdown-grace", "10s"]);
+    let channel = connect(&server.url()).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let mut watch = health
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: "vlms.rt.v1.RecommendationService".into(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    assert_eq!(
+        watch
+            .message()
+            .await
+            .expect("status")
+            .expect("status")
+            .status,
+        serving
+    );
+
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let (sender, receiver) = mpsc::channel(8);
+        let mut client = RecommendationServiceClient::new(channel.clone());
+        sender.send(request()).await.expect("send");
+        let mut responses = client
+            .recommend_stream(ReceiverStream::new(receiver))
+            .await
+            .expect("stream")
+            .into_inner();
+        assert!(responses.message().await.expect("first answer").is_some());
+        streams.push((sender, responses));
+    }
+    server.signal("TERM");
+    let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+    let next = watch
+        .message()
+        .await
+        .expect("status update")
+        .expect("status");
+    assert_eq!(next.status, not_serving, "health flips to NOT_SERVING");
+    // In-flight streams keep being answered after the signal, then end cleanly.
+    for (sender, mut responses) in streams {
+        for _ in 0..3 {
+            sender.send(request()).await.expect("send during drain");
+            let item = responses
+                .message()
+                .await
+                .expect("answered during drain")
+                .expect("item");
+            assert!(matches!(
+                item.result,
+                Some(pb::recommend_stream_response::Result::Plan(_))
+            ));
+        }
+        drop(sender);
+        assert!(responses.message().await.expect("clean end").is_none());
+    }
+    drop(watch);
+    drop(health);
+    drop(channel);
+    assert_eq!(
+        server.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "exit 0 after draining"
+    );
+}
+
+async fn http_get(address: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("metrics port");
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .expect("write");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.expect("read");
+    text
+}
+
+#[tokio::test]
+async fn metrics_count_calls_codes_plans_and_shed_calls() {
+    let server = ServerProcess::start(&[
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--max-concurrent-calls",
+        "1",
+    ]);
+    let metrics = server.metrics.clone().expect("metrics address");
+    let mut client = RecommendationServiceClient::new(connect(&server.url()).await);
+    client.recommend(request()).await.expect("ok");
+    client
+        .recommend(pb::RecommendRequest { case: None })
+        .await
+        .expect_err("bad");
+    let (sender, receiver) = mpsc::channel::<pb::RecommendRequest>(1);
+    let _holding = client
+        .recommend_stream(ReceiverStream::new(receiver))
+        .await
+        .expect("stream");
+    client.recommend(request()).await.expect_err("shed");
+    let text = http_get(&metrics, "/metrics").await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    for expected in [
+        r#"vlms_rt_calls_total{code="OK",rpc="Recommend"} 1"#,
+        r#"vlms_rt_calls_total{code="INVALID_ARGUMENT",rpc="Recommend"} 1"#,
+        r#"vlms_rt_calls_total{code="RESOURCE_EXHAUSTED",rpc="Recommend"} 1"#,
+        r#"vlms_rt_shed_calls_total{rpc="Recommend"} 1"#,
+        r#"vlms_rt_plans_total{indication="INDICATION_INDICATED"} 1"#,
+        "vlms_rt_in_flight_calls 1",
+        r#"vlms_rt_call_duration_seconds_count{rpc="Recommend"} 2"#,
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    drop(sender);
+}
+
+/// Sends one raw gRPC request over HTTP/2 and returns (grpc-status, grpc-message) from the
+/// trailers (or trailers-only headers).
+async fn raw_grpc(address: &str, path: &str, body: Vec<u8>) -> (Option<String>, Option<String>) {
+    let tcp = tokio::net::TcpStream::connect(address).await.expect("tcp");
+    let (sender, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut sender = sender.ready().await.expect("ready");
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{address}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+    let (response, mut stream) = sender.send_request(request, false).expect("send");
+    stream
+        .send_data(bytes::Bytes::from(body), true)
+        .expect("body");
+    let response = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .expect("answered, not hung")
+        .expect("response");
+    let header = |map: &http::HeaderMap, name: &str| {
+        map.get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string)
+    };
+    if let Some(status) = header(response.headers(), "grpc-status") {
+        return (Some(status), header(response.headers(), "grpc-message"));
+    }
+    let mut body = response.into_body();
+    while let Some(chunk) = body.data().await {
+        let _ = chunk.expect("data");
+    }
+    let trailers = body.trailers().await.expect("trailers").unwrap_or_default();
+    (
+        header(&trailers, "grpc-status"),
+        header(&trailers, "grpc-message"),
+    )
+}
+
+#[tokio::test]
+async fn truncated_frames_repeated_fields_silent_and_unread_streams_leave_the_server_healthy() {
+    use prost::Message;
+    let server = TestServer::start().await;
+    let address = server.url.trim_start_matches("http://").to_string();
+    let path = "/vlms.rt.v1.RecommendationService/Recommend";
+
+    // A frame header announcing 100 bytes followed by only 10, then the end of the stream.
+    let mut truncated = vec![0_u8, 0, 0, 0, 100];
+    truncated.extend_from_slice(&[0x0a; 10]);
+    let (status, message) = raw_grpc(&address, path, truncated).await;
+    let code = status.expect("a grpc-status");
+    assert_ne!(
+        code, "13",
+        "a truncated body is not an INTERNAL error: {message:?}"
+    );
+    assert_ne!(code, "0");
+    let mut truncated_item = vec![0_u8, 0, 0, 0, 100];
+    truncated_item.extend_from_slice(&[0x0a; 10]);
+    let (status, message) = raw_grpc(
+        &address,
+        "/vlms.rt.v1.RecommendationService/RecommendStream",
+        truncated_item,
+    )
+    .await;
+    assert_eq!(
+        status.as_deref(),
+        Some("3"),
+        "a truncated stream item is INVALID_ARGUMENT: {message:?}"
+    );
+    // A compressed-flag frame we never negotiated, and a frame header cut short.
+    for body in [vec![1_u8, 0, 0, 0, 2, 0x08, 0x01], vec![0_u8, 0, 0]] {
+        let (status, message) = raw_grpc(&address, path, body).await;
+        let code = status.expect("a grpc-status");
+        assert!(code != "0" && code != "13", "{code} {message:?}");
+    }
+
+    // Thousands of bad repeated entries: rejected with a bounded, readable list of violations.
+    let mut case = a_case();
+    case.organs_at_risk = vec![0; 20_000];
+    let encoded = pb::RecommendRequest {
+        case: Some(case.clone()),
+    }
+    .encoded_len();
+    assert!(encoded < 64 * 1024, "{encoded}");
+    let mut client = server.client().await;
+    let status = client
+        .recommend(pb::RecommendRequest { case: Some(case) })
+        .await
+        .expect_err("rejected");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let details = tonic_types::StatusExt::get_details_bad_request(&status).expect("BadRequest");
+    assert_eq!(
+        details.field_violations.len(),
+        vlms_rt::server::MAX_REPORTED_VIOLATIONS + 1
+    );
+    assert_eq!(details.field_violations[0].field, "case.organs_at_risk[0]");
+    assert!(
+        details
+            .field_violations
+            .last()
+            .expect("last")
+            .description
+            .contains("19950 more")
+    );
+
+    // A client that sends a lot and never reads its responses, beside a stream that never sends.
+    let (silent_sender, silent_receiver) = mpsc::channel::<pb::RecommendRequest>(1);
+    let _silent = client
+        .recommend_stream(ReceiverStream::new(silent_receiver))
+        .await
+        .expect("stream");
+    let (sender, receiver) = mpsc::channel(64);
+    let mut greedy = RecommendationServiceClient::new(server.channel().await);
+    let _unread = greedy
+        .recommend_stream(ReceiverStream::new(receiver))
+        .await
+        .expect("stream");
+    let pump = tokio::spawn(async move {
+        for _ in 0..2_000 {
+            if tokio::time::timeout(Duration::from_secs(2), sender.send(request()))
+                .await
+                .is_err()
+            {
+                return "back-pressured";
+            }
+        }
+        "sent everything"
+    });
+    // Other clients are served meanwhile.
+    let mut other = RecommendationServiceClient::new(server.channel().await);
+    for _ in 0..20 {
+        other
+            .recommend(request())
+            .await
+            .expect("served beside the hostile streams");
+    }
+    let outcome = pump.await.expect("pump");
+    assert!(matches!(outcome, "back-pressured" | "sent everything"));
+    drop(silent_sender);
+    drop(_unread);
+    drop(greedy);
+    other.recommend(request()).await.expect("still healthy");
+    // The hostile streams must not keep the server from shutting down within its grace period.
+    let server_handle = server;
+    server_handle.stop_allowing_cut().await;
+}
