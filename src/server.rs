@@ -167,17 +167,22 @@ pub fn in_band_status(status: &Status) -> pb::google::rpc::Status {
     })
 }
 
-/// A case_id fit for a log line: only the characters a valid case_id may hold, and only 128 of them,
-/// so that an invalid request cannot write other content into the log.
+/// A case_id fit for a log line: the case_id itself when it is valid, `<invalid>` otherwise, so
+/// that an invalid request cannot write other content (a name, say) into the log.
 fn loggable_case_id(case: Option<&pb::Case>) -> String {
-    case.map(|case| {
-        case.case_id
+    let Some(case) = case else {
+        return String::new();
+    };
+    let valid = case.case_id.len() <= core::case::MAX_CASE_ID_CHARS
+        && case
+            .case_id
             .chars()
-            .take(core::case::MAX_CASE_ID_CHARS)
-            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
-            .collect()
-    })
-    .unwrap_or_default()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'));
+    if valid {
+        case.case_id.clone()
+    } else {
+        String::from("<invalid>")
+    }
 }
 
 type StreamResult = Pin<Box<dyn Stream<Item = Result<pb::RecommendStreamResponse, Status>> + Send>>;

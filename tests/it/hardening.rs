@@ -324,6 +324,7 @@ struct ServerProcess {
     child: Child,
     address: String,
     metrics: Option<String>,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl ServerProcess {
@@ -337,9 +338,14 @@ impl ServerProcess {
             .expect("server starts");
         let stderr = child.stderr.take().expect("stderr");
         let (sender, receiver) = std::sync::mpsc::channel();
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let collected = Arc::clone(&log);
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut lines) = collected.lock() {
+                    lines.push(line.clone());
+                }
                 if !sent && line.contains("\"serving vlms.rt.v1.RecommendationService\"") {
                     let record: serde_json::Value = serde_json::from_str(&line).expect("json log");
                     let listen = record["listen"].as_str().unwrap_or_default().to_string();
@@ -359,6 +365,7 @@ impl ServerProcess {
             child,
             address,
             metrics,
+            log,
         }
     }
 
@@ -881,4 +888,77 @@ async fn truncated_frames_repeated_fields_silent_and_unread_streams_leave_the_se
     // The hostile streams must not keep the server from shutting down within its grace period.
     let server_handle = server;
     server_handle.stop_allowing_cut().await;
+}
+
+#[test]
+fn plaintext_on_a_non_loopback_address_is_logged_as_a_warning() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vlms-rt-server"))
+        .args(["--listen", "0.0.0.0:0", "--log-format", "json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("server starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut warned = false;
+    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        if line.contains("without TLS") && line.contains("WARN") {
+            warned = true;
+        }
+        if line.contains("serving vlms.rt.v1.RecommendationService") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        warned,
+        "a warning about plaintext on a non-loopback address"
+    );
+}
+
+#[test]
+fn each_call_logs_one_line_with_rpc_code_latency_caller_and_case_id_only() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let server = ServerProcess::start(&[]);
+    runtime.block_on(async {
+        let mut client = RecommendationServiceClient::new(connect(&server.url()).await);
+        client.recommend(request()).await.expect("ok");
+        let mut bad = a_case();
+        bad.case_id = "Jane Doe, born 1961".into();
+        bad.tumor.as_mut().expect("tumor").size_cm = -1.0;
+        client
+            .recommend(pb::RecommendRequest { case: Some(bad) })
+            .await
+            .expect_err("bad");
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let calls = loop {
+        let calls: Vec<serde_json::Value> = server
+            .log
+            .lock()
+            .expect("log")
+            .iter()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|record| record["message"] == "call")
+            .collect();
+        if calls.len() >= 2 || std::time::Instant::now() > deadline {
+            break calls;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0]["rpc"], "Recommend");
+    assert_eq!(calls[0]["code"], "Ok");
+    assert_eq!(calls[0]["caller"], "anonymous");
+    assert_eq!(calls[0]["case_id"], "femoral-postop-r0");
+    assert!(calls[0]["latency_us"].as_u64().is_some());
+    assert_eq!(calls[1]["code"], "InvalidArgument");
+    // An invalid case_id never reaches the log: it might hold a name.
+    assert_eq!(calls[1]["case_id"], "<invalid>");
+    let everything = server.log.lock().expect("log").join("\n");
+    assert!(
+        !everything.contains("sizeCm")
+            && !everything.contains("size_cm")
+            && !everything.contains("GRADE_3")
+    );
 }
