@@ -10,6 +10,11 @@ use vlms_rt::config::ServerConfig;
 use vlms_rt::startup::{Drain, Limits, Settings, TlsMaterial};
 use vlms_rt::{guideline, startup, telemetry};
 
+// mimalloc: a plan is a few hundred small allocations, and the system allocator's arena locks
+// showed up under load (see docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|error| format!("cannot read {what} {}: {error}", path.display()))
 }
@@ -61,7 +66,7 @@ fn settings(config: &ServerConfig) -> Result<Settings, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = ServerConfig::parse();
-    telemetry::init(config.log_format);
+    let _log_writer = telemetry::init(config.log_format);
 
     let settings = match settings(&config) {
         Ok(settings) => settings,

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Load benchmark: vlms-rt-server against a bare tonic echo server (the yardstick) with the same
+# h2load settings, back to back, on loopback. Reports requests/s, p50/p99 latency, the ratio
+# service/echo, and the server's peak RSS; checks separately that every call to the service
+# answered OK (h2load counts gRPC errors as successes), using the server's own call counters.
+#
+# Usage: bench/load.sh [CASE.json] [DURATION_SECONDS]
+# Needs h2load (Debian package nghttp2-client). Writes results under bench/out/ (not committed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+case_file="${1:-../shared/vignettes/ivc-middle-postop-r1.json}"
+duration="${2:-10}"
+warm_up=2
+levels=("1 1" "4 8" "16 32")
+out=bench/out
+mkdir -p "$out"
+
+command -v h2load >/dev/null || { echo "h2load missing: apt-get install nghttp2-client" >&2; exit 1; }
+cargo build --release --locked --bin vlms-rt-server --bin vlms-rt --example echo_server --example grpc_body --example stream_bench >&2
+
+bin=target/release
+"$bin/examples/grpc_body" "$case_file" "$out/body.bin"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+
+wait_port() {
+    for _ in $(seq 1 200); do
+        if (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    echo "port $1 never opened" >&2
+    return 1
+}
+
+percentiles() { # per-request log of h2load -> "p50_ms p99_ms" (warm-up requests left out)
+    python3 - "$1" "$warm_up" <<'PY'
+import sys
+rows = [line.split("\t") for line in open(sys.argv[1]) if line.strip()]
+first = min(int(row[0]) for row in rows)
+measured = [row for row in rows if int(row[0]) >= first + int(sys.argv[2]) * 1_000_000]
+times = sorted(int(row[2]) for row in measured)
+pick = lambda q: times[min(len(times) - 1, int(q * len(times)))] / 1000.0
+print(f"{pick(0.50):.3f} {pick(0.99):.3f}")
+PY
+}
+
+run_h2load() { # port connections streams label -> "rps p50 p99 requests"
+    local port=$1 connections=$2 streams=$3 label=$4
+    local log="$out/$label-c$connections-m$streams.log"
+    local report
+    report=$(h2load -D "$duration" --warm-up-time="$warm_up" -c "$connections" -m "$streams" -t 1 \
+        -H 'content-type: application/grpc' -H 'te: trailers' -d "$out/body.bin" \
+        --log-file="$log" "http://127.0.0.1:$port/vlms.rt.v1.RecommendationService/Recommend")
+    echo "$report" > "$out/$label-c$connections-m$streams.txt"
+    local rps requests
+    rps=$(echo "$report" | awk '/^finished in/ {print $4}')
+    requests=$(echo "$report" | awk '/^requests:/ {print $8}')
+    echo "$rps $(percentiles "$log") $requests"
+}
+
+metric() { # metrics_port name_and_labels -> value
+    curl -s "http://127.0.0.1:$1/metrics" | awk -v key="$2" '$1 == key {print $2}'
+}
+
+server_port=$(free_port); metrics_port=$(free_port); echo_port=$(free_port)
+"$bin/vlms-rt-server" --listen "127.0.0.1:$server_port" --metrics-listen "127.0.0.1:$metrics_port" \
+    --max-concurrent-calls 4096 2> "$out/server.log" &
+server_pid=$!
+"$bin/examples/echo_server" "127.0.0.1:$echo_port" "$case_file" 2> "$out/echo.log" &
+echo_pid=$!
+trap 'kill $server_pid $echo_pid 2>/dev/null || true' EXIT
+wait_port "$server_port"; wait_port "$echo_port"
+
+# The service's answer for this case must be a correct plan before anything is measured.
+"$bin/vlms-rt" --server "http://127.0.0.1:$server_port" --output json recommend "$case_file" > "$out/plan.json"
+
+printf '| connections x streams | service req/s | p50 ms | p99 ms | echo req/s | p50 ms | p99 ms | service/echo |\n'
+printf '|---|---|---|---|---|---|---|---|\n'
+for level in "${levels[@]}"; do
+    read -r connections streams <<< "$level"
+    read -r s_rps s_p50 s_p99 _ <<< "$(run_h2load "$server_port" "$connections" "$streams" service)"
+    read -r e_rps e_p50 e_p99 _ <<< "$(run_h2load "$echo_port" "$connections" "$streams" echo)"
+    ratio=$(python3 -c "print(f'{$s_rps / $e_rps:.2f}')")
+    printf '| %s x %s | %.0f | %s | %s | %.0f | %s | %s | %s |\n' "$connections" "$streams" "$s_rps" "$s_p50" "$s_p99" "$e_rps" "$e_p50" "$e_p99" "$ratio"
+done
+
+ok=$(metric "$metrics_port" 'vlms_rt_calls_total{code="OK",rpc="Recommend"}')
+all=$(curl -s "http://127.0.0.1:$metrics_port/metrics" | awk '/^vlms_rt_calls_total\{/ {sum += $2} END {print sum}')
+peak_kib=$(awk '/^VmHWM:/ {print $2}' "/proc/$server_pid/status")
+echo
+echo "service calls answered OK: $ok of $all (every status counted by the server)"
+echo "server peak RSS: $((peak_kib / 1024)) MiB ($peak_kib KiB)"
+if [ "$ok" != "$all" ]; then echo "NOT ALL CALLS ANSWERED OK" >&2; exit 1; fi
+
+echo
+"$bin/examples/stream_bench" "http://127.0.0.1:$server_port" "$case_file" 1000 5 | tail -1 | sed 's/^best/RecommendStream, 1000-case stream, best of 5/'

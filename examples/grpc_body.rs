@@ -1,0 +1,23 @@
+//! Writes the gRPC-framed body of a `Recommend` request for a case file, for h2load's `-d`.
+//!
+//! Usage: `grpc_body CASE.json OUT.bin` (a Case, or an object whose `case` member is one).
+
+use prost::Message;
+use vlms_rt::{client, pb};
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let (Some(input), Some(output)) = (args.next(), args.next()) else {
+        anyhow::bail!("usage: grpc_body CASE.json OUT.bin");
+    };
+    let text = std::fs::read_to_string(&input)?;
+    let case =
+        client::parse_case(&text, &input).map_err(|failure| anyhow::anyhow!(failure.render()))?;
+    let message = pb::RecommendRequest { case: Some(case) }.encode_to_vec();
+    let mut framed = Vec::with_capacity(message.len() + 5);
+    framed.push(0); // not compressed
+    framed.extend_from_slice(&u32::try_from(message.len())?.to_be_bytes());
+    framed.extend_from_slice(&message);
+    std::fs::write(&output, framed)?;
+    Ok(())
+}
