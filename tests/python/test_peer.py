@@ -2,6 +2,8 @@
 
 import json
 import subprocess
+import threading
+import time
 
 import grpc
 import pytest
@@ -158,9 +160,19 @@ def test_reflection_lists_the_service_and_resolves_case_without_our_protos(chann
 
 def test_a_one_millisecond_deadline_is_exceeded_not_hung(stubs, stub):
     name, data = PLANS[0]
+    release = threading.Event()
+
+    def requests():
+        # One case, then a stream that stays open: only the deadline can end this call.
+        yield stubs.service.RecommendRequest(case=case_message(stubs, data))
+        release.wait(10)
+
+    started = time.monotonic()
     with pytest.raises(grpc.RpcError) as raised:
-        stub.Recommend(stubs.service.RecommendRequest(case=case_message(stubs, data)), timeout=0.001)
+        list(stub.RecommendStream(requests(), timeout=0.001))
+    release.set()
     assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - started < 5, "the call ended at its deadline, it did not hang"
     # And the server answers normally right after.
     stub.Recommend(stubs.service.RecommendRequest(case=case_message(stubs, data)), timeout=10)
 
