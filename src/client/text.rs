@@ -251,8 +251,14 @@ pub fn plan(plan: &pb::Plan) -> String {
         );
     }
 
+    references(&mut out, &plan.references);
+    let _ = writeln!(out, "\n{}", plan.disclaimer);
+    out
+}
+
+fn references(out: &mut String, references: &[pb::Reference]) {
     let _ = writeln!(out, "\nReferences:");
-    for reference in &plan.references {
+    for reference in references {
         let doi = if reference.doi.is_empty() {
             String::new()
         } else {
@@ -260,8 +266,6 @@ pub fn plan(plan: &pb::Plan) -> String {
         };
         let _ = writeln!(out, "  [{}] {}{doi}", reference.id, reference.citation);
     }
-    let _ = writeln!(out, "\n{}", plan.disclaimer);
-    out
 }
 
 /// One stream item: the plan, or the rejection with every field violation.
@@ -360,15 +364,7 @@ pub fn guideline(guideline: &pb::Guideline) -> String {
         let severity = name(alert.severity, pb::Severity::as_str_name, "SEVERITY_");
         let _ = writeln!(out, "  {:<8} {}: {}", severity, alert.code, alert.summary);
     }
-    let _ = writeln!(out, "\nReferences:");
-    for reference in &guideline.references {
-        let doi = if reference.doi.is_empty() {
-            String::new()
-        } else {
-            format!(" doi:{}", reference.doi)
-        };
-        let _ = writeln!(out, "  [{}] {}{doi}", reference.id, reference.citation);
-    }
+    references(&mut out, &guideline.references);
     let _ = writeln!(out, "\n{}", guideline.disclaimer);
     out
 }
