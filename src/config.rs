@@ -71,6 +71,39 @@ pub struct ServerConfig {
     /// Serve Prometheus metrics on this plain HTTP address (GET /metrics); off by default.
     #[arg(long, env = "VLMS_RT_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// Audit database (SQLite, created with mode 0600): every answer is recorded before it is sent.
+    /// `none` disables auditing.
+    #[arg(
+        long,
+        env = "VLMS_RT_AUDIT_DB",
+        default_value = "vlms-rt-audit.sqlite3"
+    )]
+    pub audit_db: String,
+
+    #[command(subcommand)]
+    pub command: Option<ServerCommand>,
+}
+
+/// Maintenance commands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ServerCommand {
+    /// Audit-trail maintenance.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
+}
+
+/// Audit-trail maintenance actions.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum AuditAction {
+    /// Walk the hash chain and report the first broken link (exit 1 if any).
+    Verify {
+        /// The audit database.
+        #[arg(long)]
+        audit_db: PathBuf,
+    },
 }
 
 /// Parses `10s`, `500ms`, `2m` or a bare number of seconds.

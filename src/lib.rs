@@ -4,6 +4,7 @@
 //! generated contract, [`convert`] maps between the two, [`server`] implements the service and
 //! [`startup`] binds and serves it.
 
+pub mod audit;
 pub mod auth;
 pub mod client;
 pub mod codec;

@@ -13,6 +13,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
+use crate::audit::{Auditor, Kind, NewRecord, RecordWithFeedback};
 use crate::auth::{ANONYMOUS, Caller};
 use crate::convert;
 use crate::core::{self, Profile, Proposal, Violations};
@@ -33,7 +34,15 @@ pub struct ServiceOptions {
     pub max_stream_items: u64,
     /// Longest wait for the next item of a `RecommendStream`.
     pub stream_idle_timeout: Duration,
+    /// The audit trail; `None` when auditing is disabled.
+    pub audit: Option<Auditor>,
 }
+
+/// Largest feedback reason, in characters.
+pub const MAX_FEEDBACK_REASON_CHARS: usize = 2000;
+/// Default and largest page of `ListRecommendations`.
+pub const DEFAULT_PAGE_SIZE: usize = 20;
+pub const MAX_PAGE_SIZE: usize = 100;
 
 /// The service over one guideline profile.
 #[derive(Debug, Clone)]
@@ -84,6 +93,206 @@ impl Service {
         let plan = convert::plan_out(&plan, new_recommendation_id());
         self.options.metrics.plan(indication_label(plan.indication));
         Ok(plan)
+    }
+
+    /// Writes a record before its answer leaves; fails closed (UNAVAILABLE) when it cannot.
+    #[allow(clippy::too_many_arguments)]
+    async fn record(
+        &self,
+        recommendation_id: &str,
+        kind: Kind,
+        caller: &str,
+        case_id: &str,
+        subject_id: Option<String>,
+        request: Vec<u8>,
+        response: Vec<u8>,
+    ) -> Result<(), Status> {
+        let Some(audit) = &self.options.audit else {
+            return Ok(());
+        };
+        let record = NewRecord {
+            recommendation_id: recommendation_id.to_string(),
+            created_at: crate::audit::now_rfc3339(),
+            kind,
+            caller: caller.to_string(),
+            guideline_version: self.profile.version().to_string(),
+            guideline_sha256: self.profile.sha256().to_string(),
+            case_id: case_id.to_string(),
+            subject_id,
+            request,
+            response,
+        };
+        audit.append(record).await.map_err(|error| {
+            tracing::error!(%error, "audit write failed; the answer is withheld");
+            Status::unavailable(
+                "the audit store cannot record this answer, so none was sent; retry later",
+            )
+        })
+    }
+
+    async fn record_plan(
+        &self,
+        request: &pb::RecommendRequest,
+        plan: &pb::Plan,
+        caller: &str,
+    ) -> Result<(), Status> {
+        self.record(
+            &plan.recommendation_id,
+            Kind::Recommend,
+            caller,
+            &plan.case_id,
+            None,
+            request.encode_to_vec(),
+            plan.encode_to_vec(),
+        )
+        .await
+    }
+
+    fn auditor(&self) -> Result<&Auditor, Status> {
+        self.options.audit.as_ref().ok_or_else(|| {
+            Status::failed_precondition("auditing is disabled on this server (--audit-db none)")
+        })
+    }
+
+    async fn get_record(
+        &self,
+        recommendation_id: &str,
+    ) -> Result<pb::RecommendationRecord, Status> {
+        if uuid::Uuid::parse_str(recommendation_id).is_err() {
+            let mut violations = Violations::default();
+            violations.push(
+                "recommendation_id",
+                "must be the UUID a plan or check was answered with",
+            );
+            return Err(invalid_argument(&violations));
+        }
+        let found = self
+            .auditor()?
+            .get(recommendation_id.to_ascii_lowercase())
+            .await
+            .map_err(|error| {
+                Status::unavailable(format!("the audit store cannot be read: {error}"))
+            })?;
+        match found {
+            Some(record) => record_out(record),
+            None => Err(Status::not_found(format!(
+                "no recommendation {recommendation_id}"
+            ))),
+        }
+    }
+
+    async fn list_records(
+        &self,
+        request: &pb::ListRecommendationsRequest,
+    ) -> Result<pb::ListRecommendationsResponse, Status> {
+        let mut violations = Violations::default();
+        if request.case_id.is_empty() || !is_valid_case_id(&request.case_id) {
+            violations.push(
+                "case_id",
+                "is required: 1-128 characters from A-Z a-z 0-9 . _ : -",
+            );
+        }
+        let page_size = match request.page_size {
+            0 => Some(DEFAULT_PAGE_SIZE),
+            size if size > 0 && usize::try_from(size).is_ok_and(|size| size <= MAX_PAGE_SIZE) => {
+                usize::try_from(size).ok()
+            }
+            _ => {
+                violations.push("page_size", "must be between 1 and 100 (0 means 20)");
+                None
+            }
+        };
+        let before = if request.page_token.is_empty() {
+            Some(None)
+        } else {
+            match parse_page_token(&request.page_token, &request.case_id) {
+                Some(seq) => Some(Some(seq)),
+                None => {
+                    violations.push("page_token", "is not a page token of this case's listing");
+                    None
+                }
+            }
+        };
+        let (Some(page_size), Some(before)) = (page_size, before) else {
+            return Err(invalid_argument(&violations));
+        };
+        if !violations.is_empty() {
+            return Err(invalid_argument(&violations));
+        }
+        let mut records = self
+            .auditor()?
+            .list(request.case_id.clone(), before, page_size + 1)
+            .await
+            .map_err(|error| {
+                Status::unavailable(format!("the audit store cannot be read: {error}"))
+            })?;
+        let more = records.len() > page_size;
+        records.truncate(page_size);
+        let next_page_token = match (more, records.last()) {
+            (true, Some(last)) => page_token(&request.case_id, last.record.seq),
+            _ => String::new(),
+        };
+        Ok(pb::ListRecommendationsResponse {
+            records: records
+                .into_iter()
+                .map(record_out)
+                .collect::<Result<Vec<_>, _>>()?,
+            next_page_token,
+        })
+    }
+
+    async fn feedback(
+        &self,
+        request: &pb::RecordFeedbackRequest,
+        caller: &str,
+    ) -> Result<pb::RecordFeedbackResponse, Status> {
+        let pb::RecordFeedbackRequest {
+            recommendation_id,
+            outcome,
+            reason,
+        } = request;
+        let mut violations = Violations::default();
+        if uuid::Uuid::parse_str(recommendation_id).is_err() {
+            violations.push(
+                "recommendation_id",
+                "must be the UUID a plan or check was answered with",
+            );
+        }
+        let outcome = pb::FeedbackOutcome::try_from(*outcome)
+            .ok()
+            .filter(|outcome| *outcome != pb::FeedbackOutcome::Unspecified);
+        if outcome.is_none() {
+            violations.push("outcome", "must be ACCEPTED, MODIFIED or OVERRIDDEN");
+        }
+        if reason.chars().count() > MAX_FEEDBACK_REASON_CHARS {
+            violations.push("reason", "must be at most 2000 characters");
+        } else if outcome.is_some_and(|outcome| outcome != pb::FeedbackOutcome::Accepted)
+            && reason.trim().is_empty()
+        {
+            violations.push("reason", "is required unless the outcome is ACCEPTED");
+        }
+        if !violations.is_empty() {
+            return Err(invalid_argument(&violations));
+        }
+        let target = self
+            .auditor()?
+            .get(recommendation_id.to_ascii_lowercase())
+            .await
+            .map_err(|error| {
+                Status::unavailable(format!("the audit store cannot be read: {error}"))
+            })?
+            .ok_or_else(|| Status::not_found(format!("no recommendation {recommendation_id}")))?;
+        self.record(
+            &new_recommendation_id(),
+            Kind::Feedback,
+            caller,
+            &target.record.record.case_id,
+            Some(target.record.record.recommendation_id.clone()),
+            request.encode_to_vec(),
+            Vec::new(),
+        )
+        .await?;
+        Ok(pb::RecordFeedbackResponse {})
     }
 
     fn finish(&self, rpc: &'static str, code: Code, started: Instant, caller: &str, case_id: &str) {
@@ -167,6 +376,100 @@ pub fn in_band_status(status: &Status) -> pb::google::rpc::Status {
     })
 }
 
+/// A valid case_id: at most 128 characters from `A-Z a-z 0-9 . _ : -`.
+fn is_valid_case_id(case_id: &str) -> bool {
+    case_id.len() <= core::case::MAX_CASE_ID_CHARS
+        && case_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
+}
+
+fn case_tag(case_id: &str) -> String {
+    crate::auth::token_sha256_hex(case_id)[..16].to_string()
+}
+
+/// An opaque page token: the position in the listing and a tag of the case it belongs to.
+fn page_token(case_id: &str, seq: i64) -> String {
+    let raw = format!("v1:{seq}:{}", case_tag(case_id));
+    raw.bytes().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn parse_page_token(token: &str, case_id: &str) -> Option<i64> {
+    if !token.len().is_multiple_of(2) || token.len() > 256 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..token.len())
+        .step_by(2)
+        .map(|index| u8::from_str_radix(token.get(index..index + 2)?, 16).ok())
+        .collect();
+    let raw = String::from_utf8(bytes?).ok()?;
+    let mut parts = raw.split(':');
+    let (Some("v1"), Some(seq), Some(tag), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let seq: i64 = seq.parse().ok()?;
+    (tag == case_tag(case_id) && seq > 0).then_some(seq)
+}
+
+/// A stored record as the contract's message; the stored bytes decode into exactly the messages
+/// that were answered.
+fn record_out(stored: RecordWithFeedback) -> Result<pb::RecommendationRecord, Status> {
+    let damaged = |what: &str| {
+        Status::data_loss(format!(
+            "the stored {what} of this record cannot be decoded"
+        ))
+    };
+    let record = stored.record.record;
+    let content = match record.kind {
+        Kind::Recommend => pb::recommendation_record::Content::Recommend(pb::RecommendRecord {
+            case: pb::RecommendRequest::decode(record.request.as_slice())
+                .map_err(|_| damaged("request"))?
+                .case,
+            plan: Some(pb::Plan::decode(record.response.as_slice()).map_err(|_| damaged("plan"))?),
+        }),
+        Kind::Check => pb::recommendation_record::Content::Check(pb::CheckRecord {
+            request: Some(
+                pb::CheckPrescriptionRequest::decode(record.request.as_slice())
+                    .map_err(|_| damaged("request"))?,
+            ),
+            response: Some(
+                pb::CheckPrescriptionResponse::decode(record.response.as_slice())
+                    .map_err(|_| damaged("response"))?,
+            ),
+        }),
+        Kind::Feedback => return Err(damaged("kind")),
+    };
+    let feedback = stored
+        .feedback
+        .into_iter()
+        .map(|entry| {
+            let request = pb::RecordFeedbackRequest::decode(entry.record.request.as_slice())
+                .map_err(|_| damaged("feedback"))?;
+            Ok(pb::Feedback {
+                outcome: request.outcome,
+                reason: request.reason,
+                caller: entry.record.caller,
+                created_at: entry.record.created_at,
+            })
+        })
+        .collect::<Result<Vec<_>, Status>>()?;
+    Ok(pb::RecommendationRecord {
+        recommendation_id: record.recommendation_id,
+        created_at: record.created_at,
+        caller: record.caller,
+        guideline: Some(pb::GuidelineRef {
+            version: record.guideline_version,
+            sha256: record.guideline_sha256,
+            ..Default::default()
+        }),
+        case_id: record.case_id,
+        content: Some(content),
+        feedback,
+    })
+}
+
 /// A case_id fit for a log line: the case_id itself when it is valid, `<invalid>` otherwise, so
 /// that an invalid request cannot write other content (a name, say) into the log.
 fn loggable_case_id(case: Option<&pb::Case>) -> String {
@@ -198,10 +501,13 @@ impl RecommendationService for Service {
         let _admission = self.admit("Recommend", &caller)?;
         let request = request.into_inner();
         let case_id = loggable_case_id(request.case.as_ref());
-        let result = self
-            .recommend_one(&request)
-            .map(|plan| Response::new(pb::RecommendResponse { plan: Some(plan) }))
-            .map_err(|violations| invalid_argument(&violations));
+        let result = match self.recommend_one(&request) {
+            Ok(plan) => self
+                .record_plan(&request, &plan, &caller)
+                .await
+                .map(|()| Response::new(pb::RecommendResponse { plan: Some(plan) })),
+            Err(violations) => Err(invalid_argument(&violations)),
+        };
         self.finish(
             "Recommend",
             result.as_ref().map_or_else(Status::code, |_| Code::Ok),
@@ -222,48 +528,63 @@ impl RecommendationService for Service {
         let caller = caller_of(&request);
         let admission = self.admit("RecommendStream", &caller)?;
         let service = self.clone();
+        let item_caller = caller.clone();
         let max_items = self.options.max_stream_items;
         let idle_timeout = self.options.stream_idle_timeout;
         let mut received = 0_u64;
-        // Items are answered one by one in request order. A transport or decode failure, a stream
-        // idle for longer than the call timeout, or one item too many ends the stream with that status.
-        let outbound = Box::pin(request.into_inner().timeout(idle_timeout)).map(move |item| {
+        // Items are answered one by one in request order; each plan is recorded before it is sent.
+        // A transport or decode failure, a stream idle for longer than the call timeout, one item
+        // too many, or an audit store that cannot record ends the stream with that status.
+        let outbound = Box::pin(request.into_inner().timeout(idle_timeout)).then(move |item| {
             let item = item
                 .map_err(|_| {
                     Status::deadline_exceeded(format!(
                         "no stream item within {} s",
                         idle_timeout.as_secs_f64()
                     ))
-                })?
-                // tonic reports a malformed item as INTERNAL; it is the caller's fault.
-                .map_err(|status| match status.code() {
-                    Code::Internal => Status::invalid_argument(format!(
-                        "malformed stream item: {}",
-                        status.message()
-                    )),
-                    _ => status,
-                })?;
-            received += 1;
-            if received > max_items {
-                return Err(Status::resource_exhausted(format!(
-                    "a stream may carry at most {max_items} items"
-                )));
+                })
+                .and_then(|item| {
+                    // tonic reports a malformed item as INTERNAL; it is the caller's fault.
+                    item.map_err(|status| match status.code() {
+                        Code::Internal => Status::invalid_argument(format!(
+                            "malformed stream item: {}",
+                            status.message()
+                        )),
+                        _ => status,
+                    })
+                });
+            if item.is_ok() {
+                received += 1;
             }
-            let case_id = item
-                .case
-                .as_ref()
-                .map(|case| case.case_id.clone())
-                .unwrap_or_default();
-            let result = match service.recommend_one(&item) {
-                Ok(plan) => pb::recommend_stream_response::Result::Plan(plan),
-                Err(violations) => pb::recommend_stream_response::Result::Error(in_band_status(
-                    &invalid_argument(&violations),
-                )),
-            };
-            Ok(pb::RecommendStreamResponse {
-                case_id,
-                result: Some(result),
-            })
+            let too_many = received > max_items;
+            let service = service.clone();
+            let caller = item_caller.clone();
+            async move {
+                let item = item?;
+                if too_many {
+                    return Err(Status::resource_exhausted(format!(
+                        "a stream may carry at most {max_items} items"
+                    )));
+                }
+                let case_id = item
+                    .case
+                    .as_ref()
+                    .map(|case| case.case_id.clone())
+                    .unwrap_or_default();
+                let result = match service.recommend_one(&item) {
+                    Ok(plan) => {
+                        service.record_plan(&item, &plan, &caller).await?;
+                        pb::recommend_stream_response::Result::Plan(plan)
+                    }
+                    Err(violations) => pb::recommend_stream_response::Result::Error(
+                        in_band_status(&invalid_argument(&violations)),
+                    ),
+                };
+                Ok(pb::RecommendStreamResponse {
+                    case_id,
+                    result: Some(result),
+                })
+            }
         });
         let logged = StreamCall {
             inner: Box::pin(outbound),
@@ -287,16 +608,25 @@ impl RecommendationService for Service {
         let _admission = self.admit("CheckPrescription", &caller)?;
         let request = request.into_inner();
         let case_id = loggable_case_id(request.case.as_ref());
-        let result = Proposal::validate(&convert::raw_proposal(&request))
-            .map(|proposal| {
+        let result = match Proposal::validate(&convert::raw_proposal(&request)) {
+            Ok(proposal) => {
                 let report = core::check(&self.profile, &proposal);
-                Response::new(convert::report_out(
-                    &report,
-                    new_recommendation_id(),
-                    new_recommendation_id(),
-                ))
-            })
-            .map_err(|violations| invalid_argument(&violations));
+                let response =
+                    convert::report_out(&report, new_recommendation_id(), new_recommendation_id());
+                self.record(
+                    &response.recommendation_id,
+                    Kind::Check,
+                    &caller,
+                    proposal.case().case_id(),
+                    None,
+                    request.encode_to_vec(),
+                    response.encode_to_vec(),
+                )
+                .await
+                .map(|()| Response::new(response))
+            }
+            Err(violations) => Err(invalid_argument(&violations)),
+        };
         self.finish(
             "CheckPrescription",
             result.as_ref().map_or_else(Status::code, |_| Code::Ok),
@@ -317,6 +647,71 @@ impl RecommendationService for Service {
         let guideline = convert::guideline_out(&self.profile);
         self.finish("GetGuideline", Code::Ok, started, &caller, "");
         Ok(Response::new(guideline))
+    }
+
+    async fn get_recommendation(
+        &self,
+        request: Request<pb::GetRecommendationRequest>,
+    ) -> Result<Response<pb::RecommendationRecord>, Status> {
+        let started = Instant::now();
+        let caller = caller_of(&request);
+        let _admission = self.admit("GetRecommendation", &caller)?;
+        let request = request.into_inner();
+        let result = self
+            .get_record(&request.recommendation_id)
+            .await
+            .map(Response::new);
+        self.finish(
+            "GetRecommendation",
+            result.as_ref().map_or_else(Status::code, |_| Code::Ok),
+            started,
+            &caller,
+            "",
+        );
+        result
+    }
+
+    async fn list_recommendations(
+        &self,
+        request: Request<pb::ListRecommendationsRequest>,
+    ) -> Result<Response<pb::ListRecommendationsResponse>, Status> {
+        let started = Instant::now();
+        let caller = caller_of(&request);
+        let _admission = self.admit("ListRecommendations", &caller)?;
+        let request = request.into_inner();
+        let case_id = if is_valid_case_id(&request.case_id) {
+            request.case_id.clone()
+        } else {
+            String::from("<invalid>")
+        };
+        let result = self.list_records(&request).await.map(Response::new);
+        self.finish(
+            "ListRecommendations",
+            result.as_ref().map_or_else(Status::code, |_| Code::Ok),
+            started,
+            &caller,
+            &case_id,
+        );
+        result
+    }
+
+    async fn record_feedback(
+        &self,
+        request: Request<pb::RecordFeedbackRequest>,
+    ) -> Result<Response<pb::RecordFeedbackResponse>, Status> {
+        let started = Instant::now();
+        let caller = caller_of(&request);
+        let _admission = self.admit("RecordFeedback", &caller)?;
+        let request = request.into_inner();
+        let result = self.feedback(&request, &caller).await.map(Response::new);
+        self.finish(
+            "RecordFeedback",
+            result.as_ref().map_or_else(Status::code, |_| Code::Ok),
+            started,
+            &caller,
+            "",
+        );
+        result
     }
 }
 

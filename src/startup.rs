@@ -82,6 +82,8 @@ pub struct Settings {
     pub tokens: Option<Arc<TokenStore>>,
     pub limits: Limits,
     pub metrics_listen: Option<SocketAddr>,
+    /// The audit trail; `None` disables auditing.
+    pub audit: Option<crate::audit::Auditor>,
 }
 
 impl Settings {
@@ -94,6 +96,7 @@ impl Settings {
             tokens: None,
             limits: Limits::default(),
             metrics_listen: None,
+            audit: None,
         }
     }
 }
@@ -127,6 +130,7 @@ pub struct RunningServer {
     /// The metrics endpoint's address, when enabled.
     pub metrics_addr: Option<SocketAddr>,
     health: HealthReporter,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
     tokens: Option<Arc<TokenStore>>,
     grace: Duration,
     shutdown: Option<oneshot::Sender<()>>,
@@ -155,6 +159,8 @@ impl RunningServer {
     /// Graceful shutdown: health flips to NOT_SERVING, new calls are refused, in-flight calls
     /// finish within the grace period, then the server ends.
     pub async fn shutdown(mut self) -> Result<Drain, anyhow::Error> {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.health
             .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
             .await;
@@ -226,6 +232,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
             limiter: Arc::new(Semaphore::new(limits.max_concurrent_calls)),
             max_stream_items: limits.max_stream_items,
             stream_idle_timeout: limits.call_timeout,
+            audit: settings.audit.clone(),
         },
     );
     let recommendation = RecommendationServiceServer::new(service)
@@ -240,6 +247,14 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         .set_service_status(SERVICE_NAME, ServingStatus::Serving)
         .await;
     health.set_service_status("", ServingStatus::Serving).await;
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(audit) = settings.audit.clone() {
+        tokio::spawn(follow_audit_health(
+            audit,
+            health.clone(),
+            Arc::clone(&stopping),
+        ));
+    }
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -280,10 +295,52 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         local_addr,
         metrics_addr,
         health,
+        stopping,
         tokens: settings.tokens,
         grace: limits.shutdown_grace,
         shutdown: Some(sender),
         metrics_shutdown,
         task,
     })
+}
+
+/// Keeps health in step with the audit store: NOT_SERVING while it cannot commit (calls then fail
+/// closed with UNAVAILABLE), probing it until it can, then SERVING again.
+async fn follow_audit_health(
+    audit: crate::audit::Auditor,
+    health: HealthReporter,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut healthy = audit.health();
+    loop {
+        if healthy.changed().await.is_err() {
+            return;
+        }
+        let writable = *healthy.borrow_and_update();
+        if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        if writable {
+            tracing::info!("audit store writable again: SERVING");
+            health
+                .set_service_status(SERVICE_NAME, ServingStatus::Serving)
+                .await;
+            health.set_service_status("", ServingStatus::Serving).await;
+            continue;
+        }
+        tracing::error!("audit store cannot commit: NOT_SERVING until it can");
+        health
+            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
+            .await;
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        // Probe until a write commits; the probe's result reaches `healthy` and the loop above.
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if stopping.load(std::sync::atomic::Ordering::SeqCst) || audit.probe().await.is_ok() {
+                break;
+            }
+        }
+    }
 }

@@ -60,13 +60,61 @@ fn settings(config: &ServerConfig) -> Result<Settings, String> {
             ..Limits::default()
         },
         metrics_listen: config.metrics_listen,
+        audit: open_audit(&config.audit_db)?,
     })
+}
+
+fn open_audit(audit_db: &str) -> Result<Option<vlms_rt::audit::Auditor>, String> {
+    if audit_db == "none" {
+        tracing::warn!(
+            "AUDITING IS DISABLED (--audit-db none): answers are not recorded and cannot be shown later"
+        );
+        eprintln!("vlms-rt-server: WARNING: auditing is disabled (--audit-db none)");
+        return Ok(None);
+    }
+    let path = std::path::Path::new(audit_db);
+    let (store, reader) = vlms_rt::audit::sqlite::open(path)
+        .map_err(|error| format!("cannot open the audit database {audit_db}: {error}"))?;
+    tracing::info!(audit_db, "audit trail on");
+    Ok(Some(vlms_rt::audit::Auditor::start(
+        Box::new(store),
+        Arc::new(reader),
+    )))
+}
+
+fn verify(audit_db: &std::path::Path) -> ExitCode {
+    match vlms_rt::audit::sqlite::verify(audit_db) {
+        Ok(Ok(count)) => {
+            println!(
+                "audit chain intact: {count} records in {}",
+                audit_db.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Err(broken)) => {
+            println!(
+                "audit chain BROKEN at record {} (recommendation_id {}): {}",
+                broken.seq, broken.recommendation_id, broken.problem
+            );
+            ExitCode::from(1)
+        }
+        Err(error) => {
+            eprintln!("vlms-rt-server: {error}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = ServerConfig::parse();
     let _log_writer = telemetry::init(config.log_format);
+    if let Some(vlms_rt::config::ServerCommand::Audit {
+        action: vlms_rt::config::AuditAction::Verify { audit_db },
+    }) = &config.command
+    {
+        return verify(audit_db);
+    }
 
     let settings = match settings(&config) {
         Ok(settings) => settings,

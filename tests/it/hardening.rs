@@ -329,8 +329,12 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start(args: &[&str]) -> ServerProcess {
+        let audit_db =
+            std::env::temp_dir().join(format!("vlms-rt-audit-{}.sqlite3", uuid::Uuid::new_v4()));
         let mut child = Command::new(env!("CARGO_BIN_EXE_vlms-rt-server"))
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .arg("--audit-db")
+            .arg(&audit_db)
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -893,7 +897,14 @@ async fn truncated_frames_repeated_fields_silent_and_unread_streams_leave_the_se
 #[test]
 fn plaintext_on_a_non_loopback_address_is_logged_as_a_warning() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vlms-rt-server"))
-        .args(["--listen", "0.0.0.0:0", "--log-format", "json"])
+        .args([
+            "--listen",
+            "0.0.0.0:0",
+            "--log-format",
+            "json",
+            "--audit-db",
+            "none",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -2,6 +2,7 @@
 //! server, the gRPC surface (streaming, health, reflection, errors), the client binary, and the
 //! tidy checks on the source tree.
 
+mod audit;
 mod cli;
 mod contract;
 mod core_rules;

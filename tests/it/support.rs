@@ -438,3 +438,26 @@ impl TestServer {
         }
     }
 }
+
+/// Reads a server process's JSON log until it reports its address.
+pub fn wait_for_address(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if !sent && line.contains("\"serving vlms.rt.v1.RecommendationService\"") {
+                let record: serde_json::Value = serde_json::from_str(&line).expect("json log");
+                let _ = sender.send(record["listen"].as_str().unwrap_or_default().to_string());
+                sent = true;
+            }
+        }
+    });
+    receiver
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("server reports its address")
+}

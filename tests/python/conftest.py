@@ -69,8 +69,9 @@ def client_binary():
 @pytest.fixture(scope="session")
 def server(server_binary):
     """A real server on 127.0.0.1:0; yields its address once it has logged that it serves."""
+    audit_db = pathlib.Path(tempfile.mkdtemp(prefix="vlms-rt-audit-")) / "audit.sqlite3"
     process = subprocess.Popen(
-        [str(server_binary), "--listen", "127.0.0.1:0", "--log-format", "json"],
+        [str(server_binary), "--listen", "127.0.0.1:0", "--log-format", "json", "--audit-db", str(audit_db)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

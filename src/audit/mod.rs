@@ -1,0 +1,312 @@
+//! The audit trail: every answered plan and check is written durably before its answer leaves the
+//! server. [`Store`] is the durable part (SQLite in [`sqlite`]); [`Auditor`] is the async handle the
+//! service uses. One writer thread does group commit: records that arrive while a batch is being
+//! written wait for the next one, each batch is one transaction (one fsync), and every caller is
+//! answered only after its batch committed. Records form a hash chain: each carries
+//! SHA-256(previous hash ‖ its own content), so an edited or removed record breaks the chain.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::{oneshot, watch};
+
+/// Most records written in one transaction.
+pub const MAX_BATCH: usize = 512;
+
+/// What a record holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A `Recommend` call or a planned `RecommendStream` item: request = RecommendRequest,
+    /// response = Plan.
+    Recommend,
+    /// A `CheckPrescription` call: request = CheckPrescriptionRequest, response =
+    /// CheckPrescriptionResponse.
+    Check,
+    /// Clinician feedback on the record `subject_id`: request = RecordFeedbackRequest.
+    Feedback,
+}
+
+impl Kind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Recommend => "recommend",
+            Kind::Check => "check",
+            Kind::Feedback => "feedback",
+        }
+    }
+
+    /// From the stored name.
+    pub fn parse(text: &str) -> Option<Kind> {
+        match text {
+            "recommend" => Some(Kind::Recommend),
+            "check" => Some(Kind::Check),
+            "feedback" => Some(Kind::Feedback),
+            _ => None,
+        }
+    }
+}
+
+/// A record to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRecord {
+    pub recommendation_id: String,
+    pub created_at: String,
+    pub kind: Kind,
+    pub caller: String,
+    pub guideline_version: String,
+    pub guideline_sha256: String,
+    pub case_id: String,
+    /// For feedback: the recommendation_id it is about.
+    pub subject_id: Option<String>,
+    pub request: Vec<u8>,
+    pub response: Vec<u8>,
+}
+
+/// A stored record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub seq: i64,
+    pub record: NewRecord,
+}
+
+/// A stored plan or check with its feedback, oldest feedback first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordWithFeedback {
+    pub record: StoredRecord,
+    pub feedback: Vec<StoredRecord>,
+}
+
+/// Audit failures.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuditError {
+    /// The store could not be written or read.
+    #[error("audit store: {0}")]
+    Store(String),
+    /// The writer thread is gone.
+    #[error("audit writer stopped")]
+    WriterGone,
+}
+
+/// The first broken link of a hash chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokenLink {
+    pub seq: i64,
+    pub recommendation_id: String,
+    pub problem: String,
+}
+
+/// The hash of a record: SHA-256 over the previous hash and every field, each length-prefixed.
+pub fn chain_hash(previous: &[u8; 32], record: &NewRecord) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(previous);
+    let subject = record.subject_id.as_deref().unwrap_or("");
+    let fields: [&[u8]; 10] = [
+        record.recommendation_id.as_bytes(),
+        record.created_at.as_bytes(),
+        record.kind.as_str().as_bytes(),
+        record.caller.as_bytes(),
+        record.guideline_version.as_bytes(),
+        record.guideline_sha256.as_bytes(),
+        record.case_id.as_bytes(),
+        subject.as_bytes(),
+        &record.request,
+        &record.response,
+    ];
+    for field in fields {
+        hasher.update((field.len() as u64).to_le_bytes());
+        hasher.update(field);
+    }
+    hasher.finalize().into()
+}
+
+/// The durable part of the audit trail.
+pub trait Store: Send + 'static {
+    /// Appends the records in one durable transaction, chained after the last stored record; all
+    /// or nothing.
+    fn append(&mut self, records: &[NewRecord]) -> Result<(), AuditError>;
+    /// A small durable write that proves the store can commit again.
+    fn probe(&mut self) -> Result<(), AuditError>;
+}
+
+/// Read access to stored records.
+pub trait Reader: Send + Sync + 'static {
+    /// The plan or check with this id and its feedback; `None` if there is none (feedback ids are
+    /// not records of their own to callers).
+    fn get(&self, recommendation_id: &str) -> Result<Option<RecordWithFeedback>, AuditError>;
+    /// Plans and checks of a case, newest first, with `seq` below `before` when given.
+    fn list(
+        &self,
+        case_id: &str,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<RecordWithFeedback>, AuditError>;
+}
+
+enum Command {
+    Append(Box<NewRecord>, oneshot::Sender<Result<(), AuditError>>),
+    Probe(oneshot::Sender<Result<(), AuditError>>),
+}
+
+/// Statistics of the writer, for metrics and the benchmark notes.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub batches: std::sync::atomic::AtomicU64,
+    pub records: std::sync::atomic::AtomicU64,
+    pub largest_batch: std::sync::atomic::AtomicU64,
+}
+
+/// The service's handle on the audit trail.
+#[derive(Clone)]
+pub struct Auditor {
+    sender: mpsc::Sender<Command>,
+    reader: Arc<dyn Reader>,
+    healthy: watch::Receiver<bool>,
+    stats: Arc<WriterStats>,
+}
+
+impl std::fmt::Debug for Auditor {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Auditor")
+            .field("healthy", &*self.healthy.borrow())
+            .finish()
+    }
+}
+
+impl Auditor {
+    /// Starts the writer thread over `store`; reads go through `reader`.
+    pub fn start(mut store: Box<dyn Store>, reader: Arc<dyn Reader>) -> Auditor {
+        let (sender, receiver) = mpsc::channel::<Command>();
+        let (health_sender, healthy) = watch::channel(true);
+        let stats = Arc::new(WriterStats::default());
+        let writer_stats = Arc::clone(&stats);
+        std::thread::Builder::new()
+            .name("vlms-rt-audit-writer".into())
+            .spawn(move || {
+                while let Ok(first) = receiver.recv() {
+                    let mut appends = Vec::new();
+                    let mut probes = Vec::new();
+                    let mut next = Some(first);
+                    while let Some(command) = next.take() {
+                        match command {
+                            Command::Append(record, reply) => appends.push((*record, reply)),
+                            Command::Probe(reply) => probes.push(reply),
+                        }
+                        if appends.len() < MAX_BATCH {
+                            next = receiver.try_recv().ok();
+                        }
+                    }
+                    let mut ok = true;
+                    if !appends.is_empty() {
+                        let records: Vec<NewRecord> =
+                            appends.iter().map(|(record, _)| record.clone()).collect();
+                        let result = store.append(&records);
+                        ok = result.is_ok();
+                        if ok {
+                            let count = records.len() as u64;
+                            writer_stats.batches.fetch_add(1, Ordering::Relaxed);
+                            writer_stats.records.fetch_add(count, Ordering::Relaxed);
+                            writer_stats
+                                .largest_batch
+                                .fetch_max(count, Ordering::Relaxed);
+                        }
+                        for (_, reply) in appends {
+                            let _ = reply.send(result.clone());
+                        }
+                    }
+                    for reply in probes {
+                        let result = store.probe();
+                        ok = result.is_ok();
+                        let _ = reply.send(result);
+                    }
+                    health_sender.send_if_modified(|healthy| {
+                        let changed = *healthy != ok;
+                        *healthy = ok;
+                        changed
+                    });
+                }
+            })
+            .map_or_else(
+                |error| tracing::error!(%error, "cannot start the audit writer thread"),
+                |_| (),
+            );
+        Auditor {
+            sender,
+            reader,
+            healthy,
+            stats,
+        }
+    }
+
+    /// Writes a record durably; returns once its batch has committed.
+    pub async fn append(&self, record: NewRecord) -> Result<(), AuditError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Command::Append(Box::new(record), reply))
+            .map_err(|_| AuditError::WriterGone)?;
+        answer.await.map_err(|_| AuditError::WriterGone)?
+    }
+
+    /// Asks the store to prove it can commit.
+    pub async fn probe(&self) -> Result<(), AuditError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Command::Probe(reply))
+            .map_err(|_| AuditError::WriterGone)?;
+        answer.await.map_err(|_| AuditError::WriterGone)?
+    }
+
+    /// Whether the last write (or probe) succeeded; changes are announced.
+    pub fn health(&self) -> watch::Receiver<bool> {
+        self.healthy.clone()
+    }
+
+    /// Writer statistics.
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    /// A stored plan or check with its feedback.
+    pub async fn get(
+        &self,
+        recommendation_id: String,
+    ) -> Result<Option<RecordWithFeedback>, AuditError> {
+        let reader = Arc::clone(&self.reader);
+        tokio::task::spawn_blocking(move || reader.get(&recommendation_id))
+            .await
+            .map_err(|error| AuditError::Store(error.to_string()))?
+    }
+
+    /// Plans and checks of a case, newest first.
+    pub async fn list(
+        &self,
+        case_id: String,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<RecordWithFeedback>, AuditError> {
+        let reader = Arc::clone(&self.reader);
+        tokio::task::spawn_blocking(move || reader.list(&case_id, before, limit))
+            .await
+            .map_err(|error| AuditError::Store(error.to_string()))?
+    }
+}
+
+/// Current UTC time, RFC 3339 with microseconds.
+pub fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        now.microsecond()
+    )
+}
