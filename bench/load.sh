@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Load benchmark: vlms-rt-server against a bare tonic echo server (the yardstick) with the same
-# h2load settings, back to back, on loopback. Reports requests/s, p50/p99 latency, the ratio
-# service/echo, and the server's peak RSS; checks separately that every call to the service
-# answered OK (h2load counts gRPC errors as successes), using the server's own call counters.
+# Load benchmark: vlms-rt-server (auditing off) against a bare tonic echo server (the yardstick)
+# with the same h2load settings, back to back, on loopback; then the service with its SQLite audit
+# trail on against the same service with auditing off. Reports requests/s, p50/p99 latency, the
+# ratios, audit batch sizes and the server's peak RSS; checks separately that every call answered
+# OK (h2load counts gRPC errors as successes), using the server's own call counters.
 #
 # Usage: bench/load.sh [CASE.json] [DURATION_SECONDS]
 # Needs h2load (Debian package nghttp2-client). Writes results under bench/out/ (not committed).
@@ -65,7 +66,7 @@ metric() { # metrics_port name_and_labels -> value
 
 server_port=$(free_port); metrics_port=$(free_port); echo_port=$(free_port)
 "$bin/vlms-rt-server" --listen "127.0.0.1:$server_port" --metrics-listen "127.0.0.1:$metrics_port" \
-    --max-concurrent-calls 4096 2> "$out/server.log" &
+    --max-concurrent-calls 4096 --audit-db none 2> "$out/server.log" &
 server_pid=$!
 "$bin/examples/echo_server" "127.0.0.1:$echo_port" "$case_file" 2> "$out/echo.log" &
 echo_pid=$!
@@ -95,3 +96,31 @@ if [ "$ok" != "$all" ]; then echo "NOT ALL CALLS ANSWERED OK" >&2; exit 1; fi
 
 echo
 "$bin/examples/stream_bench" "http://127.0.0.1:$server_port" "$case_file" 1000 5 | tail -1 | sed 's/^best/RecommendStream, 1000-case stream, best of 5/'
+
+# Audit on (SQLite, WAL, synchronous=FULL, group commit) vs off, same settings.
+audit_dir=$(mktemp -d)
+audit_port=$(free_port); audit_metrics=$(free_port)
+"$bin/vlms-rt-server" --listen "127.0.0.1:$audit_port" --metrics-listen "127.0.0.1:$audit_metrics" \
+    --max-concurrent-calls 4096 --audit-db "$audit_dir/audit.sqlite3" 2> "$out/server-audit.log" &
+audit_pid=$!
+trap 'kill $server_pid $echo_pid $audit_pid 2>/dev/null || true; rm -rf "$audit_dir"' EXIT
+wait_port "$audit_port"
+echo
+printf '| connections x streams | audit on req/s | p50 ms | p99 ms | audit off req/s | p50 ms | p99 ms | on/off |\n'
+printf '|---|---|---|---|---|---|---|---|\n'
+for level in "${levels[@]}"; do
+    read -r connections streams <<< "$level"
+    read -r a_rps a_p50 a_p99 _ <<< "$(run_h2load "$audit_port" "$connections" "$streams" audit-on)"
+    read -r o_rps o_p50 o_p99 _ <<< "$(run_h2load "$server_port" "$connections" "$streams" audit-off)"
+    ratio=$(python3 -c "print(f'{$a_rps / $o_rps:.2f}')")
+    printf '| %s x %s | %.0f | %s | %s | %.0f | %s | %s | %s |\n' "$connections" "$streams" "$a_rps" "$a_p50" "$a_p99" "$o_rps" "$o_p50" "$o_p99" "$ratio"
+done
+a_ok=$(metric "$audit_metrics" 'vlms_rt_calls_total{code="OK",rpc="Recommend"}')
+a_all=$(curl -s "http://127.0.0.1:$audit_metrics/metrics" | awk '/^vlms_rt_calls_total\{/ {sum += $2} END {print sum}')
+batches=$(metric "$audit_metrics" vlms_rt_audit_batches)
+records=$(metric "$audit_metrics" vlms_rt_audit_records)
+largest=$(metric "$audit_metrics" vlms_rt_audit_largest_batch)
+echo
+echo "audited calls answered OK: $a_ok of $a_all; records $records in $batches transactions (mean $(python3 -c "print(f'{$records / max($batches, 1):.1f}')") per batch, largest $largest)"
+echo "audited server peak RSS: $(( $(awk '/^VmHWM:/ {print $2}' "/proc/$audit_pid/status") / 1024 )) MiB; database $(du -h "$audit_dir/audit.sqlite3" | cut -f1)"
+if [ "$a_ok" != "$a_all" ]; then echo "NOT ALL AUDITED CALLS ANSWERED OK" >&2; exit 1; fi

@@ -18,11 +18,14 @@ pub struct Metrics {
     in_flight: IntGauge,
     shed: IntCounterVec,
     plans: IntCounterVec,
+    audit: Option<(Arc<crate::audit::WriterStats>, IntGauge, IntGauge, IntGauge)>,
 }
 
 impl Metrics {
-    /// Creates and registers every metric.
-    pub fn new() -> Result<Metrics, prometheus::Error> {
+    /// Creates and registers every metric; with `audit`, also the audit writer's batch figures.
+    pub fn new(
+        audit: Option<Arc<crate::audit::WriterStats>>,
+    ) -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         let calls = IntCounterVec::new(
             Opts::new(
@@ -62,7 +65,26 @@ impl Metrics {
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(shed.clone()))?;
         registry.register(Box::new(plans.clone()))?;
+        let audit = match audit {
+            Some(stats) => {
+                let batches = IntGauge::new(
+                    "vlms_rt_audit_batches",
+                    "Audit transactions committed (one fsync each).",
+                )?;
+                let records = IntGauge::new("vlms_rt_audit_records", "Audit records committed.")?;
+                let largest = IntGauge::new(
+                    "vlms_rt_audit_largest_batch",
+                    "Most records committed in one transaction.",
+                )?;
+                registry.register(Box::new(batches.clone()))?;
+                registry.register(Box::new(records.clone()))?;
+                registry.register(Box::new(largest.clone()))?;
+                Some((stats, batches, records, largest))
+            }
+            None => None,
+        };
         Ok(Metrics {
+            audit,
             registry,
             calls,
             latency,
@@ -98,6 +120,15 @@ impl Metrics {
 
     /// The exposition text.
     pub fn render(&self) -> String {
+        if let Some((stats, batches, records, largest)) = &self.audit {
+            use std::sync::atomic::Ordering;
+            let read = |value: &std::sync::atomic::AtomicU64| {
+                i64::try_from(value.load(Ordering::Relaxed)).unwrap_or(i64::MAX)
+            };
+            batches.set(read(&stats.batches));
+            records.set(read(&stats.records));
+            largest.set(read(&stats.largest_batch));
+        }
         let mut buffer = Vec::new();
         let encoder = TextEncoder::new();
         if let Err(error) = encoder.encode(&self.registry.gather(), &mut buffer) {

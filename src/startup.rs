@@ -210,7 +210,10 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
     if !local_addr.ip().is_loopback() && settings.tls.is_none() {
         tracing::warn!(listen = %local_addr, "listening on a non-loopback address without TLS: calls and case data travel in plaintext");
     }
-    let metrics = Arc::new(Metrics::new().map_err(|error| StartError::Metrics(error.to_string()))?);
+    let metrics = Arc::new(
+        Metrics::new(settings.audit.as_ref().map(crate::audit::Auditor::stats))
+            .map_err(|error| StartError::Metrics(error.to_string()))?,
+    );
     let (metrics_addr, metrics_shutdown) = match settings.metrics_listen {
         Some(address) => {
             let (sender, receiver) = oneshot::channel::<()>();

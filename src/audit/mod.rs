@@ -203,8 +203,8 @@ impl Auditor {
                     }
                     let mut ok = true;
                     if !appends.is_empty() {
-                        let records: Vec<NewRecord> =
-                            appends.iter().map(|(record, _)| record.clone()).collect();
+                        let (records, replies): (Vec<NewRecord>, Vec<_>) =
+                            appends.into_iter().unzip();
                         let result = store.append(&records);
                         ok = result.is_ok();
                         if ok {
@@ -215,7 +215,7 @@ impl Auditor {
                                 .largest_batch
                                 .fetch_max(count, Ordering::Relaxed);
                         }
-                        for (_, reply) in appends {
+                        for reply in replies {
                             let _ = reply.send(result.clone());
                         }
                     }
@@ -267,8 +267,8 @@ impl Auditor {
     }
 
     /// Writer statistics.
-    pub fn stats(&self) -> &WriterStats {
-        &self.stats
+    pub fn stats(&self) -> Arc<WriterStats> {
+        Arc::clone(&self.stats)
     }
 
     /// A stored plan or check with its feedback.

@@ -103,12 +103,44 @@ pub enum Command {
     },
     /// Show the guideline: version, rules with statements and references, alert codes.
     Guideline,
+    /// Show the stored record of an earlier plan or check, with its feedback.
+    Show {
+        /// The recommendation_id the plan or check was answered with.
+        recommendation_id: String,
+    },
+    /// List every stored plan and check of a case, newest first.
+    History {
+        /// The case_id.
+        case_id: String,
+    },
+    /// Record what the clinician did with a plan (appended, never overwriting).
+    Feedback {
+        /// The recommendation_id of the plan or check.
+        recommendation_id: String,
+        /// What was done.
+        #[arg(long, value_enum)]
+        outcome: FeedbackChoice,
+        /// Why (required unless accepted).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Ask the server's health service whether the recommendation service is serving.
     Health {
         /// Service name to ask about ("" for the whole server).
         #[arg(long, default_value = "vlms.rt.v1.RecommendationService")]
         service: String,
     },
+}
+
+/// Feedback outcomes on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FeedbackChoice {
+    /// The plan was followed as recommended.
+    Accepted,
+    /// The plan was followed with changes.
+    Modified,
+    /// The plan was not followed.
+    Overridden,
 }
 
 /// A failure with the exit code it maps to.
@@ -183,6 +215,7 @@ pub fn failure_from_status(status: &Status) -> Failure {
         Code::Unavailable | Code::DeadlineExceeded => {
             Failure::Unreachable(format!("{:?}: {}", status.code(), status.message()))
         }
+        Code::NotFound => Failure::Other(format!("NOT_FOUND: {}", status.message())),
         Code::Unauthenticated => Failure::Other(format!(
             "UNAUTHENTICATED: {} (check --token-file)",
             status.message()
@@ -473,6 +506,84 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             match cli.output {
                 OutputFormat::Json => println!("{}", json(&guideline, true)),
                 OutputFormat::Text => print!("{}", text::guideline(&guideline)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Show { recommendation_id } => {
+            let mut client = RecommendationServiceClient::new(connect(&cli).await?);
+            let record = client
+                .get_recommendation(pb::GetRecommendationRequest {
+                    recommendation_id: recommendation_id.clone(),
+                })
+                .await
+                .map_err(|status| failure_from_status(&status))?
+                .into_inner();
+            match cli.output {
+                OutputFormat::Json => println!("{}", json(&record, true)),
+                OutputFormat::Text => print!("{}", text::record(&record)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::History { case_id } => {
+            let mut client = RecommendationServiceClient::new(connect(&cli).await?);
+            let mut page_token = String::new();
+            if cli.output == OutputFormat::Text {
+                println!("History of case {case_id}, newest first:");
+            }
+            loop {
+                let page = client
+                    .list_recommendations(pb::ListRecommendationsRequest {
+                        case_id: case_id.clone(),
+                        page_size: 100,
+                        page_token: page_token.clone(),
+                    })
+                    .await
+                    .map_err(|status| failure_from_status(&status))?
+                    .into_inner();
+                for record in &page.records {
+                    match cli.output {
+                        OutputFormat::Json => println!("{}", json(record, false)),
+                        OutputFormat::Text => println!("{}", text::record_line(record)),
+                    }
+                }
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Feedback {
+            recommendation_id,
+            outcome,
+            reason,
+        } => {
+            let mut client = RecommendationServiceClient::new(connect(&cli).await?);
+            let outcome = match outcome {
+                FeedbackChoice::Accepted => pb::FeedbackOutcome::Accepted,
+                FeedbackChoice::Modified => pb::FeedbackOutcome::Modified,
+                FeedbackChoice::Overridden => pb::FeedbackOutcome::Overridden,
+            };
+            client
+                .record_feedback(pb::RecordFeedbackRequest {
+                    recommendation_id: recommendation_id.clone(),
+                    outcome: outcome as i32,
+                    reason: reason.clone(),
+                })
+                .await
+                .map_err(|status| failure_from_status(&status))?;
+            if cli.output == OutputFormat::Text {
+                println!(
+                    "feedback recorded on {recommendation_id}: {}",
+                    outcome
+                        .as_str_name()
+                        .trim_start_matches("FEEDBACK_OUTCOME_")
+                );
+            } else {
+                println!(
+                    "{}",
+                    serde_json::json!({ "recommendationId": recommendation_id, "outcome": outcome.as_str_name() })
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

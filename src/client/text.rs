@@ -268,6 +268,102 @@ fn references(out: &mut String, references: &[pb::Reference]) {
     }
 }
 
+/// One line per record for a case's history.
+pub fn record_line(record: &pb::RecommendationRecord) -> String {
+    let what = match &record.content {
+        Some(pb::recommendation_record::Content::Recommend(stored)) => {
+            let plan = stored.plan.clone().unwrap_or_default();
+            format!(
+                "plan: {} / {}",
+                name(plan.indication, pb::Indication::as_str_name, "INDICATION_"),
+                name(plan.setting, pb::Setting::as_str_name, "SETTING_")
+            )
+        }
+        Some(pb::recommendation_record::Content::Check(stored)) => {
+            let response = stored.response.clone().unwrap_or_default();
+            format!(
+                "check: {}",
+                name(response.verdict, pb::Verdict::as_str_name, "VERDICT_")
+            )
+        }
+        None => String::from("(empty)"),
+    };
+    let feedback = record
+        .feedback
+        .last()
+        .map(|entry| {
+            format!(
+                ", feedback {}",
+                name(
+                    entry.outcome,
+                    pb::FeedbackOutcome::as_str_name,
+                    "FEEDBACK_OUTCOME_"
+                )
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "  {}  {}  {what}  by {}{feedback}",
+        record.created_at, record.recommendation_id, record.caller
+    )
+}
+
+/// A stored record in full: who, when, under which guideline, what was answered, feedback.
+pub fn record(record: &pb::RecommendationRecord) -> String {
+    let mut out = String::new();
+    let guideline = record.guideline.clone().unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "Record {} of case {}",
+        record.recommendation_id, record.case_id
+    );
+    let _ = writeln!(
+        out,
+        "Answered {} to {}, guideline {} (sha256 {})",
+        record.created_at,
+        record.caller,
+        guideline.version,
+        guideline.sha256.get(..12).unwrap_or(&guideline.sha256)
+    );
+    if record.feedback.is_empty() {
+        let _ = writeln!(out, "Feedback: none");
+    } else {
+        let _ = writeln!(out, "Feedback:");
+        for entry in &record.feedback {
+            let outcome = name(
+                entry.outcome,
+                pb::FeedbackOutcome::as_str_name,
+                "FEEDBACK_OUTCOME_",
+            );
+            let reason = if entry.reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", entry.reason)
+            };
+            let _ = writeln!(
+                out,
+                "  {} {outcome} by {}{reason}",
+                entry.created_at, entry.caller
+            );
+        }
+    }
+    let _ = writeln!(out);
+    match &record.content {
+        Some(pb::recommendation_record::Content::Recommend(stored)) => {
+            if let Some(found) = &stored.plan {
+                out.push_str(&plan(found));
+            }
+        }
+        Some(pb::recommendation_record::Content::Check(stored)) => {
+            if let Some(response) = &stored.response {
+                out.push_str(&check(response));
+            }
+        }
+        None => {}
+    }
+    out
+}
+
 /// One stream item: the plan, or the rejection with every field violation.
 pub fn stream_item(item: &pb::RecommendStreamResponse) -> String {
     let case = if item.case_id.is_empty() {

@@ -657,3 +657,107 @@ async fn verify_names_a_record_changed_in_the_file() {
         "{output}"
     );
 }
+
+#[tokio::test]
+async fn the_client_shows_lists_and_records_feedback() {
+    let path = temp_db();
+    let (server, _) = audited_server(&path).await;
+    let mut client = server.client().await;
+    let plan = client
+        .recommend(with_case_id("iliac-marginal", "cli-case"))
+        .await
+        .expect("ok")
+        .into_inner()
+        .plan
+        .expect("plan");
+    let run = |args: Vec<String>| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_vlms-rt"))
+            .arg("--server")
+            .arg(&server.url)
+            .args(args)
+            .env_remove("VLMS_RT_SERVER")
+            .output()
+    };
+    let id = plan.recommendation_id.clone();
+    let output = run(vec![
+        "feedback".into(),
+        id.clone(),
+        "--outcome".into(),
+        "overridden".into(),
+    ])
+    .await
+    .expect("runs");
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "a reason is required: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("  reason: "));
+    let output = run(vec![
+        "feedback".into(),
+        id.clone(),
+        "--outcome".into(),
+        "overridden".into(),
+        "--reason".into(),
+        "surgery first".into(),
+    ])
+    .await
+    .expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let output = run(vec!["show".into(), id.clone()]).await.expect("runs");
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.starts_with(&format!("Record {id} of case cli-case")),
+        "{text}"
+    );
+    assert!(
+        text.contains("OVERRIDDEN by anonymous: surgery first"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Radiotherapy: CONSIDER — setting PREOPERATIVE"),
+        "{text}"
+    );
+
+    let output = run(vec![
+        "--output".into(),
+        "json".into(),
+        "show".into(),
+        id.clone(),
+    ])
+    .await
+    .expect("runs");
+    let record: pb::RecommendationRecord =
+        serde_json::from_slice(&output.stdout).expect("record JSON");
+    match record.content {
+        Some(pb::recommendation_record::Content::Recommend(stored)) => {
+            assert_eq!(stored.plan.expect("plan"), plan)
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+
+    let output = run(vec!["history".into(), "cli-case".into()])
+        .await
+        .expect("runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains(&id)
+            && text.contains("plan: CONSIDER / PREOPERATIVE")
+            && text.contains("feedback OVERRIDDEN"),
+        "{text}"
+    );
+
+    let output = run(vec!["show".into(), uuid::Uuid::new_v4().to_string()])
+        .await
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("NOT_FOUND"));
+    server.stop().await;
+}
