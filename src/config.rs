@@ -81,6 +81,11 @@ pub struct ServerConfig {
     )]
     pub audit_db: String,
 
+    /// Also serve `grpc.health.v1.Health` alone on this plaintext address, for probes that speak
+    /// no TLS (e.g. Kubernetes gRPC probes when the main port requires mutual TLS).
+    #[arg(long, env = "VLMS_RT_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+
     #[command(subcommand)]
     pub command: Option<ServerCommand>,
 }

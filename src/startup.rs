@@ -84,6 +84,9 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     /// The audit trail; `None` disables auditing.
     pub audit: Option<crate::audit::Auditor>,
+    /// A plaintext port serving only `grpc.health.v1.Health`, for probes that speak no TLS (the
+    /// main port may require mutual TLS).
+    pub health_listen: Option<SocketAddr>,
 }
 
 impl Settings {
@@ -97,6 +100,7 @@ impl Settings {
             limits: Limits::default(),
             metrics_listen: None,
             audit: None,
+            health_listen: None,
         }
     }
 }
@@ -135,6 +139,9 @@ pub struct RunningServer {
     grace: Duration,
     shutdown: Option<oneshot::Sender<()>>,
     metrics_shutdown: Option<oneshot::Sender<()>>,
+    /// The plaintext health port's address, when enabled.
+    pub health_addr: Option<SocketAddr>,
+    health_shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
@@ -181,6 +188,10 @@ impl RunningServer {
             }
         };
         if let Some(sender) = self.metrics_shutdown.take() {
+            let _ = sender.send(());
+        }
+        // The health port goes last, so probes see NOT_SERVING during the drain.
+        if let Some(sender) = self.health_shutdown.take() {
             let _ = sender.send(());
         }
         Ok(drain)
@@ -282,6 +293,24 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         }
         builder = builder.tls_config(config).map_err(StartError::Tls)?;
     }
+    let (health_addr, health_shutdown) = match settings.health_listen {
+        Some(address) => {
+            let health_listener = bind(address).await?;
+            let bound = health_listener
+                .local_addr()
+                .map_err(|source| StartError::Bind { address, source })?;
+            let (sender, receiver) = oneshot::channel::<()>();
+            let health_only = Server::builder().add_service(health_service.clone());
+            tokio::spawn(health_only.serve_with_incoming_shutdown(
+                TcpIncoming::from(health_listener).with_nodelay(Some(true)),
+                async {
+                    let _ = receiver.await;
+                },
+            ));
+            (Some(bound), Some(sender))
+        }
+        None => (None, None),
+    };
     let router = builder
         .add_service(recommendation)
         .add_service(health_service)
@@ -303,6 +332,8 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         grace: limits.shutdown_grace,
         shutdown: Some(sender),
         metrics_shutdown,
+        health_addr,
+        health_shutdown,
         task,
     })
 }

@@ -61,6 +61,7 @@ fn settings(config: &ServerConfig) -> Result<Settings, String> {
         },
         metrics_listen: config.metrics_listen,
         audit: open_audit(&config.audit_db)?,
+        health_listen: config.health_listen,
     })
 }
 
@@ -144,6 +145,7 @@ async fn main() -> ExitCode {
     tracing::info!(
         listen = %server.local_addr,
         metrics = %server.metrics_addr.map_or_else(|| String::from("off"), |addr| addr.to_string()),
+        health_port = %server.health_addr.map_or_else(|| String::from("off"), |addr| addr.to_string()),
         tls,
         authenticated,
         guideline_version = %version,

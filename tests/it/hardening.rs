@@ -973,3 +973,44 @@ fn each_call_logs_one_line_with_rpc_code_latency_caller_and_case_id_only() {
             && !everything.contains("GRADE_3")
     );
 }
+
+#[tokio::test]
+async fn a_plaintext_health_port_answers_probes_beside_a_mutual_tls_port() {
+    let pki = pki();
+    let mut mutual = settings();
+    mutual.tls = Some(TlsMaterial {
+        cert_pem: pki.server_cert_pem.into_bytes(),
+        key_pem: pki.server_key_pem.into_bytes(),
+        client_ca_pem: Some(pki.ca_pem.into_bytes()),
+    });
+    mutual.health_listen = Some("127.0.0.1:0".parse().expect("address"));
+    let server = TestServer::start_with(mutual).await;
+    let health_addr = server
+        .server
+        .as_ref()
+        .and_then(|running| running.health_addr)
+        .expect("health port");
+    let channel = connect(&format!("http://{health_addr}")).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    for service in ["", "vlms.rt.v1.RecommendationService"] {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("plaintext health")
+            .into_inner()
+            .status;
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+    }
+    // Only health is served there: no recommendations over plaintext.
+    let status = RecommendationServiceClient::new(channel)
+        .recommend(request())
+        .await
+        .expect_err("not served");
+    assert_eq!(status.code(), Code::Unimplemented);
+    server.stop().await;
+}
