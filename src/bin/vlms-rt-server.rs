@@ -66,6 +66,11 @@ fn settings(config: &ServerConfig) -> Result<Settings, String> {
 }
 
 fn open_audit(audit_db: &str) -> Result<Option<vlms_rt::audit::Auditor>, String> {
+    if audit_db.starts_with("postgres://") || audit_db.starts_with("postgresql://") {
+        return Err(String::from(
+            "--audit-db: the PostgreSQL audit backend is not built yet; use a SQLite path (one replica) or none",
+        ));
+    }
     if audit_db == "none" {
         tracing::warn!(
             "AUDITING IS DISABLED (--audit-db none): answers are not recorded and cannot be shown later"
