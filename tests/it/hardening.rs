@@ -1014,3 +1014,21 @@ async fn a_plaintext_health_port_answers_probes_beside_a_mutual_tls_port() {
     assert_eq!(status.code(), Code::Unimplemented);
     server.stop().await;
 }
+
+#[test]
+fn a_postgres_audit_url_is_refused_until_that_backend_exists() {
+    let output = Command::new(env!("CARGO_BIN_EXE_vlms-rt-server"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--audit-db",
+            "postgres://vlms@db.example/vlms",
+        ])
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("PostgreSQL audit backend is not built yet")
+    );
+}
