@@ -511,7 +511,8 @@ async fn stream_limits_idle_streams_and_load_shedding() {
     let mut limited = settings();
     limited.limits = Limits {
         max_stream_items: 3,
-        call_timeout: Duration::from_millis(300),
+        // Long enough that the shed call below surely runs while the idle stream holds the admission.
+        call_timeout: Duration::from_secs(2),
         max_concurrent_calls: 1,
         ..Limits::default()
     };
