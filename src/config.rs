@@ -72,14 +72,20 @@ pub struct ServerConfig {
     #[arg(long, env = "VLMS_RT_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
-    /// Audit database (SQLite, created with mode 0600): every answer is recorded before it is sent.
-    /// `none` disables auditing.
+    /// Audit database: a SQLite file (created with mode 0600; one replica) or a
+    /// `postgres://user:password@host:port/database` URL (replicas sharing one trail). Every answer
+    /// is recorded before it is sent. `none` disables auditing.
     #[arg(
         long,
         env = "VLMS_RT_AUDIT_DB",
         default_value = "vlms-rt-audit.sqlite3"
     )]
     pub audit_db: String,
+
+    /// PEM CA certificate(s) that signed the PostgreSQL server's certificate: turns on TLS to the
+    /// audit database, verifying the server's name and chain.
+    #[arg(long, env = "VLMS_RT_AUDIT_DB_CA")]
+    pub audit_db_ca: Option<PathBuf>,
 
     /// Also serve `grpc.health.v1.Health` alone on this plaintext address, for probes that speak
     /// no TLS (e.g. Kubernetes gRPC probes when the main port requires mutual TLS).
@@ -105,9 +111,12 @@ pub enum ServerCommand {
 pub enum AuditAction {
     /// Walk the hash chain and report the first broken link (exit 1 if any).
     Verify {
-        /// The audit database.
-        #[arg(long)]
-        audit_db: PathBuf,
+        /// The audit database: a SQLite file or a `postgres://` URL.
+        #[arg(long, env = "VLMS_RT_AUDIT_DB")]
+        audit_db: String,
+        /// PEM CA certificate(s) for TLS to a PostgreSQL audit database.
+        #[arg(long, env = "VLMS_RT_AUDIT_DB_CA")]
+        audit_db_ca: Option<PathBuf>,
     },
 }
 

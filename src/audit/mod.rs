@@ -5,6 +5,7 @@
 //! answered only after its batch committed. Records form a hash chain: each carries
 //! SHA-256(previous hash ‖ its own content), so an edited or removed record breaks the chain.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -293,6 +294,51 @@ impl Auditor {
         tokio::task::spawn_blocking(move || reader.list(&case_id, before, limit))
             .await
             .map_err(|error| AuditError::Store(error.to_string()))?
+    }
+}
+
+/// A store with its reader, as `open` returns them.
+pub type Opened = (Box<dyn Store>, Arc<dyn Reader>);
+
+/// Opens the audit store an `--audit-db` value names: a `postgres://` or `postgresql://` URL (TLS
+/// verified against `ca_pem` when given) or a SQLite file path. `none` is not a store: callers
+/// handle it before.
+pub fn open(audit_db: &str, ca_pem: Option<&[u8]>) -> Result<Opened, AuditError> {
+    if postgres::is_url(audit_db) {
+        let (store, reader) = postgres::open(audit_db, ca_pem)?;
+        Ok((Box::new(store), Arc::new(reader)))
+    } else {
+        if ca_pem.is_some() {
+            return Err(AuditError::Store(
+                "--audit-db-ca applies to a PostgreSQL audit database only".into(),
+            ));
+        }
+        let (store, reader) = sqlite::open(std::path::Path::new(audit_db))?;
+        Ok((Box::new(store), Arc::new(reader)))
+    }
+}
+
+/// Walks the hash chain of the store an `--audit-db` value names.
+pub fn verify(
+    audit_db: &str,
+    ca_pem: Option<&[u8]>,
+) -> Result<Result<u64, BrokenLink>, AuditError> {
+    if postgres::is_url(audit_db) {
+        postgres::verify(audit_db, ca_pem)
+    } else {
+        sqlite::verify(std::path::Path::new(audit_db))
+    }
+}
+
+/// An `--audit-db` value fit for logs and messages (a URL loses its password).
+pub fn describe(audit_db: &str) -> String {
+    if postgres::is_url(audit_db) {
+        audit_db
+            .parse::<tokio_postgres::Config>()
+            .map(|config| postgres::describe(&config))
+            .unwrap_or_else(|_| "an unparsable PostgreSQL URL".into())
+    } else {
+        audit_db.to_string()
     }
 }
 

@@ -60,17 +60,21 @@ fn settings(config: &ServerConfig) -> Result<Settings, String> {
             ..Limits::default()
         },
         metrics_listen: config.metrics_listen,
-        audit: open_audit(&config.audit_db)?,
+        audit: open_audit(&config.audit_db, config.audit_db_ca.as_deref())?,
         health_listen: config.health_listen,
     })
 }
 
-fn open_audit(audit_db: &str) -> Result<Option<vlms_rt::audit::Auditor>, String> {
-    if audit_db.starts_with("postgres://") || audit_db.starts_with("postgresql://") {
-        return Err(String::from(
-            "--audit-db: the PostgreSQL audit backend is not built yet; use a SQLite path (one replica) or none",
-        ));
-    }
+fn read_ca(audit_db_ca: Option<&std::path::Path>) -> Result<Option<Vec<u8>>, String> {
+    audit_db_ca
+        .map(|path| read(path, "audit database CA"))
+        .transpose()
+}
+
+fn open_audit(
+    audit_db: &str,
+    audit_db_ca: Option<&std::path::Path>,
+) -> Result<Option<vlms_rt::audit::Auditor>, String> {
     if audit_db == "none" {
         tracing::warn!(
             "AUDITING IS DISABLED (--audit-db none): answers are not recorded and cannot be shown later"
@@ -78,23 +82,22 @@ fn open_audit(audit_db: &str) -> Result<Option<vlms_rt::audit::Auditor>, String>
         eprintln!("vlms-rt-server: WARNING: auditing is disabled (--audit-db none)");
         return Ok(None);
     }
-    let path = std::path::Path::new(audit_db);
-    let (store, reader) = vlms_rt::audit::sqlite::open(path)
-        .map_err(|error| format!("cannot open the audit database {audit_db}: {error}"))?;
-    tracing::info!(audit_db, "audit trail on");
-    Ok(Some(vlms_rt::audit::Auditor::start(
-        Box::new(store),
-        Arc::new(reader),
-    )))
+    let ca_pem = read_ca(audit_db_ca)?;
+    let described = vlms_rt::audit::describe(audit_db);
+    let (store, reader) = vlms_rt::audit::open(audit_db, ca_pem.as_deref())
+        .map_err(|error| format!("cannot open the audit database {described}: {error}"))?;
+    tracing::info!(audit_db = %described, "audit trail on");
+    Ok(Some(vlms_rt::audit::Auditor::start(store, reader)))
 }
 
-fn verify(audit_db: &std::path::Path) -> ExitCode {
-    match vlms_rt::audit::sqlite::verify(audit_db) {
+fn verify(audit_db: &str, audit_db_ca: Option<&std::path::Path>) -> ExitCode {
+    let described = vlms_rt::audit::describe(audit_db);
+    let result = read_ca(audit_db_ca).and_then(|ca_pem| {
+        vlms_rt::audit::verify(audit_db, ca_pem.as_deref()).map_err(|error| error.to_string())
+    });
+    match result {
         Ok(Ok(count)) => {
-            println!(
-                "audit chain intact: {count} records in {}",
-                audit_db.display()
-            );
+            println!("audit chain intact: {count} records in {described}");
             ExitCode::SUCCESS
         }
         Ok(Err(broken)) => {
@@ -116,10 +119,14 @@ async fn main() -> ExitCode {
     let config = ServerConfig::parse();
     let _log_writer = telemetry::init(config.log_format);
     if let Some(vlms_rt::config::ServerCommand::Audit {
-        action: vlms_rt::config::AuditAction::Verify { audit_db },
+        action:
+            vlms_rt::config::AuditAction::Verify {
+                audit_db,
+                audit_db_ca,
+            },
     }) = &config.command
     {
-        return verify(audit_db);
+        return verify(audit_db, audit_db_ca.as_deref());
     }
 
     let settings = match settings(&config) {

@@ -1,6 +1,9 @@
 //! The audit trail through the real server: every answer recorded before it leaves and returned
 //! byte for byte, paging, feedback, the stream recording planned items only, fail-closed behaviour
-//! with health following the store, crash safety under kill -9, and tamper evidence.
+//! with health following the store, crash safety under kill -9, and tamper evidence — each against
+//! both backends: a SQLite file and a real PostgreSQL (a fresh database per test on the throw-away
+//! cluster `scripts/with-postgres` starts; TLS to it verified against its test CA). PostgreSQL
+//! alone: two replicas on one database with one of them killed mid-load.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -17,8 +20,167 @@ use vlms_rt::startup::Settings;
 
 use crate::support::{TestServer, profile, vignettes};
 
-fn temp_db() -> PathBuf {
-    std::env::temp_dir().join(format!("vlms-rt-audit-{}.sqlite3", uuid::Uuid::new_v4()))
+/// Where a test's audit trail lives.
+enum Target {
+    Sqlite(PathBuf),
+    Postgres {
+        /// The test's own database, reached with TLS.
+        url: String,
+        ca: PathBuf,
+        /// The cluster's superuser URL (plaintext, for set-up, outages and tampering).
+        admin: String,
+        database: String,
+    },
+}
+
+/// The cluster started by `scripts/with-postgres` (the README's test command runs the suite
+/// inside it); a test never assumes a server it was not given.
+fn postgres_cluster() -> (String, PathBuf) {
+    let url = std::env::var("VLMS_RT_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!(
+            "the PostgreSQL audit tests need a throw-away cluster: run `scripts/test`, or \
+             `scripts/with-postgres cargo test`, which starts one and sets VLMS_RT_TEST_POSTGRES_URL"
+        )
+    });
+    let ca = std::env::var("VLMS_RT_TEST_POSTGRES_CA").expect("VLMS_RT_TEST_POSTGRES_CA");
+    (url, PathBuf::from(ca))
+}
+
+/// A plaintext superuser connection for test set-up.
+async fn admin(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connects to the test cluster");
+    tokio::spawn(connection);
+    client
+}
+
+impl Target {
+    fn sqlite() -> Target {
+        Target::Sqlite(
+            std::env::temp_dir().join(format!("vlms-rt-audit-{}.sqlite3", uuid::Uuid::new_v4())),
+        )
+    }
+
+    /// A new, empty database on the test cluster.
+    async fn postgres() -> Target {
+        let (admin_url, ca) = postgres_cluster();
+        let database = format!("vlms_audit_{}", uuid::Uuid::new_v4().simple());
+        admin(&admin_url)
+            .await
+            .batch_execute(&format!("CREATE DATABASE {database}"))
+            .await
+            .expect("create database");
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(base, _)| base)
+            .expect("a URL with a database");
+        Target::Postgres {
+            url: format!("{base}/{database}?sslmode=require"),
+            ca,
+            admin: admin_url,
+            database,
+        }
+    }
+
+    /// The `--audit-db` (and `--audit-db-ca`) arguments.
+    fn args(&self) -> Vec<std::ffi::OsString> {
+        match self {
+            Target::Sqlite(path) => vec!["--audit-db".into(), path.into()],
+            Target::Postgres { url, ca, .. } => vec![
+                "--audit-db".into(),
+                url.into(),
+                "--audit-db-ca".into(),
+                ca.into(),
+            ],
+        }
+    }
+
+    fn open(&self) -> (Box<dyn Store>, Arc<dyn vlms_rt::audit::Reader>) {
+        match self {
+            Target::Sqlite(path) => {
+                vlms_rt::audit::open(path.to_str().expect("utf-8 path"), None).expect("audit db")
+            }
+            Target::Postgres { url, ca, .. } => {
+                let ca = std::fs::read(ca).expect("CA");
+                vlms_rt::audit::open(url, Some(&ca)).expect("audit db")
+            }
+        }
+    }
+
+    /// Flips the last byte of a stored response, behind the service's back.
+    async fn tamper(&self, recommendation_id: &str) {
+        match self {
+            Target::Sqlite(path) => {
+                let connection = rusqlite::Connection::open(path).expect("open");
+                let mut response: Vec<u8> = connection
+                    .query_row(
+                        "SELECT response FROM records WHERE recommendation_id = ?1",
+                        [recommendation_id],
+                        |row| row.get(0),
+                    )
+                    .expect("row");
+                let last = response.len() - 1;
+                response[last] ^= 0x01;
+                connection
+                    .execute(
+                        "UPDATE records SET response = ?1 WHERE recommendation_id = ?2",
+                        rusqlite::params![response, recommendation_id],
+                    )
+                    .expect("tamper");
+            }
+            Target::Postgres {
+                admin: admin_url,
+                database,
+                ..
+            } => {
+                let base = admin_url.rsplit_once('/').expect("url").0;
+                let client = admin(&format!("{base}/{database}")).await;
+                let changed = client
+                    .execute(
+                        "UPDATE records SET response = overlay(response placing \
+                         set_byte('\\x00'::bytea, 0, get_byte(response, length(response) - 1) # 1) \
+                         from length(response)) WHERE recommendation_id = $1",
+                        &[&recommendation_id],
+                    )
+                    .await
+                    .expect("tamper");
+                assert_eq!(changed, 1);
+            }
+        }
+    }
+}
+
+/// Makes the store fail from now on, or recover: for SQLite through the injected switch (a full
+/// or broken disk), for PostgreSQL for real — the database stops admitting connections and the
+/// replica's open ones are terminated, as in a database outage.
+async fn set_store_failing(target: &Target, switch: &AtomicBool, failing: bool) {
+    match target {
+        Target::Sqlite(_) => switch.store(failing, Ordering::SeqCst),
+        Target::Postgres {
+            admin: admin_url,
+            database,
+            ..
+        } => {
+            let client = admin(admin_url).await;
+            client
+                .batch_execute(&format!(
+                    "ALTER DATABASE {database} WITH ALLOW_CONNECTIONS {}",
+                    !failing
+                ))
+                .await
+                .expect("alter database");
+            if failing {
+                client
+                    .execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                        &[database],
+                    )
+                    .await
+                    .expect("terminate");
+            }
+        }
+    }
 }
 
 fn case_named(name: &str) -> pb::Case {
@@ -35,9 +197,9 @@ fn with_case_id(name: &str, case_id: &str) -> pb::RecommendRequest {
     pb::RecommendRequest { case: Some(case) }
 }
 
-/// The SQLite store with a switch that makes every write fail, as a full or broken disk would.
+/// A store with a switch that makes every write fail, as a full or broken disk would.
 struct Switchable {
-    inner: vlms_rt::audit::sqlite::SqliteStore,
+    inner: Box<dyn Store>,
     failing: Arc<AtomicBool>,
 }
 
@@ -56,25 +218,25 @@ impl Store for Switchable {
     }
 }
 
-async fn audited_server(path: &std::path::Path) -> (TestServer, Arc<AtomicBool>) {
-    let (store, reader) = vlms_rt::audit::sqlite::open(path).expect("audit db");
+async fn audited_server(target: &Target) -> (TestServer, Arc<AtomicBool>) {
+    let (store, reader) = target.open();
     let failing = Arc::new(AtomicBool::new(false));
     let auditor = Auditor::start(
         Box::new(Switchable {
             inner: store,
             failing: Arc::clone(&failing),
         }),
-        Arc::new(reader),
+        reader,
     );
     let mut settings = Settings::new("127.0.0.1:0".parse().expect("address"), profile());
     settings.audit = Some(auditor);
     (TestServer::start_with(settings).await, failing)
 }
 
-fn verify(path: &std::path::Path) -> (i32, String) {
+fn verify(target: &Target) -> (i32, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_vlms-rt-server"))
-        .args(["audit", "verify", "--audit-db"])
-        .arg(path)
+        .args(["audit", "verify"])
+        .args(target.args())
         .output()
         .expect("verify runs");
     (
@@ -83,10 +245,8 @@ fn verify(path: &std::path::Path) -> (i32, String) {
     )
 }
 
-#[tokio::test]
-async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedback() {
-    let path = temp_db();
-    let (server, _) = audited_server(&path).await;
+async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedback(target: Target) {
+    let (server, _) = audited_server(&target).await;
     let mut client = server.client().await;
 
     let mut plans = Vec::new();
@@ -408,15 +568,13 @@ async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedbac
     assert_eq!(planned.len(), 2);
 
     server.stop().await;
-    let (code, output) = verify(&path);
+    let (code, output) = verify(&target);
     assert_eq!(code, 0, "{output}");
     assert!(output.contains("intact: 10 records"), "{output}");
 }
 
-#[tokio::test]
-async fn an_unwritable_store_fails_closed_and_health_follows_it() {
-    let path = temp_db();
-    let (server, failing) = audited_server(&path).await;
+async fn an_unwritable_store_fails_closed_and_health_follows_it(target: Target) {
+    let (server, failing) = audited_server(&target).await;
     let mut client = server.client().await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
     let status_of = |response: tonic_health::pb::HealthCheckResponse| response.status;
@@ -427,7 +585,7 @@ async fn an_unwritable_store_fails_closed_and_health_follows_it() {
         .await
         .expect("ok while writable");
 
-    failing.store(true, Ordering::SeqCst);
+    set_store_failing(&target, &failing, true).await;
     let status = client
         .recommend(with_case_id("femoral-postop-r0", "fc-1"))
         .await
@@ -478,7 +636,7 @@ async fn an_unwritable_store_fails_closed_and_health_follows_it() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    failing.store(false, Ordering::SeqCst);
+    set_store_failing(&target, &failing, false).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let status = status_of(
@@ -518,23 +676,15 @@ async fn an_unwritable_store_fails_closed_and_health_follows_it() {
         "nothing answered while failing was recorded, nothing recorded was lost"
     );
     server.stop().await;
-    assert_eq!(verify(&path).0, 0);
+    assert_eq!(verify(&target).0, 0);
 }
 
-#[tokio::test]
-async fn every_answer_survives_kill_9_and_the_chain_stays_intact() {
-    let path = temp_db();
+async fn every_answer_survives_kill_9_and_the_chain_stays_intact(target: Target) {
     let mut received: Vec<pb::Plan> = Vec::new();
     for round in 0..3 {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vlms-rt-server"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-                "--audit-db",
-            ])
-            .arg(&path)
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(target.args())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -578,11 +728,11 @@ async fn every_answer_survives_kill_9_and_the_chain_stays_intact() {
         }
     }
     assert!(received.len() >= 16, "load ran: {} answers", received.len());
-    let (code, output) = verify(&path);
+    let (code, output) = verify(&target);
     assert_eq!(code, 0, "{output}");
-    // Restart on the same file: every answer any client received is there, byte for byte.
-    let (store, reader) = vlms_rt::audit::sqlite::open(&path).expect("reopen");
-    let auditor = Auditor::start(Box::new(store), Arc::new(reader));
+    // Restart on the same store: every answer any client received is there, byte for byte.
+    let (store, reader) = target.open();
+    let auditor = Auditor::start(store, reader);
     let mut settings = Settings::new("127.0.0.1:0".parse().expect("address"), profile());
     settings.audit = Some(auditor);
     let server = TestServer::start_with(settings).await;
@@ -612,10 +762,8 @@ async fn every_answer_survives_kill_9_and_the_chain_stays_intact() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn verify_names_a_record_changed_in_the_file() {
-    let path = temp_db();
-    let (server, _) = audited_server(&path).await;
+async fn verify_names_a_record_changed_in_the_file(target: Target) {
+    let (server, _) = audited_server(&target).await;
     let mut client = server.client().await;
     let mut ids = Vec::new();
     for _ in 0..3 {
@@ -631,26 +779,9 @@ async fn verify_names_a_record_changed_in_the_file() {
         );
     }
     server.stop().await;
-    assert_eq!(verify(&path).0, 0);
-    let connection = rusqlite::Connection::open(&path).expect("open");
-    let response: Vec<u8> = connection
-        .query_row(
-            "SELECT response FROM records WHERE recommendation_id = ?1",
-            [&ids[1]],
-            |row| row.get(0),
-        )
-        .expect("row");
-    let mut changed = response.clone();
-    let last = changed.len() - 1;
-    changed[last] ^= 0x01;
-    connection
-        .execute(
-            "UPDATE records SET response = ?1 WHERE recommendation_id = ?2",
-            rusqlite::params![changed, ids[1]],
-        )
-        .expect("tamper");
-    drop(connection);
-    let (code, output) = verify(&path);
+    assert_eq!(verify(&target).0, 0);
+    target.tamper(&ids[1]).await;
+    let (code, output) = verify(&target);
     assert_eq!(code, 1, "{output}");
     assert!(
         output.contains(&ids[1]) && output.contains("record 2"),
@@ -658,10 +789,8 @@ async fn verify_names_a_record_changed_in_the_file() {
     );
 }
 
-#[tokio::test]
-async fn the_client_shows_lists_and_records_feedback() {
-    let path = temp_db();
-    let (server, _) = audited_server(&path).await;
+async fn the_client_shows_lists_and_records_feedback(target: Target) {
+    let (server, _) = audited_server(&target).await;
     let mut client = server.client().await;
     let plan = client
         .recommend(with_case_id("iliac-marginal", "cli-case"))
@@ -760,4 +889,231 @@ async fn the_client_shows_lists_and_records_feedback() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("NOT_FOUND"));
     server.stop().await;
+}
+
+#[tokio::test]
+async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedback_sqlite() {
+    answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedback(Target::sqlite())
+        .await;
+}
+
+#[tokio::test]
+async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedback_postgres() {
+    answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedback(
+        Target::postgres().await,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_unwritable_store_fails_closed_and_health_follows_it_sqlite() {
+    an_unwritable_store_fails_closed_and_health_follows_it(Target::sqlite()).await;
+}
+
+#[tokio::test]
+async fn an_unwritable_store_fails_closed_and_health_follows_it_postgres() {
+    an_unwritable_store_fails_closed_and_health_follows_it(Target::postgres().await).await;
+}
+
+#[tokio::test]
+async fn every_answer_survives_kill_9_and_the_chain_stays_intact_sqlite() {
+    every_answer_survives_kill_9_and_the_chain_stays_intact(Target::sqlite()).await;
+}
+
+#[tokio::test]
+async fn every_answer_survives_kill_9_and_the_chain_stays_intact_postgres() {
+    every_answer_survives_kill_9_and_the_chain_stays_intact(Target::postgres().await).await;
+}
+
+#[tokio::test]
+async fn verify_names_a_record_changed_in_the_file_sqlite() {
+    verify_names_a_record_changed_in_the_file(Target::sqlite()).await;
+}
+
+#[tokio::test]
+async fn verify_names_a_record_changed_in_the_file_postgres() {
+    verify_names_a_record_changed_in_the_file(Target::postgres().await).await;
+}
+
+#[tokio::test]
+async fn the_client_shows_lists_and_records_feedback_sqlite() {
+    the_client_shows_lists_and_records_feedback(Target::sqlite()).await;
+}
+
+#[tokio::test]
+async fn the_client_shows_lists_and_records_feedback_postgres() {
+    the_client_shows_lists_and_records_feedback(Target::postgres().await).await;
+}
+
+/// Starts a `vlms-rt-server` process on `target`, returning it and its URL.
+fn spawn_replica(target: &Target) -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vlms-rt-server"))
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(target.args())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("server starts");
+    let address = crate::support::wait_for_address(&mut child);
+    (child, format!("http://{address}"))
+}
+
+#[tokio::test]
+async fn two_replicas_share_one_chain_and_survive_losing_one_mid_load() {
+    let target = Target::postgres().await;
+    // Both replicas start together: the migration runs once, under its advisory lock.
+    let (first, second) = std::thread::scope(|scope| {
+        let first = scope.spawn(|| spawn_replica(&target));
+        let second = scope.spawn(|| spawn_replica(&target));
+        (first.join().expect("first"), second.join().expect("second"))
+    });
+    let (mut doomed, doomed_url) = first;
+    let (mut survivor, survivor_url) = second;
+
+    // Both replicas reach the database over TLS.
+    if let Target::Postgres {
+        admin: admin_url,
+        database,
+        ..
+    } = &target
+    {
+        let client = admin(admin_url).await;
+        let row = client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_activity a \
+                 JOIN pg_stat_ssl s USING (pid) WHERE a.datname = $1 AND a.application_name = 'vlms-rt'",
+                &[database],
+            )
+            .await
+            .expect("pg_stat_ssl");
+        let (encrypted, all): (i64, i64) = (row.get(0), row.get(1));
+        assert!(all >= 2, "both replicas hold a connection: {all}");
+        assert_eq!(encrypted, all, "every replica connection uses TLS");
+    }
+
+    let connect = |url: String| async move {
+        tonic::transport::Endpoint::from_shared(url)
+            .expect("url")
+            .connect()
+            .await
+            .expect("connects")
+    };
+    let channels = [connect(doomed_url).await, connect(survivor_url).await];
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for task in 0..16_usize {
+        // Each client alternates between the replicas, as a load balancer would spread calls.
+        let mut clients: Vec<_> = channels
+            .iter()
+            .map(|channel| RecommendationServiceClient::new(channel.clone()))
+            .collect();
+        let stop = Arc::clone(&stop);
+        tasks.push(tokio::spawn(async move {
+            let mut plans = Vec::new();
+            let mut alive = [true, true];
+            let mut call = task;
+            while !stop.load(Ordering::SeqCst) {
+                let replica = if alive[call % 2] {
+                    call % 2
+                } else {
+                    1 - call % 2
+                };
+                call += 1;
+                match clients[replica]
+                    .recommend(with_case_id(
+                        "ivc-middle-postop-r1",
+                        &format!("replica-{task}"),
+                    ))
+                    .await
+                {
+                    Ok(response) => plans.push(response.into_inner().plan.expect("plan")),
+                    // Only the killed replica may fail; its calls go to the survivor from now on.
+                    Err(status) => {
+                        assert_eq!(replica, 0, "the surviving replica failed: {status:?}");
+                        alive[0] = false;
+                    }
+                }
+            }
+            plans
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    doomed.kill().expect("kill -9 one replica");
+    let _ = doomed.wait();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut received = Vec::new();
+    for task in tasks {
+        received.extend(task.await.expect("client task"));
+    }
+    assert!(received.len() >= 32, "load ran: {} answers", received.len());
+
+    // Every id any client received is retrievable, byte for byte, from the surviving replica.
+    let mut client = RecommendationServiceClient::new(channels[1].clone());
+    for plan in &received {
+        let record = client
+            .get_recommendation(pb::GetRecommendationRequest {
+                recommendation_id: plan.recommendation_id.clone(),
+            })
+            .await
+            .unwrap_or_else(|status| panic!("{} lost: {status:?}", plan.recommendation_id))
+            .into_inner();
+        match record.content {
+            Some(pb::recommendation_record::Content::Recommend(stored)) => {
+                assert_eq!(
+                    stored.plan.expect("plan").encode_to_vec(),
+                    plan.encode_to_vec()
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let _ = survivor.kill();
+    let _ = survivor.wait();
+    let (code, output) = verify(&target);
+    assert_eq!(code, 0, "{output}");
+    let stored: usize = output
+        .split("intact: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("a record count: {output}"));
+    // Answers cut off by the kill after their commit are stored but never received.
+    assert!(
+        stored >= received.len(),
+        "{stored} stored, {} received",
+        received.len()
+    );
+    eprintln!(
+        "two replicas: {} answers, one replica killed mid-load, all retrievable",
+        received.len()
+    );
+}
+
+#[tokio::test]
+async fn a_database_certificate_from_another_ca_is_refused() {
+    let Target::Postgres { url, .. } = Target::postgres().await else {
+        unreachable!("a PostgreSQL target")
+    };
+    let stranger = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("a CA");
+    let ca = std::env::temp_dir().join(format!("vlms-rt-stranger-{}.pem", uuid::Uuid::new_v4()));
+    std::fs::write(&ca, stranger.cert.pem()).expect("write CA");
+    let output = Command::new(env!("CARGO_BIN_EXE_vlms-rt-server"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--audit-db",
+            &url,
+            "--audit-db-ca",
+        ])
+        .arg(&ca)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot open the audit database") && stderr.contains("certificate"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_file(&ca);
 }

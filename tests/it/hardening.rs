@@ -1021,19 +1021,29 @@ async fn a_plaintext_health_port_answers_probes_beside_a_mutual_tls_port() {
 }
 
 #[test]
-fn a_postgres_audit_url_is_refused_until_that_backend_exists() {
-    let output = Command::new(env!("CARGO_BIN_EXE_vlms-rt-server"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--audit-db",
-            "postgres://vlms@db.example/vlms",
-        ])
-        .output()
-        .expect("runs");
-    assert_eq!(output.status.code(), Some(2));
+fn an_unreachable_or_unverifiable_postgres_audit_database_refuses_to_start() {
+    let run = |url: &str| {
+        Command::new(env!("CARGO_BIN_EXE_vlms-rt-server"))
+            .args(["--listen", "127.0.0.1:0", "--audit-db", url])
+            .env_remove("VLMS_RT_AUDIT_DB_CA")
+            .output()
+            .expect("runs")
+    };
+    // Nothing listens on port 1: a replica that cannot record must not answer.
+    let output = run("postgres://vlms:s3cret@127.0.0.1:1/audit");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
-        String::from_utf8_lossy(&output.stderr)
-            .contains("PostgreSQL audit backend is not built yet")
+        stderr.contains("cannot open the audit database postgresql database audit on 127.0.0.1:1"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "the password leaked: {stderr}");
+    // TLS demanded but nothing to verify the server with.
+    let output = run("postgres://vlms@127.0.0.1:1/audit?sslmode=require");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("sslmode=require needs --audit-db-ca"),
+        "{stderr}"
     );
 }
