@@ -17,3 +17,4 @@ pub mod pb;
 pub mod server;
 pub mod startup;
 pub mod telemetry;
+pub mod ulid;

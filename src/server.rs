@@ -158,17 +158,14 @@ impl Service {
         &self,
         recommendation_id: &str,
     ) -> Result<pb::RecommendationRecord, Status> {
-        if uuid::Uuid::parse_str(recommendation_id).is_err() {
+        if !is_recommendation_id(recommendation_id) {
             let mut violations = Violations::default();
-            violations.push(
-                "recommendation_id",
-                "must be the UUID a plan or check was answered with",
-            );
+            violations.push("recommendation_id", RECOMMENDATION_ID_RULE);
             return Err(invalid_argument(&violations));
         }
         let found = self
             .auditor()?
-            .get(recommendation_id.to_ascii_lowercase())
+            .get(canonical_recommendation_id(recommendation_id))
             .await
             .map_err(|error| {
                 Status::unavailable(format!("the audit store cannot be read: {error}"))
@@ -252,11 +249,8 @@ impl Service {
             reason,
         } = request;
         let mut violations = Violations::default();
-        if uuid::Uuid::parse_str(recommendation_id).is_err() {
-            violations.push(
-                "recommendation_id",
-                "must be the UUID a plan or check was answered with",
-            );
+        if !is_recommendation_id(recommendation_id) {
+            violations.push("recommendation_id", RECOMMENDATION_ID_RULE);
         }
         let outcome = pb::FeedbackOutcome::try_from(*outcome)
             .ok()
@@ -276,7 +270,7 @@ impl Service {
         }
         let target = self
             .auditor()?
-            .get(recommendation_id.to_ascii_lowercase())
+            .get(canonical_recommendation_id(recommendation_id))
             .await
             .map_err(|error| {
                 Status::unavailable(format!("the audit store cannot be read: {error}"))
@@ -314,9 +308,29 @@ fn caller_of<T>(request: &Request<T>) -> String {
         .map_or_else(|| ANONYMOUS.to_string(), |caller| caller.0.clone())
 }
 
-/// A fresh unique id for a plan or a check.
+/// A fresh unique id for a plan or a check: a ULID (time-ordered, so the audit store's id index
+/// grows at its end).
 pub fn new_recommendation_id() -> String {
-    uuid::Uuid::new_v4().to_string()
+    crate::ulid::new()
+}
+
+const RECOMMENDATION_ID_RULE: &str =
+    "must be the id a plan or check was answered with (a 26-character ULID, upper case)";
+
+/// The stored form of a recommendation id: a ULID as given (canonical ULIDs are upper case), a
+/// UUID in lower case (the form it was stored in).
+fn canonical_recommendation_id(text: &str) -> String {
+    if crate::ulid::is_ulid(text) {
+        text.to_string()
+    } else {
+        text.to_ascii_lowercase()
+    }
+}
+
+/// Whether `text` can be a recommendation id: a canonical ULID, or a UUID (the form early
+/// development builds answered with, still found in their audit trails).
+fn is_recommendation_id(text: &str) -> bool {
+    crate::ulid::is_ulid(text) || uuid::Uuid::parse_str(text).is_ok()
 }
 
 /// The status of a shed call.

@@ -36,9 +36,10 @@ const POOL_SIZE: usize = 6;
 const VERIFY_PAGE: i64 = 1000;
 
 /// Schema migrations, applied in order under an advisory lock.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE records (
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE records (
         seq BIGINT PRIMARY KEY,
         recommendation_id TEXT NOT NULL UNIQUE,
         created_at TEXT NOT NULL,
@@ -56,7 +57,15 @@ const MIGRATIONS: &[(i64, &str)] = &[(
     CREATE INDEX records_by_case ON records (case_id, seq);
     CREATE INDEX records_by_subject ON records (subject_id, seq);
     CREATE TABLE probe (id INTEGER PRIMARY KEY CHECK (id = 1), at TEXT NOT NULL);",
-)];
+    ),
+    (
+        2,
+        // Only feedback has a subject: index those rows alone, so a plan's insert touches two indexes
+        // (id, case), not three.
+        "DROP INDEX records_by_subject;
+    CREATE INDEX records_by_subject ON records (subject_id, seq) WHERE subject_id IS NOT NULL;",
+    ),
+];
 
 const COLUMNS: &str = "seq, recommendation_id, created_at, kind, caller, guideline_version, guideline_sha256, case_id, subject_id, request, response";
 

@@ -12,8 +12,8 @@ use vlms_rt::pb;
 
 use crate::support::{TestServer, check_mismatches, plan_mismatches, vignettes};
 
-fn is_uuid_v4(text: &str) -> bool {
-    uuid::Uuid::parse_str(text).is_ok_and(|id| id.get_version_num() == 4)
+fn is_ulid(text: &str) -> bool {
+    vlms_rt::ulid::is_ulid(text)
 }
 
 fn bad_request_fields(status: &tonic::Status) -> Vec<String> {
@@ -54,7 +54,7 @@ async fn every_plan_vignette_over_recommend() {
                 .map(|problem| format!("{}: {problem}", vignette.name)),
         );
         assert!(
-            is_uuid_v4(&plan.recommendation_id),
+            is_ulid(&plan.recommendation_id),
             "{}: id {}",
             vignette.name,
             plan.recommendation_id
@@ -298,13 +298,13 @@ async fn check_prescription_pass_review_and_fail() {
             vignette.name,
             problems.join("; ")
         );
-        assert!(is_uuid_v4(&response.recommendation_id));
+        assert!(is_ulid(&response.recommendation_id));
         for finding in &response.findings {
             verdicts.insert(finding.verdict);
             assert!(!finding.message.is_empty() && !finding.reference_ids.is_empty());
         }
         let plan = response.recommended_plan.expect("the recommended plan");
-        assert!(is_uuid_v4(&plan.recommendation_id));
+        assert!(is_ulid(&plan.recommendation_id));
         assert_ne!(plan.recommendation_id, response.recommendation_id);
     }
     assert_eq!(verdicts.len(), 3, "PASS, REVIEW and FAIL all exercised");
