@@ -25,13 +25,18 @@ use super::{
 };
 
 /// Advisory-lock key serialising appends to the chain ("vlms-rt" chain).
-const CHAIN_LOCK: i64 = 0x766c_6d73_2d72_7401;
+pub const CHAIN_LOCK: i64 = 0x766c_6d73_2d72_7401;
 /// Advisory-lock key serialising migrations when replicas start together.
 const MIGRATION_LOCK: i64 = 0x766c_6d73_2d72_7402;
 /// How long one database operation may take before it counts as a failure (fail closed).
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections per replica: the writer and a few concurrent readers.
 const POOL_SIZE: usize = 6;
+/// Session settings so that the database itself ends what would otherwise wedge a replica: a wait
+/// for the chain lock (another replica hung inside its append), a statement that runs away, and a
+/// transaction left open by a replica that stopped mid-append (its lock is then released).
+const SESSION_OPTIONS: &str =
+    "-c lock_timeout=2s -c statement_timeout=8s -c idle_in_transaction_session_timeout=15s";
 /// Records read per round trip by `verify`.
 const VERIFY_PAGE: i64 = 1000;
 
@@ -188,6 +193,12 @@ fn configure(
     if config.get_application_name().is_none() {
         config.application_name("vlms-rt");
     }
+    // Options from the URL come after ours, so an operator's explicit setting wins.
+    let options = match config.get_options() {
+        Some(given) => format!("{SESSION_OPTIONS} {given}"),
+        None => SESSION_OPTIONS.to_string(),
+    };
+    config.options(options);
     let Some(ca_pem) = ca_pem else {
         if config.get_ssl_mode() == SslMode::Require {
             return Err(AuditError::Store(
@@ -403,18 +414,24 @@ impl Store for PgStore {
         self.shared.run(append(&self.shared.pool, records))
     }
 
+    /// Proves an append could commit now: a transaction that takes the chain lock and writes.
     fn probe(&mut self) -> Result<(), AuditError> {
         let pool = &self.shared.pool;
         self.shared.run(async move {
-            let client = pool.get().await.map_err(store_error)?;
-            client
+            let mut client = pool.get().await.map_err(store_error)?;
+            let transaction = client.transaction().await.map_err(store_error)?;
+            transaction
+                .execute("SELECT pg_advisory_xact_lock($1)", &[&CHAIN_LOCK])
+                .await
+                .map_err(store_error)?;
+            transaction
                 .execute(
                     "INSERT INTO probe (id, at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET at = EXCLUDED.at",
                     &[&super::now_rfc3339()],
                 )
                 .await
                 .map_err(store_error)?;
-            Ok(())
+            transaction.commit().await.map_err(store_error)
         })
     }
 }

@@ -1117,3 +1117,101 @@ async fn a_database_certificate_from_another_ca_is_refused() {
     );
     let _ = std::fs::remove_file(&ca);
 }
+
+#[tokio::test]
+async fn a_replica_stuck_holding_the_chain_lock_does_not_wedge_the_others() {
+    let target = Target::postgres().await;
+    let (server, _) = audited_server(&target).await;
+    let mut client = server.client().await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+    let health_of = |response: tonic_health::pb::HealthCheckResponse| response.status;
+    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+    client
+        .recommend(with_case_id("iliac-marginal", "stuck"))
+        .await
+        .expect("ok before");
+
+    // Another "replica" takes the chain lock and never lets go (a session-level lock).
+    let Target::Postgres {
+        admin: admin_url,
+        database,
+        ..
+    } = &target
+    else {
+        unreachable!("a PostgreSQL target")
+    };
+    let base = admin_url.rsplit_once('/').expect("url").0;
+    let stuck = admin(&format!("{base}/{database}")).await;
+    stuck
+        .execute(
+            "SELECT pg_advisory_lock($1)",
+            &[&vlms_rt::audit::postgres::CHAIN_LOCK],
+        )
+        .await
+        .expect("lock");
+
+    // The database ends the wait (lock_timeout): the call fails closed instead of hanging.
+    let started = std::time::Instant::now();
+    let status = client
+        .recommend(with_case_id("iliac-marginal", "stuck"))
+        .await
+        .expect_err("no answer without its record");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = health_of(
+            health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .expect("health")
+                .into_inner(),
+        );
+        // The probe needs the chain lock too, so health cannot claim SERVING while it is held.
+        if status == not_serving {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "health never went NOT_SERVING"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    drop(stuck);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = health_of(
+            health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .expect("health")
+                .into_inner(),
+        );
+        if status == serving {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "health never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    client
+        .recommend(with_case_id("iliac-marginal", "stuck"))
+        .await
+        .expect("ok after the lock is released");
+    server.stop().await;
+    let (code, output) = verify(&target);
+    assert_eq!(code, 0, "{output}");
+    assert!(output.contains("intact: 2 records"), "{output}");
+}
