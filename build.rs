@@ -25,15 +25,37 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(&descriptor_path, &encoded)
         .with_context(|| format!("writing {}", descriptor_path.display()))?;
 
+    // The messages and the client.
     tonic_prost_build::configure()
         .build_client(true)
-        .build_server(true)
-        // Parse errors of a request body are the caller's fault: INVALID_ARGUMENT, not INTERNAL.
+        .build_server(false)
         .codec_path("crate::codec::ProtoCodec")
         // pbjson_types carries the serde impls that proto3 JSON of google.rpc.Status needs.
         .extern_path(".google.protobuf.Any", "::pbjson_types::Any")
-        .compile_fds(descriptor_set)
+        .compile_fds(descriptor_set.clone())
         .context("generating the Rust code")?;
+
+    // The server, over the same messages, except that `Recommend` answers with
+    // `crate::wire::EncodedRecommendResponse` (the plan encoded straight from the core's values;
+    // the same bytes on the wire). Every other type resolves to the messages generated above.
+    let server_dir = out_dir.join("server");
+    std::fs::create_dir_all(&server_dir)
+        .with_context(|| format!("creating {}", server_dir.display()))?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(true)
+        .out_dir(&server_dir)
+        // Parse errors of a request body are the caller's fault: INVALID_ARGUMENT, not INTERNAL.
+        .codec_path("crate::codec::ProtoCodec")
+        .extern_path(
+            ".vlms.rt.v1.RecommendResponse",
+            "crate::wire::EncodedRecommendResponse",
+        )
+        .extern_path(".vlms.rt.v1", "crate::pb::vlms::rt::v1")
+        .extern_path(".google.rpc", "crate::pb::google::rpc")
+        .extern_path(".google.protobuf.Any", "::pbjson_types::Any")
+        .compile_fds(descriptor_set)
+        .context("generating the server code")?;
 
     pbjson_build::Builder::new()
         .register_descriptors(&encoded)?

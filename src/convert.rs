@@ -267,7 +267,7 @@ pub fn raw_proposal(request: &pb::CheckPrescriptionRequest) -> RawProposal {
     }
 }
 
-fn indication_out(value: Indication) -> pb::Indication {
+pub(crate) fn indication_out(value: Indication) -> pb::Indication {
     match value {
         Indication::Indicated => pb::Indication::Indicated,
         Indication::Mandatory => pb::Indication::Mandatory,
@@ -276,7 +276,7 @@ fn indication_out(value: Indication) -> pb::Indication {
     }
 }
 
-fn setting_out(value: Setting) -> pb::Setting {
+pub(crate) fn setting_out(value: Setting) -> pb::Setting {
     match value {
         Setting::None => pb::Setting::None,
         Setting::Preoperative => pb::Setting::Preoperative,
@@ -285,7 +285,7 @@ fn setting_out(value: Setting) -> pb::Setting {
     }
 }
 
-fn site_group_out(value: SiteGroup) -> pb::SiteGroup {
+pub(crate) fn site_group_out(value: SiteGroup) -> pb::SiteGroup {
     match value {
         SiteGroup::Retroperitoneal => pb::SiteGroup::Retroperitoneal,
         SiteGroup::Extremity => pb::SiteGroup::Extremity,
@@ -293,7 +293,7 @@ fn site_group_out(value: SiteGroup) -> pb::SiteGroup {
     }
 }
 
-fn phase_kind_out(value: PhaseKind) -> pb::PhaseKind {
+pub(crate) fn phase_kind_out(value: PhaseKind) -> pb::PhaseKind {
     match value {
         PhaseKind::Initial => pb::PhaseKind::Initial,
         PhaseKind::Boost => pb::PhaseKind::Boost,
@@ -317,6 +317,14 @@ fn verdict_out(value: Verdict) -> pb::Verdict {
     }
 }
 
+pub(crate) fn window_status_out(value: WindowStatus) -> pb::WindowStatus {
+    match value {
+        WindowStatus::Before => pb::WindowStatus::Before,
+        WindowStatus::Open => pb::WindowStatus::Open,
+        WindowStatus::Passed => pb::WindowStatus::Passed,
+    }
+}
+
 fn strings(values: &[String]) -> Vec<String> {
     values.to_vec()
 }
@@ -336,12 +344,7 @@ pub fn plan_out(plan: &core::Plan<'_>, recommendation_id: String) -> pb::Plan {
             latest,
             days_since_surgery,
         } => pb::StartWindow {
-            status: match status {
-                WindowStatus::Before => pb::WindowStatus::Before,
-                WindowStatus::Open => pb::WindowStatus::Open,
-                WindowStatus::Passed => pb::WindowStatus::Passed,
-            }
-            .into(),
+            status: window_status_out(status).into(),
             earliest: earliest.to_string(),
             latest: latest.to_string(),
             // Dates lie within 1900-2100, so the difference fits easily.

@@ -18,3 +18,4 @@ pub mod server;
 pub mod startup;
 pub mod telemetry;
 pub mod ulid;
+pub mod wire;

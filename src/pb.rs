@@ -20,6 +20,12 @@ pub mod google {
     }
 }
 
+/// The generated server of `vlms.rt.v1.RecommendationService` (see build.rs: `Recommend` answers
+/// with `crate::wire::EncodedRecommendResponse`).
+pub mod server {
+    include!(concat!(env!("OUT_DIR"), "/server/vlms.rt.v1.rs"));
+}
+
 pub use vlms::rt::v1::*;
 
 /// Encoded `FileDescriptorSet` of every proto the service speaks, for server reflection.

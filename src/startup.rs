@@ -19,7 +19,7 @@ use crate::auth::{Authenticator, TokenStore};
 use crate::core::Profile;
 use crate::metrics::Metrics;
 use crate::pb;
-use crate::pb::recommendation_service_server::RecommendationServiceServer;
+use crate::pb::server::recommendation_service_server::RecommendationServiceServer;
 use crate::server::{Service, ServiceOptions};
 
 /// The name health reports for the recommendation service.

@@ -1,5 +1,6 @@
 //! Property tests: every valid case gives a plan inside the bounds of clinical spec §12a, with a
-//! reference list equal to what the plan cites; no raw input, case or proposal, panics.
+//! reference list equal to what the plan cites; the server's direct plan encoding is prost's, byte
+//! for byte; no raw input, case or proposal, panics.
 
 use std::collections::BTreeSet;
 
@@ -232,6 +233,24 @@ proptest! {
 
         let again = core::recommend(&profile, &case);
         prop_assert_eq!(plan, again, "deterministic");
+    }
+
+    #[test]
+    fn the_direct_plan_encoding_is_prosts_byte_for_byte(raw in valid_case(), id in "[0-9A-Z]{0,30}") {
+        let profile = profile();
+        let case = Case::validate(&raw, "case").expect("valid");
+        let plan = core::recommend(&profile, &case);
+        let direct = vlms_rt::wire::encode_plan(&plan, &id);
+        let owned = vlms_rt::convert::plan_out(&plan, id.clone());
+        prop_assert_eq!(&direct, &prost::Message::encode_to_vec(&owned));
+        // The server's response type encodes as the generated RecommendResponse does.
+        let response = vlms_rt::wire::EncodedRecommendResponse { plan: direct };
+        let generated = vlms_rt::pb::RecommendResponse { plan: Some(owned) };
+        prop_assert_eq!(
+            prost::Message::encode_to_vec(&response),
+            prost::Message::encode_to_vec(&generated)
+        );
+        prop_assert_eq!(prost::Message::encoded_len(&response), prost::Message::encoded_len(&generated));
     }
 
     #[test]

@@ -1,0 +1,363 @@
+//! The `Recommend` answer encoded straight from the core's plan, without building the owned
+//! `pb::Plan` first.
+//!
+//! A plan is mostly guideline text (references, rule summaries, alert details): `convert::plan_out`
+//! copies about a hundred of those strings out of the profile into owned `String`s only for prost to
+//! copy them again into the response and then free them. Here each field is written once, from
+//! the borrowed values, in exactly prost's encoding: same field order, proto3 defaults left out, the
+//! same varints — a property test holds `encode_plan` byte-identical to
+//! `convert::plan_out(..).encode_to_vec()` over vignettes and thousands of generated cases, so the
+//! stored audit bytes, `GetRecommendation` and every client see no difference.
+
+use prost::bytes::{Buf, BufMut};
+use prost::encoding::{
+    DecodeContext, WireType, encode_key, encode_varint, encoded_len_varint, key_len, skip_field,
+};
+
+use crate::convert;
+use crate::core;
+use crate::core::plan::StartWindow;
+use crate::core::profile::ReferenceDef;
+use crate::pb;
+
+/// Where a message body goes: counted (to learn a nested message's length) or written.
+trait Sink: Sized {
+    /// A length-delimited field, written even when empty (repeated strings, nested messages).
+    fn delimited(&mut self, tag: u32, bytes: &[u8]);
+    /// A nested message field (always present).
+    fn message<B: Body>(&mut self, tag: u32, body: &B);
+    /// A varint field (int32, enum, bool), already known to differ from its default.
+    fn varint(&mut self, tag: u32, value: u64);
+    /// A 64-bit field (double), already known to differ from its default.
+    fn fixed64(&mut self, tag: u32, value: u64);
+
+    /// A proto3 string: left out when empty.
+    fn string(&mut self, tag: u32, value: &str) {
+        if !value.is_empty() {
+            self.delimited(tag, value.as_bytes());
+        }
+    }
+
+    /// A repeated string: every element, empty ones included.
+    fn strings(&mut self, tag: u32, values: &[String]) {
+        for value in values {
+            self.delimited(tag, value.as_bytes());
+        }
+    }
+
+    /// A proto3 double: left out when it compares equal to 0 (as prost does).
+    fn double(&mut self, tag: u32, value: f64) {
+        if value != 0.0 {
+            self.fixed64(tag, value.to_bits());
+        }
+    }
+
+    /// A proto3 int32 or enum: left out when 0; negative values sign-extend to ten bytes.
+    fn int32(&mut self, tag: u32, value: i32) {
+        if value != 0 {
+            self.varint(tag, i64::from(value) as u64);
+        }
+    }
+
+    /// A proto3 bool: left out when false.
+    fn boolean(&mut self, tag: u32, value: bool) {
+        if value {
+            self.varint(tag, 1);
+        }
+    }
+}
+
+/// A message body that can be emitted into either sink.
+trait Body {
+    fn emit<S: Sink>(&self, sink: &mut S);
+}
+
+/// Counts the encoded length of a body.
+struct Counter(usize);
+
+impl Counter {
+    fn length_of<B: Body>(body: &B) -> usize {
+        let mut counter = Counter(0);
+        body.emit(&mut counter);
+        counter.0
+    }
+}
+
+impl Sink for Counter {
+    fn delimited(&mut self, tag: u32, bytes: &[u8]) {
+        self.0 += key_len(tag) + encoded_len_varint(bytes.len() as u64) + bytes.len();
+    }
+
+    fn message<B: Body>(&mut self, tag: u32, body: &B) {
+        let length = Counter::length_of(body);
+        self.0 += key_len(tag) + encoded_len_varint(length as u64) + length;
+    }
+
+    fn varint(&mut self, tag: u32, value: u64) {
+        self.0 += key_len(tag) + encoded_len_varint(value);
+    }
+
+    fn fixed64(&mut self, tag: u32, _value: u64) {
+        self.0 += key_len(tag) + 8;
+    }
+}
+
+/// Writes a body.
+struct Writer<'b>(&'b mut Vec<u8>);
+
+impl Sink for Writer<'_> {
+    fn delimited(&mut self, tag: u32, bytes: &[u8]) {
+        encode_key(tag, WireType::LengthDelimited, self.0);
+        encode_varint(bytes.len() as u64, self.0);
+        self.0.extend_from_slice(bytes);
+    }
+
+    fn message<B: Body>(&mut self, tag: u32, body: &B) {
+        encode_key(tag, WireType::LengthDelimited, self.0);
+        encode_varint(Counter::length_of(body) as u64, self.0);
+        body.emit(self);
+    }
+
+    fn varint(&mut self, tag: u32, value: u64) {
+        encode_key(tag, WireType::Varint, self.0);
+        encode_varint(value, self.0);
+    }
+
+    fn fixed64(&mut self, tag: u32, value: u64) {
+        encode_key(tag, WireType::SixtyFourBit, self.0);
+        self.0.put_u64_le(value);
+    }
+}
+
+struct PlanBody<'a, 'p> {
+    plan: &'a core::Plan<'p>,
+    recommendation_id: &'a str,
+    evaluation_date: String,
+    start_window: StartWindowBody,
+}
+
+struct GuidelineBody<'a, 'p>(&'a core::Plan<'p>);
+struct PrescriptionBody<'a, 'p>(&'a core::plan::Prescription<'p>);
+struct PhaseBody<'a>(&'a core::plan::Phase);
+struct VolumeBody<'a, 'p>(&'a core::plan::VolumeGuidance<'p>);
+struct ConstraintBody<'a, 'p>(&'a core::plan::OrganConstraint<'p>);
+struct AlertBody<'a, 'p>(&'a core::plan::Alert<'p>);
+struct StatementBody<'a, 'p>(&'a core::plan::Statement<'p>);
+struct FiringBody<'a, 'p>(&'a core::plan::RuleFiring<'p>);
+struct ReferenceBody<'a>(&'a ReferenceDef);
+
+/// The start window with its dates already formatted.
+struct StartWindowBody {
+    status: i32,
+    earliest: String,
+    latest: String,
+    days_since_surgery: i32,
+}
+
+impl StartWindowBody {
+    fn of(window: &StartWindow) -> StartWindowBody {
+        match *window {
+            StartWindow::NotApplicable => StartWindowBody {
+                status: pb::WindowStatus::NotApplicable.into(),
+                earliest: String::new(),
+                latest: String::new(),
+                days_since_surgery: 0,
+            },
+            StartWindow::Applicable {
+                status,
+                earliest,
+                latest,
+                days_since_surgery,
+            } => StartWindowBody {
+                status: convert::window_status_out(status).into(),
+                earliest: earliest.to_string(),
+                latest: latest.to_string(),
+                days_since_surgery: i32::try_from(days_since_surgery).unwrap_or(i32::MAX),
+            },
+        }
+    }
+}
+
+impl Body for StartWindowBody {
+    fn emit<S: Sink>(&self, sink: &mut S) {
+        sink.int32(1, self.status);
+        sink.string(2, &self.earliest);
+        sink.string(3, &self.latest);
+        sink.int32(4, self.days_since_surgery);
+    }
+}
+
+impl Body for PlanBody<'_, '_> {
+    fn emit<S: Sink>(&self, sink: &mut S) {
+        let plan = self.plan;
+        sink.string(1, self.recommendation_id);
+        sink.message(2, &GuidelineBody(plan));
+        sink.string(3, &plan.case_id);
+        sink.string(4, &self.evaluation_date);
+        sink.int32(5, convert::indication_out(plan.indication).into());
+        sink.int32(6, convert::setting_out(plan.setting).into());
+        sink.int32(7, convert::site_group_out(plan.site_group).into());
+        for prescription in &plan.prescriptions {
+            sink.message(8, &PrescriptionBody(prescription));
+        }
+        sink.message(9, &self.start_window);
+        for volume in &plan.volumes {
+            sink.message(10, &VolumeBody(volume));
+        }
+        for constraint in &plan.organ_constraints {
+            sink.message(11, &ConstraintBody(constraint));
+        }
+        for alert in &plan.alerts {
+            sink.message(12, &AlertBody(alert));
+        }
+        for statement in &plan.expected_outcomes {
+            sink.message(13, &StatementBody(statement));
+        }
+        for firing in &plan.trace {
+            sink.message(14, &FiringBody(firing));
+        }
+        for reference in &plan.references {
+            sink.message(15, &ReferenceBody(reference));
+        }
+        sink.string(16, plan.disclaimer);
+    }
+}
+
+impl Body for GuidelineBody<'_, '_> {
+    fn emit<S: Sink>(&self, sink: &mut S) {
+        sink.string(1, self.0.guideline_version);
+        sink.string(2, self.0.guideline_sha256);
+        sink.double(3, self.0.alpha_beta_tumor_gy);
+        sink.double(4, self.0.alpha_beta_late_gy);
+    }
+}
+
+impl Body for PrescriptionBody<'_, '_> {
+    fn emit<S: Sink>(&self, sink: &mut S) {
+        let prescription = self.0;
+        sink.string(1, prescription.label);
+        sink.boolean(2, prescription.preferred);
+        for phase in prescription.phases {
+            sink.message(3, &PhaseBody(phase));
+        }
+        sink.double(4, prescription.total_dose_gy);
+        sink.double(5, prescription.eqd2_tumor_gy);
+        sink.double(6, prescription.eqd2_late_gy);
+        sink.int32(7, pb::Technique::Imrt.into());
+        sink.strings(8, prescription.reference_ids);
+        sink.boolean(9, prescription.concurrent_chemotherapy);
+    }
+}
+
+impl Body for PhaseBody<'_> {
+    fn emit<S: Sink>(&self, sink: &mut S) {
+        let phase = self.0;
+        sink.int32(1, convert::phase_kind_out(phase.kind).into());
+        sink.double(2, phase.dose_per_fraction_gy);
+        sink.int32(3, i32::try_from(phase.fractions).unwrap_or(i32::MAX));
+        sink.double(4, phase.dose_gy());
+    }
+}
+
+impl Body for VolumeBody<'_, '_> {
+    fn emit<S: Sink>(&self, sink: &mut S) {
+        sink.string(1, self.0.code.as_str());
+        sink.string(2, self.0.description);
+        sink.strings(3, self.0.reference_ids);
+    }
+}
+
+impl Body for ConstraintBody<'_, '_> {
+    fn emit<S: Sink>(&self, sink: &mut S) {
+        let constraint = self.0;
+        sink.string(1, constraint.structure);
+        sink.string(2, constraint.metric);
+        sink.double(3, constraint.limit);
+        sink.strings(4, constraint.reference_ids);
+        sink.string(5, constraint.note);
+    }
+}
+
+impl Body for AlertBody<'_, '_> {
+    fn emit<S: Sink>(&self, sink: &mut S) {
+        let alert = self.0;
+        sink.string(1, alert.code.as_str());
+        sink.int32(2, convert::severity_out(alert.severity).into());
+        sink.string(3, alert.summary);
+        sink.string(4, alert.detail);
+        sink.strings(5, alert.reference_ids);
+    }
+}
+
+impl Body for StatementBody<'_, '_> {
+    fn emit<S: Sink>(&self, sink: &mut S) {
+        sink.string(1, self.0.text);
+        sink.strings(2, self.0.reference_ids);
+    }
+}
+
+impl Body for FiringBody<'_, '_> {
+    fn emit<S: Sink>(&self, sink: &mut S) {
+        sink.string(1, self.0.rule_id.as_str());
+        sink.string(2, self.0.summary);
+        sink.strings(3, self.0.reference_ids);
+    }
+}
+
+impl Body for ReferenceBody<'_> {
+    fn emit<S: Sink>(&self, sink: &mut S) {
+        sink.string(1, &self.0.id);
+        sink.string(2, &self.0.citation);
+        sink.string(3, &self.0.doi);
+    }
+}
+
+/// The `vlms.rt.v1.Plan` message of `plan` with its id, encoded: the same bytes as
+/// `convert::plan_out(plan, id).encode_to_vec()`.
+pub fn encode_plan(plan: &core::Plan<'_>, recommendation_id: &str) -> Vec<u8> {
+    let body = PlanBody {
+        plan,
+        recommendation_id,
+        evaluation_date: plan.evaluation_date.to_string(),
+        start_window: StartWindowBody::of(&plan.start_window),
+    };
+    let mut buffer = Vec::with_capacity(Counter::length_of(&body));
+    body.emit(&mut Writer(&mut buffer));
+    buffer
+}
+
+/// `vlms.rt.v1.RecommendResponse` as the server sends it: the plan already encoded. The generated
+/// server uses this type for `Recommend` (build.rs maps the message here); clients decode the
+/// ordinary generated `RecommendResponse`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EncodedRecommendResponse {
+    /// An encoded `vlms.rt.v1.Plan` (field 1 of the response).
+    pub plan: Vec<u8>,
+}
+
+impl prost::Message for EncodedRecommendResponse {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        encode_key(1, WireType::LengthDelimited, buf);
+        encode_varint(self.plan.len() as u64, buf);
+        buf.put_slice(&self.plan);
+    }
+
+    /// The server never decodes its own responses; anything offered is skipped.
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        key_len(1) + encoded_len_varint(self.plan.len() as u64) + self.plan.len()
+    }
+
+    fn clear(&mut self) {
+        self.plan.clear();
+    }
+}
