@@ -20,7 +20,7 @@ use crate::core::plan::StartWindow;
 use crate::core::profile::ReferenceDef;
 use crate::pb;
 
-/// Where a message body goes: counted (to learn a nested message's length) or written.
+/// Where a message body goes.
 trait Sink: Sized {
     /// A length-delimited field, written even when empty (repeated strings, nested messages).
     fn delimited(&mut self, tag: u32, bytes: &[u8]);
@@ -67,42 +67,14 @@ trait Sink: Sized {
     }
 }
 
-/// A message body that can be emitted into either sink.
+/// A message body.
 trait Body {
     fn emit<S: Sink>(&self, sink: &mut S);
 }
 
-/// Counts the encoded length of a body.
-struct Counter(usize);
-
-impl Counter {
-    fn length_of<B: Body>(body: &B) -> usize {
-        let mut counter = Counter(0);
-        body.emit(&mut counter);
-        counter.0
-    }
-}
-
-impl Sink for Counter {
-    fn delimited(&mut self, tag: u32, bytes: &[u8]) {
-        self.0 += key_len(tag) + encoded_len_varint(bytes.len() as u64) + bytes.len();
-    }
-
-    fn message<B: Body>(&mut self, tag: u32, body: &B) {
-        let length = Counter::length_of(body);
-        self.0 += key_len(tag) + encoded_len_varint(length as u64) + length;
-    }
-
-    fn varint(&mut self, tag: u32, value: u64) {
-        self.0 += key_len(tag) + encoded_len_varint(value);
-    }
-
-    fn fixed64(&mut self, tag: u32, _value: u64) {
-        self.0 += key_len(tag) + 8;
-    }
-}
-
-/// Writes a body.
+/// Writes a body in one pass: a nested message is written after a one-byte length, which is
+/// widened afterwards (moving the body) when the body turns out to be 128 bytes or longer —
+/// prost writes minimal varints, and so must this.
 struct Writer<'b>(&'b mut Vec<u8>);
 
 impl Sink for Writer<'_> {
@@ -114,8 +86,18 @@ impl Sink for Writer<'_> {
 
     fn message<B: Body>(&mut self, tag: u32, body: &B) {
         encode_key(tag, WireType::LengthDelimited, self.0);
-        encode_varint(Counter::length_of(body) as u64, self.0);
+        let at = self.0.len();
+        self.0.push(0);
         body.emit(self);
+        let length = self.0.len() - at - 1;
+        if length < 0x80 {
+            // Fits the placeholder: a one-byte varint is the value itself.
+            self.0[at] = length as u8;
+        } else {
+            let mut varint = Vec::with_capacity(encoded_len_varint(length as u64));
+            encode_varint(length as u64, &mut varint);
+            self.0.splice(at..=at, varint);
+        }
     }
 
     fn varint(&mut self, tag: u32, value: u64) {
@@ -127,6 +109,25 @@ impl Sink for Writer<'_> {
         encode_key(tag, WireType::SixtyFourBit, self.0);
         self.0.put_u64_le(value);
     }
+}
+
+/// `YYYY-MM-DD`, as `Date`'s `Display` writes it, without the formatting machinery.
+fn iso_date(date: crate::core::date::Date) -> String {
+    let (year, month, day) = date.ymd();
+    if !(0..=9999).contains(&year) {
+        return date.to_string();
+    }
+    let mut text = String::with_capacity(10);
+    for (value, width) in [(year, 4), (month, 2), (day, 2)] {
+        if !text.is_empty() {
+            text.push('-');
+        }
+        for position in (0..width).rev() {
+            let digit = (value / 10_i64.pow(position)) % 10;
+            text.push(char::from(b'0' + digit as u8));
+        }
+    }
+    text
 }
 
 struct PlanBody<'a, 'p> {
@@ -170,8 +171,8 @@ impl StartWindowBody {
                 days_since_surgery,
             } => StartWindowBody {
                 status: convert::window_status_out(status).into(),
-                earliest: earliest.to_string(),
-                latest: latest.to_string(),
+                earliest: iso_date(earliest),
+                latest: iso_date(latest),
                 days_since_surgery: i32::try_from(days_since_surgery).unwrap_or(i32::MAX),
             },
         }
@@ -318,10 +319,11 @@ pub fn encode_plan(plan: &core::Plan<'_>, recommendation_id: &str) -> Vec<u8> {
     let body = PlanBody {
         plan,
         recommendation_id,
-        evaluation_date: plan.evaluation_date.to_string(),
+        evaluation_date: iso_date(plan.evaluation_date),
         start_window: StartWindowBody::of(&plan.start_window),
     };
-    let mut buffer = Vec::with_capacity(Counter::length_of(&body));
+    // Most plans fit; a larger one grows the buffer once or twice.
+    let mut buffer = Vec::with_capacity(8 * 1024);
     body.emit(&mut Writer(&mut buffer));
     buffer
 }
@@ -359,5 +361,52 @@ impl prost::Message for EncodedRecommendResponse {
 
     fn clear(&mut self) {
         self.plan.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::date::Date;
+
+    #[test]
+    fn iso_dates_match_display() {
+        // Every day from 1900 to past 2100 (the range the contract admits), and far beyond.
+        let mut date = Date::parse("1900-01-01").expect("date");
+        for _ in 0..120_000 {
+            assert_eq!(iso_date(date), date.to_string());
+            date = date.add_days(1);
+        }
+        let far = Date::parse("1900-01-01").expect("date").add_days(-700_000);
+        assert_eq!(iso_date(far), far.to_string());
+    }
+
+    #[test]
+    fn long_nested_messages_get_minimal_length_varints() {
+        struct Text(String);
+        impl Body for Text {
+            fn emit<S: Sink>(&self, sink: &mut S) {
+                sink.string(1, &self.0);
+            }
+        }
+        for length in [
+            0, 1, 125, 126, 127, 128, 300, 16_381, 16_382, 16_383, 16_384, 70_000,
+        ] {
+            let body = Text("x".repeat(length));
+            let mut written = Vec::new();
+            Writer(&mut written).message(2, &body);
+            let mut expected = Vec::new();
+            let inner = if length == 0 {
+                Vec::new()
+            } else {
+                let mut inner = Vec::new();
+                prost::encoding::string::encode(1, &body.0, &mut inner);
+                inner
+            };
+            encode_key(2, WireType::LengthDelimited, &mut expected);
+            encode_varint(inner.len() as u64, &mut expected);
+            expected.extend_from_slice(&inner);
+            assert_eq!(written, expected, "body of {length} characters");
+        }
     }
 }

@@ -282,7 +282,7 @@ impl Case {
             }
         };
 
-        let vessel = required_enum(&mut violations, path("vessel"), raw.vessel);
+        let vessel = required_enum(&mut violations, || path("vessel"), raw.vessel);
 
         let ivc_segment = match vessel {
             None => None,
@@ -323,11 +323,11 @@ impl Case {
             Some(raw_tumor) => validate_tumor(raw_tumor, vessel, &path("tumor"), &mut violations),
         };
 
-        let phase = required_enum(&mut violations, path("phase"), raw.phase);
+        let phase = required_enum(&mut violations, || path("phase"), raw.phase);
 
         let stage_resectability = match phase {
             Some(TreatmentPhase::PreResection) => {
-                required_enum(&mut violations, path("resectability"), raw.resectability)
+                required_enum(&mut violations, || path("resectability"), raw.resectability)
             }
             Some(TreatmentPhase::PostResection) => {
                 match raw.resectability {
@@ -475,19 +475,20 @@ fn unknown_enum(number: i32) -> String {
     format!("holds {number}, which is not a value of this enum")
 }
 
+/// `path` is built only when there is something to report: a valid case formats no paths.
 fn required_enum<T: Copy>(
     violations: &mut Violations,
-    path: String,
+    path: impl FnOnce() -> String,
     value: RawEnum<T>,
 ) -> Option<T> {
     match value {
         RawEnum::Known(value) => Some(value),
         RawEnum::Unset => {
-            violations.push(path, "is required");
+            violations.push(path(), "is required");
             None
         }
         RawEnum::Unknown(number) => {
-            violations.push(path, unknown_enum(number));
+            violations.push(path(), unknown_enum(number));
             None
         }
     }
@@ -506,11 +507,11 @@ fn validate_tumor(
             "must be a finite number greater than 0 and at most 60 (cm)",
         );
     }
-    let grade = required_enum(violations, format!("{path}.grade"), raw.grade);
-    let depth_path = format!("{path}.depth");
+    let grade = required_enum(violations, || format!("{path}.grade"), raw.grade);
+    let depth_path = || format!("{path}.depth");
     let depth = match raw.depth {
         RawEnum::Unknown(number) => {
-            violations.push(depth_path, unknown_enum(number));
+            violations.push(depth_path(), unknown_enum(number));
             return None;
         }
         RawEnum::Unset => None,
@@ -520,14 +521,14 @@ fn validate_tumor(
         (None, _) => false,
         (Some(SiteGroup::Retroperitoneal), Some(Depth::Superficial)) => {
             violations.push(
-                depth_path,
+                depth_path(),
                 "cannot be superficial for a retroperitoneal site (deep by definition)",
             );
             false
         }
         (Some(SiteGroup::Retroperitoneal), _) => true,
         (Some(SiteGroup::Extremity | SiteGroup::Other), None) => {
-            violations.push(depth_path, "is required for extremity and other sites");
+            violations.push(depth_path(), "is required for extremity and other sites");
             false
         }
         (Some(SiteGroup::Extremity | SiteGroup::Other), Some(_)) => true,
@@ -548,18 +549,18 @@ fn validate_resection(
     path: &str,
     violations: &mut Violations,
 ) -> Option<Resection> {
-    let margin = required_enum(violations, format!("{path}.margin"), raw.margin);
-    let surgery_path = format!("{path}.surgery_date");
+    let margin = required_enum(violations, || format!("{path}.margin"), raw.margin);
+    let surgery_path = || format!("{path}.surgery_date");
     let surgery_date = match Date::parse(&raw.surgery_date) {
         Ok(date) => match evaluation_date {
             Some(evaluation_date) if date > evaluation_date => {
-                violations.push(surgery_path, "must not be after evaluation_date");
+                violations.push(surgery_path(), "must not be after evaluation_date");
                 None
             }
             _ => Some(date),
         },
         Err(error) => {
-            violations.push(surgery_path, error.describe());
+            violations.push(surgery_path(), error.describe());
             None
         }
     };
