@@ -2,8 +2,64 @@
 //! lines on standard error. Lines go through a background writer so that no call waits on a write
 //! to standard error; nothing is dropped (the writer applies back-pressure when its buffer is full).
 
+use std::cell::RefCell;
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::FormatTime;
+
+/// UTC timestamps as RFC 3339 with microseconds (`2026-11-27T04:01:25.554395Z`, the format of
+/// tracing-subscriber's default timer), with the date-and-seconds part formatted once per second
+/// per thread: every call writes a log line, and formatting the full date each time showed in
+/// the profile.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UtcMicros;
+
+thread_local! {
+    static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+impl FormatTime for UtcMicros {
+    fn format_time(&self, writer: &mut Writer<'_>) -> std::fmt::Result {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let seconds = now.as_secs();
+        SECOND.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if cache.0 != seconds {
+                let text = i64::try_from(seconds)
+                    .ok()
+                    .and_then(|seconds| time::OffsetDateTime::from_unix_timestamp(seconds).ok())
+                    .map_or_else(String::new, |at| {
+                        format!(
+                            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+                            at.year(),
+                            u8::from(at.month()),
+                            at.day(),
+                            at.hour(),
+                            at.minute(),
+                            at.second()
+                        )
+                    });
+                *cache = (seconds, text);
+            }
+            writer.write_str(&cache.1)?;
+            let micros = now.subsec_micros();
+            let mut fraction = [b'0'; 6];
+            let mut rest = micros;
+            for slot in fraction.iter_mut().rev() {
+                *slot = b'0' + (rest % 10) as u8;
+                rest /= 10;
+            }
+            writer.write_char('.')?;
+            writer.write_str(std::str::from_utf8(&fraction).unwrap_or("000000"))?;
+            writer.write_char('Z')
+        })
+    }
+}
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -25,6 +81,7 @@ pub fn init(format: LogFormat) -> WorkerGuard {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
+        .with_timer(UtcMicros)
         .with_ansi(false)
         .with_target(false);
     let _ = match format {
@@ -32,4 +89,30 @@ pub fn init(format: LogFormat) -> WorkerGuard {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
     guard
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_microseconds() {
+        for _ in 0..3 {
+            let before = time::OffsetDateTime::now_utc().unix_timestamp();
+            let mut text = String::new();
+            UtcMicros
+                .format_time(&mut Writer::new(&mut text))
+                .expect("formats");
+            let after = time::OffsetDateTime::now_utc().unix_timestamp();
+            assert_eq!(text.len(), 27, "{text}");
+            let parsed =
+                time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
+                    .expect("RFC 3339");
+            assert!(
+                (before..=after).contains(&parsed.unix_timestamp()),
+                "{text}"
+            );
+            assert!(text.ends_with('Z') && text.as_bytes()[19] == b'.', "{text}");
+        }
+    }
 }

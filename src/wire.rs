@@ -77,15 +77,32 @@ trait Body {
 /// prost writes minimal varints, and so must this.
 struct Writer<'b>(&'b mut Vec<u8>);
 
+impl Writer<'_> {
+    /// A varint; the one-byte case (every key and most lengths here) without a loop.
+    #[inline]
+    fn varint_value(&mut self, value: u64) {
+        if value < 0x80 {
+            self.0.push(value as u8);
+        } else {
+            encode_varint(value, self.0);
+        }
+    }
+
+    #[inline]
+    fn key(&mut self, tag: u32, wire_type: WireType) {
+        self.varint_value((u64::from(tag) << 3) | wire_type as u64);
+    }
+}
+
 impl Sink for Writer<'_> {
     fn delimited(&mut self, tag: u32, bytes: &[u8]) {
-        encode_key(tag, WireType::LengthDelimited, self.0);
-        encode_varint(bytes.len() as u64, self.0);
+        self.key(tag, WireType::LengthDelimited);
+        self.varint_value(bytes.len() as u64);
         self.0.extend_from_slice(bytes);
     }
 
     fn message<B: Body>(&mut self, tag: u32, body: &B) {
-        encode_key(tag, WireType::LengthDelimited, self.0);
+        self.key(tag, WireType::LengthDelimited);
         let at = self.0.len();
         self.0.push(0);
         body.emit(self);
@@ -94,20 +111,28 @@ impl Sink for Writer<'_> {
             // Fits the placeholder: a one-byte varint is the value itself.
             self.0[at] = length as u8;
         } else {
-            let mut varint = Vec::with_capacity(encoded_len_varint(length as u64));
-            encode_varint(length as u64, &mut varint);
-            self.0.splice(at..=at, varint);
+            // Widen the placeholder: move the body right, then write the varint in front of it.
+            let width = encoded_len_varint(length as u64);
+            let end = self.0.len();
+            self.0.resize(end + width - 1, 0);
+            self.0.copy_within(at + 1..end, at + width);
+            let mut value = length as u64;
+            for slot in &mut self.0[at..at + width] {
+                *slot = (value & 0x7F) as u8 | 0x80;
+                value >>= 7;
+            }
+            self.0[at + width - 1] &= 0x7F;
         }
     }
 
     fn varint(&mut self, tag: u32, value: u64) {
-        encode_key(tag, WireType::Varint, self.0);
-        encode_varint(value, self.0);
+        self.key(tag, WireType::Varint);
+        self.varint_value(value);
     }
 
     fn fixed64(&mut self, tag: u32, value: u64) {
-        encode_key(tag, WireType::SixtyFourBit, self.0);
-        self.0.put_u64_le(value);
+        self.key(tag, WireType::SixtyFourBit);
+        self.0.extend_from_slice(&value.to_le_bytes());
     }
 }
 
