@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Load benchmark of the PostgreSQL audit backend: a throw-away cluster (scripts/with-postgres, TLS on),
+# a release vlms-rt-server with `--audit-db postgres://…?sslmode=require --audit-db-ca …`, h2load on
+# unary Recommend at 1×1 and 16×32; then the server's own counters (every call OK?), the batch sizes,
+# and `audit verify` over the whole trail.
+#
+# Usage: bench/audit-postgres.sh [CASE.json] [DURATION_SECONDS]
+# Needs h2load (Debian package nghttp2-client) and the PostgreSQL server (Debian package postgresql).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+case_file="${1:-../shared/vignettes/ivc-middle-postop-r1.json}"
+duration="${2:-8}"
+
+if [ -z "${VLMS_RT_TEST_POSTGRES_URL:-}" ]; then
+    exec bash scripts/with-postgres bash "$0" "$@"
+fi
+
+command -v h2load >/dev/null || { echo "h2load missing: apt-get install nghttp2-client" >&2; exit 1; }
+cargo build --release --locked --bin vlms-rt-server --example grpc_body >&2
+bin=target/release
+out=bench/out
+mkdir -p "$out"
+"$bin/examples/grpc_body" "$case_file" "$out/body.bin"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v key="$2" '$1 == key {print $2}'; }
+
+database="vlms_bench_$$"
+psql -q "$VLMS_RT_TEST_POSTGRES_URL" -c "CREATE DATABASE $database"
+url="${VLMS_RT_TEST_POSTGRES_URL%/*}/$database?sslmode=require"
+
+port=$(free_port); metrics_port=$(free_port)
+"$bin/vlms-rt-server" --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$metrics_port" \
+    --max-concurrent-calls 4096 --audit-db "$url" --audit-db-ca "$VLMS_RT_TEST_POSTGRES_CA" \
+    2> "$out/server-postgres.log" &
+server_pid=$!
+trap 'kill $server_pid 2>/dev/null || true' EXIT
+for _ in $(seq 1 200); do
+    if (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
+    sleep 0.05
+done
+
+printf '| connections x streams | audit on (PostgreSQL) req/s |\n|---|---|\n'
+for level in "1 1" "16 32"; do
+    read -r connections streams <<< "$level"
+    rps=$(h2load -D "$duration" --warm-up-time=1 -c "$connections" -m "$streams" -t 1 \
+        -H 'content-type: application/grpc' -H 'te: trailers' -d "$out/body.bin" \
+        "http://127.0.0.1:$port/vlms.rt.v1.RecommendationService/Recommend" | awk '/^finished in/ {print $4}')
+    printf '| %s x %s | %.0f |\n' "$connections" "$streams" "$rps"
+done
+
+ok=$(metric "$metrics_port" 'vlms_rt_calls_total{code="OK",rpc="Recommend"}')
+all=$(curl -s "http://127.0.0.1:$metrics_port/metrics" | awk '/^vlms_rt_calls_total\{/ {sum += $2} END {print sum}')
+batches=$(metric "$metrics_port" vlms_rt_audit_batches)
+records=$(metric "$metrics_port" vlms_rt_audit_records)
+largest=$(metric "$metrics_port" vlms_rt_audit_largest_batch)
+kill "$server_pid"
+wait "$server_pid" 2>/dev/null || true
+echo
+echo "calls answered OK: $ok of $all; records $records in $batches transactions (mean $(python3 -c "print(f'{$records / max($batches, 1):.1f}')") per batch, largest $largest)"
+"$bin/vlms-rt-server" audit verify --audit-db "$url" --audit-db-ca "$VLMS_RT_TEST_POSTGRES_CA"
+if [ "$ok" != "$all" ]; then echo "NOT ALL CALLS ANSWERED OK" >&2; exit 1; fi
