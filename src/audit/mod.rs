@@ -125,6 +125,38 @@ pub fn chain_hash(previous: &[u8; 32], record: &NewRecord) -> [u8; 32] {
     hasher.finalize().into()
 }
 
+/// Checks one link of the chain as `verify` reads it back: the stored kind, previous-hash and hash
+/// of `record`, after `previous` (the hash of the record before it). Gives the hash the next record
+/// must chain to, or what is broken here. Shared by both backends' `verify`.
+pub(crate) fn check_link(
+    previous: &[u8; 32],
+    record: &StoredRecord,
+    kind: &str,
+    prev_hash: &[u8],
+    hash: &[u8],
+) -> Result<[u8; 32], BrokenLink> {
+    let broken = |problem: &str| BrokenLink {
+        seq: record.seq,
+        recommendation_id: record.record.recommendation_id.clone(),
+        problem: problem.to_string(),
+    };
+    if Kind::parse(kind).is_none() {
+        return Err(broken("unknown record kind"));
+    }
+    if prev_hash != previous.as_slice() {
+        return Err(broken(
+            "its previous-hash does not match the record before it (a record was removed or reordered)",
+        ));
+    }
+    let expected = chain_hash(previous, &record.record);
+    if hash != expected.as_slice() {
+        return Err(broken(
+            "its content does not match its hash (the record was changed)",
+        ));
+    }
+    Ok(expected)
+}
+
 /// The durable part of the audit trail.
 pub trait Store: Send + 'static {
     /// Appends the records in one durable transaction, chained after the last stored record; all

@@ -21,7 +21,7 @@ use tokio_postgres::{IsolationLevel, Row};
 
 use super::{
     AuditError, BrokenLink, Kind, NewRecord, Reader, RecordWithFeedback, Store, StoredRecord,
-    chain_hash,
+    chain_hash, check_link,
 };
 
 /// Advisory-lock key serialising appends to the chain ("vlms-rt" chain).
@@ -573,26 +573,10 @@ pub fn verify(url: &str, ca_pem: Option<&[u8]>) -> Result<Result<u64, BrokenLink
                 let kind: String = row.try_get(3).map_err(store_error)?;
                 let prev_hash: Vec<u8> = row.try_get(11).map_err(store_error)?;
                 let hash: Vec<u8> = row.try_get(12).map_err(store_error)?;
-                let broken = |problem: &str| BrokenLink {
-                    seq: record.seq,
-                    recommendation_id: record.record.recommendation_id.clone(),
-                    problem: problem.to_string(),
+                previous = match check_link(&previous, &record, &kind, &prev_hash, &hash) {
+                    Ok(next) => next,
+                    Err(broken) => return Ok(Err(broken)),
                 };
-                if Kind::parse(&kind).is_none() {
-                    return Ok(Err(broken("unknown record kind")));
-                }
-                if prev_hash.as_slice() != previous.as_slice() {
-                    return Ok(Err(broken(
-                        "its previous-hash does not match the record before it (a record was removed or reordered)",
-                    )));
-                }
-                let expected = chain_hash(&previous, &record.record);
-                if hash.as_slice() != expected.as_slice() {
-                    return Ok(Err(broken(
-                        "its content does not match its hash (the record was changed)",
-                    )));
-                }
-                previous = expected;
                 count += 1;
                 after = record.seq;
             }
