@@ -218,6 +218,32 @@ impl Store for Switchable {
     }
 }
 
+/// Polls health for `service` until it reports `status`; fails with `what` after `seconds`.
+async fn wait_for_health(
+    health: &mut tonic_health::pb::health_client::HealthClient<tonic::transport::Channel>,
+    service: &str,
+    status: i32,
+    seconds: u64,
+    what: &str,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    loop {
+        let reported = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.to_string(),
+            })
+            .await
+            .expect("health")
+            .into_inner()
+            .status;
+        if reported == status {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn audited_server(target: &Target) -> (TestServer, Arc<AtomicBool>) {
     let (store, reader) = target.open();
     let failing = Arc::new(AtomicBool::new(false));
@@ -577,7 +603,6 @@ async fn an_unwritable_store_fails_closed_and_health_follows_it(target: Target) 
     let (server, failing) = audited_server(&target).await;
     let mut client = server.client().await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
-    let status_of = |response: tonic_health::pb::HealthCheckResponse| response.status;
     let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
     let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
     client
@@ -615,48 +640,17 @@ async fn an_unwritable_store_fails_closed_and_health_follows_it(target: Target) 
         .await
         .expect_err("the stream ends without the plan");
     assert_eq!(ended.code(), Code::Unavailable);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = status_of(
-            health
-                .check(tonic_health::pb::HealthCheckRequest {
-                    service: "vlms.rt.v1.RecommendationService".into(),
-                })
-                .await
-                .expect("health")
-                .into_inner(),
-        );
-        if status == not_serving {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "health never went NOT_SERVING"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_health(
+        &mut health,
+        "vlms.rt.v1.RecommendationService",
+        not_serving,
+        10,
+        "health never went NOT_SERVING",
+    )
+    .await;
 
     set_store_failing(&target, &failing, false).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = status_of(
-            health
-                .check(tonic_health::pb::HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-                .expect("health")
-                .into_inner(),
-        );
-        if status == serving {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "health never recovered"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_health(&mut health, "", serving, 10, "health never recovered").await;
     client
         .recommend(with_case_id("femoral-postop-r0", "fc-1"))
         .await
@@ -1124,7 +1118,6 @@ async fn a_replica_stuck_holding_the_chain_lock_does_not_wedge_the_others() {
     let (server, _) = audited_server(&target).await;
     let mut client = server.client().await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
-    let health_of = |response: tonic_health::pb::HealthCheckResponse| response.status;
     let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
     let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
     client
@@ -1163,49 +1156,18 @@ async fn a_replica_stuck_holding_the_chain_lock_does_not_wedge_the_others() {
         "{:?}",
         started.elapsed()
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = health_of(
-            health
-                .check(tonic_health::pb::HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-                .expect("health")
-                .into_inner(),
-        );
-        // The probe needs the chain lock too, so health cannot claim SERVING while it is held.
-        if status == not_serving {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "health never went NOT_SERVING"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The probe needs the chain lock too, so health cannot claim SERVING while it is held.
+    wait_for_health(
+        &mut health,
+        "",
+        not_serving,
+        10,
+        "health never went NOT_SERVING",
+    )
+    .await;
 
     drop(stuck);
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let status = health_of(
-            health
-                .check(tonic_health::pb::HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-                .expect("health")
-                .into_inner(),
-        );
-        if status == serving {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "health never recovered"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_health(&mut health, "", serving, 15, "health never recovered").await;
     client
         .recommend(with_case_id("iliac-marginal", "stuck"))
         .await
