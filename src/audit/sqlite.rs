@@ -53,7 +53,7 @@ fn connect(path: &Path) -> Result<Connection, AuditError> {
     // page_size only takes effect on a new database, before WAL mode is set.
     connection
         .execute_batch(
-            "PRAGMA page_size = 8192; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;",
+            "PRAGMA page_size = 32768; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;",
         )
         .map_err(store_error)?;
     Ok(connection)
