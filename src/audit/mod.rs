@@ -5,6 +5,7 @@
 //! answered only after its batch committed. Records form a hash chain: each carries
 //! SHA-256(previous hash ‖ its own content), so an edited or removed record breaks the chain.
 
+pub mod dictionary;
 pub mod postgres;
 pub mod sqlite;
 
@@ -334,8 +335,13 @@ pub type Opened = (Box<dyn Store>, Arc<dyn Reader>);
 
 /// Opens the audit store an `--audit-db` value names: a `postgres://` or `postgresql://` URL (TLS
 /// verified against `ca_pem` when given) or a SQLite file path. `none` is not a store: callers
-/// handle it before.
-pub fn open(audit_db: &str, ca_pem: Option<&[u8]>) -> Result<Opened, AuditError> {
+/// handle it before. A SQLite store compresses responses against `plan_dictionary` when given
+/// ([`dictionary::plan_dictionary`]); PostgreSQL stores them as sent.
+pub fn open(
+    audit_db: &str,
+    ca_pem: Option<&[u8]>,
+    plan_dictionary: Option<&[u8]>,
+) -> Result<Opened, AuditError> {
     if postgres::is_url(audit_db) {
         let (store, reader) = postgres::open(audit_db, ca_pem)?;
         Ok((Box::new(store), Arc::new(reader)))
@@ -345,7 +351,7 @@ pub fn open(audit_db: &str, ca_pem: Option<&[u8]>) -> Result<Opened, AuditError>
                 "--audit-db-ca applies to a PostgreSQL audit database only".into(),
             ));
         }
-        let (store, reader) = sqlite::open(std::path::Path::new(audit_db))?;
+        let (store, reader) = sqlite::open(std::path::Path::new(audit_db), plan_dictionary)?;
         Ok((Box::new(store), Arc::new(reader)))
     }
 }

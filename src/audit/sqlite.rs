@@ -1,8 +1,14 @@
 //! The SQLite audit store: WAL, `synchronous=FULL`, versioned migrations at start-up, the file
-//! created with mode 0600 (it holds clinical data).
+//! created with mode 0600 (it holds clinical data). Responses are stored zstd-compressed against a
+//! dictionary of sample plans (see [`super::dictionary`]) when that makes them smaller; the hash chain
+//! always covers the bytes the client received, so compression changes nothing a reader or `verify`
+//! sees.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -41,7 +47,48 @@ const MIGRATIONS: &[(i64, &str)] = &[
         "DROP INDEX records_by_subject;
     CREATE INDEX records_by_subject ON records (subject_id, seq) WHERE subject_id IS NOT NULL;",
     ),
+    (
+        3,
+        // Compressed responses: a record names the dictionary its response was compressed with (NULL:
+        // stored as sent). Dictionaries are kept for good, by SHA-256.
+        "CREATE TABLE dictionaries (
+        id INTEGER PRIMARY KEY,
+        sha256 BLOB NOT NULL UNIQUE,
+        content BLOB NOT NULL
+    );
+    ALTER TABLE records ADD COLUMN response_dictionary INTEGER REFERENCES dictionaries (id);",
+    ),
 ];
+
+/// zstd settings for stored responses. Level -1 (fast, literals left unentropy-coded) compresses
+/// a plan about as small as level 1 here, because nearly all of it is found in the dictionary. The
+/// window and hash table are set so the whole dictionary (under 512 KiB) stays reachable: left to
+/// itself zstd sizes both for the few-KB input and finds only the dictionary's last few KB.
+const COMPRESSION_LEVEL: i32 = -1;
+const WINDOW_LOG: u32 = 19;
+const HASH_LOG: u32 = 17;
+
+/// A compressor loaded with `dictionary`.
+fn compressor(dictionary: &[u8]) -> Result<zstd::bulk::Compressor<'static>, AuditError> {
+    use zstd::zstd_safe::CParameter;
+    let mut compressor = zstd::bulk::Compressor::new(COMPRESSION_LEVEL).map_err(store_error)?;
+    for parameter in [
+        CParameter::WindowLog(WINDOW_LOG),
+        CParameter::HashLog(HASH_LOG),
+        CParameter::ContentSizeFlag(true),
+    ] {
+        compressor.set_parameter(parameter).map_err(store_error)?;
+    }
+    compressor
+        .context_mut()
+        .load_dictionary(dictionary)
+        .map_err(|code| store_error(zstd::zstd_safe::get_error_name(code)))?;
+    Ok(compressor)
+}
+
+/// Largest response a stored frame may claim to decompress to (a plan is a few KB); a larger
+/// claim is treated as a changed record rather than allocated.
+const MAX_RESPONSE: u64 = 16 * 1024 * 1024;
 
 fn store_error(error: impl std::fmt::Display) -> AuditError {
     AuditError::Store(error.to_string())
@@ -49,11 +96,12 @@ fn store_error(error: impl std::fmt::Display) -> AuditError {
 
 fn connect(path: &Path) -> Result<Connection, AuditError> {
     let connection = Connection::open(path).map_err(store_error)?;
-    // A record is ~8 KB (request and plan): 32 KiB pages keep most records off overflow chains.
-    // page_size only takes effect on a new database, before WAL mode is set.
+    // With plans stored compressed a record is a few hundred bytes: SQLite's default 4 KiB pages
+    // write the least per commit (32 KiB pages, chosen while records were ~8 KB, now measured
+    // slower). page_size only takes effect on a new database, before WAL mode is set.
     connection
         .execute_batch(
-            "PRAGMA page_size = 32768; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;",
+            "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;",
         )
         .map_err(store_error)?;
     Ok(connection)
@@ -111,28 +159,64 @@ fn migrate(connection: &mut Connection) -> Result<(), AuditError> {
     Ok(())
 }
 
-/// Opens (creating and migrating if needed) the audit database at `path`.
-pub fn open(path: &Path) -> Result<(SqliteStore, SqliteReader), AuditError> {
+/// Opens (creating and migrating if needed) the audit database at `path`. With a `dictionary`
+/// (see [`super::dictionary::plan_dictionary`]), responses are stored compressed against it; it is
+/// saved in the database first (once per distinct dictionary).
+pub fn open(
+    path: &Path,
+    dictionary: Option<&[u8]>,
+) -> Result<(SqliteStore, SqliteReader), AuditError> {
     create_private(path)?;
     let mut writer = connect(path)?;
     migrate(&mut writer)?;
+    let compressor = dictionary
+        .filter(|dictionary| !dictionary.is_empty())
+        .map(|dictionary| {
+            let id = save_dictionary(&writer, dictionary)?;
+            Ok::<_, AuditError>((id, compressor(dictionary)?))
+        })
+        .transpose()?;
     let reader = connect(path)?;
     Ok((
         SqliteStore {
             connection: writer,
             last_hash: None,
+            compressor,
         },
         SqliteReader {
-            connection: Mutex::new(reader),
+            state: Mutex::new(ReaderState {
+                connection: reader,
+                dictionaries: Dictionaries::default(),
+            }),
             path: path.to_path_buf(),
         },
     ))
+}
+
+/// The id of `dictionary` in the database, storing it if it is new.
+fn save_dictionary(connection: &Connection, dictionary: &[u8]) -> Result<i64, AuditError> {
+    let sha256: [u8; 32] = Sha256::digest(dictionary).into();
+    connection
+        .execute(
+            "INSERT OR IGNORE INTO dictionaries (sha256, content) VALUES (?1, ?2)",
+            params![sha256.as_slice(), dictionary],
+        )
+        .map_err(store_error)?;
+    connection
+        .query_row(
+            "SELECT id FROM dictionaries WHERE sha256 = ?1",
+            [sha256.as_slice()],
+            |row| row.get(0),
+        )
+        .map_err(store_error)
 }
 
 /// The writing connection.
 pub struct SqliteStore {
     connection: Connection,
     last_hash: Option<[u8; 32]>,
+    /// The dictionary's id and a compressor loaded with it; `None`: responses are stored as sent.
+    compressor: Option<(i64, zstd::bulk::Compressor<'static>)>,
 }
 
 impl SqliteStore {
@@ -168,12 +252,24 @@ impl Store for SqliteStore {
             let mut insert = transaction
                 .prepare_cached(
                     "INSERT INTO records (recommendation_id, created_at, kind, caller, guideline_version, guideline_sha256,
-                        case_id, subject_id, request, response, prev_hash, hash)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                        case_id, subject_id, request, response, prev_hash, hash, response_dictionary)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 )
                 .map_err(store_error)?;
             for record in records {
                 let hash = chain_hash(&previous, record);
+                // Compressed only when that makes it smaller; a compressor error stores it as sent.
+                let compressed = self.compressor.as_mut().and_then(|(id, compressor)| {
+                    compressor
+                        .compress(&record.response)
+                        .ok()
+                        .filter(|bytes| bytes.len() < record.response.len())
+                        .map(|bytes| (*id, bytes))
+                });
+                let (dictionary, response) = match &compressed {
+                    Some((id, bytes)) => (Some(*id), bytes.as_slice()),
+                    None => (None, record.response.as_slice()),
+                };
                 insert
                     .execute(params![
                         record.recommendation_id,
@@ -185,9 +281,10 @@ impl Store for SqliteStore {
                         record.case_id,
                         record.subject_id,
                         record.request,
-                        record.response,
+                        response,
                         previous.as_slice(),
                         hash.as_slice(),
+                        dictionary,
                     ])
                     .map_err(store_error)?;
                 previous = hash;
@@ -211,15 +308,86 @@ impl Store for SqliteStore {
 
 /// The reading connection.
 pub struct SqliteReader {
-    connection: Mutex<Connection>,
+    state: Mutex<ReaderState>,
     path: PathBuf,
 }
 
-const COLUMNS: &str = "seq, recommendation_id, created_at, kind, caller, guideline_version, guideline_sha256, case_id, subject_id, request, response";
+struct ReaderState {
+    connection: Connection,
+    dictionaries: Dictionaries,
+}
 
-fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRecord> {
+/// Decompressors by dictionary id, loaded from the database on first use.
+#[derive(Default)]
+struct Dictionaries(HashMap<i64, zstd::bulk::Decompressor<'static>>);
+
+/// Why a stored response could not be turned back into the bytes that were sent.
+enum Unreadable {
+    /// The database could not be read.
+    Store(AuditError),
+    /// The record or its dictionary is not what was written.
+    Changed(&'static str),
+}
+
+impl Dictionaries {
+    /// The response as it was sent: `stored` itself, or `stored` decompressed with dictionary `id`.
+    /// A dictionary is checked against its SHA-256 when it is loaded.
+    fn response(
+        &mut self,
+        connection: &Connection,
+        id: Option<i64>,
+        stored: Vec<u8>,
+    ) -> Result<Vec<u8>, Unreadable> {
+        let Some(id) = id else {
+            return Ok(stored);
+        };
+        let decompressor = match self.0.entry(id) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                let (sha256, content): (Vec<u8>, Vec<u8>) = connection
+                    .query_row(
+                        "SELECT sha256, content FROM dictionaries WHERE id = ?1",
+                        [id],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )
+                    .optional()
+                    .map_err(|error| Unreadable::Store(store_error(error)))?
+                    .ok_or(Unreadable::Changed(
+                        "the compression dictionary it names is missing (the dictionaries were changed)",
+                    ))?;
+                if Sha256::digest(&content).as_slice() != sha256.as_slice() {
+                    return Err(Unreadable::Changed(
+                        "the compression dictionary it names does not match its SHA-256 (the dictionary was changed)",
+                    ));
+                }
+                let decompressor = zstd::bulk::Decompressor::with_dictionary(&content)
+                    .map_err(|error| Unreadable::Store(store_error(error)))?;
+                entry.insert(decompressor)
+            }
+        };
+        const UNDECODABLE: &str =
+            "its stored response does not decompress (the record was changed)";
+        let size = zstd::zstd_safe::get_frame_content_size(&stored)
+            .ok()
+            .flatten()
+            .filter(|size| *size <= MAX_RESPONSE)
+            .ok_or(Unreadable::Changed(UNDECODABLE))?;
+        let response = decompressor
+            .decompress(&stored, size as usize)
+            .map_err(|_| Unreadable::Changed(UNDECODABLE))?;
+        if response.len() as u64 != size {
+            return Err(Unreadable::Changed(UNDECODABLE));
+        }
+        Ok(response)
+    }
+}
+
+const COLUMNS: &str = "seq, recommendation_id, created_at, kind, caller, guideline_version, guideline_sha256, case_id, subject_id, request, response, response_dictionary";
+
+/// A row as stored: the record with its response still as stored, and the dictionary it names.
+fn row_to_stored(row: &rusqlite::Row<'_>) -> rusqlite::Result<(StoredRecord, Option<i64>)> {
     let kind: String = row.get(3)?;
-    Ok(StoredRecord {
+    let record = StoredRecord {
         seq: row.get(0)?,
         record: NewRecord {
             recommendation_id: row.get(1)?,
@@ -233,23 +401,57 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRecord> {
             request: row.get(9)?,
             response: row.get(10)?,
         },
-    })
+    };
+    Ok((record, row.get(11)?))
 }
 
-impl SqliteReader {
-    fn with_feedback(
-        connection: &Connection,
-        record: StoredRecord,
-    ) -> Result<RecordWithFeedback, AuditError> {
-        let mut statement = connection
-            .prepare_cached(&format!("SELECT {COLUMNS} FROM records WHERE subject_id = ?1 AND kind = 'feedback' ORDER BY seq"))
-            .map_err(store_error)?;
-        let feedback = statement
-            .query_map([&record.record.recommendation_id], row_to_record)
+impl ReaderState {
+    /// The records a query selects (with `COLUMNS`), responses as they were sent.
+    fn records(
+        &mut self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<StoredRecord>, AuditError> {
+        let rows = self
+            .connection
+            .prepare_cached(sql)
+            .map_err(store_error)?
+            .query_map(params, row_to_stored)
             .map_err(store_error)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(store_error)?;
+        rows.into_iter()
+            .map(|(mut stored, dictionary)| {
+                let response = std::mem::take(&mut stored.record.response);
+                stored.record.response = self
+                    .dictionaries
+                    .response(&self.connection, dictionary, response)
+                    .map_err(|unreadable| match unreadable {
+                        Unreadable::Store(error) => error,
+                        Unreadable::Changed(problem) => AuditError::Store(format!(
+                            "record {} cannot be read: {problem}; run `audit verify`",
+                            stored.seq
+                        )),
+                    })?;
+                Ok(stored)
+            })
+            .collect()
+    }
+
+    fn with_feedback(&mut self, record: StoredRecord) -> Result<RecordWithFeedback, AuditError> {
+        let feedback = self.records(
+            &format!("SELECT {COLUMNS} FROM records WHERE subject_id = ?1 AND kind = 'feedback' ORDER BY seq"),
+            [&record.record.recommendation_id],
+        )?;
         Ok(RecordWithFeedback { record, feedback })
+    }
+}
+
+impl SqliteReader {
+    fn state(&self) -> Result<std::sync::MutexGuard<'_, ReaderState>, AuditError> {
+        self.state
+            .lock()
+            .map_err(|_| AuditError::Store("reader lock poisoned".into()))
     }
 
     /// The database file.
@@ -260,21 +462,16 @@ impl SqliteReader {
 
 impl Reader for SqliteReader {
     fn get(&self, recommendation_id: &str) -> Result<Option<RecordWithFeedback>, AuditError> {
-        let connection = self
-            .connection
-            .lock()
-            .map_err(|_| AuditError::Store("reader lock poisoned".into()))?;
-        let record = connection
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM records WHERE recommendation_id = ?1 AND kind != 'feedback'"
-            ))
-            .map_err(store_error)?
-            .query_row([recommendation_id], row_to_record)
-            .optional()
-            .map_err(store_error)?;
-        record
-            .map(|record| Self::with_feedback(&connection, record))
-            .transpose()
+        let mut state = self.state()?;
+        let record = state
+            .records(
+                &format!(
+                    "SELECT {COLUMNS} FROM records WHERE recommendation_id = ?1 AND kind != 'feedback'"
+                ),
+                [recommendation_id],
+            )?
+            .pop();
+        record.map(|record| state.with_feedback(record)).transpose()
     }
 
     fn list(
@@ -283,28 +480,26 @@ impl Reader for SqliteReader {
         before: Option<i64>,
         limit: usize,
     ) -> Result<Vec<RecordWithFeedback>, AuditError> {
-        let connection = self
-            .connection
-            .lock()
-            .map_err(|_| AuditError::Store("reader lock poisoned".into()))?;
-        let records = connection
-            .prepare_cached(&format!(
+        let mut state = self.state()?;
+        let records = state.records(
+            &format!(
                 "SELECT {COLUMNS} FROM records WHERE case_id = ?1 AND kind != 'feedback' AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
-            ))
-            .map_err(store_error)?
-            .query_map(params![case_id, before.unwrap_or(i64::MAX), i64::try_from(limit).unwrap_or(i64::MAX)], row_to_record)
-            .map_err(store_error)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(store_error)?;
+            ),
+            params![
+                case_id,
+                before.unwrap_or(i64::MAX),
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+        )?;
         records
             .into_iter()
-            .map(|record| Self::with_feedback(&connection, record))
+            .map(|record| state.with_feedback(record))
             .collect()
     }
 }
 
 /// Walks the hash chain of the database at `path`: the number of records when intact, or the first
-/// broken link.
+/// broken link. Compressed responses are decompressed first: the chain covers what was sent.
 pub fn verify(path: &Path) -> Result<Result<u64, BrokenLink>, AuditError> {
     if !path.exists() {
         return Err(AuditError::Store(format!(
@@ -314,6 +509,7 @@ pub fn verify(path: &Path) -> Result<Result<u64, BrokenLink>, AuditError> {
     }
     let connection = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(store_error)?;
+    let mut dictionaries = Dictionaries::default();
     let mut statement = connection
         .prepare(&format!(
             "SELECT {COLUMNS}, prev_hash, hash FROM records ORDER BY seq"
@@ -323,10 +519,22 @@ pub fn verify(path: &Path) -> Result<Result<u64, BrokenLink>, AuditError> {
     let mut previous = [0_u8; 32];
     let mut count = 0_u64;
     while let Some(row) = rows.next().map_err(store_error)? {
-        let record = row_to_record(row).map_err(store_error)?;
+        let (mut record, dictionary) = row_to_stored(row).map_err(store_error)?;
+        let stored = std::mem::take(&mut record.record.response);
+        match dictionaries.response(&connection, dictionary, stored) {
+            Ok(response) => record.record.response = response,
+            Err(Unreadable::Store(error)) => return Err(error),
+            Err(Unreadable::Changed(problem)) => {
+                return Ok(Err(BrokenLink {
+                    seq: record.seq,
+                    recommendation_id: record.record.recommendation_id,
+                    problem: problem.to_string(),
+                }));
+            }
+        }
         let kind: String = row.get(3).map_err(store_error)?;
-        let prev_hash: Vec<u8> = row.get(11).map_err(store_error)?;
-        let hash: Vec<u8> = row.get(12).map_err(store_error)?;
+        let prev_hash: Vec<u8> = row.get(12).map_err(store_error)?;
+        let hash: Vec<u8> = row.get(13).map_err(store_error)?;
         previous = match check_link(&previous, &record, &kind, &prev_hash, &hash) {
             Ok(next) => next,
             Err(broken) => return Ok(Err(broken)),
@@ -362,7 +570,7 @@ mod tests {
     #[test]
     fn records_chain_read_back_and_page_newest_first() {
         let path = temp_db();
-        let (mut store, reader) = open(&path).expect("open");
+        let (mut store, reader) = open(&path, None).expect("open");
         store
             .append(&[
                 record("a", "case-1", Kind::Recommend, None),
@@ -407,7 +615,7 @@ mod tests {
         }
         // Reopening (a restart) runs no migration twice and keeps chaining.
         drop(store);
-        let (mut store, _) = open(&path).expect("reopen");
+        let (mut store, _) = open(&path, None).expect("reopen");
         store
             .append(&[record("d", "case-3", Kind::Recommend, None)])
             .expect("append");
@@ -429,7 +637,7 @@ mod tests {
                 ))
                 .expect("version 1");
         }
-        let (mut store, reader) = open(&path).expect("open migrates");
+        let (mut store, reader) = open(&path, None).expect("open migrates");
         store
             .append(&[
                 record("a", "x", Kind::Recommend, None),
@@ -453,7 +661,7 @@ mod tests {
             .expect("query")
             .collect::<Result<_, _>>()
             .expect("rows");
-        assert_eq!(versions, vec![1, 2]);
+        assert_eq!(versions, vec![1, 2, 3]);
         let plan: String = connection
             .query_row(
                 "EXPLAIN QUERY PLAN SELECT seq FROM records WHERE subject_id = 'a' AND kind = 'feedback' ORDER BY seq",
@@ -468,7 +676,7 @@ mod tests {
     #[test]
     fn verify_names_the_first_changed_or_removed_record() {
         let path = temp_db();
-        let (mut store, _) = open(&path).expect("open");
+        let (mut store, _) = open(&path, None).expect("open");
         store
             .append(&[
                 record("a", "x", Kind::Recommend, None),
@@ -492,6 +700,171 @@ mod tests {
         let broken = verify(&path).expect("verify").expect_err("broken");
         assert_eq!(broken.recommendation_id, "c");
         assert!(broken.problem.contains("removed"));
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// A plan-like response: a stretch of the dictionary with this record's own bytes around it.
+    fn plan_like(dictionary: &[u8], id: &str) -> Vec<u8> {
+        let mut response = format!("plan {id} ").into_bytes();
+        response.extend_from_slice(&dictionary[20_000..27_500]);
+        response.extend_from_slice(id.as_bytes());
+        response
+    }
+
+    fn stored_response(path: &Path, id: &str) -> (usize, Option<i64>) {
+        Connection::open(path)
+            .expect("open")
+            .query_row(
+                "SELECT length(response), response_dictionary FROM records WHERE recommendation_id = ?1",
+                [id],
+                |row| Ok((row.get::<_, i64>(0)? as usize, row.get(1)?)),
+            )
+            .expect("row")
+    }
+
+    #[test]
+    fn compressed_responses_read_back_byte_for_byte_across_dictionaries() {
+        let path = temp_db();
+        let profile = crate::guideline::embedded().expect("profile");
+        let dictionary = super::super::dictionary::plan_dictionary(&profile);
+        let (mut store, reader) = open(&path, Some(&dictionary)).expect("open");
+        let plan = plan_like(&dictionary, "a");
+        // Bytes no dictionary helps with are stored as sent.
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let noise: Vec<u8> = (0..4096)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 56) as u8
+            })
+            .collect();
+        let mut a = record("a", "x", Kind::Recommend, None);
+        a.response = plan.clone();
+        let mut b = record("b", "x", Kind::Check, None);
+        b.response = noise.clone();
+        store.append(&[a, b]).expect("append");
+        let (stored, used) = stored_response(&path, "a");
+        assert!(
+            used.is_some() && stored * 10 < plan.len(),
+            "{stored} of {}",
+            plan.len()
+        );
+        assert_eq!(stored_response(&path, "b"), (noise.len(), None));
+        assert_eq!(
+            reader
+                .get("a")
+                .expect("read")
+                .expect("found")
+                .record
+                .record
+                .response,
+            plan
+        );
+        assert_eq!(
+            reader
+                .get("b")
+                .expect("read")
+                .expect("found")
+                .record
+                .record
+                .response,
+            noise
+        );
+
+        // A restart with another dictionary (an upgrade, a new guideline) keeps the old one for the
+        // records that use it.
+        drop((store, reader));
+        let other = dictionary[..100_000].to_vec();
+        let (mut store, reader) = open(&path, Some(&other)).expect("reopen");
+        let mut c = record("c", "x", Kind::Recommend, None);
+        c.response = plan_like(&dictionary, "c");
+        store.append(&[c.clone()]).expect("append");
+        let (_, used_now) = stored_response(&path, "c");
+        assert!(used_now.is_some() && used_now != used);
+        let listed: Vec<Vec<u8>> = reader
+            .list("x", None, 10)
+            .expect("list")
+            .into_iter()
+            .map(|found| found.record.record.response)
+            .collect();
+        assert_eq!(listed, vec![c.response, noise, plan.clone()]);
+        // And a store opened without a dictionary still reads them.
+        drop((store, reader));
+        let (_, reader) = open(&path, None).expect("reopen");
+        assert_eq!(
+            reader
+                .get("a")
+                .expect("read")
+                .expect("found")
+                .record
+                .record
+                .response,
+            plan
+        );
+        assert_eq!(verify(&path).expect("verify"), Ok(3));
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn verify_names_a_changed_compressed_record_or_dictionary() {
+        let path = temp_db();
+        let profile = crate::guideline::embedded().expect("profile");
+        let dictionary = super::super::dictionary::plan_dictionary(&profile);
+        let (mut store, reader) = open(&path, Some(&dictionary)).expect("open");
+        let records: Vec<NewRecord> = ["a", "b", "c"]
+            .into_iter()
+            .map(|id| {
+                let mut new = record(id, "x", Kind::Recommend, None);
+                new.response = plan_like(&dictionary, id);
+                new
+            })
+            .collect();
+        store.append(&records).expect("append");
+        drop(store);
+        assert_eq!(verify(&path).expect("verify"), Ok(3));
+        let tamper = Connection::open(&path).expect("open");
+        // One byte of b's compressed response.
+        let mut stored: Vec<u8> = tamper
+            .query_row(
+                "SELECT response FROM records WHERE recommendation_id = 'b'",
+                [],
+                |row| row.get(0),
+            )
+            .expect("row");
+        let last = stored.len() - 1;
+        stored[last] ^= 0x01;
+        tamper
+            .execute(
+                "UPDATE records SET response = ?1 WHERE recommendation_id = 'b'",
+                [&stored],
+            )
+            .expect("tamper");
+        let broken = verify(&path).expect("verify").expect_err("broken");
+        assert_eq!((broken.seq, broken.recommendation_id.as_str()), (2, "b"));
+        assert!(broken.problem.contains("changed"), "{}", broken.problem);
+        assert!(
+            reader.get("b").is_err(),
+            "a changed record is not served as if intact"
+        );
+        // The dictionary itself: every record compressed with it is in doubt, the first is named.
+        stored[last] ^= 0x01;
+        tamper
+            .execute(
+                "UPDATE records SET response = ?1 WHERE recommendation_id = 'b'",
+                [&stored],
+            )
+            .expect("restore");
+        assert_eq!(verify(&path).expect("verify"), Ok(3));
+        tamper
+            .execute(
+                "UPDATE dictionaries SET content = substr(content, 1, 1000)",
+                [],
+            )
+            .expect("tamper");
+        let broken = verify(&path).expect("verify").expect_err("broken");
+        assert_eq!(broken.recommendation_id, "a");
+        assert!(broken.problem.contains("dictionary"), "{}", broken.problem);
         let _ = std::fs::remove_file(&path);
     }
 }

@@ -44,6 +44,7 @@ fn settings(config: &ServerConfig) -> Result<Settings, String> {
         .transpose()
         .map_err(|error| error.to_string())?
         .map(Arc::new);
+    let audit = open_audit(&config.audit_db, config.audit_db_ca.as_deref(), &profile)?;
     Ok(Settings {
         listen: config.listen,
         profile: Arc::new(profile),
@@ -60,7 +61,7 @@ fn settings(config: &ServerConfig) -> Result<Settings, String> {
             ..Limits::default()
         },
         metrics_listen: config.metrics_listen,
-        audit: open_audit(&config.audit_db, config.audit_db_ca.as_deref())?,
+        audit,
         health_listen: config.health_listen,
     })
 }
@@ -74,6 +75,7 @@ fn read_ca(audit_db_ca: Option<&std::path::Path>) -> Result<Option<Vec<u8>>, Str
 fn open_audit(
     audit_db: &str,
     audit_db_ca: Option<&std::path::Path>,
+    profile: &vlms_rt::core::Profile,
 ) -> Result<Option<vlms_rt::audit::Auditor>, String> {
     if audit_db == "none" {
         tracing::warn!(
@@ -84,7 +86,8 @@ fn open_audit(
     }
     let ca_pem = read_ca(audit_db_ca)?;
     let described = vlms_rt::audit::describe(audit_db);
-    let (store, reader) = vlms_rt::audit::open(audit_db, ca_pem.as_deref())
+    let dictionary = vlms_rt::audit::dictionary::plan_dictionary(profile);
+    let (store, reader) = vlms_rt::audit::open(audit_db, ca_pem.as_deref(), Some(&dictionary))
         .map_err(|error| format!("cannot open the audit database {described}: {error}"))?;
     tracing::info!(audit_db = %described, "audit trail on");
     Ok(Some(vlms_rt::audit::Auditor::start(store, reader)))

@@ -99,11 +99,15 @@ impl Target {
     fn open(&self) -> (Box<dyn Store>, Arc<dyn vlms_rt::audit::Reader>) {
         match self {
             Target::Sqlite(path) => {
-                vlms_rt::audit::open(path.to_str().expect("utf-8 path"), None).expect("audit db")
+                // As the server opens it: plans compressed against the profile's dictionary.
+                let profile = vlms_rt::guideline::embedded().expect("profile");
+                let dictionary = vlms_rt::audit::dictionary::plan_dictionary(&profile);
+                vlms_rt::audit::open(path.to_str().expect("utf-8 path"), None, Some(&dictionary))
+                    .expect("audit db")
             }
             Target::Postgres { url, ca, .. } => {
                 let ca = std::fs::read(ca).expect("CA");
-                vlms_rt::audit::open(url, Some(&ca)).expect("audit db")
+                vlms_rt::audit::open(url, Some(&ca), None).expect("audit db")
             }
         }
     }
@@ -315,6 +319,24 @@ async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedbac
             );
         }
         other => panic!("unexpected {other:?}"),
+    }
+
+    // The SQLite store keeps plans compressed against its dictionary (and still answered the exact
+    // plan above).
+    if let Target::Sqlite(path) = &target {
+        let connection = rusqlite::Connection::open(path).expect("open");
+        let (stored, dictionary): (i64, Option<i64>) = connection
+            .query_row(
+                "SELECT length(response), response_dictionary FROM records WHERE recommendation_id = ?1",
+                [&plans[0].recommendation_id],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .expect("row");
+        assert!(dictionary.is_some(), "stored uncompressed");
+        assert!(
+            (stored as usize) * 4 < plans[0].encode_to_vec().len(),
+            "{stored} bytes stored"
+        );
     }
 
     // A check is recorded with its own id.
