@@ -510,9 +510,23 @@ pub fn verify(path: &Path) -> Result<Result<u64, BrokenLink>, AuditError> {
     let connection = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(store_error)?;
     let mut dictionaries = Dictionaries::default();
+    // A copy made before migration 3 (a backup from an older version) has no dictionaries: every
+    // response in it is stored as sent.
+    let compressed: i64 = connection
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('records') WHERE name = 'response_dictionary'",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(store_error)?;
+    let columns = if compressed > 0 {
+        COLUMNS.to_string()
+    } else {
+        COLUMNS.replace("response_dictionary", "NULL AS response_dictionary")
+    };
     let mut statement = connection
         .prepare(&format!(
-            "SELECT {COLUMNS}, prev_hash, hash FROM records ORDER BY seq"
+            "SELECT {columns}, prev_hash, hash FROM records ORDER BY seq"
         ))
         .map_err(store_error)?;
     let mut rows = statement.query([]).map_err(store_error)?;
@@ -670,6 +684,63 @@ mod tests {
             )
             .expect("plan");
         assert!(plan.contains("records_by_subject"), "{plan}");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn verify_reads_a_copy_made_before_compression() {
+        let path = temp_db();
+        let connection = Connection::open(&path).expect("open");
+        connection
+            .execute_batch(&format!(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL);
+                 {}
+                 {}
+                 INSERT INTO schema_migrations VALUES (1, 'then'), (2, 'then');",
+                MIGRATIONS[0].1, MIGRATIONS[1].1
+            ))
+            .expect("version 2");
+        let old = record("a", "x", Kind::Recommend, None);
+        let hash = chain_hash(&[0; 32], &old);
+        connection
+            .execute(
+                "INSERT INTO records (recommendation_id, created_at, kind, caller, guideline_version, guideline_sha256,
+                    case_id, subject_id, request, response, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                params![
+                    old.recommendation_id,
+                    old.created_at,
+                    old.kind.as_str(),
+                    old.caller,
+                    old.guideline_version,
+                    old.guideline_sha256,
+                    old.case_id,
+                    old.subject_id,
+                    old.request,
+                    old.response,
+                    [0_u8; 32].as_slice(),
+                    hash.as_slice(),
+                ],
+            )
+            .expect("insert");
+        drop(connection);
+        assert_eq!(verify(&path).expect("verify"), Ok(1));
+        // Opened by this version, it is migrated and keeps chaining, old and new records readable.
+        let profile = crate::guideline::embedded().expect("profile");
+        let dictionary = super::super::dictionary::plan_dictionary(&profile);
+        let (mut store, reader) = open(&path, Some(&dictionary)).expect("open");
+        let mut new = record("b", "x", Kind::Recommend, None);
+        new.response = plan_like(&dictionary, "b");
+        store.append(&[new.clone()]).expect("append");
+        assert_eq!(
+            reader.get("a").expect("read").expect("found").record.record,
+            old
+        );
+        assert_eq!(
+            reader.get("b").expect("read").expect("found").record.record,
+            new
+        );
+        assert_eq!(verify(&path).expect("verify"), Ok(2));
         let _ = std::fs::remove_file(&path);
     }
 
