@@ -35,9 +35,9 @@ fn main() -> anyhow::Result<()> {
         .compile_fds(descriptor_set.clone())
         .context("generating the Rust code")?;
 
-    // The server, over the same messages, except that `Recommend` answers with
-    // `crate::wire::EncodedRecommendResponse` (the plan encoded straight from the core's values;
-    // the same bytes on the wire). Every other type resolves to the messages generated above.
+    // The server, over the same messages, except that `Recommend` and `RecommendStream` answer with
+    // `crate::wire::EncodedRecommendResponse` / `EncodedStreamResponse` (the plan encoded straight
+    // from the core's values; the same bytes on the wire). Every other type resolves to the messages generated above.
     let server_dir = out_dir.join("server");
     std::fs::create_dir_all(&server_dir)
         .with_context(|| format!("creating {}", server_dir.display()))?;
@@ -50,6 +50,10 @@ fn main() -> anyhow::Result<()> {
         .extern_path(
             ".vlms.rt.v1.RecommendResponse",
             "crate::wire::EncodedRecommendResponse",
+        )
+        .extern_path(
+            ".vlms.rt.v1.RecommendStreamResponse",
+            "crate::wire::EncodedStreamResponse",
         )
         .extern_path(".vlms.rt.v1", "crate::pb::vlms::rt::v1")
         .extern_path(".google.rpc", "crate::pb::google::rpc")

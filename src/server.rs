@@ -20,7 +20,7 @@ use crate::core::{self, Profile, Proposal, Violations};
 use crate::metrics::Metrics;
 use crate::pb;
 use crate::pb::server::recommendation_service_server::RecommendationService;
-use crate::wire::EncodedRecommendResponse;
+use crate::wire::{EncodedRecommendResponse, EncodedStreamResponse, EncodedStreamResult};
 
 /// Most field violations reported for one request. Real cases have far fewer; the cap keeps a
 /// hostile request (thousands of bad list entries) from producing trailers no client can read.
@@ -126,14 +126,6 @@ impl Service {
         .await
     }
 
-    fn recommend_one(&self, request: &pb::RecommendRequest) -> Result<pb::Plan, Violations> {
-        let case = convert::case_from_request(request)?;
-        let plan = core::recommend(&self.profile, &case);
-        let plan = convert::plan_out(&plan, new_recommendation_id());
-        self.options.metrics.plan(indication_label(plan.indication));
-        Ok(plan)
-    }
-
     /// Writes a record before its answer leaves; fails closed (UNAVAILABLE) when it cannot.
     #[allow(clippy::too_many_arguments)]
     async fn record(
@@ -196,24 +188,6 @@ impl Service {
                 "the audit store cannot record this answer, so none was sent; retry later",
             )
         })
-    }
-
-    async fn record_plan(
-        &self,
-        request: &pb::RecommendRequest,
-        plan: &pb::Plan,
-        caller: &str,
-    ) -> Result<(), Status> {
-        self.record(
-            &plan.recommendation_id,
-            Kind::Recommend,
-            caller,
-            &plan.case_id,
-            None,
-            request,
-            plan,
-        )
-        .await
     }
 
     fn auditor(&self) -> Result<&Auditor, Status> {
@@ -587,7 +561,7 @@ struct EncodedPlan {
     plan: Vec<u8>,
 }
 
-type StreamResult = Pin<Box<dyn Stream<Item = Result<pb::RecommendStreamResponse, Status>> + Send>>;
+type StreamResult = Pin<Box<dyn Stream<Item = Result<EncodedStreamResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl RecommendationService for Service {
@@ -670,19 +644,18 @@ impl RecommendationService for Service {
                     .as_ref()
                     .map(|case| case.case_id.clone())
                     .unwrap_or_default();
-                let result = match service.recommend_one(&item) {
-                    Ok(plan) => {
-                        service.record_plan(&item, &plan, &caller).await?;
-                        pb::recommend_stream_response::Result::Plan(plan)
+                let result = match service.recommend_encoded(&item) {
+                    Ok(encoded) => {
+                        service
+                            .record_encoded_plan(&item, &encoded, &caller)
+                            .await?;
+                        EncodedStreamResult::Plan(encoded.plan)
                     }
-                    Err(violations) => pb::recommend_stream_response::Result::Error(
-                        in_band_status(&invalid_argument(&violations)),
-                    ),
+                    Err(violations) => {
+                        EncodedStreamResult::Error(in_band_status(&invalid_argument(&violations)))
+                    }
                 };
-                Ok(pb::RecommendStreamResponse {
-                    case_id,
-                    result: Some(result),
-                })
+                Ok(EncodedStreamResponse { case_id, result })
             }
         });
         let logged = StreamCall {
@@ -852,7 +825,7 @@ impl StreamCall {
 }
 
 impl Stream for StreamCall {
-    type Item = Result<pb::RecommendStreamResponse, Status>;
+    type Item = Result<EncodedStreamResponse, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.done {
@@ -862,10 +835,7 @@ impl Stream for StreamCall {
         match &polled {
             Poll::Ready(Some(Ok(response))) => {
                 self.items += 1;
-                if matches!(
-                    response.result,
-                    Some(pb::recommend_stream_response::Result::Error(_))
-                ) {
+                if matches!(response.result, EncodedStreamResult::Error(_)) {
                     self.rejected += 1;
                 }
             }

@@ -390,6 +390,81 @@ impl prost::Message for EncodedRecommendResponse {
     }
 }
 
+/// What a `RecommendStream` item carries: a plan already encoded, or why the case was rejected.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EncodedStreamResult {
+    /// An encoded `vlms.rt.v1.Plan` (field 2 of the item).
+    Plan(Vec<u8>),
+    /// INVALID_ARGUMENT with its details (field 3 of the item).
+    Error(pb::google::rpc::Status),
+}
+
+/// `vlms.rt.v1.RecommendStreamResponse` as the server sends it, the plan encoded straight from the
+/// core's values like `Recommend`'s; build.rs maps the message here for the server, clients decode
+/// the generated type. Encodes as prost encodes the generated message: `case_id` (left out when
+/// empty), then the one `result` field, written even when its message is empty.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedStreamResponse {
+    pub case_id: String,
+    pub result: EncodedStreamResult,
+}
+
+impl prost::Message for EncodedStreamResponse {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        if !self.case_id.is_empty() {
+            prost::encoding::string::encode(1, &self.case_id, buf);
+        }
+        match &self.result {
+            EncodedStreamResult::Plan(plan) => {
+                encode_key(2, WireType::LengthDelimited, buf);
+                encode_varint(plan.len() as u64, buf);
+                buf.put_slice(plan);
+            }
+            EncodedStreamResult::Error(status) => prost::encoding::message::encode(3, status, buf),
+        }
+    }
+
+    /// The server never decodes its own responses; anything offered is skipped.
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        let case_id = if self.case_id.is_empty() {
+            0
+        } else {
+            prost::encoding::string::encoded_len(1, &self.case_id)
+        };
+        let result = match &self.result {
+            EncodedStreamResult::Plan(plan) => {
+                key_len(2) + encoded_len_varint(plan.len() as u64) + plan.len()
+            }
+            EncodedStreamResult::Error(status) => prost::encoding::message::encoded_len(3, status),
+        };
+        case_id + result
+    }
+
+    fn clear(&mut self) {
+        self.case_id.clear();
+        self.result = EncodedStreamResult::Plan(Vec::new());
+    }
+}
+
+impl Default for EncodedStreamResponse {
+    fn default() -> Self {
+        EncodedStreamResponse {
+            case_id: String::new(),
+            result: EncodedStreamResult::Plan(Vec::new()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -251,6 +251,38 @@ proptest! {
             prost::Message::encode_to_vec(&generated)
         );
         prop_assert_eq!(prost::Message::encoded_len(&response), prost::Message::encoded_len(&generated));
+        // And a RecommendStream item, with or without a case_id.
+        for case_id in [String::new(), plan.case_id.clone()] {
+            let item = vlms_rt::wire::EncodedStreamResponse {
+                case_id: case_id.clone(),
+                result: vlms_rt::wire::EncodedStreamResult::Plan(response.plan.clone()),
+            };
+            let generated = vlms_rt::pb::RecommendStreamResponse {
+                case_id,
+                result: Some(vlms_rt::pb::recommend_stream_response::Result::Plan(
+                    generated.plan.clone().expect("plan"),
+                )),
+            };
+            prop_assert_eq!(prost::Message::encode_to_vec(&item), prost::Message::encode_to_vec(&generated));
+            prop_assert_eq!(prost::Message::encoded_len(&item), prost::Message::encoded_len(&generated));
+        }
+    }
+
+    #[test]
+    fn a_rejected_stream_item_encodes_as_the_generated_message(raw in any_raw_case(), case_id in "[0-9A-Za-z._:-]{0,40}") {
+        if let Err(violations) = Case::validate(&raw, "case") {
+            let status = vlms_rt::server::in_band_status(&vlms_rt::server::invalid_argument(&violations));
+            let item = vlms_rt::wire::EncodedStreamResponse {
+                case_id: case_id.clone(),
+                result: vlms_rt::wire::EncodedStreamResult::Error(status.clone()),
+            };
+            let generated = vlms_rt::pb::RecommendStreamResponse {
+                case_id,
+                result: Some(vlms_rt::pb::recommend_stream_response::Result::Error(status)),
+            };
+            prop_assert_eq!(prost::Message::encode_to_vec(&item), prost::Message::encode_to_vec(&generated));
+            prop_assert_eq!(prost::Message::encoded_len(&item), prost::Message::encoded_len(&generated));
+        }
     }
 
     #[test]
