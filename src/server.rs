@@ -20,7 +20,9 @@ use crate::core::{self, Profile, Proposal, Violations};
 use crate::metrics::Metrics;
 use crate::pb;
 use crate::pb::server::recommendation_service_server::RecommendationService;
-use crate::wire::{EncodedRecommendResponse, EncodedStreamResponse, EncodedStreamResult};
+use crate::wire::{
+    EncodedRecommendResponse, EncodedStreamResponse, EncodedStreamResult, ProfileParts,
+};
 
 /// Most field violations reported for one request. Real cases have far fewer; the cap keeps a
 /// hostile request (thousands of bad list entries) from producing trailers no client can read.
@@ -49,6 +51,8 @@ pub const MAX_PAGE_SIZE: usize = 100;
 #[derive(Debug, Clone)]
 pub struct Service {
     profile: Arc<Profile>,
+    /// The profile's plan sub-messages, encoded once (see `wire::ProfileParts`).
+    parts: Arc<ProfileParts>,
     options: ServiceOptions,
 }
 
@@ -67,7 +71,12 @@ impl Drop for Admission {
 impl Service {
     /// A service answering from `profile`.
     pub fn new(profile: Arc<Profile>, options: ServiceOptions) -> Self {
-        Self { profile, options }
+        let parts = Arc::new(ProfileParts::new(Arc::clone(&profile)));
+        Self {
+            profile,
+            parts,
+            options,
+        }
     }
 
     /// Admits a call or sheds it at once (no queue): overload answers fast instead of piling up.
@@ -93,7 +102,7 @@ impl Service {
         let case = convert::case_from_request(request)?;
         let plan = core::recommend(&self.profile, &case);
         let recommendation_id = new_recommendation_id();
-        let encoded = crate::wire::encode_plan(&plan, &recommendation_id);
+        let encoded = crate::wire::encode_plan_with(&self.parts, &plan, &recommendation_id);
         self.options.metrics.plan(indication_label(
             convert::indication_out(plan.indication).into(),
         ));

@@ -23,6 +23,8 @@ use crate::pb;
 
 /// Where a message body goes.
 trait Sink: Sized {
+    /// Bytes already encoded as whole fields (key, length and body).
+    fn raw(&mut self, bytes: &[u8]);
     /// A length-delimited field, written even when empty (repeated strings, nested messages).
     fn delimited(&mut self, tag: u32, bytes: &[u8]);
     /// A nested message field (always present).
@@ -96,6 +98,10 @@ impl Writer<'_> {
 }
 
 impl Sink for Writer<'_> {
+    fn raw(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+    }
+
     fn delimited(&mut self, tag: u32, bytes: &[u8]) {
         self.key(tag, WireType::LengthDelimited);
         self.varint_value(bytes.len() as u64);
@@ -158,6 +164,7 @@ fn iso_date(date: crate::core::date::Date) -> String {
 
 struct PlanBody<'a, 'p> {
     plan: &'a core::Plan<'p>,
+    parts: Option<&'a ProfileParts>,
     recommendation_id: &'a str,
     evaluation_date: String,
     start_window: StartWindowBody,
@@ -228,23 +235,39 @@ impl Body for PlanBody<'_, '_> {
             sink.message(8, &PrescriptionBody(prescription));
         }
         sink.message(9, &self.start_window);
+        let parts = self.parts;
         for volume in &plan.volumes {
-            sink.message(10, &VolumeBody(volume));
+            match parts.and_then(|parts| parts.volume(volume)) {
+                Some(bytes) => sink.raw(bytes),
+                None => sink.message(10, &VolumeBody(volume)),
+            }
         }
         for constraint in &plan.organ_constraints {
             sink.message(11, &ConstraintBody(constraint));
         }
         for alert in &plan.alerts {
-            sink.message(12, &AlertBody(alert));
+            match parts.and_then(|parts| parts.alert(alert)) {
+                Some(bytes) => sink.raw(bytes),
+                None => sink.message(12, &AlertBody(alert)),
+            }
         }
         for statement in &plan.expected_outcomes {
-            sink.message(13, &StatementBody(statement));
+            match parts.and_then(|parts| parts.statement(statement)) {
+                Some(bytes) => sink.raw(bytes),
+                None => sink.message(13, &StatementBody(statement)),
+            }
         }
         for firing in &plan.trace {
-            sink.message(14, &FiringBody(firing));
+            match parts.and_then(|parts| parts.firing(firing)) {
+                Some(bytes) => sink.raw(bytes),
+                None => sink.message(14, &FiringBody(firing)),
+            }
         }
         for reference in &plan.references {
-            sink.message(15, &ReferenceBody(reference));
+            match parts.and_then(|parts| parts.reference(reference)) {
+                Some(bytes) => sink.raw(bytes),
+                None => sink.message(15, &ReferenceBody(reference)),
+            }
         }
         sink.string(16, plan.disclaimer);
     }
@@ -342,8 +365,177 @@ impl Body for ReferenceBody<'_> {
 /// The `vlms.rt.v1.Plan` message of `plan` with its id, encoded: the same bytes as
 /// `convert::plan_out(plan, id).encode_to_vec()`.
 pub fn encode_plan(plan: &core::Plan<'_>, recommendation_id: &str) -> Vec<u8> {
+    encode(plan, None, recommendation_id)
+}
+
+/// `encode_plan`, copying the sub-messages `parts` holds instead of encoding them field by field:
+/// the same bytes.
+pub fn encode_plan_with(
+    parts: &ProfileParts,
+    plan: &core::Plan<'_>,
+    recommendation_id: &str,
+) -> Vec<u8> {
+    encode(plan, Some(parts), recommendation_id)
+}
+
+/// The sub-messages of a plan that depend on the profile alone — a rule firing, an alert at its
+/// defined severity, a volume, an outcome statement, a reference — each encoded once as the whole
+/// field (key, length, body). A plan item is copied from here only when its texts and reference
+/// list are the very strings of this profile the part was encoded from (pointer and length
+/// equal): the profile is immutable and held here, so equal pointers mean equal bytes; anything
+/// else (another profile, an item built differently) is encoded field by field as before.
+pub struct ProfileParts {
+    profile: std::sync::Arc<core::Profile>,
+    firings: Vec<Vec<u8>>,
+    statements: Vec<Option<Vec<u8>>>,
+    alerts: Vec<Vec<u8>>,
+    volumes: Vec<Vec<u8>>,
+    references: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ProfileParts {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ProfileParts")
+            .field("guideline_sha256", &self.profile.sha256())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One nested-message field, encoded.
+fn field<B: Body>(tag: u32, body: &B) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    Writer(&mut bytes).message(tag, body);
+    bytes
+}
+
+impl ProfileParts {
+    /// Encodes the parts of `profile`.
+    pub fn new(profile: std::sync::Arc<core::Profile>) -> ProfileParts {
+        use crate::core::ids::{AlertCode, RuleId, VolumeCode};
+        use crate::core::plan::{Alert, RuleFiring, Statement, VolumeGuidance};
+        let firings = RuleId::ALL
+            .iter()
+            .map(|&rule_id| {
+                let rule = profile.rule(rule_id);
+                field(
+                    14,
+                    &FiringBody(&RuleFiring {
+                        rule_id,
+                        summary: &rule.text,
+                        reference_ids: &rule.reference_ids,
+                    }),
+                )
+            })
+            .collect();
+        let statements = RuleId::ALL
+            .iter()
+            .map(|&rule_id| {
+                profile.outcome(rule_id).map(|outcome| {
+                    field(
+                        13,
+                        &StatementBody(&Statement {
+                            rule_id,
+                            text: &outcome.text,
+                            reference_ids: &outcome.reference_ids,
+                        }),
+                    )
+                })
+            })
+            .collect();
+        let alerts = AlertCode::ALL
+            .iter()
+            .map(|&code| {
+                let definition = profile.alert(code);
+                field(
+                    12,
+                    &AlertBody(&Alert {
+                        code,
+                        severity: definition.severity,
+                        summary: &definition.summary,
+                        detail: &definition.detail,
+                        reference_ids: &definition.reference_ids,
+                    }),
+                )
+            })
+            .collect();
+        let volumes = VolumeCode::ALL
+            .iter()
+            .map(|&code| {
+                let definition = profile.volume(code);
+                field(
+                    10,
+                    &VolumeBody(&VolumeGuidance {
+                        code,
+                        description: &definition.text,
+                        reference_ids: &definition.reference_ids,
+                    }),
+                )
+            })
+            .collect();
+        let references = profile
+            .references()
+            .iter()
+            .map(|reference| field(15, &ReferenceBody(reference)))
+            .collect();
+        ProfileParts {
+            profile,
+            firings,
+            statements,
+            alerts,
+            volumes,
+            references,
+        }
+    }
+
+    fn firing(&self, firing: &core::plan::RuleFiring<'_>) -> Option<&[u8]> {
+        let rule = self.profile.rule(firing.rule_id);
+        (std::ptr::eq(firing.summary, rule.text.as_str())
+            && std::ptr::eq(firing.reference_ids, rule.reference_ids.as_slice()))
+        .then(|| self.firings[firing.rule_id.index()].as_slice())
+    }
+
+    fn statement(&self, statement: &core::plan::Statement<'_>) -> Option<&[u8]> {
+        let outcome = self.profile.outcome(statement.rule_id)?;
+        (std::ptr::eq(statement.text, outcome.text.as_str())
+            && std::ptr::eq(statement.reference_ids, outcome.reference_ids.as_slice()))
+        .then_some(())?;
+        self.statements[statement.rule_id.index()].as_deref()
+    }
+
+    fn alert(&self, alert: &core::plan::Alert<'_>) -> Option<&[u8]> {
+        let definition = self.profile.alert(alert.code);
+        (alert.severity == definition.severity
+            && std::ptr::eq(alert.summary, definition.summary.as_str())
+            && std::ptr::eq(alert.detail, definition.detail.as_str())
+            && std::ptr::eq(alert.reference_ids, definition.reference_ids.as_slice()))
+        .then(|| self.alerts[alert.code.index()].as_slice())
+    }
+
+    fn volume(&self, volume: &core::plan::VolumeGuidance<'_>) -> Option<&[u8]> {
+        let definition = self.profile.volume(volume.code);
+        (std::ptr::eq(volume.description, definition.text.as_str())
+            && std::ptr::eq(volume.reference_ids, definition.reference_ids.as_slice()))
+        .then(|| self.volumes[volume.code.index()].as_slice())
+    }
+
+    fn reference(&self, reference: &ReferenceDef) -> Option<&[u8]> {
+        // Its position in the profile's list from its address; `ptr::eq` then confirms it is that
+        // element (an address is only compared, never followed).
+        let references = self.profile.references();
+        let offset =
+            (reference as *const ReferenceDef as usize).checked_sub(references.as_ptr() as usize)?;
+        let size = std::mem::size_of::<ReferenceDef>();
+        let index = offset / size;
+        (offset % size == 0 && std::ptr::eq(references.get(index)?, reference))
+            .then(|| self.references[index].as_slice())
+    }
+}
+
+fn encode(plan: &core::Plan<'_>, parts: Option<&ProfileParts>, recommendation_id: &str) -> Vec<u8> {
     let body = PlanBody {
         plan,
+        parts,
         recommendation_id,
         evaluation_date: iso_date(plan.evaluation_date),
         start_window: StartWindowBody::of(&plan.start_window),
@@ -469,6 +661,71 @@ impl Default for EncodedStreamResponse {
 mod tests {
     use super::*;
     use crate::core::date::Date;
+
+    #[test]
+    fn profile_parts_serve_every_item_of_their_profile_and_nothing_else() {
+        let profile = std::sync::Arc::new(crate::guideline::embedded().expect("profile"));
+        let parts = ProfileParts::new(std::sync::Arc::clone(&profile));
+        // The same texts in another allocation: every lookup must miss.
+        let twin = crate::guideline::embedded().expect("profile");
+        let mut items = 0;
+        for case in crate::audit::dictionary::sample_cases() {
+            let request = pb::RecommendRequest { case: Some(case) };
+            let case = convert::case_from_request(&request).expect("valid");
+            let plan = core::recommend(&profile, &case);
+            for firing in &plan.trace {
+                assert!(parts.firing(firing).is_some(), "{firing:?}");
+            }
+            for statement in &plan.expected_outcomes {
+                assert!(parts.statement(statement).is_some(), "{statement:?}");
+            }
+            for alert in &plan.alerts {
+                let definition = profile.alert(alert.code);
+                assert_eq!(
+                    parts.alert(alert).is_some(),
+                    alert.severity == definition.severity,
+                    "{alert:?}"
+                );
+            }
+            for volume in &plan.volumes {
+                assert!(parts.volume(volume).is_some(), "{volume:?}");
+            }
+            for reference in &plan.references {
+                assert!(parts.reference(reference).is_some(), "{reference:?}");
+            }
+            items += plan.trace.len() + plan.references.len();
+            let direct = encode_plan(&plan, "id");
+            assert_eq!(encode_plan_with(&parts, &plan, "id"), direct);
+
+            let other = core::recommend(&twin, &case);
+            assert!(
+                other
+                    .trace
+                    .iter()
+                    .all(|firing| parts.firing(firing).is_none())
+            );
+            assert!(
+                other
+                    .alerts
+                    .iter()
+                    .all(|alert| parts.alert(alert).is_none())
+            );
+            assert!(
+                other
+                    .volumes
+                    .iter()
+                    .all(|volume| parts.volume(volume).is_none())
+            );
+            assert!(
+                other
+                    .references
+                    .iter()
+                    .all(|reference| parts.reference(reference).is_none())
+            );
+            assert_eq!(encode_plan_with(&parts, &other, "id"), direct);
+        }
+        assert!(items > 500, "{items}");
+    }
 
     #[test]
     fn iso_dates_match_display() {

@@ -19,7 +19,7 @@ const SURGERY_DATE: &str = "2025-12-16";
 /// Largest dictionary built; plans beyond it add little that earlier samples do not hold.
 const MAX_LEN: usize = 384 * 1024;
 
-fn sample_cases() -> Vec<pb::Case> {
+pub(crate) fn sample_cases() -> Vec<pb::Case> {
     let organs: Vec<i32> = (1..=7).collect();
     let mut cases = Vec::new();
     for vessel in 1..=9 {
