@@ -416,62 +416,26 @@ impl ProfileParts {
         use crate::core::plan::{Alert, RuleFiring, Statement, VolumeGuidance};
         let firings = RuleId::ALL
             .iter()
-            .map(|&rule_id| {
-                let rule = profile.rule(rule_id);
-                field(
-                    14,
-                    &FiringBody(&RuleFiring {
-                        rule_id,
-                        summary: &rule.text,
-                        reference_ids: &rule.reference_ids,
-                    }),
-                )
-            })
+            .map(|&rule_id| field(14, &FiringBody(&RuleFiring::of(&profile, rule_id))))
             .collect();
         let statements = RuleId::ALL
             .iter()
             .map(|&rule_id| {
-                profile.outcome(rule_id).map(|outcome| {
-                    field(
-                        13,
-                        &StatementBody(&Statement {
-                            rule_id,
-                            text: &outcome.text,
-                            reference_ids: &outcome.reference_ids,
-                        }),
-                    )
-                })
+                Statement::of(&profile, rule_id)
+                    .map(|statement| field(13, &StatementBody(&statement)))
             })
             .collect();
+        // At the severity the profile defines; an alert raised at another is encoded as it comes.
         let alerts = AlertCode::ALL
             .iter()
             .map(|&code| {
-                let definition = profile.alert(code);
-                field(
-                    12,
-                    &AlertBody(&Alert {
-                        code,
-                        severity: definition.severity,
-                        summary: &definition.summary,
-                        detail: &definition.detail,
-                        reference_ids: &definition.reference_ids,
-                    }),
-                )
+                let severity = profile.alert(code).severity;
+                field(12, &AlertBody(&Alert::of(&profile, code, severity)))
             })
             .collect();
         let volumes = VolumeCode::ALL
             .iter()
-            .map(|&code| {
-                let definition = profile.volume(code);
-                field(
-                    10,
-                    &VolumeBody(&VolumeGuidance {
-                        code,
-                        description: &definition.text,
-                        reference_ids: &definition.reference_ids,
-                    }),
-                )
-            })
+            .map(|&code| field(10, &VolumeBody(&VolumeGuidance::of(&profile, code))))
             .collect();
         let references = profile
             .references()

@@ -782,6 +782,17 @@ mod tests {
         response
     }
 
+    /// The response a reader gives back for `id`.
+    fn response_of(reader: &SqliteReader, id: &str) -> Vec<u8> {
+        reader
+            .get(id)
+            .expect("read")
+            .expect("found")
+            .record
+            .record
+            .response
+    }
+
     fn stored_response(path: &Path, id: &str) -> (usize, Option<i64>) {
         Connection::open(path)
             .expect("open")
@@ -822,26 +833,8 @@ mod tests {
             plan.len()
         );
         assert_eq!(stored_response(&path, "b"), (noise.len(), None));
-        assert_eq!(
-            reader
-                .get("a")
-                .expect("read")
-                .expect("found")
-                .record
-                .record
-                .response,
-            plan
-        );
-        assert_eq!(
-            reader
-                .get("b")
-                .expect("read")
-                .expect("found")
-                .record
-                .record
-                .response,
-            noise
-        );
+        assert_eq!(response_of(&reader, "a"), plan);
+        assert_eq!(response_of(&reader, "b"), noise);
 
         // A restart with another dictionary (an upgrade, a new guideline) keeps the old one for the
         // records that use it.
@@ -863,16 +856,7 @@ mod tests {
         // And a store opened without a dictionary still reads them.
         drop((store, reader));
         let (_, reader) = open(&path, None).expect("reopen");
-        assert_eq!(
-            reader
-                .get("a")
-                .expect("read")
-                .expect("found")
-                .record
-                .record
-                .response,
-            plan
-        );
+        assert_eq!(response_of(&reader, "a"), plan);
         assert_eq!(verify(&path).expect("verify"), Ok(3));
         let _ = std::fs::remove_file(&path);
     }

@@ -125,6 +125,55 @@ pub struct RuleFiring<'p> {
     pub reference_ids: &'p [String],
 }
 
+impl<'p> RuleFiring<'p> {
+    /// The firing of `rule_id`: its statement and references from the profile.
+    pub fn of(profile: &'p Profile, rule_id: RuleId) -> Self {
+        let rule = profile.rule(rule_id);
+        RuleFiring {
+            rule_id,
+            summary: &rule.text,
+            reference_ids: &rule.reference_ids,
+        }
+    }
+}
+
+impl<'p> Alert<'p> {
+    /// Alert `code` at `severity`, its texts and references from the profile.
+    pub fn of(profile: &'p Profile, code: AlertCode, severity: Severity) -> Self {
+        let definition = profile.alert(code);
+        Alert {
+            code,
+            severity,
+            summary: &definition.summary,
+            detail: &definition.detail,
+            reference_ids: &definition.reference_ids,
+        }
+    }
+}
+
+impl<'p> VolumeGuidance<'p> {
+    /// The guidance for volume `code` from the profile.
+    pub fn of(profile: &'p Profile, code: VolumeCode) -> Self {
+        let definition = profile.volume(code);
+        VolumeGuidance {
+            code,
+            description: &definition.text,
+            reference_ids: &definition.reference_ids,
+        }
+    }
+}
+
+impl<'p> Statement<'p> {
+    /// The expected-outcome statement of `rule_id`, if the profile has one.
+    pub fn of(profile: &'p Profile, rule_id: RuleId) -> Option<Self> {
+        profile.outcome(rule_id).map(|outcome| Statement {
+            rule_id,
+            text: &outcome.text,
+            reference_ids: &outcome.reference_ids,
+        })
+    }
+}
+
 /// The plan for one case.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan<'p> {

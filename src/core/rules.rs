@@ -92,13 +92,8 @@ impl<'p> Builder<'p> {
         {
             return;
         }
-        let rule = self.profile.rule(rule_id);
-        self.cited |= rule.reference_mask;
-        self.plan.trace.push(RuleFiring {
-            rule_id,
-            summary: &rule.text,
-            reference_ids: &rule.reference_ids,
-        });
+        self.cited |= self.profile.rule(rule_id).reference_mask;
+        self.plan.trace.push(RuleFiring::of(self.profile, rule_id));
     }
 
     fn alert(&mut self, code: AlertCode) {
@@ -107,35 +102,25 @@ impl<'p> Builder<'p> {
     }
 
     fn alert_with(&mut self, code: AlertCode, severity: Severity) {
-        let definition = self.profile.alert(code);
-        self.cited |= definition.reference_mask;
-        self.plan.alerts.push(Alert {
-            code,
-            severity,
-            summary: &definition.summary,
-            detail: &definition.detail,
-            reference_ids: &definition.reference_ids,
-        });
+        self.cited |= self.profile.alert(code).reference_mask;
+        self.plan
+            .alerts
+            .push(Alert::of(self.profile, code, severity));
     }
 
     fn volume(&mut self, code: VolumeCode) {
-        let definition = self.profile.volume(code);
-        self.cited |= definition.reference_mask;
-        self.plan.volumes.push(VolumeGuidance {
-            code,
-            description: &definition.text,
-            reference_ids: &definition.reference_ids,
-        });
+        self.cited |= self.profile.volume(code).reference_mask;
+        self.plan
+            .volumes
+            .push(VolumeGuidance::of(self.profile, code));
     }
 
     fn outcome(&mut self, rule_id: RuleId) {
         if let Some(definition) = self.profile.outcome(rule_id) {
             self.cited |= definition.reference_mask;
-            self.plan.expected_outcomes.push(Statement {
-                rule_id,
-                text: &definition.text,
-                reference_ids: &definition.reference_ids,
-            });
+            self.plan
+                .expected_outcomes
+                .extend(Statement::of(self.profile, rule_id));
             self.fire(rule_id);
         }
     }
