@@ -1,6 +1,9 @@
 //! Logging set-up: tracing-subscriber with `RUST_LOG` filtering (default `info`), as text or JSON
 //! lines on standard error. Lines go through a background writer so that no call waits on a write
 //! to standard error; nothing is dropped (the writer applies back-pressure when its buffer is full).
+//! The background writer gathers the lines waiting for it into one buffer and writes them with one
+//! system call, flushing whenever it has caught up, so a line is on standard error as soon as the
+//! writer has seen it, and a busy server does not pay a `write` per line.
 
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -61,6 +64,10 @@ impl FormatTime for UtcMicros {
     }
 }
 
+/// Size of the background writer's buffer: lines are written when it fills or when the writer has
+/// caught up with the lines queued for it (tracing-appender flushes after each drained batch).
+const LOG_BUFFER_BYTES: usize = 64 * 1024;
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -76,7 +83,10 @@ pub fn init(format: LogFormat) -> WorkerGuard {
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(false)
         .buffered_lines_limit(64 * 1024)
-        .finish(std::io::stderr());
+        .finish(std::io::BufWriter::with_capacity(
+            LOG_BUFFER_BYTES,
+            std::io::stderr(),
+        ));
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
