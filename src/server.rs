@@ -130,7 +130,7 @@ impl Service {
             &encoded.case_id,
             None,
             request.encode_to_vec(),
-            encoded.plan.clone(),
+            &encoded.plan,
         )
         .await
     }
@@ -159,12 +159,13 @@ impl Service {
             case_id,
             subject_id,
             request.encode_to_vec(),
-            response.encode_to_vec(),
+            &response.encode_to_vec(),
         )
         .await
     }
 
-    /// `record` with the request and response already encoded.
+    /// `record` with the request and response already encoded. The response is put in the form the
+    /// store keeps (compressed, for SQLite) here, on the thread answering the call.
     #[allow(clippy::too_many_arguments)]
     async fn record_bytes(
         &self,
@@ -174,11 +175,12 @@ impl Service {
         case_id: &str,
         subject_id: Option<String>,
         request: Vec<u8>,
-        response: Vec<u8>,
+        response: &[u8],
     ) -> Result<(), Status> {
         let Some(audit) = &self.options.audit else {
             return Ok(());
         };
+        let (response, response_dictionary) = audit.stored_response(response);
         let record = NewRecord {
             recommendation_id: recommendation_id.to_string(),
             created_at: crate::audit::now_rfc3339(),
@@ -190,6 +192,7 @@ impl Service {
             subject_id,
             request,
             response,
+            response_dictionary,
         };
         audit.append(record).await.map_err(|error| {
             tracing::error!(%error, "audit write failed; the answer is withheld");

@@ -4,7 +4,10 @@
 //! written wait for the next one, each batch is one transaction (one fsync), and every caller is
 //! answered only after its batch committed. Records form a hash chain: each carries
 //! SHA-256(previous hash ‖ its own content), so an edited or removed record breaks the chain.
+//! A store may compress responses ([`compress`]); the caller's thread does that before the record
+//! reaches the writer.
 
+pub mod compress;
 pub mod dictionary;
 pub mod postgres;
 pub mod sqlite;
@@ -66,7 +69,12 @@ pub struct NewRecord {
     /// For feedback: the recommendation_id it is about.
     pub subject_id: Option<String>,
     pub request: Vec<u8>,
+    /// The response as sent, or, when `response_dictionary` is set, a zstd frame of it compressed
+    /// against that dictionary.
     pub response: Vec<u8>,
+    /// The SHA-256 of the dictionary `response` is compressed with (see [`compress`]); `None`: the
+    /// response as sent. Records read back always hold the response as sent.
+    pub response_dictionary: Option<[u8; 32]>,
 }
 
 /// A stored record.
@@ -103,23 +111,30 @@ pub struct BrokenLink {
 }
 
 /// The hash of a record: SHA-256 over the previous hash and every field, each length-prefixed.
+/// A response stored as sent is one field (chain version 1); a compressed one is two, the
+/// dictionary's SHA-256 and the compressed frame (chain version 2).
 pub fn chain_hash(previous: &[u8; 32], record: &NewRecord) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(previous);
     let subject = record.subject_id.as_deref().unwrap_or("");
-    let fields: [&[u8]; 10] = [
-        record.recommendation_id.as_bytes(),
-        record.created_at.as_bytes(),
-        record.kind.as_str().as_bytes(),
-        record.caller.as_bytes(),
-        record.guideline_version.as_bytes(),
-        record.guideline_sha256.as_bytes(),
-        record.case_id.as_bytes(),
-        subject.as_bytes(),
-        &record.request,
-        &record.response,
+    let dictionary = record
+        .response_dictionary
+        .as_ref()
+        .map(|sha256| &sha256[..]);
+    let fields: [Option<&[u8]>; 11] = [
+        Some(record.recommendation_id.as_bytes()),
+        Some(record.created_at.as_bytes()),
+        Some(record.kind.as_str().as_bytes()),
+        Some(record.caller.as_bytes()),
+        Some(record.guideline_version.as_bytes()),
+        Some(record.guideline_sha256.as_bytes()),
+        Some(record.case_id.as_bytes()),
+        Some(subject.as_bytes()),
+        Some(&record.request),
+        dictionary,
+        Some(&record.response),
     ];
-    for field in fields {
+    for field in fields.into_iter().flatten() {
         hasher.update((field.len() as u64).to_le_bytes());
         hasher.update(field);
     }
@@ -165,6 +180,9 @@ pub trait Store: Send + 'static {
     fn append(&mut self, records: &[NewRecord]) -> Result<(), AuditError>;
     /// A small durable write that proves the store can commit again.
     fn probe(&mut self) -> Result<(), AuditError>;
+    /// How this store wants responses compressed before they reach it; `None`: stored as sent.
+    /// (No default: a store that wraps another must pass its answer on.)
+    fn compression(&self) -> Option<Arc<compress::Compression>>;
 }
 
 /// Read access to stored records.
@@ -201,6 +219,7 @@ pub struct Auditor {
     reader: Arc<dyn Reader>,
     healthy: watch::Receiver<bool>,
     stats: Arc<WriterStats>,
+    compression: Option<Arc<compress::Compression>>,
 }
 
 impl std::fmt::Debug for Auditor {
@@ -219,6 +238,7 @@ impl Auditor {
         let (health_sender, healthy) = watch::channel(true);
         let stats = Arc::new(WriterStats::default());
         let writer_stats = Arc::clone(&stats);
+        let compression = store.compression();
         std::thread::Builder::new()
             .name("vlms-rt-audit-writer".into())
             .spawn(move || {
@@ -274,7 +294,14 @@ impl Auditor {
             reader,
             healthy,
             stats,
+            compression,
         }
+    }
+
+    /// `response` in the form the store keeps, with the dictionary it is compressed with: done on
+    /// the caller's thread, so the writer's serial path does not compress, nor hash whole plans.
+    pub fn stored_response(&self, response: &[u8]) -> (Vec<u8>, Option<[u8; 32]>) {
+        compress::stored_response(self.compression.as_deref(), response)
     }
 
     /// Writes a record durably; returns once its batch has committed.

@@ -332,6 +332,15 @@ pub struct PgStore {
 }
 
 async fn append(pool: &Pool, records: &[NewRecord]) -> Result<(), AuditError> {
+    // This store asks for no compression (`Store::compression` is `None`): responses arrive as sent.
+    if records
+        .iter()
+        .any(|record| record.response_dictionary.is_some())
+    {
+        return Err(AuditError::Store(
+            "a record was compressed, but the PostgreSQL store keeps responses as sent".into(),
+        ));
+    }
     let mut client = pool.get().await.map_err(store_error)?;
     let transaction = client.transaction().await.map_err(store_error)?;
     // Serialises the chain across replicas until this transaction ends.
@@ -434,6 +443,11 @@ impl Store for PgStore {
             transaction.commit().await.map_err(store_error)
         })
     }
+
+    /// None: PostgreSQL compresses large values itself (TOAST), so responses are kept as sent.
+    fn compression(&self) -> Option<Arc<super::compress::Compression>> {
+        None
+    }
 }
 
 /// The reading side.
@@ -456,6 +470,7 @@ fn row_to_record(row: &Row) -> Result<StoredRecord, AuditError> {
             subject_id: row.try_get(8).map_err(store_error)?,
             request: row.try_get(9).map_err(store_error)?,
             response: row.try_get(10).map_err(store_error)?,
+            response_dictionary: None,
         },
     })
 }

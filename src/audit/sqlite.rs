@@ -1,17 +1,20 @@
 //! The SQLite audit store: WAL, `synchronous=FULL`, versioned migrations at start-up, the file
 //! created with mode 0600 (it holds clinical data). Responses are stored zstd-compressed against a
-//! dictionary of sample plans (see [`super::dictionary`]) when that makes them smaller; the hash chain
-//! always covers the bytes the client received, so compression changes nothing a reader or `verify`
-//! sees.
+//! dictionary of sample plans (see [`super::dictionary`]) when that makes them smaller, compressed
+//! by the calling thread ([`super::compress`]); readers get the bytes the client received. The hash
+//! chain covers a compressed response as stored with its dictionary's SHA-256 (chain version 2);
+//! records written before that (chain version 1) were hashed over the response as sent, and
+//! `verify` checks each record by its own version.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::compress::Compression;
 use super::{
     AuditError, BrokenLink, Kind, NewRecord, Reader, RecordWithFeedback, Store, StoredRecord,
     chain_hash, check_link,
@@ -58,33 +61,17 @@ const MIGRATIONS: &[(i64, &str)] = &[
     );
     ALTER TABLE records ADD COLUMN response_dictionary INTEGER REFERENCES dictionaries (id);",
     ),
+    (
+        4,
+        // How a record's hash covers its response: 1, the response as sent (every record before
+        // this migration, compressed or not); 2, a compressed response as stored plus its
+        // dictionary's SHA-256.
+        "ALTER TABLE records ADD COLUMN chain_version INTEGER NOT NULL DEFAULT 1;",
+    ),
 ];
 
-/// zstd settings for stored responses. Level -1 (fast, literals left unentropy-coded) compresses
-/// a plan about as small as level 1 here, because nearly all of it is found in the dictionary. The
-/// window and hash table are set so the whole dictionary (under 512 KiB) stays reachable: left to
-/// itself zstd sizes both for the few-KB input and finds only the dictionary's last few KB.
-const COMPRESSION_LEVEL: i32 = -1;
-const WINDOW_LOG: u32 = 19;
-const HASH_LOG: u32 = 17;
-
-/// A compressor loaded with `dictionary`.
-fn compressor(dictionary: &[u8]) -> Result<zstd::bulk::Compressor<'static>, AuditError> {
-    use zstd::zstd_safe::CParameter;
-    let mut compressor = zstd::bulk::Compressor::new(COMPRESSION_LEVEL).map_err(store_error)?;
-    for parameter in [
-        CParameter::WindowLog(WINDOW_LOG),
-        CParameter::HashLog(HASH_LOG),
-        CParameter::ContentSizeFlag(true),
-    ] {
-        compressor.set_parameter(parameter).map_err(store_error)?;
-    }
-    compressor
-        .context_mut()
-        .load_dictionary(dictionary)
-        .map_err(|code| store_error(zstd::zstd_safe::get_error_name(code)))?;
-    Ok(compressor)
-}
+/// The chain version of a record whose response is compressed as stored (see `MIGRATIONS`).
+const CHAIN_COMPRESSED: i64 = 2;
 
 /// Largest response a stored frame may claim to decompress to (a plan is a few KB); a larger
 /// claim is treated as a changed record rather than allocated.
@@ -169,19 +156,19 @@ pub fn open(
     create_private(path)?;
     let mut writer = connect(path)?;
     migrate(&mut writer)?;
-    let compressor = dictionary
-        .filter(|dictionary| !dictionary.is_empty())
-        .map(|dictionary| {
-            let id = save_dictionary(&writer, dictionary)?;
-            Ok::<_, AuditError>((id, compressor(dictionary)?))
-        })
-        .transpose()?;
+    let compression = match Compression::new(dictionary.unwrap_or_default())? {
+        Some(compression) => Some((
+            save_dictionary(&writer, compression.dictionary())?,
+            compression,
+        )),
+        None => None,
+    };
     let reader = connect(path)?;
     Ok((
         SqliteStore {
             connection: writer,
             last_hash: None,
-            compressor,
+            compression,
         },
         SqliteReader {
             state: Mutex::new(ReaderState {
@@ -215,8 +202,9 @@ fn save_dictionary(connection: &Connection, dictionary: &[u8]) -> Result<i64, Au
 pub struct SqliteStore {
     connection: Connection,
     last_hash: Option<[u8; 32]>,
-    /// The dictionary's id and a compressor loaded with it; `None`: responses are stored as sent.
-    compressor: Option<(i64, zstd::bulk::Compressor<'static>)>,
+    /// The dictionary's id and the compression callers apply with it; `None`: responses are stored
+    /// as sent.
+    compression: Option<(i64, Arc<Compression>)>,
 }
 
 impl SqliteStore {
@@ -252,24 +240,28 @@ impl Store for SqliteStore {
             let mut insert = transaction
                 .prepare_cached(
                     "INSERT INTO records (recommendation_id, created_at, kind, caller, guideline_version, guideline_sha256,
-                        case_id, subject_id, request, response, prev_hash, hash, response_dictionary)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                        case_id, subject_id, request, response, prev_hash, hash, response_dictionary, chain_version)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                 )
                 .map_err(store_error)?;
             for record in records {
+                // Compressed by the caller (`compress`), with this store's dictionary only.
+                let (dictionary, chain_version) =
+                    match (&record.response_dictionary, &self.compression) {
+                        (None, _) => (None, 1),
+                        (Some(sha256), Some((id, compression)))
+                            if sha256 == compression.sha256() =>
+                        {
+                            (Some(*id), CHAIN_COMPRESSED)
+                        }
+                        (Some(_), _) => {
+                            return Err(AuditError::Store(
+                            "a record was compressed with a dictionary this store does not hold"
+                                .into(),
+                        ));
+                        }
+                    };
                 let hash = chain_hash(&previous, record);
-                // Compressed only when that makes it smaller; a compressor error stores it as sent.
-                let compressed = self.compressor.as_mut().and_then(|(id, compressor)| {
-                    compressor
-                        .compress(&record.response)
-                        .ok()
-                        .filter(|bytes| bytes.len() < record.response.len())
-                        .map(|bytes| (*id, bytes))
-                });
-                let (dictionary, response) = match &compressed {
-                    Some((id, bytes)) => (Some(*id), bytes.as_slice()),
-                    None => (None, record.response.as_slice()),
-                };
                 insert
                     .execute(params![
                         record.recommendation_id,
@@ -281,10 +273,11 @@ impl Store for SqliteStore {
                         record.case_id,
                         record.subject_id,
                         record.request,
-                        response,
+                        record.response,
                         previous.as_slice(),
                         hash.as_slice(),
                         dictionary,
+                        chain_version,
                     ])
                     .map_err(store_error)?;
                 previous = hash;
@@ -304,6 +297,12 @@ impl Store for SqliteStore {
             .map_err(store_error)?;
         Ok(())
     }
+
+    fn compression(&self) -> Option<Arc<Compression>> {
+        self.compression
+            .as_ref()
+            .map(|(_, compression)| Arc::clone(compression))
+    }
 }
 
 /// The reading connection.
@@ -317,9 +316,10 @@ struct ReaderState {
     dictionaries: Dictionaries,
 }
 
-/// Decompressors by dictionary id, loaded from the database on first use.
+/// Decompressors by dictionary id, with each dictionary's SHA-256, loaded from the database on
+/// first use.
 #[derive(Default)]
-struct Dictionaries(HashMap<i64, zstd::bulk::Decompressor<'static>>);
+struct Dictionaries(HashMap<i64, ([u8; 32], zstd::bulk::Decompressor<'static>)>);
 
 /// Why a stored response could not be turned back into the bytes that were sent.
 enum Unreadable {
@@ -341,30 +341,7 @@ impl Dictionaries {
         let Some(id) = id else {
             return Ok(stored);
         };
-        let decompressor = match self.0.entry(id) {
-            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::hash_map::Entry::Vacant(entry) => {
-                let (sha256, content): (Vec<u8>, Vec<u8>) = connection
-                    .query_row(
-                        "SELECT sha256, content FROM dictionaries WHERE id = ?1",
-                        [id],
-                        |row| Ok((row.get(0)?, row.get(1)?)),
-                    )
-                    .optional()
-                    .map_err(|error| Unreadable::Store(store_error(error)))?
-                    .ok_or(Unreadable::Changed(
-                        "the compression dictionary it names is missing (the dictionaries were changed)",
-                    ))?;
-                if Sha256::digest(&content).as_slice() != sha256.as_slice() {
-                    return Err(Unreadable::Changed(
-                        "the compression dictionary it names does not match its SHA-256 (the dictionary was changed)",
-                    ));
-                }
-                let decompressor = zstd::bulk::Decompressor::with_dictionary(&content)
-                    .map_err(|error| Unreadable::Store(store_error(error)))?;
-                entry.insert(decompressor)
-            }
-        };
+        let (_, decompressor) = self.load(connection, id)?;
         const UNDECODABLE: &str =
             "its stored response does not decompress (the record was changed)";
         let size = zstd::zstd_safe::get_frame_content_size(&stored)
@@ -379,6 +356,40 @@ impl Dictionaries {
             return Err(Unreadable::Changed(UNDECODABLE));
         }
         Ok(response)
+    }
+
+    /// Dictionary `id`'s SHA-256 and decompressor; the dictionary is checked against its SHA-256
+    /// when it is first loaded.
+    fn load(
+        &mut self,
+        connection: &Connection,
+        id: i64,
+    ) -> Result<&mut ([u8; 32], zstd::bulk::Decompressor<'static>), Unreadable> {
+        Ok(match self.0.entry(id) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                let (sha256, content): (Vec<u8>, Vec<u8>) = connection
+                    .query_row(
+                        "SELECT sha256, content FROM dictionaries WHERE id = ?1",
+                        [id],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )
+                    .optional()
+                    .map_err(|error| Unreadable::Store(store_error(error)))?
+                    .ok_or(Unreadable::Changed(
+                        "the compression dictionary it names is missing (the dictionaries were changed)",
+                    ))?;
+                let actual: [u8; 32] = Sha256::digest(&content).into();
+                if actual.as_slice() != sha256.as_slice() {
+                    return Err(Unreadable::Changed(
+                        "the compression dictionary it names does not match its SHA-256 (the dictionary was changed)",
+                    ));
+                }
+                let decompressor = zstd::bulk::Decompressor::with_dictionary(&content)
+                    .map_err(|error| Unreadable::Store(store_error(error)))?;
+                entry.insert((actual, decompressor))
+            }
+        })
     }
 }
 
@@ -400,6 +411,7 @@ fn row_to_stored(row: &rusqlite::Row<'_>) -> rusqlite::Result<(StoredRecord, Opt
             subject_id: row.get(8)?,
             request: row.get(9)?,
             response: row.get(10)?,
+            response_dictionary: None,
         },
     };
     Ok((record, row.get(11)?))
@@ -498,8 +510,25 @@ impl Reader for SqliteReader {
     }
 }
 
+/// A stored response in the form its record's hash covers: as sent (chain version 1), or as stored
+/// with its dictionary's SHA-256 (version 2). Either way a compressed response must decompress.
+fn as_hashed(
+    dictionaries: &mut Dictionaries,
+    connection: &Connection,
+    version: i64,
+    dictionary: Option<i64>,
+    stored: Vec<u8>,
+) -> Result<(Vec<u8>, Option<[u8; 32]>), Unreadable> {
+    let sent = dictionaries.response(connection, dictionary, stored.clone())?;
+    Ok(match (version, dictionary) {
+        (CHAIN_COMPRESSED, Some(id)) => (stored, Some(dictionaries.load(connection, id)?.0)),
+        _ => (sent, None),
+    })
+}
+
 /// Walks the hash chain of the database at `path`: the number of records when intact, or the first
-/// broken link. Compressed responses are decompressed first: the chain covers what was sent.
+/// broken link. Every compressed response must decompress; each record's hash is checked by its
+/// chain version.
 pub fn verify(path: &Path) -> Result<Result<u64, BrokenLink>, AuditError> {
     if !path.exists() {
         return Err(AuditError::Store(format!(
@@ -511,22 +540,29 @@ pub fn verify(path: &Path) -> Result<Result<u64, BrokenLink>, AuditError> {
         .map_err(store_error)?;
     let mut dictionaries = Dictionaries::default();
     // A copy made before migration 3 (a backup from an older version) has no dictionaries: every
-    // response in it is stored as sent.
-    let compressed: i64 = connection
-        .query_row(
-            "SELECT count(*) FROM pragma_table_info('records') WHERE name = 'response_dictionary'",
-            [],
-            |row| row.get(0),
-        )
-        .map_err(store_error)?;
-    let columns = if compressed > 0 {
-        COLUMNS.to_string()
+    // response in it is stored as sent; one made before migration 4 has chain version 1 throughout.
+    let has_column = |name: &str| {
+        connection
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('records') WHERE name = ?1",
+                [name],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|count| count > 0)
+            .map_err(store_error)
+    };
+    let mut columns = COLUMNS.to_string();
+    if !has_column("response_dictionary")? {
+        columns = columns.replace("response_dictionary", "NULL AS response_dictionary");
+    }
+    let chain_version = if has_column("chain_version")? {
+        "chain_version"
     } else {
-        COLUMNS.replace("response_dictionary", "NULL AS response_dictionary")
+        "1 AS chain_version"
     };
     let mut statement = connection
         .prepare(&format!(
-            "SELECT {columns}, prev_hash, hash FROM records ORDER BY seq"
+            "SELECT {columns}, prev_hash, hash, {chain_version} FROM records ORDER BY seq"
         ))
         .map_err(store_error)?;
     let mut rows = statement.query([]).map_err(store_error)?;
@@ -534,9 +570,13 @@ pub fn verify(path: &Path) -> Result<Result<u64, BrokenLink>, AuditError> {
     let mut count = 0_u64;
     while let Some(row) = rows.next().map_err(store_error)? {
         let (mut record, dictionary) = row_to_stored(row).map_err(store_error)?;
+        let version: i64 = row.get(14).map_err(store_error)?;
         let stored = std::mem::take(&mut record.record.response);
-        match dictionaries.response(&connection, dictionary, stored) {
-            Ok(response) => record.record.response = response,
+        match as_hashed(&mut dictionaries, &connection, version, dictionary, stored) {
+            Ok((response, response_dictionary)) => {
+                record.record.response = response;
+                record.record.response_dictionary = response_dictionary;
+            }
             Err(Unreadable::Store(error)) => return Err(error),
             Err(Unreadable::Changed(problem)) => {
                 return Ok(Err(BrokenLink {
@@ -578,7 +618,18 @@ mod tests {
             subject_id: subject.map(str::to_string),
             request: vec![1, 2, 3],
             response: format!("plan {id}").into_bytes(),
+            response_dictionary: None,
         }
+    }
+
+    /// `new` as the service hands it to `store`: its response compressed when the store compresses
+    /// and that makes it smaller.
+    fn prepared(store: &SqliteStore, mut new: NewRecord) -> NewRecord {
+        let (response, dictionary) =
+            super::super::compress::stored_response(store.compression().as_deref(), &new.response);
+        new.response = response;
+        new.response_dictionary = dictionary;
+        new
     }
 
     #[test]
@@ -675,7 +726,7 @@ mod tests {
             .expect("query")
             .collect::<Result<_, _>>()
             .expect("rows");
-        assert_eq!(versions, vec![1, 2, 3]);
+        assert_eq!(versions, vec![1, 2, 3, 4]);
         let plan: String = connection
             .query_row(
                 "EXPLAIN QUERY PLAN SELECT seq FROM records WHERE subject_id = 'a' AND kind = 'feedback' ORDER BY seq",
@@ -731,7 +782,9 @@ mod tests {
         let (mut store, reader) = open(&path, Some(&dictionary)).expect("open");
         let mut new = record("b", "x", Kind::Recommend, None);
         new.response = plan_like(&dictionary, "b");
-        store.append(&[new.clone()]).expect("append");
+        store
+            .append(&[prepared(&store, new.clone())])
+            .expect("append");
         assert_eq!(
             reader.get("a").expect("read").expect("found").record.record,
             old
@@ -825,7 +878,9 @@ mod tests {
         a.response = plan.clone();
         let mut b = record("b", "x", Kind::Check, None);
         b.response = noise.clone();
-        store.append(&[a, b]).expect("append");
+        store
+            .append(&[prepared(&store, a), prepared(&store, b)])
+            .expect("append");
         let (stored, used) = stored_response(&path, "a");
         assert!(
             used.is_some() && stored * 10 < plan.len(),
@@ -843,7 +898,9 @@ mod tests {
         let (mut store, reader) = open(&path, Some(&other)).expect("reopen");
         let mut c = record("c", "x", Kind::Recommend, None);
         c.response = plan_like(&dictionary, "c");
-        store.append(&[c.clone()]).expect("append");
+        store
+            .append(&[prepared(&store, c.clone())])
+            .expect("append");
         let (_, used_now) = stored_response(&path, "c");
         assert!(used_now.is_some() && used_now != used);
         let listed: Vec<Vec<u8>> = reader
@@ -872,9 +929,14 @@ mod tests {
             .map(|id| {
                 let mut new = record(id, "x", Kind::Recommend, None);
                 new.response = plan_like(&dictionary, id);
-                new
+                prepared(&store, new)
             })
             .collect();
+        assert!(
+            records
+                .iter()
+                .all(|record| record.response_dictionary.is_some())
+        );
         store.append(&records).expect("append");
         drop(store);
         assert_eq!(verify(&path).expect("verify"), Ok(3));
@@ -911,6 +973,23 @@ mod tests {
             )
             .expect("restore");
         assert_eq!(verify(&path).expect("verify"), Ok(3));
+        // Its chain version: read as hashed over the response as sent, it no longer matches.
+        tamper
+            .execute(
+                "UPDATE records SET chain_version = 1 WHERE recommendation_id = 'b'",
+                [],
+            )
+            .expect("tamper");
+        let broken = verify(&path).expect("verify").expect_err("broken");
+        assert_eq!(broken.recommendation_id, "b");
+        assert!(broken.problem.contains("changed"), "{}", broken.problem);
+        tamper
+            .execute(
+                "UPDATE records SET chain_version = 2 WHERE recommendation_id = 'b'",
+                [],
+            )
+            .expect("restore");
+        assert_eq!(verify(&path).expect("verify"), Ok(3));
         tamper
             .execute(
                 "UPDATE dictionaries SET content = substr(content, 1, 1000)",
@@ -920,6 +999,85 @@ mod tests {
         let broken = verify(&path).expect("verify").expect_err("broken");
         assert_eq!(broken.recommendation_id, "a");
         assert!(broken.problem.contains("dictionary"), "{}", broken.problem);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_copy_with_responses_hashed_as_sent_verifies_and_keeps_chaining() {
+        // Migration 3's records: compressed, but hashed over the response as sent.
+        let path = temp_db();
+        let profile = crate::guideline::embedded().expect("profile");
+        let dictionary = super::super::dictionary::plan_dictionary(&profile);
+        let compression = Compression::new(&dictionary)
+            .expect("loads")
+            .expect("not empty");
+        let connection = Connection::open(&path).expect("open");
+        connection
+            .execute_batch(&format!(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL);
+                 {} {} {}
+                 INSERT INTO schema_migrations VALUES (1, 'then'), (2, 'then'), (3, 'then');",
+                MIGRATIONS[0].1, MIGRATIONS[1].1, MIGRATIONS[2].1
+            ))
+            .expect("version 3");
+        let id = save_dictionary(&connection, &dictionary).expect("dictionary");
+        let mut old = record("a", "x", Kind::Recommend, None);
+        old.response = plan_like(&dictionary, "a");
+        let hash = chain_hash(&[0; 32], &old);
+        let frame = compression.compress(&old.response).expect("compresses");
+        connection
+            .execute(
+                "INSERT INTO records (recommendation_id, created_at, kind, caller, guideline_version, guideline_sha256,
+                    case_id, subject_id, request, response, prev_hash, hash, response_dictionary)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                params![
+                    old.recommendation_id,
+                    old.created_at,
+                    old.kind.as_str(),
+                    old.caller,
+                    old.guideline_version,
+                    old.guideline_sha256,
+                    old.case_id,
+                    old.subject_id,
+                    old.request,
+                    frame,
+                    [0_u8; 32].as_slice(),
+                    hash.as_slice(),
+                    id,
+                ],
+            )
+            .expect("insert");
+        drop(connection);
+        assert_eq!(verify(&path).expect("verify"), Ok(1));
+        let (mut store, reader) = open(&path, Some(&dictionary)).expect("open migrates");
+        let mut new = record("b", "x", Kind::Recommend, None);
+        new.response = plan_like(&dictionary, "b");
+        store
+            .append(&[prepared(&store, new.clone())])
+            .expect("append");
+        assert_eq!(verify(&path).expect("verify"), Ok(2));
+        assert_eq!(response_of(&reader, "a"), old.response);
+        assert_eq!(response_of(&reader, "b"), new.response);
+        let versions: Vec<i64> = Connection::open(&path)
+            .expect("open")
+            .prepare("SELECT chain_version FROM records ORDER BY seq")
+            .expect("prepare")
+            .query_map([], |row| row.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(versions, vec![1, CHAIN_COMPRESSED]);
+        // A record compressed with a dictionary the store does not hold is refused, not stored.
+        let other = Compression::new(&dictionary[..50_000])
+            .expect("loads")
+            .expect("not empty");
+        let mut foreign = record("c", "x", Kind::Recommend, None);
+        let (frame, used) =
+            super::super::compress::stored_response(Some(&other), &plan_like(&dictionary, "c"));
+        foreign.response = frame;
+        foreign.response_dictionary = used;
+        assert!(store.append(&[foreign]).is_err());
+        assert_eq!(verify(&path).expect("verify"), Ok(2));
         let _ = std::fs::remove_file(&path);
     }
 }

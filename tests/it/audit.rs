@@ -220,6 +220,9 @@ impl Store for Switchable {
         }
         self.inner.probe()
     }
+    fn compression(&self) -> Option<Arc<vlms_rt::audit::compress::Compression>> {
+        self.inner.compression()
+    }
 }
 
 /// Polls health for `service` until it reports `status`; fails with `what` after `seconds`.

@@ -1,0 +1,160 @@
+//! Compression of stored responses against a dictionary of sample plans
+//! ([`super::dictionary`]), done on the thread that answers the call, before the record is handed
+//! to the writer: the writer's serial path then hashes and stores a few hundred bytes instead of the
+//! whole plan, and the plan's buffer never crosses threads.
+//!
+//! A record compressed here carries the dictionary's SHA-256 ([`super::NewRecord::response_dictionary`]);
+//! its link in the hash chain covers the compressed frame and that SHA-256 (chain version 2), which
+//! fixes the bytes that were sent just as well, since decompression is deterministic and a
+//! dictionary is kept, and checked, by its SHA-256.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::AuditError;
+
+/// zstd settings. Level -1 (fast, literals left unentropy-coded) compresses a plan about as small
+/// as level 1 here, because nearly all of it is found in the dictionary. The window and hash table
+/// are set so the whole dictionary (under 512 KiB) stays reachable: left to itself zstd sizes both
+/// for the few-KB input and finds only the dictionary's last few KB.
+const COMPRESSION_LEVEL: i32 = -1;
+const WINDOW_LOG: u32 = 19;
+const HASH_LOG: u32 = 17;
+
+/// A dictionary responses are compressed against.
+#[derive(Debug)]
+pub struct Compression {
+    dictionary: Arc<[u8]>,
+    sha256: [u8; 32],
+}
+
+thread_local! {
+    /// This thread's compressor, loaded with the dictionary of the given SHA-256. One per thread:
+    /// a zstd context is not shared, and building one (loading the dictionary) takes milliseconds,
+    /// so it is kept for the next record.
+    static COMPRESSOR: RefCell<Option<([u8; 32], zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(None) };
+}
+
+impl Compression {
+    /// Compression against `dictionary`; `None` for an empty one. Fails if zstd refuses it.
+    pub fn new(dictionary: &[u8]) -> Result<Option<Arc<Compression>>, AuditError> {
+        if dictionary.is_empty() {
+            return Ok(None);
+        }
+        let compression = Compression {
+            dictionary: Arc::from(dictionary),
+            sha256: Sha256::digest(dictionary).into(),
+        };
+        // Fail at start-up, not on the first call, if zstd cannot load it.
+        compression.compressor()?;
+        Ok(Some(Arc::new(compression)))
+    }
+
+    /// The dictionary.
+    pub fn dictionary(&self) -> &[u8] {
+        &self.dictionary
+    }
+
+    /// The dictionary's SHA-256, which names it in the store and in the hash chain.
+    pub fn sha256(&self) -> &[u8; 32] {
+        &self.sha256
+    }
+
+    fn compressor(&self) -> Result<zstd::bulk::Compressor<'static>, AuditError> {
+        use zstd::zstd_safe::CParameter;
+        let error = |error: &dyn std::fmt::Display| AuditError::Store(error.to_string());
+        let mut compressor =
+            zstd::bulk::Compressor::new(COMPRESSION_LEVEL).map_err(|e| error(&e))?;
+        for parameter in [
+            CParameter::WindowLog(WINDOW_LOG),
+            CParameter::HashLog(HASH_LOG),
+            CParameter::ContentSizeFlag(true),
+        ] {
+            compressor.set_parameter(parameter).map_err(|e| error(&e))?;
+        }
+        compressor
+            .context_mut()
+            .load_dictionary(&self.dictionary)
+            .map_err(|code| error(&zstd::zstd_safe::get_error_name(code)))?;
+        Ok(compressor)
+    }
+
+    /// `response` as a zstd frame against the dictionary, when that is smaller; `None` otherwise
+    /// (incompressible bytes, or a zstd error: the response is then stored as sent).
+    pub fn compress(&self, response: &[u8]) -> Option<Vec<u8>> {
+        COMPRESSOR.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            if cell
+                .as_ref()
+                .is_none_or(|(sha256, _)| *sha256 != self.sha256)
+            {
+                *cell = Some((self.sha256, self.compressor().ok()?));
+            }
+            let (_, compressor) = cell.as_mut()?;
+            compressor
+                .compress(response)
+                .ok()
+                .filter(|frame| frame.len() < response.len())
+        })
+    }
+}
+
+/// The response as a store with `compression` keeps it, and the SHA-256 of the dictionary it was
+/// compressed with (`None`: as sent).
+pub fn stored_response(
+    compression: Option<&Compression>,
+    response: &[u8],
+) -> (Vec<u8>, Option<[u8; 32]>) {
+    match compression.and_then(|compression| {
+        compression
+            .compress(response)
+            .map(|frame| (frame, *compression.sha256()))
+    }) {
+        Some((frame, sha256)) => (frame, Some(sha256)),
+        None => (response.to_vec(), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compresses_against_the_dictionary_and_round_trips() {
+        let profile = crate::guideline::embedded().expect("profile");
+        let dictionary = super::super::dictionary::plan_dictionary(&profile);
+        let compression = Compression::new(&dictionary)
+            .expect("loads")
+            .expect("not empty");
+        assert_eq!(
+            compression.sha256(),
+            &<[u8; 32]>::from(Sha256::digest(&dictionary))
+        );
+        let plan = dictionary[10_000..17_500].to_vec();
+        let (stored, used) = stored_response(Some(&compression), &plan);
+        assert_eq!(used, Some(*compression.sha256()));
+        assert!(stored.len() * 10 < plan.len(), "{}", stored.len());
+        let mut decompressor =
+            zstd::bulk::Decompressor::with_dictionary(&dictionary).expect("decompressor");
+        assert_eq!(
+            decompressor.decompress(&stored, plan.len()).expect("frame"),
+            plan
+        );
+        // Another dictionary on the same thread gets its own compressor.
+        let other = Compression::new(&dictionary[..50_000])
+            .expect("loads")
+            .expect("not empty");
+        let (_, used) = stored_response(Some(&other), &dictionary[10_000..17_500]);
+        assert_eq!(used, Some(*other.sha256()));
+        // Nothing to gain: stored as sent.
+        assert_eq!(
+            stored_response(Some(&compression), b"x"),
+            (b"x".to_vec(), None)
+        );
+        assert_eq!(stored_response(None, &plan), (plan.clone(), None));
+        assert!(Compression::new(&[]).expect("empty").is_none());
+    }
+}
