@@ -6,10 +6,14 @@
 //! writer has seen it, and a busy server does not pay a `write` per line.
 
 use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use tracing::field::{Field, Visit};
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::FormatFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::FormatTime;
 
@@ -64,6 +68,149 @@ impl FormatTime for UtcMicros {
     }
 }
 
+/// The fields of a text log line: the message first, then `name=value` pairs separated by spaces,
+/// as tracing-subscriber's default writes them, but written directly: the default styles every
+/// field name through its ANSI painter even with colours off and formats every value through
+/// `write!`, which made the one line each call logs cost as much as encoding its plan. A string
+/// value is written bare when it is made of letters, digits and `. _ : - / @ +` only, else quoted
+/// and escaped (`Debug`); any other value is written with `Debug`, control characters escaped, so
+/// no field can forge a line or drive a terminal.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TextFields;
+
+impl<'writer> FormatFields<'writer> for TextFields {
+    fn format_fields<R: RecordFields>(
+        &self,
+        writer: Writer<'writer>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut visitor = TextVisitor {
+            writer,
+            empty: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct TextVisitor<'writer> {
+    writer: Writer<'writer>,
+    empty: bool,
+    result: std::fmt::Result,
+}
+
+/// Passes text through with control characters escaped.
+struct Escaping<'a, 'writer>(&'a mut Writer<'writer>);
+
+impl std::fmt::Write for Escaping<'_, '_> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        if !text.chars().any(char::is_control) {
+            return self.0.write_str(text);
+        }
+        for character in text.chars() {
+            if character.is_control() {
+                write!(self.0, "{}", character.escape_default())?;
+            } else {
+                self.0.write_char(character)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_bare(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"._:-/@+".contains(&byte))
+}
+
+impl TextVisitor<'_> {
+    /// Starts a field: the separating space, then `name=` unless it is the message. False for
+    /// fields that are not written (log-crate metadata) or after an error.
+    fn start(&mut self, field: &Field) -> bool {
+        let name = field.name();
+        if self.result.is_err() || name.starts_with("log.") {
+            return false;
+        }
+        if !self.empty {
+            self.result = self.writer.write_char(' ');
+        }
+        self.empty = false;
+        if name != "message" {
+            let name = name.strip_prefix("r#").unwrap_or(name);
+            self.result = self
+                .result
+                .and_then(|()| self.writer.write_str(name))
+                .and_then(|()| self.writer.write_char('='));
+        }
+        self.result.is_ok()
+    }
+}
+
+impl Visit for TextVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if !self.start(field) {
+            return;
+        }
+        self.result = if field.name() == "message" {
+            Escaping(&mut self.writer).write_str(value)
+        } else if is_bare(value) {
+            self.writer.write_str(value)
+        } else {
+            write!(self.writer, "{value:?}")
+        };
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if !self.start(field) {
+            return;
+        }
+        let mut digits = [0_u8; 20];
+        let mut at = digits.len();
+        let mut rest = value;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        self.result = self
+            .writer
+            .write_str(std::str::from_utf8(&digits[at..]).unwrap_or("?"));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if !self.start(field) {
+            return;
+        }
+        self.result = write!(Escaping(&mut self.writer), "{value:?}");
+    }
+
+    /// An error and, like the default, its chain of sources: `error=… error.sources=[…, …]`.
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        if !self.start(field) {
+            return;
+        }
+        let mut out = Escaping(&mut self.writer);
+        self.result = write!(out, "{value}");
+        if let Some(mut source) = value.source() {
+            let name = field.name();
+            self.result = self
+                .result
+                .and_then(|()| write!(out, " {name}.sources=[{source}"));
+            while let Some(next) = source.source() {
+                self.result = self.result.and_then(|()| write!(out, ", {next}"));
+                source = next;
+            }
+            self.result = self.result.and_then(|()| out.write_char(']'));
+        }
+    }
+}
+
 /// Size of the background writer's buffer: lines are written when it fills or when the writer has
 /// caught up with the lines queued for it (tracing-appender flushes after each drained batch).
 const LOG_BUFFER_BYTES: usize = 64 * 1024;
@@ -95,7 +242,7 @@ pub fn init(format: LogFormat) -> WorkerGuard {
         .with_ansi(false)
         .with_target(false);
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.fmt_fields(TextFields).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
     guard
@@ -104,6 +251,89 @@ pub fn init(format: LogFormat) -> WorkerGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// The lines `emit` logs at INFO through a text subscriber with `fields`, without timestamps.
+    fn lines<N>(fields: N, emit: impl FnOnce()) -> String
+    where
+        N: for<'writer> FormatFields<'writer> + Send + Sync + 'static,
+    {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&buffer);
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || Capture(Arc::clone(&sink)))
+            .without_time()
+            .with_ansi(false)
+            .with_target(false)
+            .fmt_fields(fields)
+            .finish();
+        tracing::subscriber::with_default(subscriber, emit);
+        let bytes = buffer.lock().expect("buffer").clone();
+        String::from_utf8(bytes).expect("utf-8")
+    }
+
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("buffer").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn text_fields_write_the_call_line_as_the_default_format_does() {
+        let call = || {
+            tracing::info!(
+                rpc = "Recommend",
+                code = "InvalidArgument",
+                latency_us = 96_u64,
+                caller = "anonymous",
+                case_id = "ivc-middle-postop-r1",
+                "call"
+            );
+            tracing::info!(
+                version = 4_i64,
+                ready = true,
+                "audit schema migration applied"
+            );
+        };
+        let ours = lines(TextFields, call);
+        assert_eq!(
+            ours,
+            " INFO call rpc=Recommend code=InvalidArgument latency_us=96 caller=anonymous case_id=ivc-middle-postop-r1\n \
+             INFO audit schema migration applied version=4 ready=true\n"
+        );
+        // The default differs only in quoting bare strings.
+        let default = lines(tracing_subscriber::fmt::format::DefaultFields::new(), call);
+        assert_eq!(ours.replace('"', ""), default.replace('"', ""));
+        for value in [0_u64, 7, 10, u64::MAX] {
+            let line = lines(TextFields, || tracing::info!(n = value, "x"));
+            assert_eq!(line, format!(" INFO x n={value}\n"));
+        }
+    }
+
+    #[test]
+    fn text_fields_quote_and_escape_what_could_forge_a_line() {
+        let line = lines(TextFields, || {
+            let error = std::io::Error::other("disk\nfull");
+            tracing::warn!(
+                case_id = "Jane Doe",
+                empty = "",
+                detail = %"a\r\nINFO forged",
+                error = &error as &(dyn std::error::Error + 'static),
+                "\u{1b}[31mred"
+            );
+        });
+        assert_eq!(line.matches('\n').count(), 1, "{line}");
+        assert!(!line.contains('\u{1b}') && !line.contains('\r'), "{line}");
+        assert!(line.contains("case_id=\"Jane Doe\" empty=\"\""), "{line}");
+        assert!(line.contains("detail=a\\r\\nINFO forged"), "{line}");
+        assert!(line.contains("error=disk\\nfull"), "{line}");
+    }
 
     #[test]
     fn timestamps_are_rfc3339_utc_with_microseconds() {

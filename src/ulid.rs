@@ -13,7 +13,9 @@ pub fn encode(millis: u64, random: u128) -> String {
     for (index, slot) in text.iter_mut().rev().enumerate() {
         *slot = ALPHABET[((value >> (5 * index)) & 31) as usize];
     }
-    text.iter().map(|&byte| char::from(byte)).collect()
+    let mut encoded = String::with_capacity(text.len());
+    encoded.extend(text.iter().map(|&byte| char::from(byte)));
+    encoded
 }
 
 /// A fresh ULID for now.

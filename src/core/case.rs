@@ -320,7 +320,7 @@ impl Case {
                 violations.push(path("tumor"), "is required");
                 None
             }
-            Some(raw_tumor) => validate_tumor(raw_tumor, vessel, &path("tumor"), &mut violations),
+            Some(raw_tumor) => validate_tumor(raw_tumor, vessel, prefix, &mut violations),
         };
 
         let phase = required_enum(&mut violations, || path("phase"), raw.phase);
@@ -349,12 +349,9 @@ impl Case {
                 violations.push(path("resection"), "is required after resection");
                 None
             }
-            (Some(TreatmentPhase::PostResection), Some(raw_resection)) => validate_resection(
-                raw_resection,
-                evaluation_date,
-                &path("resection"),
-                &mut violations,
-            ),
+            (Some(TreatmentPhase::PostResection), Some(raw_resection)) => {
+                validate_resection(raw_resection, evaluation_date, prefix, &mut violations)
+            }
             (Some(TreatmentPhase::PreResection), Some(_)) => {
                 violations.push(path("resection"), "must be absent before resection");
                 None
@@ -497,18 +494,18 @@ fn required_enum<T: Copy>(
 fn validate_tumor(
     raw: &RawTumor,
     vessel: Option<Vessel>,
-    path: &str,
+    prefix: &str,
     violations: &mut Violations,
 ) -> Option<Tumor> {
     let size_ok = raw.size_cm.is_finite() && raw.size_cm > 0.0 && raw.size_cm <= MAX_SIZE_CM;
     if !size_ok {
         violations.push(
-            format!("{path}.size_cm"),
+            format!("{prefix}.tumor.size_cm"),
             "must be a finite number greater than 0 and at most 60 (cm)",
         );
     }
-    let grade = required_enum(violations, || format!("{path}.grade"), raw.grade);
-    let depth_path = || format!("{path}.depth");
+    let grade = required_enum(violations, || format!("{prefix}.tumor.grade"), raw.grade);
+    let depth_path = || format!("{prefix}.tumor.depth");
     let depth = match raw.depth {
         RawEnum::Unknown(number) => {
             violations.push(depth_path(), unknown_enum(number));
@@ -546,11 +543,15 @@ fn validate_tumor(
 fn validate_resection(
     raw: &RawResection,
     evaluation_date: Option<Date>,
-    path: &str,
+    prefix: &str,
     violations: &mut Violations,
 ) -> Option<Resection> {
-    let margin = required_enum(violations, || format!("{path}.margin"), raw.margin);
-    let surgery_path = || format!("{path}.surgery_date");
+    let margin = required_enum(
+        violations,
+        || format!("{prefix}.resection.margin"),
+        raw.margin,
+    );
+    let surgery_path = || format!("{prefix}.resection.surgery_date");
     let surgery_date = match Date::parse(&raw.surgery_date) {
         Ok(date) => match evaluation_date {
             Some(evaluation_date) if date > evaluation_date => {
@@ -568,7 +569,10 @@ fn validate_resection(
         RawEnum::Unset => Some(VascularManagement::None),
         RawEnum::Known(value) => Some(value),
         RawEnum::Unknown(number) => {
-            violations.push(format!("{path}.vascular_management"), unknown_enum(number));
+            violations.push(
+                format!("{prefix}.resection.vascular_management"),
+                unknown_enum(number),
+            );
             None
         }
     };
