@@ -5,13 +5,18 @@
 # ratios, audit batch sizes and the server's peak RSS; checks separately that every call answered
 # OK (h2load counts gRPC errors as successes), using the server's own call counters.
 #
-# Usage: bench/load.sh [CASE.json] [DURATION_SECONDS]
+# Each level runs ROUNDS times (default 3), the two servers back to back in each round, alternating
+# which goes first; the table gives medians, and the ratio is the median of the rounds' ratios with
+# their range (this 2-core machine's runs move by 10-20% from one minute to the next).
+#
+# Usage: bench/load.sh [CASE.json] [DURATION_SECONDS] [ROUNDS]
 # Needs h2load (Debian package nghttp2-client). Writes results under bench/out/ (not committed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 case_file="${1:-../shared/vignettes/ivc-middle-postop-r1.json}"
 duration="${2:-10}"
+rounds="${3:-3}"
 warm_up=2
 levels=("1 1" "4 8" "16 32")
 out=bench/out
@@ -60,6 +65,29 @@ run_h2load() { # port connections streams label -> "rps p50 p99 requests"
     echo "$rps $(percentiles "$log") $requests"
 }
 
+compare() { # port_a label_a port_b label_b connections streams -> one table row, medians of rounds
+    local port_a=$1 label_a=$2 port_b=$3 label_b=$4 connections=$5 streams=$6
+    local rows=() round a b
+    for round in $(seq 1 "$rounds"); do
+        if (( round % 2 )); then
+            a=$(run_h2load "$port_a" "$connections" "$streams" "$label_a-r$round")
+            b=$(run_h2load "$port_b" "$connections" "$streams" "$label_b-r$round")
+        else
+            b=$(run_h2load "$port_b" "$connections" "$streams" "$label_b-r$round")
+            a=$(run_h2load "$port_a" "$connections" "$streams" "$label_a-r$round")
+        fi
+        rows+=("$a $b")
+    done
+    python3 - "$connections" "$streams" "${rows[@]}" <<'PY'
+import statistics, sys
+connections, streams, rows = sys.argv[1], sys.argv[2], [list(map(float, r.split())) for r in sys.argv[3:]]
+med = lambda i: statistics.median(row[i] for row in rows)
+ratios = sorted(row[0] / row[4] for row in rows)
+print(f"| {connections} x {streams} | {med(0):.0f} | {med(1):.3f} | {med(2):.3f} | {med(4):.0f} | {med(5):.3f} | "
+      f"{med(6):.3f} | {statistics.median(ratios):.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f}) |")
+PY
+}
+
 metric() { # metrics_port name_and_labels -> value
     curl -s "http://127.0.0.1:$1/metrics" | awk -v key="$2" '$1 == key {print $2}'
 }
@@ -76,14 +104,12 @@ wait_port "$server_port"; wait_port "$echo_port"
 # The service's answer for this case must be a correct plan before anything is measured.
 "$bin/vlms-rt" --server "http://127.0.0.1:$server_port" --output json recommend "$case_file" > "$out/plan.json"
 
-printf '| connections x streams | service req/s | p50 ms | p99 ms | echo req/s | p50 ms | p99 ms | service/echo |\n'
+echo "medians of $rounds rounds of ${duration} s per server and level"
+printf '| connections x streams | service req/s | p50 ms | p99 ms | echo req/s | p50 ms | p99 ms | service/echo (range) |\n'
 printf '|---|---|---|---|---|---|---|---|\n'
 for level in "${levels[@]}"; do
     read -r connections streams <<< "$level"
-    read -r s_rps s_p50 s_p99 _ <<< "$(run_h2load "$server_port" "$connections" "$streams" service)"
-    read -r e_rps e_p50 e_p99 _ <<< "$(run_h2load "$echo_port" "$connections" "$streams" echo)"
-    ratio=$(python3 -c "print(f'{$s_rps / $e_rps:.2f}')")
-    printf '| %s x %s | %.0f | %s | %s | %.0f | %s | %s | %s |\n' "$connections" "$streams" "$s_rps" "$s_p50" "$s_p99" "$e_rps" "$e_p50" "$e_p99" "$ratio"
+    compare "$server_port" service "$echo_port" echo "$connections" "$streams"
 done
 
 ok=$(metric "$metrics_port" 'vlms_rt_calls_total{code="OK",rpc="Recommend"}')
@@ -106,14 +132,11 @@ audit_pid=$!
 trap 'kill $server_pid $echo_pid $audit_pid 2>/dev/null || true; rm -rf "$audit_dir"' EXIT
 wait_port "$audit_port"
 echo
-printf '| connections x streams | audit on req/s | p50 ms | p99 ms | audit off req/s | p50 ms | p99 ms | on/off |\n'
+printf '| connections x streams | audit on req/s | p50 ms | p99 ms | audit off req/s | p50 ms | p99 ms | on/off (range) |\n'
 printf '|---|---|---|---|---|---|---|---|\n'
 for level in "${levels[@]}"; do
     read -r connections streams <<< "$level"
-    read -r a_rps a_p50 a_p99 _ <<< "$(run_h2load "$audit_port" "$connections" "$streams" audit-on)"
-    read -r o_rps o_p50 o_p99 _ <<< "$(run_h2load "$server_port" "$connections" "$streams" audit-off)"
-    ratio=$(python3 -c "print(f'{$a_rps / $o_rps:.2f}')")
-    printf '| %s x %s | %.0f | %s | %s | %.0f | %s | %s | %s |\n' "$connections" "$streams" "$a_rps" "$a_p50" "$a_p99" "$o_rps" "$o_p50" "$o_p99" "$ratio"
+    compare "$audit_port" audit-on "$server_port" audit-off "$connections" "$streams"
 done
 a_ok=$(metric "$audit_metrics" 'vlms_rt_calls_total{code="OK",rpc="Recommend"}')
 a_all=$(curl -s "http://127.0.0.1:$audit_metrics/metrics" | awk '/^vlms_rt_calls_total\{/ {sum += $2} END {print sum}')

@@ -30,42 +30,63 @@ thread_local! {
 
 impl FormatTime for UtcMicros {
     fn format_time(&self, writer: &mut Writer<'_>) -> std::fmt::Result {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let seconds = now.as_secs();
-        SECOND.with(|cache| {
-            let mut cache = cache.borrow_mut();
-            if cache.0 != seconds {
-                let text = i64::try_from(seconds)
-                    .ok()
-                    .and_then(|seconds| time::OffsetDateTime::from_unix_timestamp(seconds).ok())
-                    .map_or_else(String::new, |at| {
-                        format!(
-                            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-                            at.year(),
-                            u8::from(at.month()),
-                            at.day(),
-                            at.hour(),
-                            at.minute(),
-                            at.second()
-                        )
-                    });
-                *cache = (seconds, text);
-            }
-            writer.write_str(&cache.1)?;
-            let micros = now.subsec_micros();
-            let mut fraction = [b'0'; 6];
-            let mut rest = micros;
-            for slot in fraction.iter_mut().rev() {
-                *slot = b'0' + (rest % 10) as u8;
-                rest /= 10;
-            }
+        utc_now(|seconds, micros| {
+            writer.write_str(seconds)?;
             writer.write_char('.')?;
-            writer.write_str(std::str::from_utf8(&fraction).unwrap_or("000000"))?;
+            writer.write_str(micros)?;
             writer.write_char('Z')
         })
     }
+}
+
+/// The current UTC time as RFC 3339 with microseconds (`2026-11-27T04:01:25.554395Z`), as the log
+/// lines carry it; the audit trail's record times too.
+pub fn utc_now_rfc3339() -> String {
+    utc_now(|seconds, micros| {
+        let mut text = String::with_capacity(seconds.len() + 8);
+        text.push_str(seconds);
+        text.push('.');
+        text.push_str(micros);
+        text.push('Z');
+        text
+    })
+}
+
+/// Calls `write` with the current UTC time's date and seconds (`2026-11-27T04:01:25`, formatted
+/// once per second per thread) and its six-digit microseconds.
+fn utc_now<T>(write: impl FnOnce(&str, &str) -> T) -> T {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let seconds = now.as_secs();
+    let mut fraction = [b'0'; 6];
+    let mut rest = now.subsec_micros();
+    for slot in fraction.iter_mut().rev() {
+        *slot = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    let micros = std::str::from_utf8(&fraction).unwrap_or("000000");
+    SECOND.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.0 != seconds {
+            let text = i64::try_from(seconds)
+                .ok()
+                .and_then(|seconds| time::OffsetDateTime::from_unix_timestamp(seconds).ok())
+                .map_or_else(String::new, |at| {
+                    format!(
+                        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+                        at.year(),
+                        u8::from(at.month()),
+                        at.day(),
+                        at.hour(),
+                        at.minute(),
+                        at.second()
+                    )
+                });
+            *cache = (seconds, text);
+        }
+        write(&cache.1, micros)
+    })
 }
 
 /// The fields of a text log line: the message first, then `name=value` pairs separated by spaces,
@@ -337,6 +358,21 @@ mod tests {
 
     #[test]
     fn timestamps_are_rfc3339_utc_with_microseconds() {
+        for _ in 0..3 {
+            let before = time::OffsetDateTime::now_utc();
+            let text = utc_now_rfc3339();
+            let after = time::OffsetDateTime::now_utc();
+            assert_eq!(text.len(), 27, "{text}");
+            let parsed =
+                time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
+                    .expect("RFC 3339");
+            // Truncated to microseconds, so compare at that resolution.
+            let micros = |at: time::OffsetDateTime| at.unix_timestamp_nanos() / 1000;
+            assert!(
+                (micros(before)..=micros(after)).contains(&micros(parsed)),
+                "{text}"
+            );
+        }
         for _ in 0..3 {
             let before = time::OffsetDateTime::now_utc().unix_timestamp();
             let mut text = String::new();

@@ -149,16 +149,20 @@ fn iso_date(date: crate::core::date::Date) -> String {
     if !(0..=9999).contains(&year) {
         return date.to_string();
     }
+    let digit = |value: i64| char::from(b'0' + (value % 10) as u8);
     let mut text = String::with_capacity(10);
-    for (value, width) in [(year, 4), (month, 2), (day, 2)] {
-        if !text.is_empty() {
-            text.push('-');
-        }
-        for position in (0..width).rev() {
-            let digit = (value / 10_i64.pow(position)) % 10;
-            text.push(char::from(b'0' + digit as u8));
-        }
-    }
+    text.extend([
+        digit(year / 1000),
+        digit(year / 100),
+        digit(year / 10),
+        digit(year),
+        '-',
+        digit(month / 10),
+        digit(month),
+        '-',
+        digit(day / 10),
+        digit(day),
+    ]);
     text
 }
 

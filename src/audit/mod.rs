@@ -407,17 +407,8 @@ pub fn describe(audit_db: &str) -> String {
     }
 }
 
-/// Current UTC time, RFC 3339 with microseconds.
+/// Current UTC time, RFC 3339 with microseconds (the date and seconds formatted once per second
+/// per thread: every audited call stamps its record).
 pub fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second(),
-        now.microsecond()
-    )
+    crate::telemetry::utc_now_rfc3339()
 }
