@@ -228,6 +228,7 @@ impl Body for StartWindowBody {
 impl Body for PlanBody<'_, '_> {
     fn emit<S: Sink>(&self, sink: &mut S) {
         let plan = self.plan;
+        let parts = self.parts;
         sink.string(1, self.recommendation_id);
         sink.message(2, &GuidelineBody(plan));
         sink.string(3, &plan.case_id);
@@ -236,10 +237,12 @@ impl Body for PlanBody<'_, '_> {
         sink.int32(6, convert::setting_out(plan.setting).into());
         sink.int32(7, convert::site_group_out(plan.site_group).into());
         for prescription in &plan.prescriptions {
-            sink.message(8, &PrescriptionBody(prescription));
+            match parts.and_then(|parts| parts.prescription(prescription)) {
+                Some(bytes) => sink.raw(bytes),
+                None => sink.message(8, &PrescriptionBody(prescription)),
+            }
         }
         sink.message(9, &self.start_window);
-        let parts = self.parts;
         for volume in &plan.volumes {
             match parts.and_then(|parts| parts.volume(volume)) {
                 Some(bytes) => sink.raw(bytes),
@@ -247,7 +250,10 @@ impl Body for PlanBody<'_, '_> {
             }
         }
         for constraint in &plan.organ_constraints {
-            sink.message(11, &ConstraintBody(constraint));
+            match parts.and_then(|parts| parts.constraint(constraint)) {
+                Some(bytes) => sink.raw(bytes),
+                None => sink.message(11, &ConstraintBody(constraint)),
+            }
         }
         for alert in &plan.alerts {
             match parts.and_then(|parts| parts.alert(alert)) {
@@ -383,7 +389,9 @@ pub fn encode_plan_with(
 }
 
 /// The sub-messages of a plan that depend on the profile alone — a rule firing, an alert at its
-/// defined severity, a volume, an outcome statement, a reference — each encoded once as the whole
+/// defined severity, a volume, a prescription option, an organ-at-risk constraint, an outcome
+/// statement, a reference —
+/// each encoded once as the whole
 /// field (key, length, body). A plan item is copied from here only when its texts and reference
 /// list are the very strings of this profile the part was encoded from (pointer and length
 /// equal): the profile is immutable and held here, so equal pointers mean equal bytes; anything
@@ -394,6 +402,9 @@ pub struct ProfileParts {
     statements: Vec<Option<Vec<u8>>>,
     alerts: Vec<Vec<u8>>,
     volumes: Vec<Vec<u8>>,
+    /// By the position of the option among all schedules' options, in profile order.
+    prescriptions: Vec<Vec<u8>>,
+    constraints: Vec<Vec<u8>>,
     references: Vec<Vec<u8>>,
 }
 
@@ -417,7 +428,9 @@ impl ProfileParts {
     /// Encodes the parts of `profile`.
     pub fn new(profile: std::sync::Arc<core::Profile>) -> ProfileParts {
         use crate::core::ids::{AlertCode, RuleId, VolumeCode};
-        use crate::core::plan::{Alert, RuleFiring, Statement, VolumeGuidance};
+        use crate::core::plan::{
+            Alert, OrganConstraint, Prescription, RuleFiring, Statement, VolumeGuidance,
+        };
         let firings = RuleId::ALL
             .iter()
             .map(|&rule_id| field(14, &FiringBody(&RuleFiring::of(&profile, rule_id))))
@@ -441,6 +454,17 @@ impl ProfileParts {
             .iter()
             .map(|&code| field(10, &VolumeBody(&VolumeGuidance::of(&profile, code))))
             .collect();
+        let prescriptions = profile
+            .schedules()
+            .iter()
+            .flat_map(|schedule| &schedule.options)
+            .map(|option| field(8, &PrescriptionBody(&Prescription::of(option))))
+            .collect();
+        let constraints = profile
+            .constraints()
+            .iter()
+            .map(|definition| field(11, &ConstraintBody(&OrganConstraint::of(definition))))
+            .collect();
         let references = profile
             .references()
             .iter()
@@ -452,8 +476,49 @@ impl ProfileParts {
             statements,
             alerts,
             volumes,
+            prescriptions,
+            constraints,
             references,
         }
+    }
+
+    /// A prescription is the profile's when its label, phases and reference list are one option's
+    /// own (found by its phases among the profile's options) and every number and flag is the same.
+    fn prescription(&self, prescription: &core::plan::Prescription<'_>) -> Option<&[u8]> {
+        self.profile
+            .schedules()
+            .iter()
+            .flat_map(|schedule| &schedule.options)
+            .position(|option| {
+                std::ptr::eq(prescription.phases, option.phases.as_slice())
+                    && std::ptr::eq(prescription.label, option.label.as_str())
+                    && std::ptr::eq(prescription.reference_ids, option.reference_ids.as_slice())
+                    && prescription.preferred == option.preferred
+                    && prescription.concurrent_chemotherapy == option.concurrent_chemotherapy
+                    && prescription.total_dose_gy.to_bits() == option.total_dose_gy.to_bits()
+                    && prescription.eqd2_tumor_gy.to_bits() == option.eqd2_tumor_gy.to_bits()
+                    && prescription.eqd2_late_gy.to_bits() == option.eqd2_late_gy.to_bits()
+            })
+            .map(|index| self.prescriptions[index].as_slice())
+    }
+
+    /// A constraint row is the profile's when every text and the reference list are that row's own
+    /// (found by its structure text among the profile's few rows) and the limit is the same number.
+    fn constraint(&self, constraint: &core::plan::OrganConstraint<'_>) -> Option<&[u8]> {
+        self.profile
+            .constraints()
+            .iter()
+            .position(|definition| {
+                std::ptr::eq(constraint.structure, definition.structure.as_str())
+                    && std::ptr::eq(constraint.metric, definition.metric.as_str())
+                    && std::ptr::eq(constraint.note, definition.verification.as_str())
+                    && std::ptr::eq(
+                        constraint.reference_ids,
+                        definition.reference_ids.as_slice(),
+                    )
+                    && constraint.limit.to_bits() == definition.limit.to_bits()
+            })
+            .map(|index| self.constraints[index].as_slice())
     }
 
     fn firing(&self, firing: &core::plan::RuleFiring<'_>) -> Option<&[u8]> {
@@ -637,6 +702,8 @@ mod tests {
         // The same texts in another allocation: every lookup must miss.
         let twin = crate::guideline::embedded().expect("profile");
         let mut items = 0;
+        let mut constraints = 0;
+        let mut prescriptions = 0;
         for case in crate::audit::dictionary::sample_cases() {
             let request = pb::RecommendRequest { case: Some(case) };
             let case = convert::case_from_request(&request).expect("valid");
@@ -658,6 +725,17 @@ mod tests {
             for volume in &plan.volumes {
                 assert!(parts.volume(volume).is_some(), "{volume:?}");
             }
+            for constraint in &plan.organ_constraints {
+                assert!(parts.constraint(constraint).is_some(), "{constraint:?}");
+            }
+            for prescription in &plan.prescriptions {
+                assert!(
+                    parts.prescription(prescription).is_some(),
+                    "{prescription:?}"
+                );
+            }
+            prescriptions += plan.prescriptions.len();
+            constraints += plan.organ_constraints.len();
             for reference in &plan.references {
                 assert!(parts.reference(reference).is_some(), "{reference:?}");
             }
@@ -686,6 +764,18 @@ mod tests {
             );
             assert!(
                 other
+                    .organ_constraints
+                    .iter()
+                    .all(|constraint| parts.constraint(constraint).is_none())
+            );
+            assert!(
+                other
+                    .prescriptions
+                    .iter()
+                    .all(|prescription| parts.prescription(prescription).is_none())
+            );
+            assert!(
+                other
                     .references
                     .iter()
                     .all(|reference| parts.reference(reference).is_none())
@@ -693,6 +783,8 @@ mod tests {
             assert_eq!(encode_plan_with(&parts, &other, "id"), direct);
         }
         assert!(items > 500, "{items}");
+        assert!(constraints > 100, "{constraints}");
+        assert!(prescriptions > 50, "{prescriptions}");
     }
 
     #[test]

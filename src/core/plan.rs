@@ -4,7 +4,7 @@
 use super::case::SiteGroup;
 use super::date::Date;
 use super::ids::{AlertCode, FindingCode, RuleId, Severity, Verdict, VolumeCode};
-use super::profile::{Profile, ReferenceDef};
+use super::profile::{ConstraintDef, OptionDef, Profile, ReferenceDef};
 
 /// How strongly radiotherapy is recommended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,6 +59,22 @@ pub struct Prescription<'p> {
     pub reference_ids: &'p [String],
 }
 
+impl<'p> Prescription<'p> {
+    /// The plan's form of one of the profile's dose-fractionation options.
+    pub fn of(option: &'p OptionDef) -> Prescription<'p> {
+        Prescription {
+            label: &option.label,
+            preferred: option.preferred,
+            phases: &option.phases,
+            total_dose_gy: option.total_dose_gy,
+            eqd2_tumor_gy: option.eqd2_tumor_gy,
+            eqd2_late_gy: option.eqd2_late_gy,
+            concurrent_chemotherapy: option.concurrent_chemotherapy,
+            reference_ids: &option.reference_ids,
+        }
+    }
+}
+
 /// Where the evaluation date lies relative to the postoperative start window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartWindow {
@@ -97,6 +113,19 @@ pub struct OrganConstraint<'p> {
     pub limit: f64,
     pub reference_ids: &'p [String],
     pub note: &'p str,
+}
+
+impl<'p> OrganConstraint<'p> {
+    /// The plan row of one of the profile's organ-at-risk constraints.
+    pub fn of(definition: &'p ConstraintDef) -> OrganConstraint<'p> {
+        OrganConstraint {
+            structure: &definition.structure,
+            metric: &definition.metric,
+            limit: definition.limit,
+            reference_ids: &definition.reference_ids,
+            note: &definition.verification,
+        }
+    }
 }
 
 /// An alert.

@@ -378,16 +378,7 @@ fn stage_e_plan_content(builder: &mut Builder<'_>, case: &Case, facts: &Facts) {
         let mut option_alerts = Vec::new();
         for option in &schedule.options {
             builder.cited |= option.reference_mask;
-            builder.plan.prescriptions.push(Prescription {
-                label: &option.label,
-                preferred: option.preferred,
-                phases: &option.phases,
-                total_dose_gy: option.total_dose_gy,
-                eqd2_tumor_gy: option.eqd2_tumor_gy,
-                eqd2_late_gy: option.eqd2_late_gy,
-                concurrent_chemotherapy: option.concurrent_chemotherapy,
-                reference_ids: &option.reference_ids,
-            });
+            builder.plan.prescriptions.push(Prescription::of(option));
             if let Some(alert) = option.alert {
                 option_alerts.push(alert);
             }
@@ -459,13 +450,10 @@ fn stage_e_plan_content(builder: &mut Builder<'_>, case: &Case, facts: &Facts) {
             let suppressed = constraint.bilateral_kidneys && case.solitary_functioning_kidney();
             if wanted && !suppressed {
                 builder.cited |= constraint.reference_mask;
-                builder.plan.organ_constraints.push(OrganConstraint {
-                    structure: &constraint.structure,
-                    metric: &constraint.metric,
-                    limit: constraint.limit,
-                    reference_ids: &constraint.reference_ids,
-                    note: &constraint.verification,
-                });
+                builder
+                    .plan
+                    .organ_constraints
+                    .push(OrganConstraint::of(constraint));
             }
         }
         if !builder.plan.organ_constraints.is_empty() {
