@@ -347,12 +347,12 @@ impl Service {
         let elapsed = started.elapsed();
         self.options.metrics.call(rpc, code, elapsed.as_secs_f64());
         let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        // Plain strings (the code by name too): the text format writes them bare when they are
-        // (static RPC names, caller names and case_ids validated to A-Z a-z 0-9 . _ : -, else
-        // `<invalid>`) without going through `fmt` (see `telemetry::TextFields`).
+        // Plain strings, the code by name too: the text format writes a string bare, without
+        // going through `fmt`, when it is plain, as these are (static RPC names, caller names and
+        // case_ids validated to A-Z a-z 0-9 . _ : -, else `<invalid>`; see `telemetry::TextFields`).
         tracing::info!(
             rpc,
-            code = code_name(code),
+            code = code_log_name(code),
             latency_us,
             caller,
             case_id,
@@ -362,7 +362,7 @@ impl Service {
 }
 
 /// A status code's name as `Debug` writes it (`Ok`, `InvalidArgument`, …), without formatting.
-fn code_name(code: Code) -> &'static str {
+fn code_log_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "Ok",
         Code::Cancelled => "Cancelled",
@@ -900,7 +900,7 @@ mod tests {
     fn code_names_are_the_debug_names() {
         for number in 0..=16 {
             let code = Code::from_i32(number);
-            assert_eq!(code_name(code), format!("{code:?}"));
+            assert_eq!(code_log_name(code), format!("{code:?}"));
         }
     }
 }
