@@ -390,12 +390,12 @@ pub fn encode_plan_with(
 
 /// The sub-messages of a plan that depend on the profile alone — a rule firing, an alert at its
 /// defined severity, a volume, a prescription option, an organ-at-risk constraint, an outcome
-/// statement, a reference —
-/// each encoded once as the whole
-/// field (key, length, body). A plan item is copied from here only when its texts and reference
-/// list are the very strings of this profile the part was encoded from (pointer and length
-/// equal): the profile is immutable and held here, so equal pointers mean equal bytes; anything
-/// else (another profile, an item built differently) is encoded field by field as before.
+/// statement, a reference — each encoded once as the whole field (key, length, body). A plan item
+/// is copied from here only when its texts and lists are the very ones of this profile the part was
+/// encoded from (pointer and length equal) and its other fields equal: the profile is immutable and
+/// held here, so that means equal bytes; anything else (another profile, an item built
+/// differently) is encoded field by field. Each lookup names every field of its item (an
+/// exhaustive pattern), so a field added to an item cannot be left out of the comparison.
 pub struct ProfileParts {
     profile: std::sync::Arc<core::Profile>,
     firings: Vec<Vec<u8>>,
@@ -485,19 +485,29 @@ impl ProfileParts {
     /// A prescription is the profile's when its label, phases and reference list are one option's
     /// own (found by its phases among the profile's options) and every number and flag is the same.
     fn prescription(&self, prescription: &core::plan::Prescription<'_>) -> Option<&[u8]> {
+        let core::plan::Prescription {
+            label,
+            preferred,
+            phases,
+            total_dose_gy,
+            eqd2_tumor_gy,
+            eqd2_late_gy,
+            concurrent_chemotherapy,
+            reference_ids,
+        } = prescription;
         self.profile
             .schedules()
             .iter()
             .flat_map(|schedule| &schedule.options)
             .position(|option| {
-                std::ptr::eq(prescription.phases, option.phases.as_slice())
-                    && std::ptr::eq(prescription.label, option.label.as_str())
-                    && std::ptr::eq(prescription.reference_ids, option.reference_ids.as_slice())
-                    && prescription.preferred == option.preferred
-                    && prescription.concurrent_chemotherapy == option.concurrent_chemotherapy
-                    && prescription.total_dose_gy.to_bits() == option.total_dose_gy.to_bits()
-                    && prescription.eqd2_tumor_gy.to_bits() == option.eqd2_tumor_gy.to_bits()
-                    && prescription.eqd2_late_gy.to_bits() == option.eqd2_late_gy.to_bits()
+                std::ptr::eq(*phases, option.phases.as_slice())
+                    && std::ptr::eq(*label, option.label.as_str())
+                    && std::ptr::eq(*reference_ids, option.reference_ids.as_slice())
+                    && *preferred == option.preferred
+                    && *concurrent_chemotherapy == option.concurrent_chemotherapy
+                    && total_dose_gy.to_bits() == option.total_dose_gy.to_bits()
+                    && eqd2_tumor_gy.to_bits() == option.eqd2_tumor_gy.to_bits()
+                    && eqd2_late_gy.to_bits() == option.eqd2_late_gy.to_bits()
             })
             .map(|index| self.prescriptions[index].as_slice())
     }
@@ -505,51 +515,80 @@ impl ProfileParts {
     /// A constraint row is the profile's when every text and the reference list are that row's own
     /// (found by its structure text among the profile's few rows) and the limit is the same number.
     fn constraint(&self, constraint: &core::plan::OrganConstraint<'_>) -> Option<&[u8]> {
+        let core::plan::OrganConstraint {
+            structure,
+            metric,
+            limit,
+            reference_ids,
+            note,
+        } = constraint;
         self.profile
             .constraints()
             .iter()
             .position(|definition| {
-                std::ptr::eq(constraint.structure, definition.structure.as_str())
-                    && std::ptr::eq(constraint.metric, definition.metric.as_str())
-                    && std::ptr::eq(constraint.note, definition.verification.as_str())
-                    && std::ptr::eq(
-                        constraint.reference_ids,
-                        definition.reference_ids.as_slice(),
-                    )
-                    && constraint.limit.to_bits() == definition.limit.to_bits()
+                std::ptr::eq(*structure, definition.structure.as_str())
+                    && std::ptr::eq(*metric, definition.metric.as_str())
+                    && std::ptr::eq(*note, definition.verification.as_str())
+                    && std::ptr::eq(*reference_ids, definition.reference_ids.as_slice())
+                    && limit.to_bits() == definition.limit.to_bits()
             })
             .map(|index| self.constraints[index].as_slice())
     }
 
     fn firing(&self, firing: &core::plan::RuleFiring<'_>) -> Option<&[u8]> {
-        let rule = self.profile.rule(firing.rule_id);
-        (std::ptr::eq(firing.summary, rule.text.as_str())
-            && std::ptr::eq(firing.reference_ids, rule.reference_ids.as_slice()))
-        .then(|| self.firings[firing.rule_id.index()].as_slice())
+        let core::plan::RuleFiring {
+            rule_id,
+            summary,
+            reference_ids,
+        } = firing;
+        let rule = self.profile.rule(*rule_id);
+        (std::ptr::eq(*summary, rule.text.as_str())
+            && std::ptr::eq(*reference_ids, rule.reference_ids.as_slice()))
+        .then(|| self.firings[rule_id.index()].as_slice())
     }
 
     fn statement(&self, statement: &core::plan::Statement<'_>) -> Option<&[u8]> {
-        let outcome = self.profile.outcome(statement.rule_id)?;
-        (std::ptr::eq(statement.text, outcome.text.as_str())
-            && std::ptr::eq(statement.reference_ids, outcome.reference_ids.as_slice()))
-        .then_some(())?;
-        self.statements[statement.rule_id.index()].as_deref()
+        let core::plan::Statement {
+            rule_id,
+            text,
+            reference_ids,
+        } = statement;
+        let outcome = self.profile.outcome(*rule_id)?;
+        if std::ptr::eq(*text, outcome.text.as_str())
+            && std::ptr::eq(*reference_ids, outcome.reference_ids.as_slice())
+        {
+            self.statements[rule_id.index()].as_deref()
+        } else {
+            None
+        }
     }
 
     fn alert(&self, alert: &core::plan::Alert<'_>) -> Option<&[u8]> {
-        let definition = self.profile.alert(alert.code);
-        (alert.severity == definition.severity
-            && std::ptr::eq(alert.summary, definition.summary.as_str())
-            && std::ptr::eq(alert.detail, definition.detail.as_str())
-            && std::ptr::eq(alert.reference_ids, definition.reference_ids.as_slice()))
-        .then(|| self.alerts[alert.code.index()].as_slice())
+        let core::plan::Alert {
+            code,
+            severity,
+            summary,
+            detail,
+            reference_ids,
+        } = alert;
+        let definition = self.profile.alert(*code);
+        (*severity == definition.severity
+            && std::ptr::eq(*summary, definition.summary.as_str())
+            && std::ptr::eq(*detail, definition.detail.as_str())
+            && std::ptr::eq(*reference_ids, definition.reference_ids.as_slice()))
+        .then(|| self.alerts[code.index()].as_slice())
     }
 
     fn volume(&self, volume: &core::plan::VolumeGuidance<'_>) -> Option<&[u8]> {
-        let definition = self.profile.volume(volume.code);
-        (std::ptr::eq(volume.description, definition.text.as_str())
-            && std::ptr::eq(volume.reference_ids, definition.reference_ids.as_slice()))
-        .then(|| self.volumes[volume.code.index()].as_slice())
+        let core::plan::VolumeGuidance {
+            code,
+            description,
+            reference_ids,
+        } = volume;
+        let definition = self.profile.volume(*code);
+        (std::ptr::eq(*description, definition.text.as_str())
+            && std::ptr::eq(*reference_ids, definition.reference_ids.as_slice()))
+        .then(|| self.volumes[code.index()].as_slice())
     }
 
     fn reference(&self, reference: &ReferenceDef) -> Option<&[u8]> {
