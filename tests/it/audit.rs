@@ -341,6 +341,29 @@ async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedbac
             "{stored} bytes stored"
         );
     }
+    // PostgreSQL asks for no compression (its TOAST compresses large values) and refuses a record
+    // that arrives compressed rather than store bytes it would later serve as a plan.
+    if let Target::Postgres { .. } = &target {
+        let (mut store, _) = target.open();
+        assert!(store.compression().is_none());
+        let compressed = NewRecord {
+            recommendation_id: "01JCXZ00000000000000000000".into(),
+            created_at: vlms_rt::audit::now_rfc3339(),
+            kind: vlms_rt::audit::Kind::Recommend,
+            caller: "anonymous".into(),
+            guideline_version: "2026.1".into(),
+            guideline_sha256: "ab".repeat(32),
+            case_id: "mdt-0001".into(),
+            subject_id: None,
+            request: Vec::new(),
+            response: vec![0x28, 0xb5, 0x2f, 0xfd],
+            response_dictionary: Some([7; 32]),
+        };
+        let refused = tokio::task::spawn_blocking(move || store.append(&[compressed]))
+            .await
+            .expect("joins");
+        assert!(refused.is_err(), "{refused:?}");
+    }
 
     // A check is recorded with its own id.
     let check = vignettes()
