@@ -5,9 +5,10 @@
 use std::marker::PhantomData;
 
 use prost::Message;
+use prost::bytes::Buf;
 use tonic::Status;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
-use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
+use tonic_prost::{ProstCodec, ProstEncoder};
 
 /// Codec for every RPC of the contract.
 #[derive(Debug, Clone)]
@@ -39,15 +40,19 @@ where
 
     fn decoder(&mut self) -> Self::Decoder {
         StrictDecoder {
-            inner: ProstCodec::<T, U>::raw_decoder(BufferSettings::default()),
+            buffer_settings: BufferSettings::default(),
+            _type: PhantomData,
         }
     }
 }
 
-/// prost's decoder with parse errors reported as INVALID_ARGUMENT.
+/// prost's decoding, with parse errors reported as INVALID_ARGUMENT, and from a byte slice: a
+/// message decoded through `DecodeBuf` pays for every varint and every advance going through
+/// two layers of `Buf` (about 2,300 instructions of the ~4,800 a `RecommendRequest` took).
 #[derive(Debug)]
 pub struct StrictDecoder<U> {
-    inner: ProstDecoder<U>,
+    buffer_settings: BufferSettings,
+    _type: PhantomData<U>,
 }
 
 impl<U: Message + Default> Decoder for StrictDecoder<U> {
@@ -55,16 +60,23 @@ impl<U: Message + Default> Decoder for StrictDecoder<U> {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        self.inner.decode(buf).map_err(|status| {
-            Status::invalid_argument(format!(
-                "the message is not valid protobuf: {}",
-                status.message()
-            ))
+        let length = buf.remaining();
+        // A `DecodeBuf` lies over one `BytesMut`, so the whole message is one chunk; the other
+        // branch only keeps this correct should tonic ever hand over a split buffer.
+        let decoded = if buf.chunk().len() == length {
+            let decoded = U::decode(buf.chunk());
+            buf.advance(length);
+            decoded
+        } else {
+            U::decode(&mut *buf)
+        };
+        decoded.map(Some).map_err(|error| {
+            Status::invalid_argument(format!("the message is not valid protobuf: {error}"))
         })
     }
 
     fn buffer_settings(&self) -> BufferSettings {
-        self.inner.buffer_settings()
+        self.buffer_settings
     }
 }
 

@@ -589,6 +589,14 @@ async fn garbage_and_oversized_bodies_are_the_callers_fault_not_internal() {
             .await
             .expect_err("rejected");
         assert!(allowed.contains(&status.code()), "{status:?}");
+        if status.code() == Code::InvalidArgument {
+            assert!(
+                status
+                    .message()
+                    .starts_with("the message is not valid protobuf: "),
+                "{status:?}"
+            );
+        }
     }
     // The server is still healthy after the hostile bodies.
     let mut client = server.client().await;
