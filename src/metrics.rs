@@ -3,11 +3,38 @@
 //! flight, shed calls and plans by indication.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
+
+/// The RPCs whose series are resolved once and kept (see [`Resolved`]); any other name is looked
+/// up by label each time.
+const RPCS: [&str; 7] = [
+    "Recommend",
+    "RecommendStream",
+    "CheckPrescription",
+    "GetGuideline",
+    "GetRecommendation",
+    "ListRecommendations",
+    "RecordFeedback",
+];
+
+/// gRPC status codes (0 to 16).
+const CODES: usize = 17;
+
+/// Series already looked up, by RPC (position in [`RPCS`]) and status code, and plans by
+/// indication (its proto number): `with_label_values` hashes the labels, takes a lock and
+/// searches a map on every call, three times per `Recommend`. A series is created on its first
+/// use, exactly as `with_label_values` creates it, so the exposition is unchanged.
+#[derive(Debug, Default)]
+struct Resolved {
+    calls: [[OnceLock<IntCounter>; CODES]; RPCS.len()],
+    latency: [OnceLock<Histogram>; RPCS.len()],
+    plans: [OnceLock<IntCounter>; 8],
+}
 
 /// The service's metrics, each in its own registry so several servers can live in one process.
 #[derive(Debug, Clone)]
@@ -18,6 +45,7 @@ pub struct Metrics {
     in_flight: IntGauge,
     shed: IntCounterVec,
     plans: IntCounterVec,
+    resolved: Arc<Resolved>,
     audit: Option<(Arc<crate::audit::WriterStats>, IntGauge, IntGauge, IntGauge)>,
 }
 
@@ -91,13 +119,27 @@ impl Metrics {
             in_flight,
             shed,
             plans,
+            resolved: Arc::default(),
         })
     }
 
     /// Records a finished call.
     pub fn call(&self, rpc: &str, code: tonic::Code, seconds: f64) {
-        self.calls.with_label_values(&[rpc, code_name(code)]).inc();
-        self.latency.with_label_values(&[rpc]).observe(seconds);
+        let code_index = usize::try_from(i32::from(code)).unwrap_or(CODES);
+        match RPCS.iter().position(|name| *name == rpc) {
+            Some(index) if code_index < CODES => {
+                self.resolved.calls[index][code_index]
+                    .get_or_init(|| self.calls.with_label_values(&[rpc, code_name(code)]))
+                    .inc();
+                self.resolved.latency[index]
+                    .get_or_init(|| self.latency.with_label_values(&[rpc]))
+                    .observe(seconds);
+            }
+            _ => {
+                self.calls.with_label_values(&[rpc, code_name(code)]).inc();
+                self.latency.with_label_values(&[rpc]).observe(seconds);
+            }
+        }
     }
 
     /// Records a shed call.
@@ -108,9 +150,21 @@ impl Metrics {
             .inc();
     }
 
-    /// Records a returned plan.
-    pub fn plan(&self, indication: &str) {
-        self.plans.with_label_values(&[indication]).inc();
+    /// Records a returned plan, by its `vlms.rt.v1.Indication` number.
+    pub fn plan(&self, indication: i32) {
+        let label = || {
+            crate::pb::Indication::try_from(indication)
+                .map_or("UNKNOWN", |indication| indication.as_str_name())
+        };
+        match usize::try_from(indication)
+            .ok()
+            .and_then(|index| self.resolved.plans.get(index))
+        {
+            Some(resolved) => resolved
+                .get_or_init(|| self.plans.with_label_values(&[label()]))
+                .inc(),
+            None => self.plans.with_label_values(&[label()]).inc(),
+        }
     }
 
     /// The in-flight gauge.
@@ -193,4 +247,41 @@ pub async fn serve(
         }
     });
     Ok(local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolved_series_are_the_labelled_ones() {
+        let metrics = Metrics::new(None).expect("metrics");
+        metrics.call("Recommend", tonic::Code::Ok, 0.001);
+        metrics.call("Recommend", tonic::Code::Ok, 0.002);
+        metrics.shed("Recommend");
+        metrics.call("Recommend", tonic::Code::ResourceExhausted, 0.0);
+        metrics.call("SomethingElse", tonic::Code::Ok, 0.003);
+        metrics.call("SomethingElse", tonic::Code::Ok, 0.003);
+        metrics.plan(1);
+        metrics.plan(1);
+        metrics.plan(4);
+        metrics.plan(99);
+        metrics.plan(-1);
+        let text = metrics.render();
+        for line in [
+            r#"vlms_rt_calls_total{code="OK",rpc="Recommend"} 2"#,
+            r#"vlms_rt_calls_total{code="RESOURCE_EXHAUSTED",rpc="Recommend"} 2"#,
+            r#"vlms_rt_calls_total{code="OK",rpc="SomethingElse"} 2"#,
+            r#"vlms_rt_call_duration_seconds_count{rpc="Recommend"} 3"#,
+            r#"vlms_rt_call_duration_seconds_count{rpc="SomethingElse"} 2"#,
+            r#"vlms_rt_plans_total{indication="INDICATION_INDICATED"} 2"#,
+            r#"vlms_rt_plans_total{indication="INDICATION_NOT_INDICATED"} 1"#,
+            r#"vlms_rt_plans_total{indication="UNKNOWN"} 2"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        // No series appears before its first use.
+        assert!(!text.contains("INDICATION_MANDATORY"), "{text}");
+        assert!(!text.contains(r#"rpc="CheckPrescription""#), "{text}");
+    }
 }

@@ -103,9 +103,9 @@ impl Service {
         let plan = core::recommend(&self.profile, &case);
         let recommendation_id = new_recommendation_id();
         let encoded = crate::wire::encode_plan_with(&self.parts, &plan, &recommendation_id);
-        self.options.metrics.plan(indication_label(
-            convert::indication_out(plan.indication).into(),
-        ));
+        self.options
+            .metrics
+            .plan(convert::indication_out(plan.indication).into());
         Ok(EncodedPlan {
             recommendation_id,
             case_id: plan.case_id,
@@ -384,10 +384,6 @@ fn code_log_name(code: Code) -> &'static str {
     }
 }
 
-fn indication_label(indication: i32) -> &'static str {
-    pb::Indication::try_from(indication).map_or("UNKNOWN", |indication| indication.as_str_name())
-}
-
 fn caller_of<T>(request: &Request<T>) -> String {
     request
         .extensions()
@@ -573,20 +569,16 @@ fn record_out(stored: RecordWithFeedback) -> Result<pb::RecommendationRecord, St
 
 /// A case_id fit for a log line: the case_id itself when it is valid, `<invalid>` otherwise, so
 /// that an invalid request cannot write other content (a name, say) into the log.
-fn loggable_case_id(case: Option<&pb::Case>) -> String {
+fn loggable_case_id(case: Option<&pb::Case>) -> &str {
     let Some(case) = case else {
-        return String::new();
+        return "";
     };
     let valid = case.case_id.len() <= core::case::MAX_CASE_ID_CHARS
         && case
             .case_id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'));
-    if valid {
-        case.case_id.clone()
-    } else {
-        String::from("<invalid>")
-    }
+    if valid { &case.case_id } else { "<invalid>" }
 }
 
 /// A plan encoded for `Recommend`, with what the log, metrics and audit need of it.
@@ -621,7 +613,7 @@ impl RecommendationService for Service {
             result.as_ref().map_or_else(Status::code, |_| Code::Ok),
             started,
             &caller,
-            &case_id,
+            case_id,
         );
         result
     }
@@ -739,7 +731,7 @@ impl RecommendationService for Service {
             result.as_ref().map_or_else(Status::code, |_| Code::Ok),
             started,
             &caller,
-            &case_id,
+            case_id,
         );
         result
     }

@@ -10,12 +10,13 @@ const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 pub fn encode(millis: u64, random: u128) -> String {
     let value = (u128::from(millis & 0xFFFF_FFFF_FFFF) << 80) | (random & ((1_u128 << 80) - 1));
     let mut text = [0_u8; 26];
-    for (index, slot) in text.iter_mut().rev().enumerate() {
-        *slot = ALPHABET[((value >> (5 * index)) & 31) as usize];
+    let mut rest = value;
+    for slot in text.iter_mut().rev() {
+        *slot = ALPHABET[(rest & 31) as usize];
+        rest >>= 5;
     }
-    let mut encoded = String::with_capacity(text.len());
-    encoded.extend(text.iter().map(|&byte| char::from(byte)));
-    encoded
+    // Every byte is from ALPHABET, hence ASCII: the check cannot fail.
+    String::from(std::str::from_utf8(&text).unwrap_or_default())
 }
 
 /// A fresh ULID for now.
