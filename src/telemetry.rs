@@ -242,8 +242,8 @@ const LOG_BUFFER_BYTES: usize = 64 * 1024;
 const LOG_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Lines written in one batch from which the writer takes the server to be busy and rests. A/B
-/// (alternating 4 s rounds against never resting): 8 gained 18–26% at 4 × 8 and 4–11% at 16 × 32
-/// and cost at most ~3% at 1 × 1; resting after every batch cost 2–22% at 1 × 1.
+/// (alternating 4 s rounds against never resting): 8 gained 18–26% at 4 × 8 and 4–11% at
+/// 16 × 32, and measured 0.94–1.01 at 1 × 1; resting after every batch cost up to 22% at 1 × 1.
 const LOG_BUSY_LINES: usize = 8;
 
 /// The background writer's output: buffered standard error that rests `pause` after a flush that
