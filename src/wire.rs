@@ -624,8 +624,8 @@ const COPY_PIECE: usize = 1024;
 /// Copies an encoded plan into tonic's send buffer a kilobyte at a time. glibc copies 2,112 bytes
 /// or more with `rep movsb`, which on the development machine's AMD EPYC (under its hypervisor)
 /// moved the 5 KB plan at about 1.5 GB/s: that one copy was 8–9% of the service's CPU under
-/// load (perf), against well under 1% for the same bytes copied in pieces by the vector loop
-/// (docs/performance.md, item 14). The bytes written are the same.
+/// load (perf), against 1.6% for the same bytes copied in pieces by the vector loop
+/// (docs/performance.md, item 15). The bytes written are the same.
 fn put_in_pieces(bytes: &[u8], buf: &mut impl BufMut) {
     for piece in bytes.chunks(COPY_PIECE) {
         buf.put_slice(piece);
