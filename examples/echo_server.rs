@@ -5,6 +5,10 @@
 //! adds on top of gRPC itself.
 //!
 //! Usage: `echo_server ADDRESS CASE.json` (a Case, or an object whose `case` member is one).
+//!
+//! It runs on tokio's default runtime, as a bare tonic server does. `ECHO_NO_LIFO=1` in the
+//! environment switches tokio's LIFO slot off, as vlms-rt-server does (builds with
+//! `tokio_unstable`): the ratio with both servers scheduled alike.
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
@@ -94,8 +98,19 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for EchoService {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if std::env::var_os("ECHO_NO_LIFO").is_some_and(|value| value == "1") {
+        #[cfg(tokio_unstable)]
+        builder.disable_lifo_slot();
+        #[cfg(not(tokio_unstable))]
+        anyhow::bail!("ECHO_NO_LIFO=1 needs a build with --cfg tokio_unstable");
+    }
+    builder.build()?.block_on(serve())
+}
+
+async fn serve() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let address: std::net::SocketAddr = args
         .next()
