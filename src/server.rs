@@ -581,6 +581,11 @@ fn loggable_case_id(case: Option<&pb::Case>) -> &str {
     if valid { &case.case_id } else { "<invalid>" }
 }
 
+/// How many items of one `RecommendStream` are worked on at once (answers still leave in request
+/// order). With the audit trail on, an item waits for its record's commit; one at a time, a stream
+/// ran at one commit (one fsync) per item, ~2,600 plans/s on the development machine.
+const STREAM_PIPELINE: usize = 32;
+
 /// A plan encoded for `Recommend`, with what the log, metrics and audit need of it.
 struct EncodedPlan {
     recommendation_id: String,
@@ -632,10 +637,15 @@ impl RecommendationService for Service {
         let max_items = self.options.max_stream_items;
         let idle_timeout = self.options.stream_idle_timeout;
         let mut received = 0_u64;
-        // Items are answered one by one in request order; each plan is recorded before it is sent.
-        // A transport or decode failure, a stream idle for longer than the call timeout, one item
-        // too many, or an audit store that cannot record ends the stream with that status.
-        let outbound = Box::pin(request.into_inner().timeout(idle_timeout)).then(move |item| {
+        // Items are answered in request order; each plan is recorded before it is sent. With the
+        // audit trail on, up to STREAM_PIPELINE items are worked on at once, so that the records of
+        // consecutive items share a commit instead of waiting for one each; without it an item is
+        // done when it is read, and one at a time costs least. A transport or decode failure, a
+        // stream idle for longer than the call timeout, one item too many, or an audit store that
+        // cannot record ends the stream with that status at that item (items after it that were
+        // already recorded are not sent: recorded and unsent is the safe side).
+        let inbound = Box::pin(request.into_inner().timeout(idle_timeout));
+        let answer = move |item: Result<Result<pb::RecommendRequest, Status>, _>| {
             let item = item
                 .map_err(|_| {
                     Status::deadline_exceeded(format!(
@@ -684,9 +694,17 @@ impl RecommendationService for Service {
                 };
                 Ok(EncodedStreamResponse { case_id, result })
             }
-        });
+        };
+        let outbound: StreamResult = if self.options.audit.is_some() {
+            Box::pin(futures_util::StreamExt::buffered(
+                inbound.map(answer),
+                STREAM_PIPELINE,
+            ))
+        } else {
+            Box::pin(inbound.then(answer))
+        };
         let logged = StreamCall {
-            inner: Box::pin(outbound),
+            inner: outbound,
             service: self.clone(),
             started,
             caller,

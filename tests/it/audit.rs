@@ -647,6 +647,102 @@ async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedbac
     assert!(output.contains("intact: 10 records"), "{output}");
 }
 
+/// A stream longer than the server's pipeline of items in work: answers in request order, every
+/// plan recorded (byte for byte) and no rejected item; with the store failing, no plan at all.
+async fn a_long_stream_is_answered_and_recorded_in_request_order(target: Target) {
+    let (server, failing) = audited_server(&target).await;
+    let mut client = server.client().await;
+    const ITEMS: usize = 75;
+    let rejected = |index: usize| index % 25 == 10;
+    let names = ["femoral-postop-r0", "iliac-marginal", "ivc-metastatic"];
+    let items: Vec<pb::RecommendRequest> = (0..ITEMS)
+        .map(|index| {
+            let mut item = with_case_id(names[index % names.len()], &format!("long-{index:03}"));
+            if rejected(index) {
+                item.case.as_mut().expect("case").tumor = None;
+            }
+            item
+        })
+        .collect();
+    let mut responses = client
+        .recommend_stream(tokio_stream::iter(items))
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut answers = Vec::new();
+    while let Some(item) = responses.message().await.expect("item") {
+        answers.push(item);
+    }
+    assert_eq!(answers.len(), ITEMS);
+    for (index, answer) in answers.into_iter().enumerate() {
+        let case_id = format!("long-{index:03}");
+        assert_eq!(answer.case_id, case_id, "answers in request order");
+        let listed = client
+            .list_recommendations(pb::ListRecommendationsRequest {
+                case_id: case_id.clone(),
+                page_size: 10,
+                page_token: String::new(),
+            })
+            .await
+            .expect("page")
+            .into_inner()
+            .records;
+        match answer.result.expect("result") {
+            pb::recommend_stream_response::Result::Plan(plan) => {
+                assert!(!rejected(index), "item {index} should have been rejected");
+                assert_eq!(listed.len(), 1, "item {index} recorded once");
+                assert_eq!(listed[0].recommendation_id, plan.recommendation_id);
+                match listed[0].content.clone().expect("content") {
+                    pb::recommendation_record::Content::Recommend(stored) => assert_eq!(
+                        stored.plan.expect("plan").encode_to_vec(),
+                        plan.encode_to_vec(),
+                        "item {index}: the plan, byte for byte"
+                    ),
+                    other => panic!("item {index}: {other:?}"),
+                }
+            }
+            pb::recommend_stream_response::Result::Error(status) => {
+                assert!(rejected(index), "item {index}: {status:?}");
+                assert_eq!(status.code, Code::InvalidArgument as i32);
+                assert!(listed.is_empty(), "rejected item {index} not recorded");
+            }
+        }
+    }
+
+    set_store_failing(&target, &failing, true).await;
+    let items: Vec<pb::RecommendRequest> = (0..40)
+        .map(|index| with_case_id("iliac-marginal", &format!("long-failing-{index:02}")))
+        .collect();
+    let mut responses = client
+        .recommend_stream(tokio_stream::iter(items))
+        .await
+        .expect("stream")
+        .into_inner();
+    let ended = responses
+        .message()
+        .await
+        .expect_err("the stream ends before any plan");
+    assert_eq!(ended.code(), Code::Unavailable);
+    // Items after the first were in work too, and their records were queued before the stream
+    // ended; a call queued behind them, failing as well, shows they were all refused, so that
+    // turning the store back on cannot commit them (were it on already, they would be stored
+    // unsent, the safe side).
+    let status = client
+        .recommend(with_case_id("iliac-marginal", "long-barrier"))
+        .await
+        .expect_err("still failing");
+    assert_eq!(status.code(), Code::Unavailable);
+    set_store_failing(&target, &failing, false).await;
+
+    server.stop().await;
+    let (code, output) = verify(&target);
+    assert_eq!(code, 0, "{output}");
+    assert!(
+        output.contains(&format!("intact: {} records", ITEMS - 3)),
+        "{output}"
+    );
+}
+
 async fn an_unwritable_store_fails_closed_and_health_follows_it(target: Target) {
     let (server, failing) = audited_server(&target).await;
     let mut client = server.client().await;
@@ -945,6 +1041,16 @@ async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedbac
         Target::postgres().await,
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_long_stream_is_answered_and_recorded_in_request_order_sqlite() {
+    a_long_stream_is_answered_and_recorded_in_request_order(Target::sqlite()).await;
+}
+
+#[tokio::test]
+async fn a_long_stream_is_answered_and_recorded_in_request_order_postgres() {
+    a_long_stream_is_answered_and_recorded_in_request_order(Target::postgres().await).await;
 }
 
 #[tokio::test]
