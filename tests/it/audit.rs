@@ -647,6 +647,23 @@ async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedbac
     assert!(output.contains("intact: 10 records"), "{output}");
 }
 
+/// Sends `items` as one `RecommendStream` and gives the status it ends with; fails the test if any
+/// answer comes first.
+async fn stream_ending_before_any_answer(
+    client: &mut RecommendationServiceClient<tonic::transport::Channel>,
+    items: Vec<pb::RecommendRequest>,
+) -> tonic::Status {
+    let mut responses = client
+        .recommend_stream(tokio_stream::iter(items))
+        .await
+        .expect("stream")
+        .into_inner();
+    match responses.message().await {
+        Err(status) => status,
+        Ok(answer) => panic!("an answer before the stream ended: {answer:?}"),
+    }
+}
+
 /// A stream longer than the server's pipeline of items in work: answers in request order, every
 /// plan recorded (byte for byte) and no rejected item; with the store failing, no plan at all.
 async fn a_long_stream_is_answered_and_recorded_in_request_order(target: Target) {
@@ -713,15 +730,7 @@ async fn a_long_stream_is_answered_and_recorded_in_request_order(target: Target)
     let items: Vec<pb::RecommendRequest> = (0..40)
         .map(|index| with_case_id("iliac-marginal", &format!("long-failing-{index:02}")))
         .collect();
-    let mut responses = client
-        .recommend_stream(tokio_stream::iter(items))
-        .await
-        .expect("stream")
-        .into_inner();
-    let ended = responses
-        .message()
-        .await
-        .expect_err("the stream ends before any plan");
+    let ended = stream_ending_before_any_answer(&mut client, items).await;
     assert_eq!(ended.code(), Code::Unavailable);
     // Items after the first were in work too, and their records were queued before the stream
     // ended; a call queued behind them, failing as well, shows they were all refused, so that
@@ -771,18 +780,9 @@ async fn an_unwritable_store_fails_closed_and_health_follows_it(target: Target) 
         .await
         .expect_err("fails closed");
     assert_eq!(status.code(), Code::Unavailable);
-    let mut responses = client
-        .recommend_stream(tokio_stream::iter(vec![with_case_id(
-            "iliac-marginal",
-            "fc-1",
-        )]))
-        .await
-        .expect("stream")
-        .into_inner();
-    let ended = responses
-        .message()
-        .await
-        .expect_err("the stream ends without the plan");
+    let ended =
+        stream_ending_before_any_answer(&mut client, vec![with_case_id("iliac-marginal", "fc-1")])
+            .await;
     assert_eq!(ended.code(), Code::Unavailable);
     wait_for_health(
         &mut health,
