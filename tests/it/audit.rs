@@ -7,8 +7,8 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prost::Message;
@@ -18,7 +18,7 @@ use vlms_rt::pb;
 use vlms_rt::pb::recommendation_service_client::RecommendationServiceClient;
 use vlms_rt::startup::Settings;
 
-use crate::support::{TestServer, profile, vignettes};
+use crate::support::{TestServer, http_get, profile, vignettes};
 
 /// Where a test's audit trail lives.
 enum Target {
@@ -750,6 +750,120 @@ async fn a_long_stream_is_answered_and_recorded_in_request_order(target: Target)
         output.contains(&format!("intact: {} records", ITEMS - 3)),
         "{output}"
     );
+}
+
+/// A store whose first append waits until the test lets it go (30 s at most), noting every batch's
+/// size.
+struct Gated {
+    inner: Box<dyn Store>,
+    release: Option<std::sync::mpsc::Receiver<()>>,
+    batches: Arc<Mutex<Vec<usize>>>,
+}
+
+impl Store for Gated {
+    fn append(&mut self, records: &[NewRecord]) -> Result<(), AuditError> {
+        if let Some(release) = self.release.take() {
+            let _ = release.recv_timeout(Duration::from_secs(30));
+        }
+        self.batches.lock().expect("batches").push(records.len());
+        self.inner.append(records)
+    }
+    fn probe(&mut self) -> Result<(), AuditError> {
+        self.inner.probe()
+    }
+    fn compression(&self) -> Option<Arc<vlms_rt::audit::compress::Compression>> {
+        self.inner.compression()
+    }
+}
+
+/// Plans the server has counted, over every indication.
+fn plans_counted(metrics_text: &str) -> u64 {
+    metrics_text
+        .lines()
+        .filter(|line| line.starts_with("vlms_rt_plans_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// With auditing on, a stream does not wait for one item's commit before planning the next: while
+/// the first record's commit is held, the rest of the stream is planned, and their records then
+/// share commits. Answers still come in request order, after their records.
+#[tokio::test]
+async fn an_audited_stream_plans_its_next_items_while_a_commit_is_pending() {
+    let target = Target::sqlite();
+    let (store, reader) = target.open();
+    let (release, gate) = std::sync::mpsc::channel();
+    let batches = Arc::new(Mutex::new(Vec::new()));
+    let auditor = Auditor::start(
+        Box::new(Gated {
+            inner: store,
+            release: Some(gate),
+            batches: Arc::clone(&batches),
+        }),
+        reader,
+    );
+    let mut settings = Settings::new("127.0.0.1:0".parse().expect("address"), profile());
+    settings.audit = Some(auditor);
+    settings.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
+    let server = TestServer::start_with(settings).await;
+    let metrics = server
+        .server
+        .as_ref()
+        .and_then(|running| running.metrics_addr)
+        .expect("metrics address")
+        .to_string();
+    let mut client = server.client().await;
+    const ITEMS: u64 = 5;
+    let items: Vec<pb::RecommendRequest> = (0..ITEMS)
+        .map(|index| with_case_id("iliac-marginal", &format!("gate-{index}")))
+        .collect();
+    let answered = tokio::spawn(async move {
+        let mut responses = client
+            .recommend_stream(tokio_stream::iter(items))
+            .await
+            .expect("stream")
+            .into_inner();
+        let mut case_ids = Vec::new();
+        while let Some(item) = responses.message().await.expect("item") {
+            assert!(
+                matches!(
+                    item.result,
+                    Some(pb::recommend_stream_response::Result::Plan(_))
+                ),
+                "{item:?}"
+            );
+            case_ids.push(item.case_id);
+        }
+        case_ids
+    });
+
+    let mut planned = 0;
+    for _ in 0..500 {
+        planned = plans_counted(&http_get(&metrics, "/metrics").await);
+        if planned == ITEMS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        planned, ITEMS,
+        "every item planned while the first commit was held"
+    );
+    assert!(!answered.is_finished(), "no answer before its commit");
+    release.send(()).expect("release");
+    let case_ids = answered.await.expect("client task");
+    let expected: Vec<String> = (0..ITEMS).map(|index| format!("gate-{index}")).collect();
+    assert_eq!(case_ids, expected, "answers in request order");
+    let batches = batches.lock().expect("batches").clone();
+    assert_eq!(batches.iter().sum::<usize>(), ITEMS as usize, "{batches:?}");
+    assert_eq!(batches[0], 1, "{batches:?}");
+    assert!(
+        batches.len() < ITEMS as usize,
+        "records shared commits: {batches:?}"
+    );
+    server.stop().await;
+    let (code, output) = verify(&target);
+    assert_eq!(code, 0, "{output}");
 }
 
 async fn an_unwritable_store_fails_closed_and_health_follows_it(target: Target) {

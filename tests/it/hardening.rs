@@ -17,7 +17,7 @@ use vlms_rt::pb;
 use vlms_rt::pb::recommendation_service_client::RecommendationServiceClient;
 use vlms_rt::startup::{Limits, Settings, TlsMaterial};
 
-use crate::support::{TestServer, plan_mismatches, profile, vignettes};
+use crate::support::{TestServer, http_get, plan_mismatches, profile, vignettes};
 
 fn settings() -> Settings {
     Settings::new("127.0.0.1:0".parse().expect("address"), profile())
@@ -688,23 +688,6 @@ async fn sigterm_drains_in_flight_streams_and_exits_zero() {
         Some(0),
         "exit 0 after draining"
     );
-}
-
-async fn http_get(address: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("metrics port");
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await
-        .expect("write");
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.expect("read");
-    text
 }
 
 #[tokio::test]

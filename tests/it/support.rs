@@ -461,3 +461,21 @@ pub fn wait_for_address(child: &mut std::process::Child) -> String {
         .recv_timeout(std::time::Duration::from_secs(30))
         .expect("server reports its address")
 }
+
+/// A plain HTTP/1.1 GET (the metrics endpoint); the whole response, status line included.
+pub async fn http_get(address: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("metrics port");
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .expect("write");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.expect("read");
+    text
+}
