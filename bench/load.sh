@@ -33,6 +33,8 @@ cargo build --release --locked --bin vlms-rt-server --bin vlms-rt --example echo
 
 bin=target/release
 "$bin/examples/grpc_body" "$case_file" "$out/body.bin"
+stream_items=1000
+"$bin/examples/grpc_body" "$case_file" "$out/stream-body.bin" "$stream_items"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
@@ -84,6 +86,9 @@ compare() { # port_a label_a port_b label_b connections streams -> one table row
         fi
         rows+=("$a $b")
     done
+    # The first server's median req/s, for the RecommendStream ratios below.
+    printf '%s\n' "${rows[@]}" | awk '{print $1}' | sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}' \
+        > "$out/median-$label_a-c$connections-m$streams"
     python3 - "$connections" "$streams" "${rows[@]}" <<'PY'
 import statistics, sys
 connections, streams, rows = sys.argv[1], sys.argv[2], [list(map(float, r.split())) for r in sys.argv[3:]]
@@ -126,8 +131,46 @@ echo "service calls answered OK: $ok of $all (every status counted by the server
 echo "server peak RSS: $((peak_kib / 1024)) MiB ($peak_kib KiB)"
 if [ "$ok" != "$all" ]; then echo "NOT ALL CALLS ANSWERED OK" >&2; exit 1; fi
 
+# RecommendStream with the same load generator as the unary calls: h2load sends the body of a
+# 1,000-case stream (the case's request framed 1,000 times over) as one call per stream and, as for
+# Recommend, decodes nothing. Every stream must end OK with 1,000 plans (the server's counters).
+stream_rate() { # port connections label -> plans/s (h2load: one stream at a time per connection)
+    local port=$1 connections=$2 label=$3 streams report
+    streams=$((connections * duration * 100))
+    h2load -n "$connections" -c "$connections" -m 1 -t 1 -H 'content-type: application/grpc' -H 'te: trailers' \
+        -d "$out/stream-body.bin" "http://127.0.0.1:$port/vlms.rt.v1.RecommendationService/RecommendStream" > /dev/null
+    report=$(h2load -n "$streams" -c "$connections" -m 1 -t 1 -H 'content-type: application/grpc' -H 'te: trailers' \
+        -d "$out/stream-body.bin" "http://127.0.0.1:$port/vlms.rt.v1.RecommendationService/RecommendStream")
+    echo "$report" > "$out/$label-c$connections.txt"
+    echo "$report" | awk -v items="$stream_items" '/^finished in/ {printf "%.0f\n", $4 * items}'
+}
+plans_sum() { curl -s "http://127.0.0.1:$1/metrics" | awk '/^vlms_rt_plans_total\{/ {sum += $2} END {print sum + 0}'; }
+stream_ok() { metric "$1" 'vlms_rt_calls_total{code="OK",rpc="RecommendStream"}' | awk '{v = $1} END {print v + 0}'; }
+plans_before=$(plans_sum "$metrics_port"); streams_before=$(stream_ok "$metrics_port")
 echo
-"$bin/examples/stream_bench" "http://127.0.0.1:$server_port" "$case_file" 1000 5 | tail -1 | sed 's/^best/RecommendStream, 1000-case stream, best of 5/'
+echo "RecommendStream, ${stream_items}-case streams through h2load (one stream per connection at a time), $rounds rounds:"
+printf '| concurrent streams | plans/s (median) | range | / unary 1 x 1 | / unary %s (saturated) |\n' "${levels[-1]// / x }"
+printf '|---|---|---|---|---|\n'
+unary_one=$(cat "$out/median-service-c1-m1" 2>/dev/null || echo 0)
+unary_top=$(cat "$out/median-service-c${levels[-1]% *}-m${levels[-1]#* }")
+for connections in 1 2; do
+    rates=()
+    for round in $(seq 1 "$rounds"); do rates+=("$(stream_rate "$server_port" "$connections" "stream-r$round")"); done
+    python3 - "$connections" "$unary_one" "$unary_top" "${rates[@]}" <<'PY'
+import statistics, sys
+connections, one, top, rates = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sorted(map(float, sys.argv[4:]))
+med = statistics.median(rates)
+ratio_one = f"{med / one:.1f}" if one else "(1 x 1 not measured)"
+print(f"| {connections} | {med:.0f} | {rates[0]:.0f}-{rates[-1]:.0f} | {ratio_one} | {med / top:.2f} |")
+PY
+done
+streams_done=$(( $(stream_ok "$metrics_port") - streams_before ))
+plans_done=$(( $(plans_sum "$metrics_port") - plans_before ))
+echo "streams answered OK: $streams_done; plans in them: $plans_done (expected $((streams_done * stream_items)))"
+if [ "$plans_done" != "$((streams_done * stream_items))" ]; then echo "A STREAM DID NOT ANSWER EVERY CASE WITH A PLAN" >&2; exit 1; fi
+
+echo
+"$bin/examples/stream_bench" "http://127.0.0.1:$server_port" "$case_file" 1000 5 | tail -1 | sed 's/^best/RecommendStream through one tonic client (stream_bench), 1000-case stream, best of 5/'
 
 if [ "${AUDIT:-1}" = 0 ]; then exit 0; fi
 
