@@ -3,7 +3,9 @@
 # with the same h2load settings, back to back, on loopback; then the service with its SQLite audit
 # trail on against the same service with auditing off. Reports requests/s, p50/p99 latency, the
 # ratios, audit batch sizes and the server's peak RSS; checks separately that every call answered
-# OK (h2load counts gRPC errors as successes), using the server's own call counters.
+# OK (h2load counts gRPC errors as successes), using the server's own call counters. RecommendStream
+# is driven by h2load too (1,000-case stream bodies, 1 and 2 concurrent streams, every stream checked
+# for 1,000 plans by the same counters), then once more through one tonic client (stream_bench).
 #
 # Each level runs ROUNDS times (default 3), the two servers back to back in each round, alternating
 # which goes first; the table gives medians, and the ratio is the median of the rounds' ratios with
