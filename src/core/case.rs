@@ -185,6 +185,20 @@ pub struct RawCase {
     pub metastatic_disease: bool,
 }
 
+impl RawCase {
+    /// The surgery date when that field itself is valid — the case is after resection, its
+    /// resection is present and the date passes the surgery-date rules — whatever the rest of the
+    /// case holds: a rule that depends only on the surgery date (the prescription check's
+    /// `planned_start_date`) is then still checked, as the spec asks of every conditional rule.
+    pub fn valid_surgery_date(&self) -> Option<Date> {
+        if !matches!(self.phase, RawEnum::Known(TreatmentPhase::PostResection)) {
+            return None;
+        }
+        let evaluation_date = Date::parse(&self.evaluation_date).ok();
+        surgery_date(&self.resection.as_ref()?.surgery_date, evaluation_date).ok()
+    }
+}
+
 /// A validated tumour.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tumor {
@@ -540,6 +554,16 @@ fn validate_tumor(
     }
 }
 
+/// The surgery-date rules: a valid date, not after the evaluation date when that one is valid (no
+/// "surgery after evaluation" when either date is invalid).
+fn surgery_date(text: &str, evaluation_date: Option<Date>) -> Result<Date, &'static str> {
+    let date = Date::parse(text).map_err(|error| error.describe())?;
+    match evaluation_date {
+        Some(evaluation_date) if date > evaluation_date => Err("must not be after evaluation_date"),
+        _ => Ok(date),
+    }
+}
+
 fn validate_resection(
     raw: &RawResection,
     evaluation_date: Option<Date>,
@@ -551,17 +575,10 @@ fn validate_resection(
         || format!("{prefix}.resection.margin"),
         raw.margin,
     );
-    let surgery_path = || format!("{prefix}.resection.surgery_date");
-    let surgery_date = match Date::parse(&raw.surgery_date) {
-        Ok(date) => match evaluation_date {
-            Some(evaluation_date) if date > evaluation_date => {
-                violations.push(surgery_path(), "must not be after evaluation_date");
-                None
-            }
-            _ => Some(date),
-        },
-        Err(error) => {
-            violations.push(surgery_path(), error.describe());
+    let surgery_date = match surgery_date(&raw.surgery_date, evaluation_date) {
+        Ok(date) => Some(date),
+        Err(problem) => {
+            violations.push(format!("{prefix}.resection.surgery_date"), problem);
             None
         }
     };

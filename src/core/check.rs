@@ -134,11 +134,11 @@ impl Proposal {
             let kind = match phase.kind {
                 RawEnum::Known(kind) => {
                     let problem = match kind {
-                        PhaseKind::Initial if index > 0 && seen_initial => {
+                        // The spec's list is closed: a first phase that is not INITIAL, a
+                        // second INITIAL, a second BOOST. An INITIAL after a bad first phase is
+                        // not one of them (the first phase carries the violation).
+                        PhaseKind::Initial if seen_initial => {
                             Some("a second INITIAL phase is not allowed")
-                        }
-                        PhaseKind::Initial if index > 0 => {
-                            Some("only the first phase may be INITIAL")
                         }
                         PhaseKind::Boost if index == 0 => Some("the first phase must be INITIAL"),
                         PhaseKind::Boost if seen_boost => {
@@ -204,10 +204,13 @@ impl Proposal {
         } else {
             match Date::parse(&raw.planned_start_date) {
                 Ok(date) => {
-                    let before_surgery = case
+                    // Checked whenever the surgery date itself is valid, even when another
+                    // field of the case is not (both violations are then reported).
+                    let before_surgery = raw
+                        .case
                         .as_ref()
-                        .and_then(Case::resection)
-                        .is_some_and(|resection| date < resection.surgery_date);
+                        .and_then(RawCase::valid_surgery_date)
+                        .is_some_and(|surgery_date| date < surgery_date);
                     if before_surgery {
                         violations
                             .push("planned_start_date", "must not be before the surgery date");

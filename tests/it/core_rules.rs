@@ -895,6 +895,31 @@ fn proposal_validation_paths() {
         )),
         vec!["phases[1].kind"]
     );
+    // A BOOST first is the one violation: the INITIAL after it is neither a second INITIAL nor a
+    // second BOOST (the spec's list is closed); a second BOOST after it is one.
+    assert_eq!(
+        fields(&proposal(
+            pre(Vessel::FemoralVein),
+            Setting::Preoperative,
+            &[(Boost, 2.0, 5), (Initial, 2.0, 25)]
+        )),
+        vec!["phases[0].kind"]
+    );
+    assert_eq!(
+        fields(&proposal(
+            pre(Vessel::FemoralVein),
+            Setting::Preoperative,
+            &[(Boost, 2.0, 5), (Initial, 2.0, 25), (Boost, 2.0, 5)]
+        )),
+        vec!["phases[0].kind", "phases[2].kind"]
+    );
+    let mut raw = proposal(
+        pre(Vessel::FemoralVein),
+        Setting::Preoperative,
+        &[(Initial, 2.0, 5), (Initial, 2.0, 25)],
+    );
+    raw.phases[0].kind = RawEnum::Unset;
+    assert_eq!(fields(&raw), vec!["phases[0].kind"]);
     assert_eq!(
         fields(&proposal(
             pre(Vessel::FemoralVein),
@@ -927,6 +952,41 @@ fn proposal_validation_paths() {
     );
     raw.planned_start_date = "2026-10-21".into();
     assert_eq!(fields(&raw), vec!["setting", "planned_start_date"]);
+    // The start date depends only on the surgery date: checked while another field of the case is
+    // invalid too, not when the surgery date itself is (invalid, or after the evaluation date), nor
+    // when the case's phase is not after resection.
+    let before_surgery = || {
+        let mut raw = proposal(
+            post(Vessel::FemoralVein, Margin::R0),
+            Setting::Postoperative,
+            &[(Initial, 2.0, 25)],
+        );
+        raw.planned_start_date = "2026-10-01".into();
+        raw
+    };
+    let mut raw = before_surgery();
+    raw.case.as_mut().unwrap().organs_at_risk = vec![RawEnum::Unset];
+    assert_eq!(
+        fields(&raw),
+        vec!["case.organs_at_risk[0]", "planned_start_date"]
+    );
+    let mut raw = before_surgery();
+    raw.case.as_mut().unwrap().tumor.as_mut().unwrap().size_cm = -1.0;
+    raw.case.as_mut().unwrap().evaluation_date = "someday".into();
+    assert_eq!(
+        fields(&raw),
+        vec![
+            "case.evaluation_date",
+            "case.tumor.size_cm",
+            "planned_start_date"
+        ]
+    );
+    let mut raw = before_surgery();
+    raw.case.as_mut().unwrap().evaluation_date = "2026-01-01".into();
+    assert_eq!(fields(&raw), vec!["case.resection.surgery_date"]);
+    let mut raw = before_surgery();
+    raw.case.as_mut().unwrap().phase = RawEnum::Unknown(9);
+    assert_eq!(fields(&raw), vec!["case.phase"]);
     let mut raw = base();
     raw.case.as_mut().unwrap().vessel = RawEnum::Unset;
     raw.planned_start_date = "soon".into();
