@@ -1,6 +1,7 @@
 //! The command-line client: argument parsing, reading proto3 JSON, calling the server and printing
 //! the answer as clinician-readable text or canonical proto3 JSON.
 
+mod open_enums;
 mod text;
 
 use std::io::Read;
@@ -369,29 +370,35 @@ fn apply_evaluation_date(
 pub fn parse_case(text: &str, where_: &str) -> Result<pb::Case, Failure> {
     let value: Value = serde_json::from_str(text)
         .map_err(|error| Failure::Usage(format!("{where_}: not JSON: {error}")))?;
-    let inner = match value.get("case") {
+    let mut inner = match value.get("case") {
         Some(case) => case.clone(),
         None => value,
     };
-    serde_json::from_value(inner).map_err(|error| {
+    let undefined = open_enums::CaseEnums::take(&mut inner);
+    let mut case = serde_json::from_value(inner).map_err(|error| {
         Failure::Usage(format!(
             "{where_}: not proto3 JSON of a vlms.rt.v1.Case: {error}"
         ))
-    })
+    })?;
+    undefined.put_back(&mut case);
+    Ok(case)
 }
 
 fn parse_check_request(text: &str, where_: &str) -> Result<pb::CheckPrescriptionRequest, Failure> {
     let value: Value = serde_json::from_str(text)
         .map_err(|error| Failure::Usage(format!("{where_}: not JSON: {error}")))?;
-    let inner = match value.get("request") {
+    let mut inner = match value.get("request") {
         Some(request) => request.clone(),
         None => value,
     };
-    serde_json::from_value(inner).map_err(|error| {
+    let undefined = open_enums::CheckEnums::take(&mut inner);
+    let mut request = serde_json::from_value(inner).map_err(|error| {
         Failure::Usage(format!(
             "{where_}: not proto3 JSON of a vlms.rt.v1.CheckPrescriptionRequest: {error}"
         ))
-    })
+    })?;
+    undefined.put_back(&mut request);
+    Ok(request)
 }
 
 fn json<T: serde::Serialize>(value: &T, pretty: bool) -> String {

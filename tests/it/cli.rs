@@ -173,6 +173,49 @@ async fn bad_input_prints_each_violation_and_exits_3() {
 }
 
 #[tokio::test]
+async fn enum_numbers_the_contract_does_not_define_reach_the_server_as_violations() {
+    // Proto3 JSON may give an enum as a number; one the contract does not define is the service's
+    // to reject, field by field, not the client's to refuse as unreadable.
+    let server = TestServer::start().await;
+    let mut case: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(vignette_path("femoral-postop-r0")).expect("read"),
+    )
+    .expect("json");
+    let case = case.get_mut("case").expect("case");
+    case["vessel"] = serde_json::json!(99);
+    case["organsAtRisk"] = serde_json::json!(["ORGAN_LIVER", 42]);
+    case["resection"]["margin"] = serde_json::json!(-3);
+    let output = client(&server.url, &["recommend", "-"], Some(&case.to_string())).await;
+    assert_eq!(output.code, 3, "{}", output.stderr);
+    for field in [
+        "case.vessel",
+        "case.resection.margin",
+        "case.organs_at_risk[1]",
+    ] {
+        assert!(
+            output.stderr.contains(&format!("  {field}: ")),
+            "{field} in {}",
+            output.stderr
+        );
+    }
+    let request = serde_json::json!({
+        "case": case,
+        "setting": 8,
+        "phases": [{"kind": 5, "dosePerFractionGy": 2.0, "fractions": 25}]
+    });
+    let output = client(&server.url, &["check", "-"], Some(&request.to_string())).await;
+    assert_eq!(output.code, 3, "{}", output.stderr);
+    for field in ["case.vessel", "setting", "phases[0].kind"] {
+        assert!(
+            output.stderr.contains(&format!("  {field}: ")),
+            "{field} in {}",
+            output.stderr
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn an_unreachable_server_exits_4_and_a_broken_file_exits_2() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
     let closed = format!("http://{}", listener.local_addr().expect("addr"));
