@@ -243,13 +243,18 @@ impl Service {
                 "is required: 1-128 characters from A-Z a-z 0-9 . _ : -",
             );
         }
+        // AIP-158: 0 asks for the default, a size above the largest page is served as the
+        // largest page, a negative one is refused.
         let page_size = match request.page_size {
             0 => Some(DEFAULT_PAGE_SIZE),
-            size if size > 0 && usize::try_from(size).is_ok_and(|size| size <= MAX_PAGE_SIZE) => {
-                usize::try_from(size).ok()
+            size if size > 0 => {
+                Some(usize::try_from(size).map_or(MAX_PAGE_SIZE, |size| size.min(MAX_PAGE_SIZE)))
             }
             _ => {
-                violations.push("page_size", "must be between 1 and 100 (0 means 20)");
+                violations.push(
+                    "page_size",
+                    "must not be negative (0 means 20; above 100 means 100)",
+                );
                 None
             }
         };
@@ -398,22 +403,24 @@ pub fn new_recommendation_id() -> String {
 }
 
 const RECOMMENDATION_ID_RULE: &str =
-    "must be the id a plan or check was answered with (a 26-character ULID, upper case)";
+    "must be the id a plan or check was answered with (a 26-character ULID)";
 
-/// The stored form of a recommendation id: a ULID as given (canonical ULIDs are upper case), a
-/// UUID in lower case (the form it was stored in).
+/// The stored form of a recommendation id: a ULID in upper case (its canonical form; a ULID's
+/// letters are case-insensitive, so a caller's lower-case copy names the same record), a UUID in
+/// lower case (the form it was stored in).
 fn canonical_recommendation_id(text: &str) -> String {
-    if crate::ulid::is_ulid(text) {
-        text.to_string()
+    let upper = text.to_ascii_uppercase();
+    if crate::ulid::is_ulid(&upper) {
+        upper
     } else {
         text.to_ascii_lowercase()
     }
 }
 
-/// Whether `text` can be a recommendation id: a canonical ULID, or a UUID (the form early
+/// Whether `text` can be a recommendation id: a ULID in either case, or a UUID (the form early
 /// development builds answered with, still found in their audit trails).
 fn is_recommendation_id(text: &str) -> bool {
-    crate::ulid::is_ulid(text) || uuid::Uuid::parse_str(text).is_ok()
+    crate::ulid::is_ulid(&text.to_ascii_uppercase()) || uuid::Uuid::parse_str(text).is_ok()
 }
 
 /// The status of a shed call.
@@ -728,8 +735,11 @@ impl RecommendationService for Service {
         let result = match Proposal::validate(&convert::raw_proposal(&request)) {
             Ok(proposal) => {
                 let report = core::check(&self.profile, &proposal);
+                // The plan inside the answer carries the check's own id: every id the service
+                // hands out names a stored record (this check's, which holds the plan).
+                let recommendation_id = new_recommendation_id();
                 let response =
-                    convert::report_out(&report, new_recommendation_id(), new_recommendation_id());
+                    convert::report_out(&report, recommendation_id.clone(), recommendation_id);
                 self.record(
                     &response.recommendation_id,
                     Kind::Check,

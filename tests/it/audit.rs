@@ -377,6 +377,15 @@ async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedbac
         .await
         .expect("ok")
         .into_inner();
+    // The plan inside a check's answer carries the check's id, which names the stored check.
+    assert_eq!(
+        response
+            .recommended_plan
+            .as_ref()
+            .expect("recommended plan")
+            .recommendation_id,
+        response.recommendation_id
+    );
     let stored = client
         .get_recommendation(pb::GetRecommendationRequest {
             recommendation_id: response.recommendation_id.clone(),
@@ -440,14 +449,6 @@ async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedbac
         (
             pb::ListRecommendationsRequest {
                 case_id: "mdt-0001".into(),
-                page_size: 101,
-                page_token: String::new(),
-            },
-            "page_size",
-        ),
-        (
-            pb::ListRecommendationsRequest {
-                case_id: "mdt-0001".into(),
                 page_size: -1,
                 page_token: String::new(),
             },
@@ -476,6 +477,20 @@ async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedbac
             })
             .unwrap_or_default();
         assert_eq!(fields, vec![field.to_string()]);
+    }
+    // AIP-158: a page size above the largest page is served as the largest page, not refused.
+    for page_size in [101, i32::MAX] {
+        let page = client
+            .list_recommendations(pb::ListRecommendationsRequest {
+                case_id: "mdt-0001".into(),
+                page_size,
+                page_token: String::new(),
+            })
+            .await
+            .expect("coerced to the largest page")
+            .into_inner();
+        assert_eq!(page.records.len(), expected.len());
+        assert!(page.next_page_token.is_empty());
     }
     // A token of one case does not page another.
     let first = client
@@ -512,6 +527,15 @@ async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedbac
         .await
         .expect_err("malformed");
     assert_eq!(status.code(), Code::InvalidArgument);
+    // A ULID's letters are case-insensitive: a lower-case copy of an id names the same record.
+    let lower = client
+        .get_recommendation(pb::GetRecommendationRequest {
+            recommendation_id: plans[0].recommendation_id.to_ascii_lowercase(),
+        })
+        .await
+        .expect("found under its lower-case spelling")
+        .into_inner();
+    assert_eq!(lower.recommendation_id, plans[0].recommendation_id);
 
     // Feedback: validated, appended (never overwriting), and itself audited.
     let id = plans[1].recommendation_id.clone();
@@ -752,10 +776,11 @@ async fn a_long_stream_is_answered_and_recorded_in_request_order(target: Target)
     );
 }
 
-/// A store whose first append waits until the test lets it go (30 s at most), noting every batch's
-/// size.
+/// A store whose first append says it has begun and then waits until the test lets it go (30 s at
+/// most), noting every batch's size.
 struct Gated {
     inner: Box<dyn Store>,
+    entered: std::sync::mpsc::Sender<()>,
     release: Option<std::sync::mpsc::Receiver<()>>,
     batches: Arc<Mutex<Vec<usize>>>,
 }
@@ -763,6 +788,7 @@ struct Gated {
 impl Store for Gated {
     fn append(&mut self, records: &[NewRecord]) -> Result<(), AuditError> {
         if let Some(release) = self.release.take() {
+            let _ = self.entered.send(());
             let _ = release.recv_timeout(Duration::from_secs(30));
         }
         self.batches.lock().expect("batches").push(records.len());
@@ -793,10 +819,12 @@ async fn an_audited_stream_plans_its_next_items_while_a_commit_is_pending() {
     let target = Target::sqlite();
     let (store, reader) = target.open();
     let (release, gate) = std::sync::mpsc::channel();
+    let (entered, first_append) = std::sync::mpsc::channel();
     let batches = Arc::new(Mutex::new(Vec::new()));
     let auditor = Auditor::start(
         Box::new(Gated {
             inner: store,
+            entered,
             release: Some(gate),
             batches: Arc::clone(&batches),
         }),
@@ -814,12 +842,14 @@ async fn an_audited_stream_plans_its_next_items_while_a_commit_is_pending() {
         .to_string();
     let mut client = server.client().await;
     const ITEMS: u64 = 5;
-    let items: Vec<pb::RecommendRequest> = (0..ITEMS)
-        .map(|index| with_case_id("iliac-marginal", &format!("gate-{index}")))
-        .collect();
+    let (items, requests) = tokio::sync::mpsc::channel(ITEMS as usize);
+    let item = |index: u64| with_case_id("iliac-marginal", &format!("gate-{index}"));
+    // The first item alone, until its record's commit has begun (and is held): the first batch
+    // is then that one record whatever the scheduling, and the rest arrive behind a pending commit.
+    items.send(item(0)).await.expect("first item");
     let answered = tokio::spawn(async move {
         let mut responses = client
-            .recommend_stream(tokio_stream::iter(items))
+            .recommend_stream(tokio_stream::wrappers::ReceiverStream::new(requests))
             .await
             .expect("stream")
             .into_inner();
@@ -837,6 +867,14 @@ async fn an_audited_stream_plans_its_next_items_while_a_commit_is_pending() {
         case_ids
     });
 
+    tokio::task::spawn_blocking(move || first_append.recv_timeout(Duration::from_secs(30)))
+        .await
+        .expect("join")
+        .expect("the first record's commit began");
+    for index in 1..ITEMS {
+        items.send(item(index)).await.expect("item");
+    }
+    drop(items);
     let mut planned = 0;
     for _ in 0..500 {
         planned = plans_counted(&http_get(&metrics, "/metrics").await);

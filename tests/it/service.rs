@@ -305,7 +305,10 @@ async fn check_prescription_pass_review_and_fail() {
         }
         let plan = response.recommended_plan.expect("the recommended plan");
         assert!(is_ulid(&plan.recommendation_id));
-        assert_ne!(plan.recommendation_id, response.recommendation_id);
+        assert_eq!(
+            plan.recommendation_id, response.recommendation_id,
+            "the check's id, which names the stored check"
+        );
     }
     assert_eq!(verdicts.len(), 3, "PASS, REVIEW and FAIL all exercised");
     for vignette in vignettes()
