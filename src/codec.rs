@@ -83,8 +83,10 @@ impl<U: Message + Default> Decoder for StrictDecoder<U> {
 /// Wraps a gRPC service so that an INTERNAL status produced by tonic's request framing (a
 /// truncated body, an unnegotiated compressed flag, a missing request message) reaches the caller
 /// as INVALID_ARGUMENT: those are the caller's faults, and the service promises never to answer
-/// INTERNAL to anything a client can send. The service's own code never returns INTERNAL, so any
-/// INTERNAL seen here came from decoding the request.
+/// INTERNAL to anything a client can send. Likewise tonic's OUT_OF_RANGE for a request over the
+/// size limit becomes RESOURCE_EXHAUSTED, the code gRPC gives that elsewhere. The service's own
+/// code never returns INTERNAL or OUT_OF_RANGE, so either one seen here came from decoding the
+/// request.
 #[derive(Debug, Clone)]
 pub struct ClientFault<S> {
     inner: S,
@@ -124,18 +126,21 @@ where
         Box::pin(async move {
             let mut response = future.await?;
             let headers = response.headers_mut();
-            if headers
-                .get("grpc-status")
-                .is_some_and(|status| status.as_bytes() == b"13")
-            {
+            // INTERNAL: the framing was malformed. OUT_OF_RANGE: the message exceeded the size
+            // limit, which gRPC reports as RESOURCE_EXHAUSTED everywhere else.
+            let mapped = match headers.get("grpc-status").map(|status| status.as_bytes()) {
+                Some(b"13") => Some(("3", "malformed%20request%20framing:%20")),
+                Some(b"11") => Some(("8", "request%20too%20large:%20")),
+                _ => None,
+            };
+            if let Some((code, prefix)) = mapped {
                 let detail = headers
                     .get("grpc-message")
                     .and_then(|message| message.to_str().ok())
                     .unwrap_or_default()
                     .to_string();
-                headers.insert("grpc-status", http::HeaderValue::from_static("3"));
-                let message = format!("malformed%20request%20framing:%20{detail}");
-                if let Ok(value) = http::HeaderValue::from_str(&message) {
+                headers.insert("grpc-status", http::HeaderValue::from_static(code));
+                if let Ok(value) = http::HeaderValue::from_str(&format!("{prefix}{detail}")) {
                     headers.insert("grpc-message", value);
                 }
             }

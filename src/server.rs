@@ -661,10 +661,15 @@ impl RecommendationService for Service {
                     ))
                 })
                 .and_then(|item| {
-                    // tonic reports a malformed item as INTERNAL; it is the caller's fault.
+                    // tonic reports a malformed item as INTERNAL (the caller's fault) and one
+                    // over the size limit as OUT_OF_RANGE (RESOURCE_EXHAUSTED elsewhere in gRPC).
                     item.map_err(|status| match status.code() {
                         Code::Internal => Status::invalid_argument(format!(
                             "malformed stream item: {}",
+                            status.message()
+                        )),
+                        Code::OutOfRange => Status::resource_exhausted(format!(
+                            "stream item too large: {}",
                             status.message()
                         )),
                         _ => status,
