@@ -559,15 +559,32 @@ fn record_out(stored: RecordWithFeedback) -> Result<pb::RecommendationRecord, St
             })
         })
         .collect::<Result<Vec<_>, Status>>()?;
+    // The guideline as the stored answer names it (with its alpha/beta ratios), when that is the
+    // one the record was written under; the record's own columns otherwise.
+    let answered_under = match &content {
+        pb::recommendation_record::Content::Recommend(stored) => {
+            stored.plan.as_ref().and_then(|plan| plan.guideline.clone())
+        }
+        pb::recommendation_record::Content::Check(stored) => stored
+            .response
+            .as_ref()
+            .and_then(|response| response.guideline.clone()),
+    };
+    let guideline = answered_under
+        .filter(|guideline| {
+            guideline.version == record.guideline_version
+                && guideline.sha256 == record.guideline_sha256
+        })
+        .unwrap_or_else(|| pb::GuidelineRef {
+            version: record.guideline_version,
+            sha256: record.guideline_sha256,
+            ..Default::default()
+        });
     Ok(pb::RecommendationRecord {
         recommendation_id: record.recommendation_id,
         created_at: record.created_at,
         caller: record.caller,
-        guideline: Some(pb::GuidelineRef {
-            version: record.guideline_version,
-            sha256: record.guideline_sha256,
-            ..Default::default()
-        }),
+        guideline: Some(guideline),
         case_id: record.case_id,
         content: Some(content),
         feedback,

@@ -302,6 +302,8 @@ async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedbac
         .into_inner();
     assert_eq!(record.case_id, "mdt-0001");
     assert_eq!(record.caller, "anonymous");
+    // The record names the guideline as the plan does, alpha/beta ratios included.
+    assert_eq!(record.guideline, plans[0].guideline);
     assert_eq!(
         record.guideline.as_ref().expect("guideline").version,
         "2026.1"
@@ -393,6 +395,7 @@ async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedbac
         .await
         .expect("found")
         .into_inner();
+    assert_eq!(stored.guideline, response.guideline);
     match stored.content.expect("content") {
         pb::recommendation_record::Content::Check(record) => {
             assert_eq!(
