@@ -39,6 +39,10 @@ pub struct ServiceOptions {
     pub stream_idle_timeout: Duration,
     /// The audit trail; `None` when auditing is disabled.
     pub audit: Option<Auditor>,
+    /// Longest wait for the audit store to confirm a record; past it the call fails closed with
+    /// UNAVAILABLE. Shorter than the call timeout, so that a stalled store is answered as what it
+    /// is (and logged and counted) rather than cut off as a timed-out call.
+    pub audit_wait: Duration,
 }
 
 /// Largest feedback reason, in characters.
@@ -194,12 +198,25 @@ impl Service {
             response,
             response_dictionary,
         };
-        audit.append(record).await.map_err(|error| {
-            tracing::error!(%error, "audit write failed; the answer is withheld");
-            Status::unavailable(
-                "the audit store cannot record this answer, so none was sent; retry later",
-            )
-        })
+        match tokio::time::timeout(self.options.audit_wait, audit.append(record)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => {
+                tracing::error!(%error, "audit write failed; the answer is withheld");
+                Err(Status::unavailable(
+                    "the audit store cannot record this answer, so none was sent; retry later",
+                ))
+            }
+            Err(_) => {
+                // The record may still commit later: recorded and unsent is the safe side.
+                tracing::error!(
+                    wait_ms = self.options.audit_wait.as_millis() as u64,
+                    "audit store did not confirm the record in time; the answer is withheld"
+                );
+                Err(Status::unavailable(
+                    "the audit store did not confirm this answer in time, so none was sent; retry later",
+                ))
+            }
+        }
     }
 
     fn auditor(&self) -> Result<&Auditor, Status> {

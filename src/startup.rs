@@ -24,6 +24,10 @@ use crate::server::{Service, ServiceOptions};
 
 /// The name health reports for the recommendation service.
 pub const SERVICE_NAME: &str = "vlms.rt.v1.RecommendationService";
+/// The health-check name a liveness probe asks for: SERVING while the process answers at all. The
+/// service name and the empty name follow readiness (NOT_SERVING while draining or while the audit
+/// store cannot commit).
+pub const LIVENESS_SERVICE_NAME: &str = "liveness";
 
 /// Limits that keep one caller from hurting the others.
 #[derive(Debug, Clone)]
@@ -247,6 +251,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
             max_stream_items: limits.max_stream_items,
             stream_idle_timeout: limits.call_timeout,
             audit: settings.audit.clone(),
+            audit_wait: audit_wait(limits.call_timeout),
         },
     );
     let recommendation = RecommendationServiceServer::new(service)
@@ -261,6 +266,11 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         .set_service_status(SERVICE_NAME, ServingStatus::Serving)
         .await;
     health.set_service_status("", ServingStatus::Serving).await;
+    // Liveness: SERVING as long as the process answers, whatever the audit store does (a liveness
+    // probe on the other names would restart every replica during a database outage).
+    health
+        .set_service_status(LIVENESS_SERVICE_NAME, ServingStatus::Serving)
+        .await;
     let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     if let Some(audit) = settings.audit.clone() {
         tokio::spawn(follow_audit_health(
@@ -336,6 +346,12 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         health_shutdown,
         task,
     })
+}
+
+/// How long a call waits for its audit record to commit: four fifths of the call timeout, so that a
+/// stalled store fails the call UNAVAILABLE (logged, counted) before tonic cuts it off.
+fn audit_wait(call_timeout: Duration) -> Duration {
+    call_timeout.mul_f64(0.8)
 }
 
 /// Keeps health in step with the audit store: NOT_SERVING while it cannot commit (calls then fail

@@ -907,6 +907,56 @@ async fn an_audited_stream_plans_its_next_items_while_a_commit_is_pending() {
     assert_eq!(code, 0, "{output}");
 }
 
+/// A store that does not answer (a disk that hangs, a lock held elsewhere) fails the call closed
+/// with UNAVAILABLE before the call timeout, logged and counted like any other call, rather than
+/// leaving tonic to cut it off as a timed-out call.
+#[tokio::test]
+async fn a_stalled_store_fails_the_call_unavailable_before_the_call_timeout() {
+    let target = Target::sqlite();
+    let (store, reader) = target.open();
+    let (release, gate) = std::sync::mpsc::channel();
+    let (entered, _first_append) = std::sync::mpsc::channel();
+    let auditor = Auditor::start(
+        Box::new(Gated {
+            inner: store,
+            entered,
+            release: Some(gate),
+            batches: Arc::new(Mutex::new(Vec::new())),
+        }),
+        reader,
+    );
+    let mut settings = Settings::new("127.0.0.1:0".parse().expect("address"), profile());
+    settings.audit = Some(auditor);
+    settings.limits.call_timeout = Duration::from_secs(1);
+    settings.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
+    let server = TestServer::start_with(settings).await;
+    let metrics = server
+        .server
+        .as_ref()
+        .and_then(|running| running.metrics_addr)
+        .expect("metrics address")
+        .to_string();
+    let mut client = server.client().await;
+    let status = client
+        .recommend(with_case_id("femoral-postop-r0", "stall-1"))
+        .await
+        .expect_err("no plan while the store stalls");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("in time"), "{status:?}");
+    let text = http_get(&metrics, "/metrics").await;
+    assert!(
+        text.lines().any(|line| line
+            .starts_with("vlms_rt_calls_total{code=\"UNAVAILABLE\",rpc=\"Recommend\"} 1")),
+        "{text}"
+    );
+    release.send(()).expect("release");
+    client
+        .recommend(with_case_id("femoral-postop-r0", "stall-1"))
+        .await
+        .expect("answered once the store answers");
+    server.stop().await;
+}
+
 async fn an_unwritable_store_fails_closed_and_health_follows_it(target: Target) {
     let (server, failing) = audited_server(&target).await;
     let mut client = server.client().await;
@@ -947,6 +997,19 @@ async fn an_unwritable_store_fails_closed_and_health_follows_it(target: Target) 
         "health never went NOT_SERVING",
     )
     .await;
+    // Liveness is not readiness: a database outage must not get every replica restarted.
+    let liveness = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: vlms_rt::startup::LIVENESS_SERVICE_NAME.into(),
+        })
+        .await
+        .expect("liveness")
+        .into_inner()
+        .status;
+    assert_eq!(
+        liveness, serving,
+        "liveness stays SERVING while the store fails"
+    );
 
     set_store_failing(&target, &failing, false).await;
     wait_for_health(&mut health, "", serving, 10, "health never recovered").await;
