@@ -3,10 +3,14 @@
 //! that nothing a client sends is reported as a server failure.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Instant;
 
 use prost::Message;
 use prost::bytes::Buf;
-use tonic::Status;
+use tonic::{Code, Status};
+
+use crate::metrics::Metrics;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic_prost::{ProstCodec, ProstEncoder};
 
@@ -87,17 +91,48 @@ impl<U: Message + Default> Decoder for StrictDecoder<U> {
 /// size limit becomes RESOURCE_EXHAUSTED, the code gRPC gives that elsewhere. The service's own
 /// code never returns INTERNAL or OUT_OF_RANGE, so either one seen here came from decoding the
 /// request.
+///
+/// Calls answered here without reaching the service's handlers (refused by the token check, a body
+/// that is not protobuf, a request over the size limit, a method the service does not have) get
+/// the call log line and the `vlms_rt_calls_total` count the handlers give every other call.
 #[derive(Debug, Clone)]
 pub struct ClientFault<S> {
     inner: S,
+    metrics: Arc<Metrics>,
 }
 
 impl<S> ClientFault<S> {
-    /// Wraps `inner`.
-    pub fn new(inner: S) -> Self {
-        Self { inner }
+    /// Wraps `inner`; calls answered before the handlers are counted in `metrics`.
+    pub fn new(inner: S, metrics: Arc<Metrics>) -> Self {
+        Self { inner, metrics }
     }
 }
+
+/// The status the caller sees for a status tonic (or the token check) set before any handler ran,
+/// with the message's new prefix when it is mapped; `None` for a status a handler chose. The
+/// handlers never answer INTERNAL, OUT_OF_RANGE, UNAUTHENTICATED or UNIMPLEMENTED, and their
+/// INVALID_ARGUMENT messages never start as the request decoder's does.
+fn answered_before_handlers(
+    status: &[u8],
+    message: Option<&[u8]>,
+) -> Option<(Code, Option<&'static str>)> {
+    match status {
+        b"13" => Some((
+            Code::InvalidArgument,
+            Some("malformed%20request%20framing:%20"),
+        )),
+        b"11" => Some((Code::ResourceExhausted, Some("request%20too%20large:%20"))),
+        b"16" => Some((Code::Unauthenticated, None)),
+        b"12" => Some((Code::Unimplemented, None)),
+        b"3" if message.is_some_and(|message| message.starts_with(NOT_PROTOBUF)) => {
+            Some((Code::InvalidArgument, None))
+        }
+        _ => None,
+    }
+}
+
+/// The start of `StrictDecoder`'s message, as it is percent-encoded in `grpc-message`.
+const NOT_PROTOBUF: &[u8] = b"the%20message%20is%20not%20valid%20protobuf";
 
 impl<S: tonic::server::NamedService> tonic::server::NamedService for ClientFault<S> {
     const NAME: &'static str = S::NAME;
@@ -122,29 +157,84 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let rpc = crate::metrics::rpc_label(request.uri().path().rsplit('/').next().unwrap_or(""));
+        let metrics = Arc::clone(&self.metrics);
         let future = self.inner.call(request);
         Box::pin(async move {
             let mut response = future.await?;
             let headers = response.headers_mut();
             // INTERNAL: the framing was malformed. OUT_OF_RANGE: the message exceeded the size
             // limit, which gRPC reports as RESOURCE_EXHAUSTED everywhere else.
-            let mapped = match headers.get("grpc-status").map(|status| status.as_bytes()) {
-                Some(b"13") => Some(("3", "malformed%20request%20framing:%20")),
-                Some(b"11") => Some(("8", "request%20too%20large:%20")),
-                _ => None,
+            let Some((code, prefix)) = headers.get("grpc-status").and_then(|status| {
+                answered_before_handlers(
+                    status.as_bytes(),
+                    headers
+                        .get("grpc-message")
+                        .map(|message| message.as_bytes()),
+                )
+            }) else {
+                return Ok(response);
             };
-            if let Some((code, prefix)) = mapped {
+            if let Some(prefix) = prefix {
                 let detail = headers
                     .get("grpc-message")
                     .and_then(|message| message.to_str().ok())
                     .unwrap_or_default()
                     .to_string();
-                headers.insert("grpc-status", http::HeaderValue::from_static(code));
+                headers.insert("grpc-status", http::HeaderValue::from(i32::from(code)));
                 if let Ok(value) = http::HeaderValue::from_str(&format!("{prefix}{detail}")) {
                     headers.insert("grpc-message", value);
                 }
             }
+            let elapsed = started.elapsed();
+            metrics.call(rpc, code, elapsed.as_secs_f64());
+            tracing::info!(
+                rpc,
+                code = crate::server::code_log_name(code),
+                latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                caller = "unknown",
+                case_id = "",
+                "call"
+            );
             Ok(response)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_set_before_the_handlers_are_told_from_the_handlers_own() {
+        let framing = answered_before_handlers(b"13", None);
+        assert_eq!(framing.map(|(code, _)| code), Some(Code::InvalidArgument));
+        assert!(framing.and_then(|(_, prefix)| prefix).is_some());
+        let size = answered_before_handlers(b"11", Some(b"Error,%20decoded"));
+        assert_eq!(size.map(|(code, _)| code), Some(Code::ResourceExhausted));
+        assert_eq!(
+            answered_before_handlers(b"16", None),
+            Some((Code::Unauthenticated, None))
+        );
+        assert_eq!(
+            answered_before_handlers(b"12", None),
+            Some((Code::Unimplemented, None))
+        );
+        assert_eq!(
+            answered_before_handlers(
+                b"3",
+                Some(b"the%20message%20is%20not%20valid%20protobuf:%20failed")
+            ),
+            Some((Code::InvalidArgument, None))
+        );
+        // The handlers' own answers are theirs to log and count.
+        assert_eq!(
+            answered_before_handlers(b"3", Some(b"the%20request%20has%202%20invalid")),
+            None
+        );
+        for handlers in [&b"0"[..], b"5", b"8", b"14"] {
+            assert_eq!(answered_before_handlers(handlers, None), None);
+        }
     }
 }

@@ -22,6 +22,15 @@ const RPCS: [&str; 7] = [
     "RecordFeedback",
 ];
 
+/// The `rpc` label for a method name taken from a request path: the name itself for one of the
+/// service's RPCs, `unknown` for anything else (a client cannot add label values).
+pub fn rpc_label(method: &str) -> &'static str {
+    RPCS.iter()
+        .find(|name| **name == method)
+        .copied()
+        .unwrap_or("unknown")
+}
+
 /// gRPC status codes (0 to 16).
 const CODES: usize = 17;
 

@@ -384,7 +384,7 @@ impl Service {
 }
 
 /// A status code's name as `Debug` writes it (`Ok`, `InvalidArgument`, …), without formatting.
-fn code_log_name(code: Code) -> &'static str {
+pub(crate) fn code_log_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "Ok",
         Code::Cancelled => "Cancelled",

@@ -246,7 +246,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
     let service = Service::new(
         Arc::clone(&settings.profile),
         ServiceOptions {
-            metrics,
+            metrics: Arc::clone(&metrics),
             limiter: Arc::new(Semaphore::new(limits.max_concurrent_calls)),
             max_stream_items: limits.max_stream_items,
             stream_idle_timeout: limits.call_timeout,
@@ -256,10 +256,10 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
     );
     let recommendation = RecommendationServiceServer::new(service)
         .max_decoding_message_size(limits.max_request_bytes);
-    let recommendation = crate::codec::ClientFault::new(InterceptedService::new(
-        recommendation,
-        Authenticator::new(settings.tokens.clone()),
-    ));
+    let recommendation = crate::codec::ClientFault::new(
+        InterceptedService::new(recommendation, Authenticator::new(settings.tokens.clone())),
+        metrics,
+    );
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health

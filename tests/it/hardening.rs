@@ -711,16 +711,48 @@ async fn metrics_count_calls_codes_plans_and_shed_calls() {
         .await
         .expect("stream");
     client.recommend(request()).await.expect_err("shed");
+    // Calls answered before any handler runs (no permit needed) are counted too: a body that is not
+    // protobuf, one over the size limit, a method the service does not have.
+    let address = server.url().trim_start_matches("http://").to_string();
+    let path = "/vlms.rt.v1.RecommendationService/Recommend";
+    let frame = |message: &[u8]| {
+        let mut body = vec![0];
+        body.extend(u32::try_from(message.len()).expect("len").to_be_bytes());
+        body.extend(message);
+        body
+    };
+    let status = |answer: (Option<String>, Option<String>)| answer.0;
+    assert_eq!(
+        status(raw_grpc(&address, path, frame(&[0xff, 0xff, 0xff, 0xff, 0x0f])).await).as_deref(),
+        Some("3")
+    );
+    assert_eq!(
+        status(raw_grpc(&address, path, frame(&vec![0x0a; 70 * 1024])).await).as_deref(),
+        Some("8")
+    );
+    assert_eq!(
+        status(
+            raw_grpc(
+                &address,
+                "/vlms.rt.v1.RecommendationService/Nope",
+                frame(&[])
+            )
+            .await
+        )
+        .as_deref(),
+        Some("12")
+    );
     let text = http_get(&metrics, "/metrics").await;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     for expected in [
         r#"vlms_rt_calls_total{code="OK",rpc="Recommend"} 1"#,
-        r#"vlms_rt_calls_total{code="INVALID_ARGUMENT",rpc="Recommend"} 1"#,
-        r#"vlms_rt_calls_total{code="RESOURCE_EXHAUSTED",rpc="Recommend"} 1"#,
+        r#"vlms_rt_calls_total{code="INVALID_ARGUMENT",rpc="Recommend"} 2"#,
+        r#"vlms_rt_calls_total{code="RESOURCE_EXHAUSTED",rpc="Recommend"} 2"#,
+        r#"vlms_rt_calls_total{code="UNIMPLEMENTED",rpc="unknown"} 1"#,
         r#"vlms_rt_shed_calls_total{rpc="Recommend"} 1"#,
         r#"vlms_rt_plans_total{indication="INDICATION_INDICATED"} 1"#,
         "vlms_rt_in_flight_calls 1",
-        r#"vlms_rt_call_duration_seconds_count{rpc="Recommend"} 2"#,
+        r#"vlms_rt_call_duration_seconds_count{rpc="Recommend"} 4"#,
         // The one answered plan was recorded in the audit trail, in one transaction.
         "vlms_rt_audit_records 1",
         "vlms_rt_audit_batches 1",
