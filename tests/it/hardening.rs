@@ -256,6 +256,22 @@ async fn the_client_binary_speaks_tls_and_sends_its_token_from_a_file() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(String::from_utf8_lossy(&output.stderr).contains("UNAUTHENTICATED"));
+    // Without a client certificate the server refuses the connection: a connection failure
+    // (exit 4) that says where to look, not "Unknown: transport error".
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_vlms-rt"))
+        .args(["--server", &url, "--ca", &ca, "--token-file", &token])
+        .args(["recommend", &case])
+        .env_remove("VLMS_RT_SERVER")
+        .output()
+        .await
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(4),
+        "no client certificate: {stderr}"
+    );
+    assert!(stderr.contains("client certificate"), "{stderr}");
     let output = run(vec!["health".into()]).await.expect("runs");
     assert!(output.status.success(), "health is open without a token");
     server.stop().await;
