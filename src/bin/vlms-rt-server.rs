@@ -133,18 +133,27 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 fn main() -> ExitCode {
-    match runtime() {
-        Ok(runtime) => runtime.block_on(serve()),
+    let config = ServerConfig::parse();
+    let log_writer = telemetry::init(config.log_format);
+    let code = match runtime() {
+        Ok(runtime) => {
+            let code = runtime.block_on(serve(config));
+            // Calls still running when the shutdown grace period ran out (a stream cut off) end
+            // as the runtime drops, and log their call lines then: the log writer must outlive
+            // them, or those last lines are lost.
+            drop(runtime);
+            code
+        }
         Err(error) => {
             eprintln!("vlms-rt-server: cannot start the async runtime: {error}");
             ExitCode::from(1)
         }
-    }
+    };
+    drop(log_writer);
+    code
 }
 
-async fn serve() -> ExitCode {
-    let config = ServerConfig::parse();
-    let _log_writer = telemetry::init(config.log_format);
+async fn serve(config: ServerConfig) -> ExitCode {
     if let Some(vlms_rt::config::ServerCommand::Audit {
         action:
             vlms_rt::config::AuditAction::Verify {

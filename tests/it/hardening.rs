@@ -706,6 +706,57 @@ async fn sigterm_drains_in_flight_streams_and_exits_zero() {
     );
 }
 
+/// A stream still open when the grace period runs out is cut off, and its call line still reaches
+/// the log: the log writer outlives the runtime whose dropping ends the stream.
+#[tokio::test]
+async fn a_stream_cut_off_at_the_end_of_the_grace_period_is_still_logged() {
+    let mut server = ServerProcess::start(&["--shutdown-grace", "1s"]);
+    let channel = connect(&server.url()).await;
+    let mut client = RecommendationServiceClient::new(channel.clone());
+    let (sender, receiver) = mpsc::channel(8);
+    sender.send(request()).await.expect("send");
+    let mut responses = client
+        .recommend_stream(ReceiverStream::new(receiver))
+        .await
+        .expect("stream")
+        .into_inner();
+    assert!(responses.message().await.expect("first answer").is_some());
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(Duration::from_secs(20)), Some(0));
+    drop(sender);
+    // The log reader sees the pipe close just after the exit.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines = server.log.lock().expect("log").clone();
+        let expired = lines
+            .iter()
+            .any(|line| line.contains("shutdown grace period expired"));
+        let logged = lines.iter().any(|line| {
+            serde_json::from_str::<serde_json::Value>(line).is_ok_and(|record| {
+                record["message"] == "call" && record["rpc"] == "RecommendStream"
+            })
+        });
+        if expired && logged {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no call line for the cut-off stream:\n{}",
+            lines.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !server
+            .log
+            .lock()
+            .expect("log")
+            .iter()
+            .any(|line| line.contains("Unable to write")),
+        "every log line was written"
+    );
+}
+
 #[tokio::test]
 async fn metrics_count_calls_codes_plans_and_shed_calls() {
     let server = ServerProcess::start(&[
