@@ -8,11 +8,11 @@ use std::time::Instant;
 
 use prost::Message;
 use prost::bytes::Buf;
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic::{Code, Status};
+use tonic_prost::{ProstCodec, ProstEncoder};
 
 use crate::metrics::Metrics;
-use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
-use tonic_prost::{ProstCodec, ProstEncoder};
 
 /// Codec for every RPC of the contract.
 #[derive(Debug, Clone)]

@@ -1079,7 +1079,11 @@ async fn a_plaintext_health_port_answers_probes_beside_a_mutual_tls_port() {
         .expect("health port");
     let channel = connect(&format!("http://{health_addr}")).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-    for service in ["", "vlms.rt.v1.RecommendationService"] {
+    for service in [
+        "",
+        "vlms.rt.v1.RecommendationService",
+        vlms_rt::startup::LIVENESS_SERVICE_NAME,
+    ] {
         let status = health
             .check(tonic_health::pb::HealthCheckRequest {
                 service: service.into(),
