@@ -805,6 +805,55 @@ impl Store for Gated {
     }
 }
 
+/// A server over a `Gated` SQLite store, with metrics: the sender that lets the held first append
+/// go, the receiver told when that append began, and every batch's size.
+struct GatedServer {
+    target: Target,
+    server: TestServer,
+    metrics: String,
+    release: std::sync::mpsc::Sender<()>,
+    first_append: std::sync::mpsc::Receiver<()>,
+    batches: Arc<Mutex<Vec<usize>>>,
+}
+
+impl GatedServer {
+    async fn start(adjust: impl FnOnce(&mut Settings)) -> GatedServer {
+        let target = Target::sqlite();
+        let (store, reader) = target.open();
+        let (release, gate) = std::sync::mpsc::channel();
+        let (entered, first_append) = std::sync::mpsc::channel();
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let auditor = Auditor::start(
+            Box::new(Gated {
+                inner: store,
+                entered,
+                release: Some(gate),
+                batches: Arc::clone(&batches),
+            }),
+            reader,
+        );
+        let mut settings = Settings::new("127.0.0.1:0".parse().expect("address"), profile());
+        settings.audit = Some(auditor);
+        settings.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
+        adjust(&mut settings);
+        let server = TestServer::start_with(settings).await;
+        let metrics = server
+            .server
+            .as_ref()
+            .and_then(|running| running.metrics_addr)
+            .expect("metrics address")
+            .to_string();
+        GatedServer {
+            target,
+            server,
+            metrics,
+            release,
+            first_append,
+            batches,
+        }
+    }
+}
+
 /// Plans the server has counted, over every indication.
 fn plans_counted(metrics_text: &str) -> u64 {
     metrics_text
@@ -819,30 +868,14 @@ fn plans_counted(metrics_text: &str) -> u64 {
 /// share commits. Answers still come in request order, after their records.
 #[tokio::test]
 async fn an_audited_stream_plans_its_next_items_while_a_commit_is_pending() {
-    let target = Target::sqlite();
-    let (store, reader) = target.open();
-    let (release, gate) = std::sync::mpsc::channel();
-    let (entered, first_append) = std::sync::mpsc::channel();
-    let batches = Arc::new(Mutex::new(Vec::new()));
-    let auditor = Auditor::start(
-        Box::new(Gated {
-            inner: store,
-            entered,
-            release: Some(gate),
-            batches: Arc::clone(&batches),
-        }),
-        reader,
-    );
-    let mut settings = Settings::new("127.0.0.1:0".parse().expect("address"), profile());
-    settings.audit = Some(auditor);
-    settings.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
-    let server = TestServer::start_with(settings).await;
-    let metrics = server
-        .server
-        .as_ref()
-        .and_then(|running| running.metrics_addr)
-        .expect("metrics address")
-        .to_string();
+    let GatedServer {
+        target,
+        server,
+        metrics,
+        release,
+        first_append,
+        batches,
+    } = GatedServer::start(|_| {}).await;
     let mut client = server.client().await;
     const ITEMS: u64 = 5;
     let (items, requests) = tokio::sync::mpsc::channel(ITEMS as usize);
@@ -912,30 +945,13 @@ async fn an_audited_stream_plans_its_next_items_while_a_commit_is_pending() {
 /// leaving tonic to cut it off as a timed-out call.
 #[tokio::test]
 async fn a_stalled_store_fails_the_call_unavailable_before_the_call_timeout() {
-    let target = Target::sqlite();
-    let (store, reader) = target.open();
-    let (release, gate) = std::sync::mpsc::channel();
-    let (entered, _first_append) = std::sync::mpsc::channel();
-    let auditor = Auditor::start(
-        Box::new(Gated {
-            inner: store,
-            entered,
-            release: Some(gate),
-            batches: Arc::new(Mutex::new(Vec::new())),
-        }),
-        reader,
-    );
-    let mut settings = Settings::new("127.0.0.1:0".parse().expect("address"), profile());
-    settings.audit = Some(auditor);
-    settings.limits.call_timeout = Duration::from_secs(1);
-    settings.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
-    let server = TestServer::start_with(settings).await;
-    let metrics = server
-        .server
-        .as_ref()
-        .and_then(|running| running.metrics_addr)
-        .expect("metrics address")
-        .to_string();
+    let GatedServer {
+        target: _target,
+        server,
+        metrics,
+        release,
+        ..
+    } = GatedServer::start(|settings| settings.limits.call_timeout = Duration::from_secs(1)).await;
     let mut client = server.client().await;
     let status = client
         .recommend(with_case_id("femoral-postop-r0", "stall-1"))
