@@ -94,7 +94,10 @@ impl Metrics {
             &["rpc"],
         )?;
         let plans = IntCounterVec::new(
-            Opts::new("vlms_rt_plans_total", "Plans returned, by indication."),
+            Opts::new(
+                "vlms_rt_plans_total",
+                "Plans made, by indication (a plan withheld because the audit store failed included).",
+            ),
             &["indication"],
         )?;
         registry.register(Box::new(calls.clone()))?;
@@ -159,7 +162,7 @@ impl Metrics {
             .inc();
     }
 
-    /// Records a returned plan, by its `vlms.rt.v1.Indication` number.
+    /// Records a plan made, by its `vlms.rt.v1.Indication` number (before its audit write).
     pub fn plan(&self, indication: i32) {
         let label = || {
             crate::pb::Indication::try_from(indication)

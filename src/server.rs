@@ -107,6 +107,8 @@ impl Service {
         let plan = core::recommend(&self.profile, &case);
         let recommendation_id = new_recommendation_id();
         let encoded = crate::wire::encode_plan_with(&self.parts, &plan, &recommendation_id);
+        // Counted when made, before the audit write: a plan withheld because the store failed is
+        // counted too (the calls metric tells those apart by their UNAVAILABLE code).
         self.options
             .metrics
             .plan(convert::indication_out(plan.indication).into());
@@ -123,6 +125,7 @@ impl Service {
         request: &pb::RecommendRequest,
         encoded: &EncodedPlan,
         caller: &str,
+        wait: Duration,
     ) -> Result<(), Status> {
         if self.options.audit.is_none() {
             return Ok(());
@@ -135,6 +138,7 @@ impl Service {
             None,
             request.encode_to_vec(),
             &encoded.plan,
+            wait,
         )
         .await
     }
@@ -150,6 +154,7 @@ impl Service {
         subject_id: Option<String>,
         request: &impl Message,
         response: &impl Message,
+        wait: Duration,
     ) -> Result<(), Status> {
         // Encode only when auditing: with `--audit-db none` this used to cost a second encode of
         // every plan for nothing (~9% of the service's CPU under load).
@@ -164,6 +169,7 @@ impl Service {
             subject_id,
             request.encode_to_vec(),
             &response.encode_to_vec(),
+            wait,
         )
         .await
     }
@@ -180,6 +186,7 @@ impl Service {
         subject_id: Option<String>,
         request: Vec<u8>,
         response: &[u8],
+        wait: Duration,
     ) -> Result<(), Status> {
         let Some(audit) = &self.options.audit else {
             return Ok(());
@@ -198,7 +205,7 @@ impl Service {
             response,
             response_dictionary,
         };
-        match tokio::time::timeout(self.options.audit_wait, audit.append(record)).await {
+        match tokio::time::timeout(wait, audit.append(record)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => {
                 tracing::error!(%error, "audit write failed; the answer is withheld");
@@ -207,9 +214,11 @@ impl Service {
                 ))
             }
             Err(_) => {
-                // The record may still commit later: recorded and unsent is the safe side.
+                // The record may still commit later: recorded and unsent is the safe side. A hung
+                // store finishes no batch to report itself, so the stall marks it unwritable.
+                audit.report_stall();
                 tracing::error!(
-                    wait_ms = self.options.audit_wait.as_millis() as u64,
+                    wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
                     "audit store did not confirm the record in time; the answer is withheld"
                 );
                 Err(Status::unavailable(
@@ -217,6 +226,20 @@ impl Service {
                 ))
             }
         }
+    }
+
+    /// How long this call waits for its audit record: the configured wait, or four fifths of the
+    /// caller's own deadline when that is shorter (tonic ends the call at the shorter of the two,
+    /// and the call should end as UNAVAILABLE, logged and counted, before that).
+    fn audit_wait<T>(&self, request: &Request<T>) -> Duration {
+        request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|value| value.to_str().ok())
+            .and_then(parse_grpc_timeout)
+            .map_or(self.options.audit_wait, |deadline| {
+                self.options.audit_wait.min(deadline.mul_f64(0.8))
+            })
     }
 
     fn auditor(&self) -> Result<&Auditor, Status> {
@@ -318,6 +341,7 @@ impl Service {
         &self,
         request: &pb::RecordFeedbackRequest,
         caller: &str,
+        wait: Duration,
     ) -> Result<pb::RecordFeedbackResponse, Status> {
         let pb::RecordFeedbackRequest {
             recommendation_id,
@@ -360,6 +384,7 @@ impl Service {
             Some(target.record.record.recommendation_id.clone()),
             request,
             &pb::RecordFeedbackResponse {},
+            wait,
         )
         .await?;
         Ok(pb::RecordFeedbackResponse {})
@@ -380,6 +405,27 @@ impl Service {
             case_id,
             "call"
         );
+    }
+}
+
+/// A `grpc-timeout` header value: at most eight digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`).
+fn parse_grpc_timeout(text: &str) -> Option<Duration> {
+    let (&unit, digits) = text.as_bytes().split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    // At most eight digits: no overflow below, even in hours.
+    let value = digits
+        .iter()
+        .fold(0_u64, |value, digit| value * 10 + u64::from(digit - b'0'));
+    match unit {
+        b'H' => Some(Duration::from_secs(value * 3600)),
+        b'M' => Some(Duration::from_secs(value * 60)),
+        b'S' => Some(Duration::from_secs(value)),
+        b'm' => Some(Duration::from_millis(value)),
+        b'u' => Some(Duration::from_micros(value)),
+        b'n' => Some(Duration::from_nanos(value)),
+        _ => None,
     }
 }
 
@@ -645,11 +691,12 @@ impl RecommendationService for Service {
         let started = Instant::now();
         let caller = caller_of(&request);
         let _admission = self.admit("Recommend", &caller)?;
+        let wait = self.audit_wait(&request);
         let request = request.into_inner();
         let case_id = loggable_case_id(request.case.as_ref());
         let result = match self.recommend_encoded(&request) {
             Ok(encoded) => self
-                .record_encoded_plan(&request, &encoded, &caller)
+                .record_encoded_plan(&request, &encoded, &caller, wait)
                 .await
                 .map(|()| Response::new(EncodedRecommendResponse { plan: encoded.plan })),
             Err(violations) => Err(invalid_argument(&violations)),
@@ -676,6 +723,9 @@ impl RecommendationService for Service {
         let service = self.clone();
         let item_caller = caller.clone();
         let max_items = self.options.max_stream_items;
+        // A stream's items wait the configured time each: the caller's deadline, if any, bounds
+        // the whole stream, not one item.
+        let audit_wait = self.options.audit_wait;
         let idle_timeout = self.options.stream_idle_timeout;
         let mut received = 0_u64;
         // Items are answered in request order; each plan is recorded before it is sent. With the
@@ -730,7 +780,7 @@ impl RecommendationService for Service {
                 let result = match service.recommend_encoded(&item) {
                     Ok(encoded) => {
                         service
-                            .record_encoded_plan(&item, &encoded, &caller)
+                            .record_encoded_plan(&item, &encoded, &caller, audit_wait)
                             .await?;
                         EncodedStreamResult::Plan(encoded.plan)
                     }
@@ -769,6 +819,7 @@ impl RecommendationService for Service {
         let started = Instant::now();
         let caller = caller_of(&request);
         let _admission = self.admit("CheckPrescription", &caller)?;
+        let wait = self.audit_wait(&request);
         let request = request.into_inner();
         let case_id = loggable_case_id(request.case.as_ref());
         let result = match Proposal::validate(&convert::raw_proposal(&request)) {
@@ -787,6 +838,7 @@ impl RecommendationService for Service {
                     None,
                     &request,
                     &response,
+                    wait,
                 )
                 .await
                 .map(|()| Response::new(response))
@@ -868,8 +920,12 @@ impl RecommendationService for Service {
         let started = Instant::now();
         let caller = caller_of(&request);
         let _admission = self.admit("RecordFeedback", &caller)?;
+        let wait = self.audit_wait(&request);
         let request = request.into_inner();
-        let result = self.feedback(&request, &caller).await.map(Response::new);
+        let result = self
+            .feedback(&request, &caller, wait)
+            .await
+            .map(Response::new);
         self.finish(
             "RecordFeedback",
             result.as_ref().map_or_else(Status::code, |_| Code::Ok),
@@ -954,6 +1010,25 @@ impl Drop for StreamCall {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_timeout_headers_parse_and_malformed_ones_do_not() {
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(
+            parse_grpc_timeout("1500m"),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(parse_grpc_timeout("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(
+            parse_grpc_timeout("99999999H"),
+            Some(Duration::from_secs(99_999_999 * 3600))
+        );
+        assert_eq!(parse_grpc_timeout("250u"), Some(Duration::from_micros(250)));
+        assert_eq!(parse_grpc_timeout("7n"), Some(Duration::from_nanos(7)));
+        for bad in ["", "S", "123456789S", "5s", "5", "-5S", "5 S", "éS", "1.5S"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn code_names_are_the_debug_names() {

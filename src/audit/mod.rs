@@ -218,6 +218,9 @@ pub struct Auditor {
     sender: mpsc::Sender<Command>,
     reader: Arc<dyn Reader>,
     healthy: watch::Receiver<bool>,
+    /// Shared with the writer thread, which sets it after every batch; a caller whose record was
+    /// not confirmed in time clears it too (a hung store finishes no batch to report itself).
+    health_sender: Arc<watch::Sender<bool>>,
     stats: Arc<WriterStats>,
     compression: Option<Arc<compress::Compression>>,
 }
@@ -236,6 +239,8 @@ impl Auditor {
     pub fn start(mut store: Box<dyn Store>, reader: Arc<dyn Reader>) -> Auditor {
         let (sender, receiver) = mpsc::channel::<Command>();
         let (health_sender, healthy) = watch::channel(true);
+        let health_sender = Arc::new(health_sender);
+        let writer_health = Arc::clone(&health_sender);
         let stats = Arc::new(WriterStats::default());
         let writer_stats = Arc::clone(&stats);
         let compression = store.compression();
@@ -278,7 +283,7 @@ impl Auditor {
                         ok = result.is_ok();
                         let _ = reply.send(result);
                     }
-                    health_sender.send_if_modified(|healthy| {
+                    writer_health.send_if_modified(|healthy| {
                         let changed = *healthy != ok;
                         *healthy = ok;
                         changed
@@ -293,6 +298,7 @@ impl Auditor {
             sender,
             reader,
             healthy,
+            health_sender,
             stats,
             compression,
         }
@@ -325,6 +331,16 @@ impl Auditor {
     /// Whether the last write (or probe) succeeded; changes are announced.
     pub fn health(&self) -> watch::Receiver<bool> {
         self.healthy.clone()
+    }
+
+    /// Reports a record the store did not confirm in time: the store counts as unwritable (health
+    /// NOT_SERVING, probes begin) until a batch or a probe commits again.
+    pub fn report_stall(&self) {
+        self.health_sender.send_if_modified(|healthy| {
+            let changed = *healthy;
+            *healthy = false;
+            changed
+        });
     }
 
     /// Writer statistics.

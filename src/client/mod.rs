@@ -199,14 +199,19 @@ impl Failure {
 
 /// Maps a call's status to a failure.
 pub fn failure_from_status(status: &Status) -> Failure {
-    // A status this client made from a broken connection carries the transport error as its
-    // source; one the server answered does not. The connection broke before any answer: after
-    // the TLS handshake, that is most often a server refusing the client certificate.
+    // A status this client made itself carries its cause as its source; one the server answered
+    // does not. Either the client's own deadline ran out, or the connection failed — after the
+    // TLS handshake, most often a server refusing the client certificate.
     if let Some(cause) = std::error::Error::source(status) {
+        if cause.is::<tonic::TimeoutExpired>() {
+            return Failure::Unreachable(
+                "no answer within the client's deadline (--timeout-seconds)".into(),
+            );
+        }
         return Failure::Unreachable(format!(
-            "{:?}: {}: {} (the connection failed before any answer: if the server requires mutual \
-             TLS, check --cert and --key name a client certificate it trusts; http:// against a \
-             TLS port fails like this too)",
+            "{:?}: {}: {} (the connection failed: if the server requires mutual TLS, check \
+             --cert and --key name a client certificate it trusts; http:// against a TLS port \
+             fails like this too)",
             status.code(),
             status.message(),
             error_chain(cause)

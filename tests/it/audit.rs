@@ -875,7 +875,12 @@ async fn an_audited_stream_plans_its_next_items_while_a_commit_is_pending() {
         release,
         first_append,
         batches,
-    } = GatedServer::start(|_| {}).await;
+    } = GatedServer::start(|settings| {
+        // The first record's commit is held for as long as the test needs: no audit wait may end
+        // it first, however slow the machine.
+        settings.limits.call_timeout = Duration::from_secs(120);
+    })
+    .await;
     let mut client = server.client().await;
     const ITEMS: u64 = 5;
     let (items, requests) = tokio::sync::mpsc::channel(ITEMS as usize);
@@ -941,8 +946,9 @@ async fn an_audited_stream_plans_its_next_items_while_a_commit_is_pending() {
 }
 
 /// A store that does not answer (a disk that hangs, a lock held elsewhere) fails the call closed
-/// with UNAVAILABLE before the call timeout, logged and counted like any other call, rather than
-/// leaving tonic to cut it off as a timed-out call.
+/// with UNAVAILABLE before the call would time out — before the server's call timeout, and before
+/// a shorter deadline of the caller's — logged and counted like any other call, and health goes
+/// NOT_SERVING (a hung store finishes no batch to report itself) until the store answers again.
 #[tokio::test]
 async fn a_stalled_store_fails_the_call_unavailable_before_the_call_timeout() {
     let GatedServer {
@@ -951,21 +957,48 @@ async fn a_stalled_store_fails_the_call_unavailable_before_the_call_timeout() {
         metrics,
         release,
         ..
-    } = GatedServer::start(|settings| settings.limits.call_timeout = Duration::from_secs(1)).await;
+    } = GatedServer::start(|settings| settings.limits.call_timeout = Duration::from_secs(2)).await;
     let mut client = server.client().await;
-    let status = client
-        .recommend(with_case_id("femoral-postop-r0", "stall-1"))
-        .await
-        .expect_err("no plan while the store stalls");
-    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert!(status.message().contains("in time"), "{status:?}");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+    // A caller's deadline shorter than the server's call timeout, then none.
+    let mut with_deadline = tonic::Request::new(with_case_id("femoral-postop-r0", "stall-1"));
+    with_deadline.set_timeout(Duration::from_secs(1));
+    for request in [
+        with_deadline,
+        tonic::Request::new(with_case_id("femoral-postop-r0", "stall-1")),
+    ] {
+        let status = client
+            .recommend(request)
+            .await
+            .expect_err("no plan while the store stalls");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(status.message().contains("in time"), "{status:?}");
+    }
     let text = http_get(&metrics, "/metrics").await;
     assert!(
         text.lines().any(|line| line
-            .starts_with("vlms_rt_calls_total{code=\"UNAVAILABLE\",rpc=\"Recommend\"} 1")),
+            .starts_with("vlms_rt_calls_total{code=\"UNAVAILABLE\",rpc=\"Recommend\"} 2")),
         "{text}"
     );
+    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+    wait_for_health(
+        &mut health,
+        "vlms.rt.v1.RecommendationService",
+        not_serving,
+        10,
+        "a stalled store left health SERVING",
+    )
+    .await;
     release.send(()).expect("release");
+    wait_for_health(
+        &mut health,
+        "vlms.rt.v1.RecommendationService",
+        serving,
+        30,
+        "health never recovered once the store answered",
+    )
+    .await;
     client
         .recommend(with_case_id("femoral-postop-r0", "stall-1"))
         .await
