@@ -213,9 +213,20 @@ impl Service {
                     "the audit store cannot record this answer, so none was sent; retry later",
                 ))
             }
+            // The record may still commit later: recorded and unsent is the safe side.
+            Err(_) if wait < self.options.audit_wait => {
+                // The caller's own deadline was the shorter: its business, not a sign that the
+                // store is stuck (a caller must not be able to flip health with tiny deadlines).
+                tracing::warn!(
+                    wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                    "the caller's deadline ran out before the audit store confirmed; the answer is withheld"
+                );
+                Err(Status::deadline_exceeded(
+                    "the deadline ran out before the audit store confirmed this answer, so none was sent",
+                ))
+            }
             Err(_) => {
-                // The record may still commit later: recorded and unsent is the safe side. A hung
-                // store finishes no batch to report itself, so the stall marks it unwritable.
+                // A hung store finishes no batch to report itself: the stall marks it unwritable.
                 audit.report_stall();
                 tracing::error!(
                     wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),

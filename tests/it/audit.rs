@@ -957,31 +957,52 @@ async fn a_stalled_store_fails_the_call_unavailable_before_the_call_timeout() {
         metrics,
         release,
         ..
-    } = GatedServer::start(|settings| settings.limits.call_timeout = Duration::from_secs(2)).await;
+    } = GatedServer::start(|settings| settings.limits.call_timeout = Duration::from_secs(5)).await;
     let mut client = server.client().await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
-    // A caller's deadline shorter than the server's call timeout, then none.
-    let mut with_deadline = tonic::Request::new(with_case_id("femoral-postop-r0", "stall-1"));
-    with_deadline.set_timeout(Duration::from_secs(1));
-    for request in [
-        with_deadline,
-        tonic::Request::new(with_case_id("femoral-postop-r0", "stall-1")),
-    ] {
-        let status = client
-            .recommend(request)
-            .await
-            .expect_err("no plan while the store stalls");
-        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-        assert!(status.message().contains("in time"), "{status:?}");
-    }
-    let text = http_get(&metrics, "/metrics").await;
-    assert!(
-        text.lines().any(|line| line
-            .starts_with("vlms_rt_calls_total{code=\"UNAVAILABLE\",rpc=\"Recommend\"} 2")),
-        "{text}"
-    );
     let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
     let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+    // A caller's deadline shorter than the server's call timeout: DEADLINE_EXCEEDED from the
+    // server before the caller's own timer, and no judgement on the store (a caller must not flip
+    // health with short deadlines).
+    let mut with_deadline = tonic::Request::new(with_case_id("femoral-postop-r0", "stall-1"));
+    // 3 s: the server answers at 2.4 s, well before the client's own timer.
+    with_deadline.set_timeout(Duration::from_secs(3));
+    let status = client
+        .recommend(with_deadline)
+        .await
+        .expect_err("no plan while the store stalls");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(status.message().contains("audit store"), "{status:?}");
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "vlms.rt.v1.RecommendationService".into(),
+        })
+        .await
+        .expect("health")
+        .into_inner()
+        .status;
+    assert_eq!(
+        status, serving,
+        "a caller's short deadline is not a store failure"
+    );
+    // Without a deadline of its own the call waits the server's audit wait: UNAVAILABLE.
+    let status = client
+        .recommend(with_case_id("femoral-postop-r0", "stall-1"))
+        .await
+        .expect_err("no plan while the store stalls");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("in time"), "{status:?}");
+    let text = http_get(&metrics, "/metrics").await;
+    for counted in [
+        "vlms_rt_calls_total{code=\"DEADLINE_EXCEEDED\",rpc=\"Recommend\"} 1",
+        "vlms_rt_calls_total{code=\"UNAVAILABLE\",rpc=\"Recommend\"} 1",
+    ] {
+        assert!(
+            text.lines().any(|line| line.starts_with(counted)),
+            "{counted} in {text}"
+        );
+    }
     wait_for_health(
         &mut health,
         "vlms.rt.v1.RecommendationService",
