@@ -298,7 +298,14 @@ async fn bearer_tokens_admit_known_callers_only() {
     .expect("write");
     let mut with_tokens = settings();
     with_tokens.tokens = Some(Arc::new(TokenStore::load(&path).expect("tokens")));
+    with_tokens.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
     let server = TestServer::start_with(with_tokens).await;
+    let metrics = server
+        .server
+        .as_ref()
+        .and_then(|running| running.metrics_addr)
+        .expect("metrics address")
+        .to_string();
     let mut client = server.client().await;
     client
         .recommend(with_authorization(Some("Bearer correct horse")))
@@ -323,6 +330,12 @@ async fn bearer_tokens_admit_known_callers_only() {
             "no detail that helps guessing"
         );
     }
+    // Refused before the handlers run, and still counted.
+    let text = http_get(&metrics, "/metrics").await;
+    assert!(
+        text.contains(r#"vlms_rt_calls_total{code="UNAUTHENTICATED",rpc="Recommend"} 6"#),
+        "{text}"
+    );
     // Health and reflection stay open.
     let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
     health
@@ -809,6 +822,22 @@ async fn metrics_count_calls_codes_plans_and_shed_calls() {
         .as_deref(),
         Some("12")
     );
+    // ... and logged, like every call.
+    let logged = |rpc: &str, code: &str| {
+        server.log.lock().expect("log").iter().any(|line| {
+            serde_json::from_str::<serde_json::Value>(line).is_ok_and(|record| {
+                record["message"] == "call" && record["rpc"] == rpc && record["code"] == code
+            })
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !(logged("unknown", "Unimplemented") && logged("Recommend", "ResourceExhausted")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no call lines for the calls refused before the handlers"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let text = http_get(&metrics, "/metrics").await;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     for expected in [
