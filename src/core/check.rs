@@ -292,11 +292,16 @@ pub fn check<'p>(profile: &'p Profile, proposal: &Proposal) -> Report<'p> {
     let plan = recommend(profile, case);
     let params = profile.check_params();
     // "Dose comparisons within 0.01 Gy": two doses closer than the tolerance are equal, and an
-    // inclusive bound admits a dose closer to it than the tolerance.
+    // inclusive bound admits a dose closer to it than the tolerance; a dose exactly the tolerance
+    // away is outside (the stricter reading). Differences are taken to the micro-gray first, so
+    // that this holds whatever binary floating point makes of the decimals: 2.01 − 2.0 is
+    // 0.00999… and 2.0 + 0.01 is 2.01, which made 2.01 Gy equal to a listed 2.0 Gy yet above a
+    // 2.0 Gy bound.
     let tolerance = params.dose_tolerance_gy;
-    let equal = |a: f64, b: f64| (a - b).abs() < tolerance;
-    let at_least = |value: f64, bound: f64| value > bound - tolerance;
-    let at_most = |value: f64, bound: f64| value < bound + tolerance;
+    let gap = |a: f64, b: f64| ((a - b) * 1e6).round() / 1e6;
+    let equal = |a: f64, b: f64| gap(a, b).abs() < tolerance;
+    let at_least = |value: f64, bound: f64| gap(value, bound) > -tolerance;
+    let at_most = |value: f64, bound: f64| gap(value, bound) < tolerance;
     let site = schedule_site(plan.site_group);
     let schedule = schedule_for(profile, case, proposal.setting);
     let total_dose_gy: f64 = proposal.phases.iter().map(Phase::dose_gy).sum();

@@ -480,6 +480,59 @@ fn other_site_grade_unknown_and_the_metastatic_gate() {
     assert_eq!(references, vec!["ESMO2021"]);
 }
 
+/// An alert's text is the same on every plan it is attached to, so it may not state what only
+/// some of those plans do: a dose, an indication or a schedule the plan in hand does not have.
+#[test]
+fn alert_texts_do_not_contradict_the_plans_they_sit_in() {
+    let profile = profile();
+    let text_of = |plan: &Plan<'_>, code: AlertCode| {
+        let alert = plan
+            .alerts
+            .iter()
+            .find(|alert| alert.code == code)
+            .unwrap_or_else(|| panic!("{code:?} on this plan"));
+        format!("{} {}", alert.summary, alert.detail)
+    };
+    // R2 in the retroperitoneum: 45 Gy (50.4 Gy at most), so no "schedule here reaches 66 Gy".
+    let plan = plan_of(&post(Vessel::InferiorVenaCava, Margin::R2), &profile);
+    let highest = plan
+        .prescriptions
+        .iter()
+        .map(|rx| rx.total_dose_gy)
+        .fold(0.0, f64::max);
+    assert!(highest < 63.0, "{:?}", totals(&plan));
+    let text = text_of(&plan, AlertCode::GrossResidualDisease);
+    assert!(!text.contains("reaches 66 Gy"), "{text}");
+    // Grade unknown with R1: MANDATORY (the margin rule does not read the grade), so the grade
+    // alert may not say the indication is CONSIDER at most.
+    let plan = plan_of(
+        &with_tumor(
+            post(Vessel::FemoralVein, Margin::R1),
+            3.0,
+            Grade::Unknown,
+            Some(Depth::Superficial),
+        ),
+        &profile,
+    );
+    assert_eq!(plan.indication, Indication::Mandatory);
+    let text = text_of(&plan, AlertCode::GradeUnknown);
+    assert!(
+        !text.contains("the indication is CONSIDER at most"),
+        "{text}"
+    );
+    // An OTHER site near abdominal organs gets one 50 Gy schedule: no "reduced 45 Gy option".
+    let mut raw = pre(Vessel::Other);
+    raw.organs_at_risk = vec![known(Organ::Liver)];
+    let plan = plan_of(&raw, &profile);
+    assert!(
+        !totals(&plan).iter().any(|(total, _)| *total == 45.0),
+        "{:?}",
+        totals(&plan)
+    );
+    let text = text_of(&plan, AlertCode::OarDoseModification);
+    assert!(!text.contains("reduced 45 Gy option"), "{text}");
+}
+
 #[test]
 fn neoadjuvant_and_marginal_paths() {
     let profile = profile();
@@ -709,6 +762,57 @@ fn fraction_size_boundaries() {
             verdict_of(&raw, FindingCode::FractionSize),
             vec![verdict],
             "{dose}"
+        );
+    }
+    // Exactly the tolerance (0.01 Gy) from a bound or a listed schedule is outside it, the same
+    // whatever the decimals come to in binary: 2.01 Gy is neither within the 2.0 Gy bound nor the
+    // listed 2.0 Gy x 25, with 25 fractions or 24; 1.79 is below 1.8 likewise.
+    for (dose, fractions) in [(2.01, 25), (2.01, 24), (1.79, 25), (1.79, 28)] {
+        let raw = proposal(
+            pre(Vessel::FemoralVein),
+            Setting::Preoperative,
+            &[(Initial, dose, fractions)],
+        );
+        assert_eq!(
+            verdict_of(&raw, FindingCode::FractionSize),
+            vec![Verdict::Review],
+            "{dose} x {fractions}"
+        );
+    }
+    // Totals likewise: 50.41 Gy is above the retroperitoneal 50.4 Gy maximum (FAIL), 60.01 Gy is
+    // not the listed 60 Gy (REVIEW, inside 45-66 Gy), 50.405 Gy is still 50.4 Gy.
+    let total_cases = [
+        (
+            proposal(
+                pre(Vessel::InferiorVenaCava),
+                Setting::Preoperative,
+                &[(Initial, 2.0, 25), (PhaseKind::Boost, 0.41, 1)],
+            ),
+            Verdict::Fail,
+        ),
+        (
+            proposal(
+                pre(Vessel::InferiorVenaCava),
+                Setting::Preoperative,
+                &[(Initial, 1.8, 28), (PhaseKind::Boost, 0.005, 1)],
+            ),
+            Verdict::Pass,
+        ),
+        (
+            proposal(
+                post(Vessel::FemoralVein, Margin::R0),
+                Setting::Postoperative,
+                &[(Initial, 2.0, 25), (PhaseKind::Boost, 2.002, 5)],
+            ),
+            Verdict::Review,
+        ),
+    ];
+    for (raw, verdict) in total_cases {
+        assert_eq!(
+            verdict_of(&raw, FindingCode::TotalDose),
+            vec![verdict],
+            "{:?}",
+            raw.phases
         );
     }
     // 2.5 Gy x 20 passes where its row lists it (extremity, postoperative, R0 not close) only.
