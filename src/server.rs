@@ -684,6 +684,19 @@ fn loggable_case_id(case: Option<&pb::Case>) -> &str {
 /// ran at one commit (one fsync) per item, ~2,600 plans/s on the development machine.
 const STREAM_PIPELINE: usize = 32;
 
+/// The audit writer's queue limit for a server admitting `max_concurrent_calls` calls: twice the
+/// most records its admitted calls can have waiting at once (a stream has up to `STREAM_PIPELINE`),
+/// so that it is never reached while the store keeps up, and bounds the records left queued by
+/// calls that gave up on a stalled store (and by their retries) instead of letting them grow.
+/// At most 2^18 (the queue's slots are allocated up front, 24 bytes each).
+pub fn audit_queue_limit(max_concurrent_calls: usize) -> usize {
+    max_concurrent_calls
+        .saturating_mul(STREAM_PIPELINE)
+        .max(crate::audit::MAX_BATCH)
+        .saturating_mul(2)
+        .min(1 << 18)
+}
+
 /// A plan encoded for `Recommend`, with what the log, metrics and audit need of it.
 struct EncodedPlan {
     recommendation_id: String,
@@ -1039,6 +1052,13 @@ mod tests {
         for bad in ["", "S", "123456789S", "5s", "5", "-5S", "5 S", "éS", "1.5S"] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_audit_queue_holds_twice_what_admitted_calls_can_have_waiting() {
+        assert_eq!(audit_queue_limit(256), 256 * STREAM_PIPELINE * 2);
+        assert_eq!(audit_queue_limit(1), crate::audit::MAX_BATCH * 2);
+        assert_eq!(audit_queue_limit(usize::MAX), 1 << 18);
     }
 
     #[test]

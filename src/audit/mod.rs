@@ -21,6 +21,8 @@ use tokio::sync::{oneshot, watch};
 
 /// Most records written in one transaction.
 pub const MAX_BATCH: usize = 512;
+/// The writer's queue limit when none is given: 32 batches.
+pub const DEFAULT_QUEUE_LIMIT: usize = 32 * MAX_BATCH;
 
 /// What a record holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +102,10 @@ pub enum AuditError {
     /// The writer thread is gone.
     #[error("audit writer stopped")]
     WriterGone,
+    /// The writer's queue holds its limit of records not yet committed: the store has stopped
+    /// keeping up (or stalled), and queueing more would only grow memory while callers retry.
+    #[error("audit writer is behind: {0} records wait to be committed")]
+    Backlog(usize),
 }
 
 /// The first broken link of a hash chain.
@@ -215,7 +221,10 @@ pub struct WriterStats {
 /// The service's handle on the audit trail.
 #[derive(Clone)]
 pub struct Auditor {
-    sender: mpsc::Sender<Command>,
+    sender: mpsc::SyncSender<Command>,
+    /// Most commands the writer's queue holds (records of calls still waiting, and of calls that
+    /// gave up waiting on a stalled store).
+    queue_limit: usize,
     reader: Arc<dyn Reader>,
     healthy: watch::Receiver<bool>,
     /// Shared with the writer thread, which sets it after every batch; a caller whose record was
@@ -235,9 +244,21 @@ impl std::fmt::Debug for Auditor {
 }
 
 impl Auditor {
-    /// Starts the writer thread over `store`; reads go through `reader`.
-    pub fn start(mut store: Box<dyn Store>, reader: Arc<dyn Reader>) -> Auditor {
-        let (sender, receiver) = mpsc::channel::<Command>();
+    /// Starts the writer thread over `store` with a queue of [`DEFAULT_QUEUE_LIMIT`]; reads go
+    /// through `reader`.
+    pub fn start(store: Box<dyn Store>, reader: Arc<dyn Reader>) -> Auditor {
+        Auditor::start_bounded(store, reader, DEFAULT_QUEUE_LIMIT)
+    }
+
+    /// Starts the writer thread over `store`, whose queue holds at most `queue_limit` records
+    /// (at least one): past it an append fails at once with [`AuditError::Backlog`].
+    pub fn start_bounded(
+        mut store: Box<dyn Store>,
+        reader: Arc<dyn Reader>,
+        queue_limit: usize,
+    ) -> Auditor {
+        let queue_limit = queue_limit.max(1);
+        let (sender, receiver) = mpsc::sync_channel::<Command>(queue_limit);
         let (health_sender, healthy) = watch::channel(true);
         let health_sender = Arc::new(health_sender);
         let writer_health = Arc::clone(&health_sender);
@@ -296,6 +317,7 @@ impl Auditor {
             );
         Auditor {
             sender,
+            queue_limit,
             reader,
             healthy,
             health_sender,
@@ -313,18 +335,22 @@ impl Auditor {
     /// Writes a record durably; returns once its batch has committed.
     pub async fn append(&self, record: NewRecord) -> Result<(), AuditError> {
         let (reply, answer) = oneshot::channel();
-        self.sender
-            .send(Command::Append(Box::new(record), reply))
-            .map_err(|_| AuditError::WriterGone)?;
+        self.submit(Command::Append(Box::new(record), reply))?;
         answer.await.map_err(|_| AuditError::WriterGone)?
+    }
+
+    /// Queues a command for the writer without ever blocking the caller's thread.
+    fn submit(&self, command: Command) -> Result<(), AuditError> {
+        self.sender.try_send(command).map_err(|error| match error {
+            mpsc::TrySendError::Full(_) => AuditError::Backlog(self.queue_limit),
+            mpsc::TrySendError::Disconnected(_) => AuditError::WriterGone,
+        })
     }
 
     /// Asks the store to prove it can commit.
     pub async fn probe(&self) -> Result<(), AuditError> {
         let (reply, answer) = oneshot::channel();
-        self.sender
-            .send(Command::Probe(reply))
-            .map_err(|_| AuditError::WriterGone)?;
+        self.submit(Command::Probe(reply))?;
         answer.await.map_err(|_| AuditError::WriterGone)?
     }
 

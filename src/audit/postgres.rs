@@ -30,6 +30,15 @@ pub const CHAIN_LOCK: i64 = 0x766c_6d73_2d72_7401;
 const MIGRATION_LOCK: i64 = 0x766c_6d73_2d72_7402;
 /// How long one database operation may take before it counts as a failure (fail closed).
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long sent data may go unacknowledged before the kernel closes the database connection.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Keepalive probing of an idle database connection: after 30 s idle, every 10 s, 3 unanswered
+/// probes close it (about a minute), instead of the default two hours of silence.
+const KEEPALIVES_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVES_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVES_RETRIES: u32 = 3;
+/// tokio-postgres's default `keepalives_idle` (libpq's): taken to mean the URL did not set one.
+const LIBPQ_DEFAULT_KEEPALIVES_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
 /// Connections per replica: the writer and a few concurrent readers.
 const POOL_SIZE: usize = 6;
 /// Session settings so that the database itself ends what would otherwise wedge a replica: a wait
@@ -192,6 +201,24 @@ fn configure(
     }
     if config.get_application_name().is_none() {
         config.application_name("vlms-rt");
+    }
+    // A network that drops the connection silently (a failed-over database, a firewall that
+    // forgets the flow) must end it in seconds, not in the kernel's default of hours: otherwise
+    // the statement waiting on it holds its pooled connection long after the operation timeout
+    // has failed the batch. Data unacknowledged for TCP_USER_TIMEOUT, or an idle connection whose
+    // keepalive probes go unanswered, closes the socket; the pool then opens a fresh connection.
+    // Values the URL sets (`tcp_user_timeout`, `keepalives_idle`) win.
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(TCP_USER_TIMEOUT);
+    }
+    if config.get_keepalives_idle() == LIBPQ_DEFAULT_KEEPALIVES_IDLE {
+        config.keepalives_idle(KEEPALIVES_IDLE);
+    }
+    if config.get_keepalives_interval().is_none() {
+        config.keepalives_interval(KEEPALIVES_INTERVAL);
+    }
+    if config.get_keepalives_retries().is_none() {
+        config.keepalives_retries(KEEPALIVES_RETRIES);
     }
     // Options from the URL come after ours, so an operator's explicit setting wins.
     let options = match config.get_options() {
@@ -625,6 +652,31 @@ mod tests {
             .expect_err("no certificate");
         assert!(error.to_string().contains("no certificate"), "{error}");
         assert!(configure("postgres://[::1", None).is_err());
+    }
+
+    #[test]
+    fn a_silently_dropped_connection_is_detected_in_seconds_unless_the_url_says_otherwise() {
+        let (config, _) = configure("postgres://vlms@db.example/audit", None).expect("plain");
+        assert!(config.get_keepalives());
+        assert_eq!(config.get_tcp_user_timeout(), Some(&TCP_USER_TIMEOUT));
+        assert_eq!(config.get_keepalives_idle(), KEEPALIVES_IDLE);
+        assert_eq!(config.get_keepalives_interval(), Some(KEEPALIVES_INTERVAL));
+        assert_eq!(config.get_keepalives_retries(), Some(KEEPALIVES_RETRIES));
+        let (config, _) = configure(
+            "postgres://vlms@db.example/audit?tcp_user_timeout=25&keepalives_idle=120&keepalives_interval=5&keepalives_retries=9",
+            None,
+        )
+        .expect("explicit");
+        assert_eq!(
+            config.get_tcp_user_timeout(),
+            Some(&Duration::from_secs(25))
+        );
+        assert_eq!(config.get_keepalives_idle(), Duration::from_secs(120));
+        assert_eq!(
+            config.get_keepalives_interval(),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(config.get_keepalives_retries(), Some(9));
     }
 
     #[test]

@@ -44,7 +44,12 @@ fn settings(config: &ServerConfig) -> Result<Settings, String> {
         .transpose()
         .map_err(|error| error.to_string())?
         .map(Arc::new);
-    let audit = open_audit(&config.audit_db, config.audit_db_ca.as_deref(), &profile)?;
+    let audit = open_audit(
+        &config.audit_db,
+        config.audit_db_ca.as_deref(),
+        &profile,
+        vlms_rt::server::audit_queue_limit(config.max_concurrent_calls.max(1)),
+    )?;
     Ok(Settings {
         listen: config.listen,
         profile: Arc::new(profile),
@@ -76,6 +81,7 @@ fn open_audit(
     audit_db: &str,
     audit_db_ca: Option<&std::path::Path>,
     profile: &vlms_rt::core::Profile,
+    queue_limit: usize,
 ) -> Result<Option<vlms_rt::audit::Auditor>, String> {
     if audit_db == "none" {
         tracing::warn!(
@@ -89,8 +95,12 @@ fn open_audit(
     let dictionary = vlms_rt::audit::dictionary::plan_dictionary(profile);
     let (store, reader) = vlms_rt::audit::open(audit_db, ca_pem.as_deref(), Some(&dictionary))
         .map_err(|error| format!("cannot open the audit database {described}: {error}"))?;
-    tracing::info!(audit_db = %described, "audit trail on");
-    Ok(Some(vlms_rt::audit::Auditor::start(store, reader)))
+    tracing::info!(audit_db = %described, queue_limit, "audit trail on");
+    Ok(Some(vlms_rt::audit::Auditor::start_bounded(
+        store,
+        reader,
+        queue_limit,
+    )))
 }
 
 fn verify(audit_db: &str, audit_db_ca: Option<&std::path::Path>) -> ExitCode {

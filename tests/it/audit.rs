@@ -818,12 +818,17 @@ struct GatedServer {
 
 impl GatedServer {
     async fn start(adjust: impl FnOnce(&mut Settings)) -> GatedServer {
+        GatedServer::start_bounded(vlms_rt::audit::DEFAULT_QUEUE_LIMIT, adjust).await
+    }
+
+    /// As `start`, with the audit writer's queue limited to `queue_limit` records.
+    async fn start_bounded(queue_limit: usize, adjust: impl FnOnce(&mut Settings)) -> GatedServer {
         let target = Target::sqlite();
         let (store, reader) = target.open();
         let (release, gate) = std::sync::mpsc::channel();
         let (entered, first_append) = std::sync::mpsc::channel();
         let batches = Arc::new(Mutex::new(Vec::new()));
-        let auditor = Auditor::start(
+        let auditor = Auditor::start_bounded(
             Box::new(Gated {
                 inner: store,
                 entered,
@@ -831,6 +836,7 @@ impl GatedServer {
                 batches: Arc::clone(&batches),
             }),
             reader,
+            queue_limit,
         );
         let mut settings = Settings::new("127.0.0.1:0".parse().expect("address"), profile());
         settings.audit = Some(auditor);
@@ -943,6 +949,86 @@ async fn an_audited_stream_plans_its_next_items_while_a_commit_is_pending() {
     server.stop().await;
     let (code, output) = verify(&target);
     assert_eq!(code, 0, "{output}");
+}
+
+/// The audit writer's queue is bounded: while the store is stuck on a commit, records queue up to
+/// the limit and the call after that fails closed with UNAVAILABLE at once, without a plan and
+/// without waiting, instead of growing the queue for as long as callers retry. The queued calls
+/// are answered when the store goes on.
+#[tokio::test]
+async fn a_full_audit_queue_fails_the_call_unavailable_at_once() {
+    let GatedServer {
+        target,
+        server,
+        release,
+        first_append,
+        batches,
+        ..
+    } = GatedServer::start_bounded(2, |settings| {
+        // Queued calls wait as long as the test needs: no audit wait may end them first.
+        settings.limits.call_timeout = Duration::from_secs(120);
+    })
+    .await;
+    let channel = server.channel().await;
+    let call = |index: usize| {
+        let mut client = RecommendationServiceClient::new(channel.clone());
+        async move {
+            client
+                .recommend(with_case_id("femoral-postop-r0", &format!("queue-{index}")))
+                .await
+        }
+    };
+    // The first record is taken by the writer and held inside the store's commit.
+    let first = tokio::spawn(call(0));
+    tokio::task::spawn_blocking(move || first_append.recv_timeout(Duration::from_secs(30)))
+        .await
+        .expect("join")
+        .expect("the first record's commit began");
+    // Three more: two fit the queue, whichever arrives last is refused.
+    let mut rest = tokio::task::JoinSet::new();
+    for index in 1..=3 {
+        rest.spawn(call(index));
+    }
+    let refused = tokio::time::timeout(Duration::from_secs(30), rest.join_next())
+        .await
+        .expect("one call is answered while the commit is held")
+        .expect("a call")
+        .expect("join")
+        .expect_err("no plan past the queue limit");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("audit store"), "{refused:?}");
+    assert!(!first.is_finished(), "the held call is still waiting");
+    release.send(()).expect("release");
+    let first = first.await.expect("join").expect("first call answered");
+    let mut recorded = vec![first.into_inner().plan.expect("plan").recommendation_id];
+    while let Some(answer) = rest.join_next().await {
+        let answer = answer.expect("join").expect("queued call answered");
+        recorded.push(answer.into_inner().plan.expect("plan").recommendation_id);
+    }
+    assert_eq!(recorded.len(), 3);
+    assert_eq!(
+        batches.lock().expect("batches").iter().sum::<usize>(),
+        3,
+        "only the answered calls were recorded"
+    );
+    // With the queue drained, calls are recorded again.
+    let mut client = server.client().await;
+    client
+        .recommend(with_case_id("femoral-postop-r0", "queue-after"))
+        .await
+        .expect("recorded once the queue has room");
+    for id in recorded {
+        client
+            .get_recommendation(pb::GetRecommendationRequest {
+                recommendation_id: id,
+            })
+            .await
+            .expect("every answered plan is stored");
+    }
+    server.stop().await;
+    let (code, output) = verify(&target);
+    assert_eq!(code, 0, "{output}");
+    assert!(output.contains("intact: 4 records"), "{output}");
 }
 
 /// A store that does not answer (a disk that hangs, a lock held elsewhere) fails the call closed
