@@ -744,8 +744,10 @@ impl RecommendationService for Service {
         let started = Instant::now();
         let caller = caller_of(&request);
         let admission = self.admit("RecommendStream", &caller)?;
-        let service = self.clone();
-        let item_caller = caller.clone();
+        // Shared by the stream's items: one reference count each, not a copy of every handle the
+        // service holds (profile, metrics, limiter, audit trail) and of the caller's name.
+        let service = Arc::new(self.clone());
+        let item_caller: Arc<str> = Arc::from(caller.as_str());
         let max_items = self.options.max_stream_items;
         // A stream's items wait the configured time each: the caller's deadline, if any, bounds
         // the whole stream, not one item.
@@ -787,8 +789,8 @@ impl RecommendationService for Service {
                 received += 1;
             }
             let too_many = received > max_items;
-            let service = service.clone();
-            let caller = item_caller.clone();
+            let service = Arc::clone(&service);
+            let caller = Arc::clone(&item_caller);
             async move {
                 let item = item?;
                 if too_many {
