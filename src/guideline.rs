@@ -423,6 +423,11 @@ mod tests {
                 "alpha_beta_tumor_gy",
             ),
             ("limit = 45.0", "limit = nan", "limit"),
+            (
+                "dose_tolerance_gy = 0.01",
+                "dose_tolerance_gy = 0.0000001",
+                "finer than the micro-gray",
+            ),
             (r#"metric = "Max[Gy]""#, r#"metric = "max dose""#, "TG-263"),
             (
                 "{ kind = \"BOOST\", dose_per_fraction_gy = 2.0, fractions = 8 }",

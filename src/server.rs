@@ -688,7 +688,9 @@ const STREAM_PIPELINE: usize = 32;
 /// most records its admitted calls can have waiting at once (a stream has up to `STREAM_PIPELINE`),
 /// so that it is never reached while the store keeps up, and bounds the records left queued by
 /// calls that gave up on a stalled store (and by their retries) instead of letting them grow.
-/// At most 2^18 (the queue's slots are allocated up front, 24 bytes each).
+/// At most 2^18 (the queue's slots are allocated up front, 24 bytes each), so above 4,096
+/// concurrent calls a stalled-store backlog is refused sooner than twice the admitted calls' worth;
+/// the records' memory is bounded separately, in bytes ([`crate::audit::DEFAULT_QUEUE_BYTES`]).
 pub fn audit_queue_limit(max_concurrent_calls: usize) -> usize {
     max_concurrent_calls
         .saturating_mul(STREAM_PIPELINE)

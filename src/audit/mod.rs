@@ -13,7 +13,7 @@ pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use sha2::{Digest, Sha256};
@@ -23,6 +23,16 @@ use tokio::sync::{oneshot, watch};
 pub const MAX_BATCH: usize = 512;
 /// The writer's queue limit when none is given: 32 batches.
 pub const DEFAULT_QUEUE_LIMIT: usize = 32 * MAX_BATCH;
+/// The most bytes of records the writer's queue holds (requests and stored responses, plus a
+/// fixed allowance per record): a bound on its memory whatever the records' sizes (a check's
+/// request may be 64 KiB, a PostgreSQL store keeps plans uncompressed).
+pub const DEFAULT_QUEUE_BYTES: usize = 64 * 1024 * 1024;
+
+/// What a queued record is counted as against the queue's byte limit.
+fn queued_size(record: &NewRecord) -> usize {
+    const PER_RECORD: usize = 512;
+    record.request.len() + record.response.len() + PER_RECORD
+}
 
 /// What a record holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,10 +112,11 @@ pub enum AuditError {
     /// The writer thread is gone.
     #[error("audit writer stopped")]
     WriterGone,
-    /// The writer's queue holds its limit of records not yet committed: the store has stopped
-    /// keeping up (or stalled), and queueing more would only grow memory while callers retry.
-    #[error("audit writer is behind: {0} records wait to be committed")]
-    Backlog(usize),
+    /// The writer's queue holds its limit of records (or of bytes) not yet committed: the store
+    /// has stopped keeping up (or stalled), and queueing more would only grow memory while callers
+    /// retry.
+    #[error("audit writer is behind: its queue of records waiting to be committed is full")]
+    Backlog,
 }
 
 /// The first broken link of a hash chain.
@@ -222,9 +233,10 @@ pub struct WriterStats {
 #[derive(Clone)]
 pub struct Auditor {
     sender: mpsc::SyncSender<Command>,
-    /// Most commands the writer's queue holds (records of calls still waiting, and of calls that
-    /// gave up waiting on a stalled store).
-    queue_limit: usize,
+    /// Bytes of the records in the writer's queue ([`queued_size`]), and their limit. The queue
+    /// holds records of calls still waiting, and of calls that gave up waiting on a stalled store.
+    queued_bytes: Arc<AtomicUsize>,
+    byte_limit: usize,
     reader: Arc<dyn Reader>,
     healthy: watch::Receiver<bool>,
     /// Shared with the writer thread, which sets it after every batch; a caller whose record was
@@ -244,20 +256,24 @@ impl std::fmt::Debug for Auditor {
 }
 
 impl Auditor {
-    /// Starts the writer thread over `store` with a queue of [`DEFAULT_QUEUE_LIMIT`]; reads go
-    /// through `reader`.
+    /// Starts the writer thread over `store` with a queue of [`DEFAULT_QUEUE_LIMIT`] records and
+    /// [`DEFAULT_QUEUE_BYTES`]; reads go through `reader`.
     pub fn start(store: Box<dyn Store>, reader: Arc<dyn Reader>) -> Auditor {
-        Auditor::start_bounded(store, reader, DEFAULT_QUEUE_LIMIT)
+        Auditor::start_bounded(store, reader, DEFAULT_QUEUE_LIMIT, DEFAULT_QUEUE_BYTES)
     }
 
     /// Starts the writer thread over `store`, whose queue holds at most `queue_limit` records
-    /// (at least one): past it an append fails at once with [`AuditError::Backlog`].
+    /// (at least one) and `byte_limit` bytes of them (one record always fits an empty queue):
+    /// past either an append fails at once with [`AuditError::Backlog`].
     pub fn start_bounded(
         mut store: Box<dyn Store>,
         reader: Arc<dyn Reader>,
         queue_limit: usize,
+        byte_limit: usize,
     ) -> Auditor {
         let queue_limit = queue_limit.max(1);
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let writer_queued_bytes = Arc::clone(&queued_bytes);
         let (sender, receiver) = mpsc::sync_channel::<Command>(queue_limit);
         let (health_sender, healthy) = watch::channel(true);
         let health_sender = Arc::new(health_sender);
@@ -286,6 +302,8 @@ impl Auditor {
                         let (records, replies): (Vec<NewRecord>, Vec<_>) =
                             appends.into_iter().unzip();
                         let result = store.append(&records);
+                        let bytes: usize = records.iter().map(queued_size).sum();
+                        writer_queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
                         ok = result.is_ok();
                         if ok {
                             let count = records.len() as u64;
@@ -317,7 +335,8 @@ impl Auditor {
             );
         Auditor {
             sender,
-            queue_limit,
+            queued_bytes,
+            byte_limit,
             reader,
             healthy,
             health_sender,
@@ -334,15 +353,24 @@ impl Auditor {
 
     /// Writes a record durably; returns once its batch has committed.
     pub async fn append(&self, record: NewRecord) -> Result<(), AuditError> {
+        let size = queued_size(&record);
+        let before = self.queued_bytes.fetch_add(size, Ordering::AcqRel);
+        if before > 0 && before.saturating_add(size) > self.byte_limit {
+            self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            return Err(AuditError::Backlog);
+        }
         let (reply, answer) = oneshot::channel();
-        self.submit(Command::Append(Box::new(record), reply))?;
+        if let Err(error) = self.submit(Command::Append(Box::new(record), reply)) {
+            self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            return Err(error);
+        }
         answer.await.map_err(|_| AuditError::WriterGone)?
     }
 
     /// Queues a command for the writer without ever blocking the caller's thread.
     fn submit(&self, command: Command) -> Result<(), AuditError> {
         self.sender.try_send(command).map_err(|error| match error {
-            mpsc::TrySendError::Full(_) => AuditError::Backlog(self.queue_limit),
+            mpsc::TrySendError::Full(_) => AuditError::Backlog,
             mpsc::TrySendError::Disconnected(_) => AuditError::WriterGone,
         })
     }

@@ -32,8 +32,10 @@ const MIGRATION_LOCK: i64 = 0x766c_6d73_2d72_7402;
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long sent data may go unacknowledged before the kernel closes the database connection.
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Keepalive probing of an idle database connection: after 30 s idle, every 10 s, 3 unanswered
-/// probes close it (about a minute), instead of the default two hours of silence.
+/// Keepalive probing of an idle database connection: the first probe after 30 s idle, then every
+/// 10 s. With TCP_USER_TIMEOUT set, Linux closes the connection once a probe has gone unanswered
+/// for that long (about 40 s in all); the retry count applies where no user timeout is set.
+/// Without these, a dead idle connection goes unnoticed for the kernel's two hours.
 const KEEPALIVES_IDLE: Duration = Duration::from_secs(30);
 const KEEPALIVES_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVES_RETRIES: u32 = 3;
@@ -203,7 +205,8 @@ fn configure(
         config.application_name("vlms-rt");
     }
     // A network that drops the connection silently (a failed-over database, a firewall that
-    // forgets the flow) must end it in seconds, not in the kernel's default of hours: otherwise
+    // forgets the flow) must end it in seconds, not after the kernel's defaults (two hours before
+    // the first keepalive probe when idle, ~15 minutes of retransmissions when busy): otherwise
     // the statement waiting on it holds its pooled connection long after the operation timeout
     // has failed the batch. Data unacknowledged for TCP_USER_TIMEOUT, or an idle connection whose
     // keepalive probes go unanswered, closes the socket; the pool then opens a fresh connection.

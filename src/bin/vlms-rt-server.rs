@@ -100,6 +100,7 @@ fn open_audit(
         store,
         reader,
         queue_limit,
+        vlms_rt::audit::DEFAULT_QUEUE_BYTES,
     )))
 }
 

@@ -291,17 +291,19 @@ pub fn check<'p>(profile: &'p Profile, proposal: &Proposal) -> Report<'p> {
     let case = &proposal.case;
     let plan = recommend(profile, case);
     let params = profile.check_params();
-    // "Dose comparisons within 0.01 Gy": two doses closer than the tolerance are equal, and an
-    // inclusive bound admits a dose closer to it than the tolerance; a dose exactly the tolerance
-    // away is outside (the stricter reading). Differences are taken to the micro-gray first, so
-    // that this holds whatever binary floating point makes of the decimals: 2.01 − 2.0 is
-    // 0.00999… and 2.0 + 0.01 is 2.01, which made 2.01 Gy equal to a listed 2.0 Gy yet above a
-    // 2.0 Gy bound.
-    let tolerance = params.dose_tolerance_gy;
-    let gap = |a: f64, b: f64| ((a - b) * 1e6).round() / 1e6;
+    // "Dose comparisons within 0.01 Gy", in whole micro-grays so that the binary form of the
+    // decimals cannot tip a verdict (2.01 − 2.0 is 0.00999… Gy and 2.0 + 0.01 is 2.01, which made
+    // 2.01 Gy "equal" to a listed 2.0 Gy yet "above" a 2.0 Gy bound). A dose exactly the tolerance
+    // away from a schedule or a bound is neither equal to it nor inside it — the reading that
+    // passes less; for an organ limit, where passing means staying below, the reading that passes
+    // less counts a dose within the tolerance *or exactly at it* below the limit as reaching it.
+    let micro_gy = |dose: f64| (dose * 1e6).round();
+    let tolerance = micro_gy(params.dose_tolerance_gy);
+    let gap = |a: f64, b: f64| micro_gy(a - b);
     let equal = |a: f64, b: f64| gap(a, b).abs() < tolerance;
     let at_least = |value: f64, bound: f64| gap(value, bound) > -tolerance;
     let at_most = |value: f64, bound: f64| gap(value, bound) < tolerance;
+    let reaches = |value: f64, limit: f64| gap(value, limit) >= -tolerance;
     let site = schedule_site(plan.site_group);
     let schedule = schedule_for(profile, case, proposal.setting);
     let total_dose_gy: f64 = proposal.phases.iter().map(Phase::dose_gy).sum();
@@ -487,7 +489,7 @@ pub fn check<'p>(profile: &'p Profile, proposal: &Proposal) -> Report<'p> {
             Some(row) => {
                 let in_gy = tg263_metric_unit(&metric.metric) == Some("Gy");
                 let reaches_limit = if in_gy {
-                    at_least(metric.value, row.limit)
+                    reaches(metric.value, row.limit)
                 } else {
                     metric.value >= row.limit
                 };

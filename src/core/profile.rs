@@ -898,6 +898,13 @@ fn resolve_check(
     cite: &dyn Fn(&mut Problems, &str, &[String]) -> u64,
 ) -> CheckParams {
     problems.positive("check dose_tolerance_gy", spec.dose_tolerance_gy);
+    // Doses are compared in whole micro-grays (`check`): a finer tolerance would be lost.
+    if spec.dose_tolerance_gy > 0.0 && spec.dose_tolerance_gy < 1e-6 {
+        problems.push(format!(
+            "check dose_tolerance_gy: {} is finer than the micro-gray doses are compared in",
+            spec.dose_tolerance_gy
+        ));
+    }
     let ordered = [
         spec.fraction_review_min_gy,
         spec.fraction_pass_min_gy,

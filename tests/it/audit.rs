@@ -818,11 +818,21 @@ struct GatedServer {
 
 impl GatedServer {
     async fn start(adjust: impl FnOnce(&mut Settings)) -> GatedServer {
-        GatedServer::start_bounded(vlms_rt::audit::DEFAULT_QUEUE_LIMIT, adjust).await
+        GatedServer::start_bounded(
+            vlms_rt::audit::DEFAULT_QUEUE_LIMIT,
+            vlms_rt::audit::DEFAULT_QUEUE_BYTES,
+            adjust,
+        )
+        .await
     }
 
-    /// As `start`, with the audit writer's queue limited to `queue_limit` records.
-    async fn start_bounded(queue_limit: usize, adjust: impl FnOnce(&mut Settings)) -> GatedServer {
+    /// As `start`, with the audit writer's queue limited to `queue_limit` records and
+    /// `byte_limit` bytes.
+    async fn start_bounded(
+        queue_limit: usize,
+        byte_limit: usize,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> GatedServer {
         let target = Target::sqlite();
         let (store, reader) = target.open();
         let (release, gate) = std::sync::mpsc::channel();
@@ -837,6 +847,7 @@ impl GatedServer {
             }),
             reader,
             queue_limit,
+            byte_limit,
         );
         let mut settings = Settings::new("127.0.0.1:0".parse().expect("address"), profile());
         settings.audit = Some(auditor);
@@ -951,12 +962,21 @@ async fn an_audited_stream_plans_its_next_items_while_a_commit_is_pending() {
     assert_eq!(code, 0, "{output}");
 }
 
-/// The audit writer's queue is bounded: while the store is stuck on a commit, records queue up to
-/// the limit and the call after that fails closed with UNAVAILABLE at once, without a plan and
-/// without waiting, instead of growing the queue for as long as callers retry. The queued calls
-/// are answered when the store goes on.
+/// The audit writer's queue is bounded, in records and in bytes: while the store is stuck on a
+/// commit, records queue up to the limit and the call after that fails closed with UNAVAILABLE at
+/// once, without a plan and without waiting, instead of growing the queue for as long as callers
+/// retry. The queued calls are answered when the store goes on.
 #[tokio::test]
 async fn a_full_audit_queue_fails_the_call_unavailable_at_once() {
+    // Two records fit: of three calls behind the held one, whichever arrives last is refused.
+    full_queue(2, vlms_rt::audit::DEFAULT_QUEUE_BYTES, 1).await;
+    // One byte: the held record alone fills it (one record always fits an empty queue).
+    full_queue(vlms_rt::audit::DEFAULT_QUEUE_LIMIT, 1, 3).await;
+}
+
+/// Holds the first record's commit, sends three more calls to a queue of `queue_limit` records
+/// and `byte_limit` bytes, and checks that `refused` of them fail at once and the rest are stored.
+async fn full_queue(queue_limit: usize, byte_limit: usize, refused: usize) {
     let GatedServer {
         target,
         server,
@@ -964,7 +984,7 @@ async fn a_full_audit_queue_fails_the_call_unavailable_at_once() {
         first_append,
         batches,
         ..
-    } = GatedServer::start_bounded(2, |settings| {
+    } = GatedServer::start_bounded(queue_limit, byte_limit, |settings| {
         // Queued calls wait as long as the test needs: no audit wait may end them first.
         settings.limits.call_timeout = Duration::from_secs(120);
     })
@@ -984,19 +1004,20 @@ async fn a_full_audit_queue_fails_the_call_unavailable_at_once() {
         .await
         .expect("join")
         .expect("the first record's commit began");
-    // Three more: two fit the queue, whichever arrives last is refused.
     let mut rest = tokio::task::JoinSet::new();
     for index in 1..=3 {
         rest.spawn(call(index));
     }
-    let refused = tokio::time::timeout(Duration::from_secs(30), rest.join_next())
-        .await
-        .expect("one call is answered while the commit is held")
-        .expect("a call")
-        .expect("join")
-        .expect_err("no plan past the queue limit");
-    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
-    assert!(refused.message().contains("audit store"), "{refused:?}");
+    for _ in 0..refused {
+        let status = tokio::time::timeout(Duration::from_secs(30), rest.join_next())
+            .await
+            .expect("refused calls are answered while the commit is held")
+            .expect("a call")
+            .expect("join")
+            .expect_err("no plan past the queue limit");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(status.message().contains("audit store"), "{status:?}");
+    }
     assert!(!first.is_finished(), "the held call is still waiting");
     release.send(()).expect("release");
     let first = first.await.expect("join").expect("first call answered");
@@ -1005,10 +1026,10 @@ async fn a_full_audit_queue_fails_the_call_unavailable_at_once() {
         let answer = answer.expect("join").expect("queued call answered");
         recorded.push(answer.into_inner().plan.expect("plan").recommendation_id);
     }
-    assert_eq!(recorded.len(), 3);
+    assert_eq!(recorded.len(), 4 - refused);
     assert_eq!(
         batches.lock().expect("batches").iter().sum::<usize>(),
-        3,
+        4 - refused,
         "only the answered calls were recorded"
     );
     // With the queue drained, calls are recorded again.
@@ -1028,7 +1049,10 @@ async fn a_full_audit_queue_fails_the_call_unavailable_at_once() {
     server.stop().await;
     let (code, output) = verify(&target);
     assert_eq!(code, 0, "{output}");
-    assert!(output.contains("intact: 4 records"), "{output}");
+    assert!(
+        output.contains(&format!("intact: {} records", 5 - refused)),
+        "{output}"
+    );
 }
 
 /// A store that does not answer (a disk that hangs, a lock held elsewhere) fails the call closed

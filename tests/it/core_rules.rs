@@ -947,6 +947,32 @@ fn total_dose_boost_start_date_and_organ_metrics() {
             Verdict::Pass
         ]
     );
+    // A Gy limit is reached within the 0.01 Gy tolerance, the tolerance's edge included (the
+    // reading that passes less): 14.99 and 14.9900004 Gy reach the 15 Gy kidney limit, 14.989 does
+    // not; 49.99 and 49.995 reach the 50 Gy cord limit, 49.985 does not. Percent metrics compare
+    // exactly.
+    let mut edges = raw.clone();
+    edges.dose_metrics = vec![
+        metric("Kidneys", "Mean[Gy]", 14.99),
+        metric("Kidneys", "Mean[Gy]", 14.990_000_4),
+        metric("Kidneys", "Mean[Gy]", 14.989),
+        metric("SpinalCord", "Max[Gy]", 49.99),
+        metric("SpinalCord", "Max[Gy]", 49.995),
+        metric("SpinalCord", "Max[Gy]", 49.985),
+        metric("Kidneys", "V20Gy[%]", 31.995),
+    ];
+    assert_eq!(
+        verdict_of(&edges, FindingCode::Oar),
+        vec![
+            Verdict::Fail,
+            Verdict::Fail,
+            Verdict::Pass,
+            Verdict::Fail,
+            Verdict::Fail,
+            Verdict::Pass,
+            Verdict::Pass
+        ]
+    );
     let mut solitary = raw.clone();
     solitary.case.as_mut().unwrap().solitary_functioning_kidney = true;
     solitary.case.as_mut().unwrap().prior_radiotherapy = true;
