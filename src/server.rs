@@ -243,6 +243,10 @@ impl Service {
     /// caller's own deadline when that is shorter (tonic ends the call at the shorter of the two,
     /// and the call should end as UNAVAILABLE, logged and counted, before that).
     fn audit_wait<T>(&self, request: &Request<T>) -> Duration {
+        if self.options.audit.is_none() {
+            // Nothing to wait for: no header lookup on the unaudited path.
+            return self.options.audit_wait;
+        }
         request
             .metadata()
             .get("grpc-timeout")

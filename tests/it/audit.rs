@@ -854,12 +854,7 @@ impl GatedServer {
         settings.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
         adjust(&mut settings);
         let server = TestServer::start_with(settings).await;
-        let metrics = server
-            .server
-            .as_ref()
-            .and_then(|running| running.metrics_addr)
-            .expect("metrics address")
-            .to_string();
+        let metrics = server.metrics_addr();
         GatedServer {
             target,
             server,

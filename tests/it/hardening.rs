@@ -300,12 +300,7 @@ async fn bearer_tokens_admit_known_callers_only() {
     with_tokens.tokens = Some(Arc::new(TokenStore::load(&path).expect("tokens")));
     with_tokens.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
     let server = TestServer::start_with(with_tokens).await;
-    let metrics = server
-        .server
-        .as_ref()
-        .and_then(|running| running.metrics_addr)
-        .expect("metrics address")
-        .to_string();
+    let metrics = server.metrics_addr();
     let mut client = server.client().await;
     client
         .recommend(with_authorization(Some("Bearer correct horse")))

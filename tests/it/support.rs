@@ -415,6 +415,15 @@ impl TestServer {
             .expect("connects")
     }
 
+    /// The `host:port` of the metrics endpoint the server was started with.
+    pub fn metrics_addr(&self) -> String {
+        self.server
+            .as_ref()
+            .and_then(|running| running.metrics_addr)
+            .expect("metrics address")
+            .to_string()
+    }
+
     pub async fn client(
         &self,
     ) -> pb::recommendation_service_client::RecommendationServiceClient<tonic::transport::Channel>
