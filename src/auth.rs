@@ -7,10 +7,10 @@ use std::sync::{Arc, RwLock};
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tonic::{Request, Status};
+use tonic::Status;
 
-/// The authenticated caller of a request (`anonymous` when no token file is configured), stored in
-/// the request's extensions by [`Authenticator`].
+/// The authenticated caller of a request, stored in the request's extensions when a token file is
+/// configured (without one there is none, and the caller is [`ANONYMOUS`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller(pub String);
 
@@ -157,7 +157,7 @@ pub fn token_sha256_hex(token: &str) -> String {
         .collect()
 }
 
-/// The interceptor in front of the recommendation service.
+/// The bearer-token check in front of the recommendation service (applied by `codec::ClientFault`).
 #[derive(Debug, Clone)]
 pub struct Authenticator {
     store: Option<Arc<TokenStore>>,
@@ -170,16 +170,15 @@ impl Authenticator {
     }
 }
 
-impl tonic::service::Interceptor for Authenticator {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+impl Authenticator {
+    /// The caller a request's `authorization: Bearer …` header names: `Ok(None)` when no token file
+    /// is configured (the caller is then `anonymous`), an UNAUTHENTICATED status (the same for
+    /// every refusal) when the token is missing or unknown.
+    pub fn authenticate(&self, headers: &http::HeaderMap) -> Result<Option<Caller>, Status> {
         let Some(store) = &self.store else {
-            request
-                .extensions_mut()
-                .insert(Caller(ANONYMOUS.to_string()));
-            return Ok(request);
+            return Ok(None);
         };
-        let token = request
-            .metadata()
+        let token = headers
             .get("authorization")
             .and_then(|value| value.to_str().ok())
             .and_then(|value| {
@@ -190,10 +189,7 @@ impl tonic::service::Interceptor for Authenticator {
             })
             .filter(|token| !token.is_empty());
         match token.and_then(|token| store.caller_for(token)) {
-            Some(caller) => {
-                request.extensions_mut().insert(Caller(caller));
-                Ok(request)
-            }
+            Some(caller) => Ok(Some(Caller(caller))),
             None => {
                 tracing::warn!("call refused: missing or unknown bearer token");
                 Err(Status::unauthenticated("a valid bearer token is required"))

@@ -12,6 +12,7 @@ use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic::{Code, Status};
 use tonic_prost::{ProstCodec, ProstEncoder};
 
+use crate::auth::Authenticator;
 use crate::metrics::Metrics;
 
 /// Codec for every RPC of the contract.
@@ -92,6 +93,9 @@ impl<U: Message + Default> Decoder for StrictDecoder<U> {
 /// code never returns INTERNAL or OUT_OF_RANGE, so either one seen here came from decoding the
 /// request.
 ///
+/// It also checks the caller's bearer token first ([`Authenticator`]) when a token file is
+/// configured, and answers UNAUTHENTICATED itself; without one a call passes straight through.
+///
 /// Calls answered here without reaching the service's handlers (refused by the token check, a body
 /// that is not protobuf, a request over the size limit, a method the service does not have) get
 /// the call log line and the `vlms_rt_calls_total` count the handlers give every other call.
@@ -99,12 +103,17 @@ impl<U: Message + Default> Decoder for StrictDecoder<U> {
 pub struct ClientFault<S> {
     inner: S,
     metrics: Arc<Metrics>,
+    auth: Authenticator,
 }
 
 impl<S> ClientFault<S> {
-    /// Wraps `inner`; calls answered before the handlers are counted in `metrics`.
-    pub fn new(inner: S, metrics: Arc<Metrics>) -> Self {
-        Self { inner, metrics }
+    /// Wraps `inner` behind `auth`; calls answered before the handlers are counted in `metrics`.
+    pub fn new(inner: S, metrics: Arc<Metrics>, auth: Authenticator) -> Self {
+        Self {
+            inner,
+            metrics,
+            auth,
+        }
     }
 }
 
@@ -141,13 +150,11 @@ impl<S: tonic::server::NamedService> tonic::server::NamedService for ClientFault
 impl<S, B, R> tower_service::Service<http::Request<B>> for ClientFault<S>
 where
     S: tower_service::Service<http::Request<B>, Response = http::Response<R>>,
-    S::Future: Send + 'static,
+    R: Default,
 {
     type Response = http::Response<R>;
     type Error = S::Error;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
-    >;
+    type Future = FaultFuture<S::Future, R>;
 
     fn poll_ready(
         &mut self,
@@ -156,49 +163,106 @@ where
         self.inner.poll_ready(context)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let started = Instant::now();
         let rpc = crate::metrics::rpc_label(request.uri().path().rsplit('/').next().unwrap_or(""));
-        let metrics = Arc::clone(&self.metrics);
-        let future = self.inner.call(request);
-        Box::pin(async move {
-            let mut response = future.await?;
-            let headers = response.headers_mut();
-            // INTERNAL: the framing was malformed. OUT_OF_RANGE: the message exceeded the size
-            // limit, which gRPC reports as RESOURCE_EXHAUSTED everywhere else.
-            let Some((code, prefix)) = headers.get("grpc-status").and_then(|status| {
-                answered_before_handlers(
-                    status.as_bytes(),
-                    headers
-                        .get("grpc-message")
-                        .map(|message| message.as_bytes()),
-                )
-            }) else {
-                return Ok(response);
-            };
-            if let Some(prefix) = prefix {
-                let detail = headers
-                    .get("grpc-message")
-                    .and_then(|message| message.to_str().ok())
-                    .unwrap_or_default()
-                    .to_string();
-                headers.insert("grpc-status", http::HeaderValue::from(i32::from(code)));
-                if let Ok(value) = http::HeaderValue::from_str(&format!("{prefix}{detail}")) {
-                    headers.insert("grpc-message", value);
+        let answer = match self.auth.authenticate(request.headers()) {
+            Ok(caller) => {
+                if let Some(caller) = caller {
+                    request.extensions_mut().insert(caller);
+                }
+                Answer::Called {
+                    future: self.inner.call(request),
                 }
             }
-            let elapsed = started.elapsed();
-            metrics.call(rpc, code, elapsed.as_secs_f64());
-            tracing::info!(
-                rpc,
-                code = crate::server::code_log_name(code),
-                latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-                caller = "unknown",
-                case_id = "",
-                "call"
-            );
-            Ok(response)
-        })
+            Err(status) => Answer::Refused {
+                response: Some(status.into_http()),
+            },
+        };
+        FaultFuture {
+            answer,
+            started,
+            rpc,
+            metrics: Arc::clone(&self.metrics),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A call through [`ClientFault`]: the service's answer, or the token check's refusal, with
+    /// the statuses set before the handlers mapped, logged and counted.
+    pub struct FaultFuture<F, R> {
+        #[pin]
+        answer: Answer<F, R>,
+        started: Instant,
+        rpc: &'static str,
+        metrics: Arc<Metrics>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = AnswerProjection]
+    enum Answer<F, R> {
+        Called { #[pin] future: F },
+        Refused { response: Option<http::Response<R>> },
+    }
+}
+
+impl<F, R, E> std::future::Future for FaultFuture<F, R>
+where
+    F: std::future::Future<Output = Result<http::Response<R>, E>>,
+    R: Default,
+{
+    type Output = Result<http::Response<R>, E>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let mut response = match this.answer.project() {
+            AnswerProjection::Called { future } => std::task::ready!(future.poll(context))?,
+            // Polled again after it answered (a breach of the future contract that hyper does
+            // not commit): an error answer rather than a panic.
+            AnswerProjection::Refused { response } => response
+                .take()
+                .unwrap_or_else(|| Status::unknown("the call was already answered").into_http()),
+        };
+        let headers = response.headers_mut();
+        // INTERNAL: the framing was malformed. OUT_OF_RANGE: the message exceeded the size
+        // limit, which gRPC reports as RESOURCE_EXHAUSTED everywhere else.
+        let Some((code, prefix)) = headers.get("grpc-status").and_then(|status| {
+            answered_before_handlers(
+                status.as_bytes(),
+                headers
+                    .get("grpc-message")
+                    .map(|message| message.as_bytes()),
+            )
+        }) else {
+            return std::task::Poll::Ready(Ok(response));
+        };
+        if let Some(prefix) = prefix {
+            let detail = headers
+                .get("grpc-message")
+                .and_then(|message| message.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            headers.insert("grpc-status", http::HeaderValue::from(i32::from(code)));
+            if let Ok(value) = http::HeaderValue::from_str(&format!("{prefix}{detail}")) {
+                headers.insert("grpc-message", value);
+            }
+        }
+        let elapsed = this.started.elapsed();
+        this.metrics.call(this.rpc, code, elapsed.as_secs_f64());
+        tracing::info!(
+            rpc = *this.rpc,
+            code = crate::server::code_log_name(code),
+            latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            caller = "unknown",
+            case_id = "",
+            "call"
+        );
+        std::task::Poll::Ready(Ok(response))
     }
 }
 

@@ -11,6 +11,7 @@ pub mod codec;
 pub mod config;
 pub mod convert;
 pub mod core;
+pub mod deadline;
 pub mod guideline;
 pub mod metrics;
 pub mod pb;

@@ -4,11 +4,11 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use prost::Message;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
@@ -32,8 +32,8 @@ pub const MAX_REPORTED_VIOLATIONS: usize = 50;
 #[derive(Debug, Clone)]
 pub struct ServiceOptions {
     pub metrics: Arc<Metrics>,
-    /// Process-wide admission: one permit per call in flight.
-    pub limiter: Arc<Semaphore>,
+    /// Process-wide admission: one place per call in flight.
+    pub limiter: Arc<Limiter>,
     pub max_stream_items: u64,
     /// Longest wait for the next item of a `RecommendStream`.
     pub stream_idle_timeout: Duration,
@@ -60,15 +60,59 @@ pub struct Service {
     options: ServiceOptions,
 }
 
-/// An admitted call: holds its concurrency permit and keeps the in-flight gauge right.
-struct Admission {
-    _permit: OwnedSemaphorePermit,
-    metrics: Arc<Metrics>,
+/// Process-wide admission without a queue: a count of the calls in flight and its limit, kept
+/// beside the in-flight gauge. A call is admitted or shed at once and never waits, so a counter is
+/// all it takes (tokio's semaphore takes a lock on every release, for waiters this service never
+/// has).
+#[derive(Debug)]
+pub struct Limiter {
+    in_flight: AtomicUsize,
+    max: usize,
+    gauge: prometheus::IntGauge,
 }
 
-impl Drop for Admission {
+impl Limiter {
+    /// Admits at most `max` calls at once; keeps `metrics`' in-flight gauge.
+    pub fn new(max: usize, metrics: &Metrics) -> Limiter {
+        Limiter {
+            in_flight: AtomicUsize::new(0),
+            max,
+            gauge: metrics.in_flight().clone(),
+        }
+    }
+
+    /// Takes a place if one is free.
+    fn try_acquire(&self) -> bool {
+        let taken = self
+            .in_flight
+            .fetch_update(Ordering::Acquire, Ordering::Relaxed, |in_flight| {
+                (in_flight < self.max).then_some(in_flight + 1)
+            })
+            .is_ok();
+        if taken {
+            self.gauge.inc();
+        }
+        taken
+    }
+
+    fn release(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Release);
+        self.gauge.dec();
+    }
+
+    /// Calls in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// An admitted call's place, given back when it is dropped: borrowed from the service for a unary
+/// call, shared for a stream that outlives its handler.
+struct Admission<L: std::ops::Deref<Target = Limiter>>(L);
+
+impl<L: std::ops::Deref<Target = Limiter>> Drop for Admission<L> {
     fn drop(&mut self) {
-        self.metrics.in_flight().dec();
+        self.0.release();
     }
 }
 
@@ -84,21 +128,31 @@ impl Service {
     }
 
     /// Admits a call or sheds it at once (no queue): overload answers fast instead of piling up.
-    fn admit(&self, rpc: &'static str, caller: &str) -> Result<Admission, Status> {
-        match Arc::clone(&self.options.limiter).try_acquire_owned() {
-            Ok(permit) => {
-                self.options.metrics.in_flight().inc();
-                Ok(Admission {
-                    _permit: permit,
-                    metrics: Arc::clone(&self.options.metrics),
-                })
-            }
-            Err(_) => {
-                self.options.metrics.shed(rpc);
-                tracing::info!(rpc, code = ?Code::ResourceExhausted, caller, "shed");
-                Err(overloaded())
-            }
+    fn admit(&self, rpc: &'static str, caller: &str) -> Result<Admission<&Limiter>, Status> {
+        if self.options.limiter.try_acquire() {
+            Ok(Admission(&self.options.limiter))
+        } else {
+            self.shed(rpc, caller)
         }
+    }
+
+    /// `admit` for a call whose place outlives the handler (a stream).
+    fn admit_shared(
+        &self,
+        rpc: &'static str,
+        caller: &str,
+    ) -> Result<Admission<Arc<Limiter>>, Status> {
+        if self.options.limiter.try_acquire() {
+            Ok(Admission(Arc::clone(&self.options.limiter)))
+        } else {
+            self.shed(rpc, caller)
+        }
+    }
+
+    fn shed<T>(&self, rpc: &'static str, caller: &str) -> Result<T, Status> {
+        self.options.metrics.shed(rpc);
+        tracing::info!(rpc, code = ?Code::ResourceExhausted, caller, "shed");
+        Err(overloaded())
     }
 
     /// `Recommend`'s plan, encoded straight from the core's values (see `crate::wire`).
@@ -412,14 +466,13 @@ impl Service {
         // Plain strings, the code by name too: the text format writes a string bare, without
         // going through `fmt`, when it is plain, as these are (static RPC names, caller names and
         // case_ids validated to A-Z a-z 0-9 . _ : -, else `<invalid>`; see `telemetry::TextFields`).
-        tracing::info!(
-            rpc,
-            code = code_log_name(code),
-            latency_us,
-            caller,
-            case_id,
-            "call"
-        );
+        let code = code_log_name(code);
+        // The text format's writer directly when it is installed (see `telemetry::call_line`).
+        if !(tracing::enabled!(tracing::Level::INFO)
+            && crate::telemetry::call_line(rpc, code, latency_us, caller, case_id))
+        {
+            tracing::info!(rpc, code, latency_us, caller, case_id, "call");
+        }
     }
 }
 
@@ -467,11 +520,14 @@ pub(crate) fn code_log_name(code: Code) -> &'static str {
     }
 }
 
-fn caller_of<T>(request: &Request<T>) -> String {
+/// The caller `codec::ClientFault` authenticated, or `anonymous` when no token file is configured.
+fn caller_of<T>(request: &Request<T>) -> std::borrow::Cow<'static, str> {
     request
         .extensions()
         .get::<Caller>()
-        .map_or_else(|| ANONYMOUS.to_string(), |caller| caller.0.clone())
+        .map_or(std::borrow::Cow::Borrowed(ANONYMOUS), |caller| {
+            std::borrow::Cow::Owned(caller.0.clone())
+        })
 }
 
 /// A fresh unique id for a plan or a check: a ULID (time-ordered, so the audit store's id index
@@ -749,11 +805,11 @@ impl RecommendationService for Service {
     ) -> Result<Response<Self::RecommendStreamStream>, Status> {
         let started = Instant::now();
         let caller = caller_of(&request);
-        let admission = self.admit("RecommendStream", &caller)?;
+        let admission = self.admit_shared("RecommendStream", &caller)?;
         // Shared by the stream's items: one reference count each, not a copy of every handle the
         // service holds (profile, metrics, limiter, audit trail) and of the caller's name.
         let service = Arc::new(self.clone());
-        let item_caller: Arc<str> = Arc::from(caller.as_str());
+        let item_caller: Arc<str> = Arc::from(caller.as_ref());
         let max_items = self.options.max_stream_items;
         // A stream's items wait the configured time each: the caller's deadline, if any, bounds
         // the whole stream, not one item.
@@ -835,7 +891,7 @@ impl RecommendationService for Service {
             inner: outbound,
             service: self.clone(),
             started,
-            caller,
+            caller: caller.into_owned(),
             items: 0,
             rejected: 0,
             done: false,
@@ -979,7 +1035,7 @@ struct StreamCall {
     items: u64,
     rejected: u64,
     done: bool,
-    _admission: Admission,
+    _admission: Admission<Arc<Limiter>>,
 }
 
 impl StreamCall {
@@ -1067,6 +1123,26 @@ mod tests {
         assert_eq!(audit_queue_limit(256), 256 * STREAM_PIPELINE * 2);
         assert_eq!(audit_queue_limit(1), crate::audit::MAX_BATCH * 2);
         assert_eq!(audit_queue_limit(usize::MAX), 1 << 18);
+    }
+
+    #[test]
+    fn the_limiter_admits_up_to_its_limit_and_takes_places_back() {
+        let metrics = Metrics::new(None).expect("metrics");
+        let limiter = Arc::new(Limiter::new(2, &metrics));
+        let first = limiter.try_acquire().then(|| Admission(&*limiter));
+        let second = limiter
+            .try_acquire()
+            .then(|| Admission(Arc::clone(&limiter)));
+        assert!(first.is_some() && second.is_some());
+        assert!(!limiter.try_acquire(), "a third call is shed");
+        assert_eq!((limiter.in_flight(), metrics.in_flight().get()), (2, 2));
+        drop(second);
+        assert_eq!((limiter.in_flight(), metrics.in_flight().get()), (1, 1));
+        let third = limiter.try_acquire().then(|| Admission(&*limiter));
+        assert!(third.is_some());
+        assert!(!limiter.try_acquire());
+        drop((first, third));
+        assert_eq!((limiter.in_flight(), metrics.in_flight().get()), (0, 0));
     }
 
     #[test]

@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
@@ -20,7 +19,7 @@ use crate::core::Profile;
 use crate::metrics::Metrics;
 use crate::pb;
 use crate::pb::server::recommendation_service_server::RecommendationServiceServer;
-use crate::server::{Service, ServiceOptions};
+use crate::server::{Limiter, Service, ServiceOptions};
 
 /// The name health reports for the recommendation service.
 pub const SERVICE_NAME: &str = "vlms.rt.v1.RecommendationService";
@@ -247,7 +246,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         Arc::clone(&settings.profile),
         ServiceOptions {
             metrics: Arc::clone(&metrics),
-            limiter: Arc::new(Semaphore::new(limits.max_concurrent_calls)),
+            limiter: Arc::new(Limiter::new(limits.max_concurrent_calls, &metrics)),
             max_stream_items: limits.max_stream_items,
             stream_idle_timeout: limits.call_timeout,
             audit: settings.audit.clone(),
@@ -257,8 +256,9 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
     let recommendation = RecommendationServiceServer::new(service)
         .max_decoding_message_size(limits.max_request_bytes);
     let recommendation = crate::codec::ClientFault::new(
-        InterceptedService::new(recommendation, Authenticator::new(settings.tokens.clone())),
+        recommendation,
         metrics,
+        Authenticator::new(settings.tokens.clone()),
     );
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -290,7 +290,6 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         .build_v1alpha()?;
 
     let mut builder = Server::builder()
-        .timeout(limits.call_timeout)
         .max_concurrent_streams(limits.max_concurrent_streams_per_connection)
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
@@ -321,7 +320,9 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         }
         None => (None, None),
     };
+    // The call timeout, armed only for calls that wait (see `deadline`), in place of tonic's.
     let router = builder
+        .layer(crate::deadline::CallTimeoutLayer::new(limits.call_timeout))
         .add_service(recommendation)
         .add_service(health_service)
         .add_service(reflection_v1)

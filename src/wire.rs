@@ -143,34 +143,52 @@ impl Sink for Writer<'_> {
     }
 }
 
-/// `YYYY-MM-DD`, as `Date`'s `Display` writes it, without the formatting machinery.
-fn iso_date(date: crate::core::date::Date) -> String {
+/// `YYYY-MM-DD`, as `Date`'s `Display` writes it, without the formatting machinery or an
+/// allocation (three dates a plan).
+fn iso_date(date: crate::core::date::Date) -> IsoDate {
     let (year, month, day) = date.ymd();
     if !(0..=9999).contains(&year) {
-        return date.to_string();
+        return IsoDate::Other(date.to_string());
     }
-    let digit = |value: i64| char::from(b'0' + (value % 10) as u8);
-    let mut text = String::with_capacity(10);
-    text.extend([
+    let digit = |value: i64| b'0' + (value % 10) as u8;
+    IsoDate::Ten([
         digit(year / 1000),
         digit(year / 100),
         digit(year / 10),
         digit(year),
-        '-',
+        b'-',
         digit(month / 10),
         digit(month),
-        '-',
+        b'-',
         digit(day / 10),
         digit(day),
-    ]);
-    text
+    ])
+}
+
+/// A formatted date: ten ASCII bytes, or (a year outside 0–9999, which the contract's 1900–2100
+/// never produces) whatever `Display` writes; empty for no date.
+enum IsoDate {
+    None,
+    Ten([u8; 10]),
+    Other(String),
+}
+
+impl IsoDate {
+    fn as_str(&self) -> &str {
+        match self {
+            IsoDate::None => "",
+            // Digits and dashes only: always UTF-8.
+            IsoDate::Ten(bytes) => std::str::from_utf8(bytes).unwrap_or_default(),
+            IsoDate::Other(text) => text,
+        }
+    }
 }
 
 struct PlanBody<'a, 'p> {
     plan: &'a core::Plan<'p>,
     parts: Option<&'a ProfileParts>,
     recommendation_id: &'a str,
-    evaluation_date: String,
+    evaluation_date: IsoDate,
     start_window: StartWindowBody,
 }
 
@@ -187,8 +205,8 @@ struct ReferenceBody<'a>(&'a ReferenceDef);
 /// The start window with its dates already formatted.
 struct StartWindowBody {
     status: i32,
-    earliest: String,
-    latest: String,
+    earliest: IsoDate,
+    latest: IsoDate,
     days_since_surgery: i32,
 }
 
@@ -197,8 +215,8 @@ impl StartWindowBody {
         match *window {
             StartWindow::NotApplicable => StartWindowBody {
                 status: pb::WindowStatus::NotApplicable.into(),
-                earliest: String::new(),
-                latest: String::new(),
+                earliest: IsoDate::None,
+                latest: IsoDate::None,
                 days_since_surgery: 0,
             },
             StartWindow::Applicable {
@@ -219,8 +237,8 @@ impl StartWindowBody {
 impl Body for StartWindowBody {
     fn emit<S: Sink>(&self, sink: &mut S) {
         sink.int32(1, self.status);
-        sink.string(2, &self.earliest);
-        sink.string(3, &self.latest);
+        sink.string(2, self.earliest.as_str());
+        sink.string(3, self.latest.as_str());
         sink.int32(4, self.days_since_surgery);
     }
 }
@@ -232,7 +250,7 @@ impl Body for PlanBody<'_, '_> {
         sink.string(1, self.recommendation_id);
         sink.message(2, &GuidelineBody(plan));
         sink.string(3, &plan.case_id);
-        sink.string(4, &self.evaluation_date);
+        sink.string(4, self.evaluation_date.as_str());
         sink.int32(5, convert::indication_out(plan.indication).into());
         sink.int32(6, convert::setting_out(plan.setting).into());
         sink.int32(7, convert::site_group_out(plan.site_group).into());
@@ -845,11 +863,11 @@ mod tests {
         // Every day from 1900 to past 2100 (the range the contract admits), and far beyond.
         let mut date = Date::parse("1900-01-01").expect("date");
         for _ in 0..120_000 {
-            assert_eq!(iso_date(date), date.to_string());
+            assert_eq!(iso_date(date).as_str(), date.to_string());
             date = date.add_days(1);
         }
         let far = Date::parse("1900-01-01").expect("date").add_days(-700_000);
-        assert_eq!(iso_date(far), far.to_string());
+        assert_eq!(iso_date(far).as_str(), far.to_string());
     }
 
     #[test]

@@ -353,10 +353,20 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start(args: &[&str]) -> ServerProcess {
+        ServerProcess::start_logging(args, "json", None)
+    }
+
+    /// A server logging in `format` (`json` or `text`), with `RUST_LOG` set to `filter` if given.
+    fn start_logging(args: &[&str], format: &str, filter: Option<&str>) -> ServerProcess {
         let audit_db =
             std::env::temp_dir().join(format!("vlms-rt-audit-{}.sqlite3", uuid::Uuid::new_v4()));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vlms-rt-server"))
-            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        let mut command = Command::new(env!("CARGO_BIN_EXE_vlms-rt-server"));
+        command.env_remove("RUST_LOG");
+        if let Some(filter) = filter {
+            command.env("RUST_LOG", filter);
+        }
+        let mut child = command
+            .args(["--listen", "127.0.0.1:0", "--log-format", format])
             .arg("--audit-db")
             .arg(&audit_db)
             .args(args)
@@ -381,6 +391,17 @@ impl ServerProcess {
                         .as_str()
                         .filter(|value| *value != "off")
                         .map(str::to_string);
+                    let _ = sender.send((listen, metrics));
+                    sent = true;
+                } else if !sent && line.contains(" serving vlms.rt.v1.RecommendationService ") {
+                    // The text format: `… listen=ADDRESS … metrics=ADDRESS|off …`.
+                    let field = |name: &str| {
+                        line.split(' ')
+                            .find_map(|pair| pair.strip_prefix(name))
+                            .map(|value| value.trim_matches('"').to_string())
+                    };
+                    let listen = field("listen=").unwrap_or_default();
+                    let metrics = field("metrics=").filter(|value| value != "off");
                     let _ = sender.send((listen, metrics));
                     sent = true;
                 }
@@ -1082,6 +1103,109 @@ fn each_call_logs_one_line_with_rpc_code_latency_caller_and_case_id_only() {
         !everything.contains("sizeCm")
             && !everything.contains("size_cm")
             && !everything.contains("GRADE_3")
+    );
+}
+
+/// The text format's call lines (written straight to the log writer, not through tracing's
+/// formatter): the same fields, quoted where not plain, and none when INFO is filtered out.
+#[test]
+fn text_call_lines_carry_the_fields_and_follow_the_log_filter() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let calls = |server: &ServerProcess| {
+        runtime.block_on(async {
+            let mut client = RecommendationServiceClient::new(connect(&server.url()).await);
+            client.recommend(request()).await.expect("ok");
+            let mut bad = a_case();
+            bad.case_id = "Jane Doe, born 1961".into();
+            bad.tumor.as_mut().expect("tumor").size_cm = -1.0;
+            client
+                .recommend(pb::RecommendRequest { case: Some(bad) })
+                .await
+                .expect_err("bad");
+            client
+                .get_guideline(pb::GetGuidelineRequest {})
+                .await
+                .expect("guideline");
+        });
+    };
+    let server = ServerProcess::start_logging(&[], "text", None);
+    calls(&server);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let lines = loop {
+        let lines: Vec<String> = server
+            .log
+            .lock()
+            .expect("log")
+            .iter()
+            .filter(|line| line.contains(" INFO call "))
+            .cloned()
+            .collect();
+        if lines.len() >= 3 || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let after_time = |line: &str| {
+        let (time, rest) = line.split_once(' ').expect("timestamp");
+        assert!(time.len() == 27 && time.ends_with('Z'), "{line}");
+        rest.to_string()
+    };
+    let first = after_time(&lines[0]);
+    let (head, latency) = first.split_once(" latency_us=").expect("latency field");
+    assert_eq!(head, " INFO call rpc=Recommend code=Ok");
+    let (digits, tail) = latency.split_once(' ').expect("fields after latency");
+    assert!(digits.parse::<u64>().is_ok(), "{first}");
+    assert_eq!(tail, "caller=anonymous case_id=femoral-postop-r0");
+    let second = after_time(&lines[1]);
+    assert!(
+        second.starts_with(" INFO call rpc=Recommend code=InvalidArgument latency_us=")
+            && second.ends_with(" caller=anonymous case_id=\"<invalid>\""),
+        "{second}"
+    );
+    let third = after_time(&lines[2]);
+    assert!(
+        third.starts_with(" INFO call rpc=GetGuideline code=Ok latency_us=")
+            && third.ends_with(" caller=anonymous case_id=\"\""),
+        "{third}"
+    );
+    let everything = server.log.lock().expect("log").join("\n");
+    assert!(!everything.contains("Jane"), "{everything}");
+    drop(server);
+
+    // With the handlers' INFO filtered out, none of their call lines. The line of a call refused
+    // before the handlers (another module, left at INFO) marks that the log has caught up: the
+    // handlers' lines are queued before their answers leave, so before it.
+    let quiet = ServerProcess::start_logging(
+        &[],
+        "text",
+        Some("warn,vlms_rt_server=info,vlms_rt::codec=info"),
+    );
+    calls(&quiet);
+    let address = quiet.url().trim_start_matches("http://").to_string();
+    let (status, _) = runtime.block_on(raw_grpc(
+        &address,
+        "/vlms.rt.v1.RecommendationService/Nope",
+        vec![0, 0, 0, 0, 0],
+    ));
+    assert_eq!(status.as_deref(), Some("12"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let logged = loop {
+        let logged = quiet.log.lock().expect("log").join("\n");
+        if logged.contains(" INFO call rpc=unknown code=Unimplemented ")
+            || std::time::Instant::now() > deadline
+        {
+            break logged;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        logged.contains(" INFO call rpc=unknown code=Unimplemented "),
+        "{logged}"
+    );
+    assert!(
+        !logged.contains("rpc=Recommend") && !logged.contains("rpc=GetGuideline"),
+        "{logged}"
     );
 }
 
