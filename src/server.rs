@@ -96,8 +96,9 @@ impl Limiter {
     }
 
     fn release(&self) {
-        self.in_flight.fetch_sub(1, Ordering::Release);
+        // The gauge first: a call admitted into the freed place then never finds it one high.
         self.gauge.dec();
+        self.in_flight.fetch_sub(1, Ordering::Release);
     }
 
     /// Calls in flight now.
@@ -467,9 +468,19 @@ impl Service {
         // going through `fmt`, when it is plain, as these are (static RPC names, caller names and
         // case_ids validated to A-Z a-z 0-9 . _ : -, else `<invalid>`; see `telemetry::TextFields`).
         let code = code_log_name(code);
-        // The text format's writer directly when it is installed (see `telemetry::call_line`).
-        if !(tracing::enabled!(tracing::Level::INFO)
-            && crate::telemetry::call_line(rpc, code, latency_us, caller, case_id))
+        // The text format's writer directly when it is installed (see `telemetry::call_line`),
+        // if the filter admits this very event: its level, target and field names (a `RUST_LOG`
+        // field directive such as `vlms_rt::server[{items}]=info` must leave it out, as it would
+        // leave out the event).
+        if !(tracing::event_enabled!(
+            tracing::Level::INFO,
+            message,
+            rpc,
+            code,
+            latency_us,
+            caller,
+            case_id
+        ) && crate::telemetry::call_line(rpc, code, latency_us, caller, case_id))
         {
             tracing::info!(rpc, code, latency_us, caller, case_id, "call");
         }

@@ -14,9 +14,11 @@ use tracing::field::{Field, Visit};
 use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::field::RecordFields;
-use tracing_subscriber::fmt::FormatFields;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::format::{DefaultFields, Format, Full};
 use tracing_subscriber::fmt::time::FormatTime;
+use tracing_subscriber::fmt::{FormatFields, MakeWriter, SubscriberBuilder};
 
 /// UTC timestamps as RFC 3339 with microseconds (`2026-11-27T04:01:25.554395Z`, the format of
 /// tracing-subscriber's default timer), with the date-and-seconds part formatted once per second
@@ -256,27 +258,31 @@ thread_local! {
 /// straight to the text format's writer, byte for byte the line `tracing::info!` would produce
 /// through [`init`]'s subscriber (timestamp, level, message, fields as [`TextFields`] writes them;
 /// the handlers log no spans). Going through tracing cost ~4% of the server's CPU under load, most
-/// of it in the formatting machinery around these few fields. The caller checks that INFO is
-/// enabled where it logs (`tracing::enabled!`); false when this path is not installed (JSON lines,
-/// or no [`init`] in this process), and the caller then logs through tracing.
+/// of it in the formatting machinery around these few fields. The caller checks that the filter
+/// admits the event where it logs (`tracing::event_enabled!` with the event's level and field
+/// names); false when this path is not installed (JSON lines, or no [`init`] in this process), and
+/// the caller then logs through tracing.
 pub fn call_line(rpc: &str, code: &str, latency_us: u64, caller: &str, case_id: &str) -> bool {
     let Some(writer) = CALL_LINE_WRITER.get() else {
         return false;
     };
-    CALL_LINE.with(|slot| {
-        let Ok(mut slot) = slot.try_borrow_mut() else {
-            return false;
-        };
-        let (writer, line) =
-            slot.get_or_insert_with(|| (writer.clone(), String::with_capacity(256)));
-        line.clear();
-        let formatted = format_call_line(line, rpc, code, latency_us, caller, case_id);
-        // As tracing-subscriber does, a line that cannot be written is not reported further.
-        if formatted.is_ok() {
-            let _ = std::io::Write::write_all(writer, line.as_bytes());
-        }
-        true
-    })
+    // `try_with`: a thread being torn down has no locals left; tracing then writes the line.
+    CALL_LINE
+        .try_with(|slot| {
+            let Ok(mut slot) = slot.try_borrow_mut() else {
+                return false;
+            };
+            let (writer, line) =
+                slot.get_or_insert_with(|| (writer.clone(), String::with_capacity(256)));
+            line.clear();
+            let formatted = format_call_line(line, rpc, code, latency_us, caller, case_id);
+            // As tracing-subscriber does, a line that cannot be written is not reported further.
+            if formatted.is_ok() {
+                let _ = std::io::Write::write_all(writer, line.as_bytes());
+            }
+            true
+        })
+        .unwrap_or(false)
 }
 
 /// The call line after its timestamp, as the text format writes it.
@@ -387,21 +393,43 @@ pub fn init(format: LogFormat) -> WorkerGuard {
         .lossy(false)
         .buffered_lines_limit(64 * 1024)
         .finish(PacedWriter::new(std::io::stderr()));
-    let call_lines = writer.clone();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_timer(UtcMicros)
-        .with_ansi(false)
-        .with_target(false);
     let _ = match format {
-        LogFormat::Text => builder.fmt_fields(TextFields).try_init().map(|()| {
-            let _ = CALL_LINE_WRITER.set(call_lines);
-        }),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => {
+            let call_lines = writer.clone();
+            text_lines(tracing_subscriber::fmt().with_writer(writer))
+                .with_env_filter(filter)
+                .try_init()
+                .map(|()| {
+                    let _ = CALL_LINE_WRITER.set(call_lines);
+                })
+        }
+        LogFormat::Json => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(writer)
+            .with_timer(UtcMicros)
+            .with_ansi(false)
+            .with_target(false)
+            .json()
+            .flatten_event(true)
+            .try_init(),
     };
     guard
+}
+
+/// The text format's lines, as [`init`] sets them up (and the tests check [`call_line`] against):
+/// UTC microsecond timestamps, no colours, no target, fields by [`TextFields`].
+fn text_lines<W>(
+    builder: SubscriberBuilder<DefaultFields, Format, LevelFilter, W>,
+) -> SubscriberBuilder<TextFields, Format<Full, UtcMicros>, LevelFilter, W>
+where
+    W: for<'writer> MakeWriter<'writer> + 'static,
+{
+    builder
+        .with_timer(UtcMicros)
+        .with_ansi(false)
+        .with_target(false)
+        .fmt_fields(TextFields)
 }
 
 #[cfg(test)]
@@ -495,13 +523,10 @@ mod tests {
             let buffer = Arc::new(Mutex::new(Vec::new()));
             let sink = Arc::clone(&buffer);
             // The subscriber `init` installs for the text format, writing to a buffer.
-            let subscriber = tracing_subscriber::fmt()
-                .with_writer(move || Capture(Arc::clone(&sink)))
-                .with_timer(UtcMicros)
-                .with_ansi(false)
-                .with_target(false)
-                .fmt_fields(TextFields)
-                .finish();
+            let subscriber = text_lines(
+                tracing_subscriber::fmt().with_writer(move || Capture(Arc::clone(&sink))),
+            )
+            .finish();
             tracing::subscriber::with_default(subscriber, || {
                 tracing::info!(rpc, code, latency_us, caller, case_id, "call");
             });

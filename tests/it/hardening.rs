@@ -1173,13 +1173,15 @@ fn text_call_lines_carry_the_fields_and_follow_the_log_filter() {
     assert!(!everything.contains("Jane"), "{everything}");
     drop(server);
 
-    // With the handlers' INFO filtered out, none of their call lines. The line of a call refused
+    // With the handlers' unary call lines filtered out, none of them. The line of a call refused
     // before the handlers (another module, left at INFO) marks that the log has caught up: the
     // handlers' lines are queued before their answers leave, so before it.
     let quiet = ServerProcess::start_logging(
         &[],
         "text",
-        Some("warn,vlms_rt_server=info,vlms_rt::codec=info"),
+        // The handlers' events at INFO only when they carry an `items` field (stream calls do,
+        // unary ones do not): a field directive, which the direct line must obey as well.
+        Some("warn,vlms_rt_server=info,vlms_rt::codec=info,vlms_rt::server[{items}]=info"),
     );
     calls(&quiet);
     let address = quiet.url().trim_start_matches("http://").to_string();
@@ -1207,6 +1209,50 @@ fn text_call_lines_carry_the_fields_and_follow_the_log_filter() {
         !logged.contains("rpc=Recommend") && !logged.contains("rpc=GetGuideline"),
         "{logged}"
     );
+}
+
+/// The server's call timeout ends a call still unanswered when it runs out — here one whose
+/// request body never arrives — with tonic's CANCELLED, on the service and on health alike (the
+/// layer sits around every service; its timer is armed when the call first waits).
+#[tokio::test]
+async fn a_call_left_waiting_ends_at_the_call_timeout() {
+    let mut short = settings();
+    short.limits.call_timeout = Duration::from_millis(500);
+    let server = TestServer::start_with(short).await;
+    let address = server.url.trim_start_matches("http://").to_string();
+    for path in [
+        "/vlms.rt.v1.RecommendationService/Recommend",
+        "/grpc.health.v1.Health/Check",
+    ] {
+        let tcp = tokio::net::TcpStream::connect(&address).await.expect("tcp");
+        let (sender, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let mut sender = sender.ready().await.expect("ready");
+        let request = http::Request::builder()
+            .method("POST")
+            .uri(format!("http://{address}{path}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .expect("request");
+        // Headers only: the body (and its end) never comes.
+        let (response, _stream) = sender.send_request(request, false).expect("send");
+        let started = std::time::Instant::now();
+        let response = tokio::time::timeout(Duration::from_secs(10), response)
+            .await
+            .expect("ended by the call timeout, not left hanging")
+            .expect("response");
+        let status = response
+            .headers()
+            .get("grpc-status")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string);
+        assert_eq!(status.as_deref(), Some("1"), "{path}: {response:?}");
+        assert!(started.elapsed() >= Duration::from_millis(450), "{path}");
+    }
+    server.stop().await;
 }
 
 #[tokio::test]
