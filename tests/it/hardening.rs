@@ -874,9 +874,12 @@ async fn metrics_count_calls_codes_plans_and_shed_calls() {
     drop(sender);
 }
 
-/// Sends one raw gRPC request over HTTP/2 and returns (grpc-status, grpc-message) from the
-/// trailers (or trailers-only headers).
-async fn raw_grpc(address: &str, path: &str, body: Vec<u8>) -> (Option<String>, Option<String>) {
+/// Opens an HTTP/2 connection and sends the headers of a gRPC call to `path`, leaving its body
+/// open: the response to come and the stream to send the body on.
+async fn raw_grpc_headers(
+    address: &str,
+    path: &str,
+) -> (h2::client::ResponseFuture, h2::SendStream<bytes::Bytes>) {
     let tcp = tokio::net::TcpStream::connect(address).await.expect("tcp");
     let (sender, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
     tokio::spawn(async move {
@@ -890,7 +893,13 @@ async fn raw_grpc(address: &str, path: &str, body: Vec<u8>) -> (Option<String>, 
         .header("te", "trailers")
         .body(())
         .expect("request");
-    let (response, mut stream) = sender.send_request(request, false).expect("send");
+    sender.send_request(request, false).expect("send")
+}
+
+/// Sends one raw gRPC request over HTTP/2 and returns (grpc-status, grpc-message) from the
+/// trailers (or trailers-only headers).
+async fn raw_grpc(address: &str, path: &str, body: Vec<u8>) -> (Option<String>, Option<String>) {
+    let (response, mut stream) = raw_grpc_headers(address, path).await;
     stream
         .send_data(bytes::Bytes::from(body), true)
         .expect("body");
@@ -1059,21 +1068,28 @@ fn plaintext_on_a_non_loopback_address_is_logged_as_a_warning() {
     );
 }
 
+/// One `Recommend` answered with a plan, then one refused for a negative size whose case_id (a
+/// name) must never be logged; the client, for more calls.
+async fn a_plan_and_a_refusal(
+    server: &ServerProcess,
+) -> RecommendationServiceClient<tonic::transport::Channel> {
+    let mut client = RecommendationServiceClient::new(connect(&server.url()).await);
+    client.recommend(request()).await.expect("ok");
+    let mut bad = a_case();
+    bad.case_id = "Jane Doe, born 1961".into();
+    bad.tumor.as_mut().expect("tumor").size_cm = -1.0;
+    client
+        .recommend(pb::RecommendRequest { case: Some(bad) })
+        .await
+        .expect_err("bad");
+    client
+}
+
 #[test]
 fn each_call_logs_one_line_with_rpc_code_latency_caller_and_case_id_only() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let server = ServerProcess::start(&[]);
-    runtime.block_on(async {
-        let mut client = RecommendationServiceClient::new(connect(&server.url()).await);
-        client.recommend(request()).await.expect("ok");
-        let mut bad = a_case();
-        bad.case_id = "Jane Doe, born 1961".into();
-        bad.tumor.as_mut().expect("tumor").size_cm = -1.0;
-        client
-            .recommend(pb::RecommendRequest { case: Some(bad) })
-            .await
-            .expect_err("bad");
-    });
+    runtime.block_on(a_plan_and_a_refusal(&server));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let calls = loop {
         let calls: Vec<serde_json::Value> = server
@@ -1113,15 +1129,7 @@ fn text_call_lines_carry_the_fields_and_follow_the_log_filter() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let calls = |server: &ServerProcess| {
         runtime.block_on(async {
-            let mut client = RecommendationServiceClient::new(connect(&server.url()).await);
-            client.recommend(request()).await.expect("ok");
-            let mut bad = a_case();
-            bad.case_id = "Jane Doe, born 1961".into();
-            bad.tumor.as_mut().expect("tumor").size_cm = -1.0;
-            client
-                .recommend(pb::RecommendRequest { case: Some(bad) })
-                .await
-                .expect_err("bad");
+            let mut client = a_plan_and_a_refusal(server).await;
             client
                 .get_guideline(pb::GetGuidelineRequest {})
                 .await
@@ -1224,21 +1232,8 @@ async fn a_call_left_waiting_ends_at_the_call_timeout() {
         "/vlms.rt.v1.RecommendationService/Recommend",
         "/grpc.health.v1.Health/Check",
     ] {
-        let tcp = tokio::net::TcpStream::connect(&address).await.expect("tcp");
-        let (sender, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        let mut sender = sender.ready().await.expect("ready");
-        let request = http::Request::builder()
-            .method("POST")
-            .uri(format!("http://{address}{path}"))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .body(())
-            .expect("request");
         // Headers only: the body (and its end) never comes.
-        let (response, _stream) = sender.send_request(request, false).expect("send");
+        let (response, _stream) = raw_grpc_headers(&address, path).await;
         let started = std::time::Instant::now();
         let response = tokio::time::timeout(Duration::from_secs(10), response)
             .await
