@@ -925,55 +925,51 @@ fn total_dose_boost_start_date_and_organ_metrics() {
         metric: metric.into(),
         value,
     };
-    let mut raw = proposal(
+    let raw = proposal(
         post(Vessel::InferiorVenaCava, Margin::R1),
         Setting::Postoperative,
         &[(Initial, 1.8, 25)],
     );
-    raw.dose_metrics = vec![
-        metric("Kidneys", "Mean[Gy]", 15.0),
-        metric("Kidneys", "Mean[Gy]", 14.5),
-        metric("Kidneys", "V20Gy[%]", 32.0),
-        metric("Liver", "Mean[cGy]", 100.0),
-        metric("SpinalCord", "Max[Gy]", 49.0),
+    // Each table: the metrics sent and the verdict expected for each, in order.
+    let with_metrics = |raw: &RawProposal, table: &[(&str, &str, f64, Verdict)]| {
+        let mut sent = raw.clone();
+        sent.dose_metrics = table
+            .iter()
+            .map(|(structure, name, value, _)| metric(structure, name, *value))
+            .collect();
+        sent
+    };
+    let verdicts = |raw: &RawProposal, table: &[(&str, &str, f64, Verdict)]| {
+        let expected: Vec<Verdict> = table.iter().map(|row| row.3).collect();
+        let found = verdict_of(&with_metrics(raw, table), FindingCode::Oar);
+        assert_eq!(found, expected, "{table:?}");
+    };
+    let limits = [
+        ("Kidneys", "Mean[Gy]", 15.0, Verdict::Fail),
+        ("Kidneys", "Mean[Gy]", 14.5, Verdict::Pass),
+        ("Kidneys", "V20Gy[%]", 32.0, Verdict::Fail),
+        ("Liver", "Mean[cGy]", 100.0, Verdict::Review),
+        ("SpinalCord", "Max[Gy]", 49.0, Verdict::Pass),
     ];
-    assert_eq!(
-        verdict_of(&raw, FindingCode::Oar),
-        vec![
-            Verdict::Fail,
-            Verdict::Pass,
-            Verdict::Fail,
-            Verdict::Review,
-            Verdict::Pass
-        ]
-    );
+    verdicts(&raw, &limits);
     // A Gy limit is reached within the 0.01 Gy tolerance, the tolerance's edge included (the
     // reading that passes less): 14.99 and 14.9900004 Gy reach the 15 Gy kidney limit, 14.989 does
     // not; 49.99 and 49.995 reach the 50 Gy cord limit, 49.985 does not. Percent metrics compare
     // exactly.
-    let mut edges = raw.clone();
-    edges.dose_metrics = vec![
-        metric("Kidneys", "Mean[Gy]", 14.99),
-        metric("Kidneys", "Mean[Gy]", 14.990_000_4),
-        metric("Kidneys", "Mean[Gy]", 14.989),
-        metric("SpinalCord", "Max[Gy]", 49.99),
-        metric("SpinalCord", "Max[Gy]", 49.995),
-        metric("SpinalCord", "Max[Gy]", 49.985),
-        metric("Kidneys", "V20Gy[%]", 31.995),
-    ];
-    assert_eq!(
-        verdict_of(&edges, FindingCode::Oar),
-        vec![
-            Verdict::Fail,
-            Verdict::Fail,
-            Verdict::Pass,
-            Verdict::Fail,
-            Verdict::Fail,
-            Verdict::Pass,
-            Verdict::Pass
-        ]
+    verdicts(
+        &raw,
+        &[
+            ("Kidneys", "Mean[Gy]", 14.99, Verdict::Fail),
+            ("Kidneys", "Mean[Gy]", 14.990_000_4, Verdict::Fail),
+            ("Kidneys", "Mean[Gy]", 14.989, Verdict::Pass),
+            ("SpinalCord", "Max[Gy]", 49.99, Verdict::Fail),
+            ("SpinalCord", "Max[Gy]", 49.995, Verdict::Fail),
+            ("SpinalCord", "Max[Gy]", 49.985, Verdict::Pass),
+            ("Kidneys", "V20Gy[%]", 31.995, Verdict::Pass),
+        ],
     );
-    let mut solitary = raw.clone();
+    // The first table's metrics under the modifiers: a solitary kidney and prior RT.
+    let mut solitary = with_metrics(&raw, &limits);
     solitary.case.as_mut().unwrap().solitary_functioning_kidney = true;
     solitary.case.as_mut().unwrap().prior_radiotherapy = true;
     assert_eq!(
