@@ -298,8 +298,16 @@ impl Case {
 
         let vessel = required_enum(&mut violations, || path("vessel"), raw.vessel);
 
+        // The conditional rules (required for the IVC, unset for other veins; required before
+        // resection, unset after) wait for a valid vessel or phase; a number the contract does not
+        // define is a violation whatever they hold, as for `tumor.depth`.
         let ivc_segment = match vessel {
-            None => None,
+            None => {
+                if let RawEnum::Unknown(number) = raw.ivc_segment {
+                    violations.push(path("ivc_segment"), unknown_enum(number));
+                }
+                None
+            }
             Some(Vessel::InferiorVenaCava) => match raw.ivc_segment {
                 RawEnum::Known(segment) => Some(segment),
                 RawEnum::Unset => {
@@ -355,7 +363,12 @@ impl Case {
                 }
                 None
             }
-            None => None,
+            None => {
+                if let RawEnum::Unknown(number) = raw.resectability {
+                    violations.push(path("resectability"), unknown_enum(number));
+                }
+                None
+            }
         };
 
         let resection = match (phase, &raw.resection) {
