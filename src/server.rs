@@ -574,18 +574,25 @@ pub fn overloaded() -> Status {
 }
 
 /// The one mapping of validation failures to a status: INVALID_ARGUMENT with a
-/// `google.rpc.BadRequest` holding every violation in field order (at most
-/// [`MAX_REPORTED_VIOLATIONS`], the last one saying how many more there were).
+/// `google.rpc.BadRequest` holding every violation in field order. Past
+/// [`MAX_REPORTED_VIOLATIONS`] + 1 of them, the first [`MAX_REPORTED_VIOLATIONS`] are listed and
+/// one more entry, at the next violation's field, says how many were left out (one more real
+/// violation fits in that entry's place, so up to 51 are all listed).
 pub fn invalid_argument(violations: &Violations) -> Status {
+    let listed = if violations.len() > MAX_REPORTED_VIOLATIONS + 1 {
+        MAX_REPORTED_VIOLATIONS
+    } else {
+        violations.len()
+    };
     let mut field_violations: Vec<FieldViolation> = violations
         .iter()
-        .take(MAX_REPORTED_VIOLATIONS)
+        .take(listed)
         .map(|violation| {
             FieldViolation::new(violation.field.clone(), violation.description.clone())
         })
         .collect();
-    if violations.len() > MAX_REPORTED_VIOLATIONS
-        && let Some(next) = violations.iter().nth(MAX_REPORTED_VIOLATIONS)
+    if listed < violations.len()
+        && let Some(next) = violations.iter().nth(listed)
     {
         field_violations.push(FieldViolation::new(
             next.field.clone(),
@@ -1109,6 +1116,37 @@ impl Drop for StreamCall {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn violations_are_all_listed_up_to_one_past_the_cap_and_counted_beyond() {
+        let listed = |count: usize| {
+            let mut violations = Violations::default();
+            for index in 0..count {
+                violations.push(format!("case.organs_at_risk[{index}]"), "is bad");
+            }
+            let status = invalid_argument(&violations);
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            tonic_types::StatusExt::get_details_bad_request(&status)
+                .expect("BadRequest")
+                .field_violations
+        };
+        for count in [1, MAX_REPORTED_VIOLATIONS, MAX_REPORTED_VIOLATIONS + 1] {
+            let entries = listed(count);
+            assert_eq!(entries.len(), count);
+            assert!(entries.iter().all(|entry| entry.description == "is bad"));
+        }
+        let entries = listed(MAX_REPORTED_VIOLATIONS + 2);
+        assert_eq!(entries.len(), MAX_REPORTED_VIOLATIONS + 1);
+        let last = entries.last().expect("an entry");
+        assert_eq!(
+            last.field,
+            format!("case.organs_at_risk[{MAX_REPORTED_VIOLATIONS}]")
+        );
+        assert_eq!(
+            last.description,
+            "2 more violations from here on are not listed"
+        );
+    }
 
     #[test]
     fn grpc_timeout_headers_parse_and_malformed_ones_do_not() {
