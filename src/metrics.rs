@@ -204,7 +204,9 @@ impl Metrics {
     }
 }
 
-fn code_name(code: tonic::Code) -> &'static str {
+/// A status code as gRPC spells it (`FAILED_PRECONDITION`): the metrics' `code` label, and how
+/// the client names a code.
+pub fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code;
     match code {
         Code::Ok => "OK",

@@ -14,6 +14,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
+use crate::metrics::code_name;
 use crate::pb;
 use crate::pb::recommendation_service_client::RecommendationServiceClient;
 
@@ -209,10 +210,10 @@ pub fn failure_from_status(status: &Status) -> Failure {
             );
         }
         return Failure::Unreachable(format!(
-            "{:?}: {}: {} (the connection failed: if the server requires mutual TLS, check \
+            "{}: {}: {} (the connection failed: if the server requires mutual TLS, check \
              --cert and --key name a client certificate it trusts; http:// against a TLS port \
              fails like this too)",
-            status.code(),
+            code_name(status.code()),
             status.message(),
             error_chain(cause)
         ));
@@ -231,15 +232,17 @@ pub fn failure_from_status(status: &Status) -> Failure {
                 })
                 .unwrap_or_default(),
         },
-        Code::Unavailable | Code::DeadlineExceeded => {
-            Failure::Unreachable(format!("{:?}: {}", status.code(), status.message()))
-        }
+        Code::Unavailable | Code::DeadlineExceeded => Failure::Unreachable(format!(
+            "{}: {}",
+            code_name(status.code()),
+            status.message()
+        )),
         Code::NotFound => Failure::Other(format!("NOT_FOUND: {}", status.message())),
         Code::Unauthenticated => Failure::Other(format!(
             "UNAUTHENTICATED: {} (check --token-file)",
             status.message()
         )),
-        code => Failure::Other(format!("{code:?}: {}", status.message())),
+        code => Failure::Other(format!("{}: {}", code_name(code), status.message())),
     }
 }
 
@@ -386,8 +389,7 @@ fn apply_evaluation_date(
 
 /// Parses a Case from JSON: a Case itself, or an object whose `case` member is one.
 pub fn parse_case(text: &str, where_: &str) -> Result<pb::Case, Failure> {
-    let value: Value = serde_json::from_str(text)
-        .map_err(|error| Failure::Usage(format!("{where_}: not JSON: {error}")))?;
+    let value = read_json(text, where_)?;
     let mut inner = match value.get("case") {
         Some(case) => case.clone(),
         None => value,
@@ -402,9 +404,13 @@ pub fn parse_case(text: &str, where_: &str) -> Result<pb::Case, Failure> {
     Ok(case)
 }
 
-fn parse_check_request(text: &str, where_: &str) -> Result<pb::CheckPrescriptionRequest, Failure> {
-    let value: Value = serde_json::from_str(text)
-        .map_err(|error| Failure::Usage(format!("{where_}: not JSON: {error}")))?;
+/// Parses a CheckPrescriptionRequest from JSON: the request itself, or an object whose `request`
+/// member is one.
+pub fn parse_check_request(
+    text: &str,
+    where_: &str,
+) -> Result<pb::CheckPrescriptionRequest, Failure> {
+    let value = read_json(text, where_)?;
     let mut inner = match value.get("request") {
         Some(request) => request.clone(),
         None => value,
@@ -417,6 +423,179 @@ fn parse_check_request(text: &str, where_: &str) -> Result<pb::CheckPrescription
     })?;
     undefined.put_back(&mut request);
     Ok(request)
+}
+
+/// Reads a JSON input the way the proto3 JSON mapping does where serde_json and pbjson differ
+/// from it: a name given twice in one object is refused (serde_json would keep the last one
+/// silently — a date or a dose changed without a word); a member whose value is `null` counts as
+/// absent (the field's default); a number with a zero fraction or an exponent (`25.0`, `2.5e1`)
+/// is accepted where an integer is expected.
+fn read_json(text: &str, where_: &str) -> Result<Value, Failure> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    serde::Deserialize::deserialize(&mut deserializer)
+        .and_then(|UniqueNames| deserializer.end())
+        .map_err(|error| Failure::Usage(format!("{where_}: not JSON: {error}")))?;
+    let mut value: Value = serde_json::from_str(text)
+        .map_err(|error| Failure::Usage(format!("{where_}: not JSON: {error}")))?;
+    proto3_json_forms(&mut value);
+    Ok(value)
+}
+
+/// Drops `null` members and writes whole-numbered floats as integers, throughout `value`.
+fn proto3_json_forms(value: &mut Value) {
+    match value {
+        Value::Object(members) => {
+            members.retain(|_, member| !member.is_null());
+            members.values_mut().for_each(proto3_json_forms);
+        }
+        Value::Array(items) => items.iter_mut().for_each(proto3_json_forms),
+        Value::Number(number) => {
+            if let Some(float) = number.as_f64().filter(|_| number.is_f64())
+                && float.fract() == 0.0
+                // Within ±2^53 every whole f64 is exact as an integer; beyond, leave it as it is.
+                && float.abs() <= 9_007_199_254_740_992.0
+            {
+                *number = serde_json::Number::from(float as i64);
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::String(_) => {}
+    }
+}
+
+/// A JSON document in which no object names a member twice (checked while reading it; the value
+/// itself is not kept).
+struct UniqueNames;
+
+impl<'de> serde::Deserialize<'de> for UniqueNames {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueNamesVisitor)
+    }
+}
+
+struct UniqueNamesVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueNamesVisitor {
+    type Value = UniqueNames;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<UniqueNames, E> {
+        Ok(UniqueNames)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<UniqueNames, E> {
+        Ok(UniqueNames)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<UniqueNames, E> {
+        Ok(UniqueNames)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<UniqueNames, E> {
+        Ok(UniqueNames)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<UniqueNames, E> {
+        Ok(UniqueNames)
+    }
+
+    fn visit_unit<E>(self) -> Result<UniqueNames, E> {
+        Ok(UniqueNames)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut items: A,
+    ) -> Result<UniqueNames, A::Error> {
+        while items.next_element::<UniqueNames>()?.is_some() {}
+        Ok(UniqueNames)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut members: A,
+    ) -> Result<UniqueNames, A::Error> {
+        let mut names = std::collections::HashSet::new();
+        while let Some(name) = members.next_key::<String>()? {
+            members.next_value::<UniqueNames>()?;
+            if !names.insert(name.clone()) {
+                return Err(serde::de::Error::custom(format!(
+                    "\"{name}\" is given twice in one object"
+                )));
+            }
+        }
+        Ok(UniqueNames)
+    }
+}
+
+/// One `RecommendStream` item as one line of proto3 JSON. A rejected case's `google.rpc.Status`
+/// carries its `BadRequest` in an `Any`, whose canonical JSON is the message's own fields beside
+/// `@type` (pbjson's `Any` would give the bytes in base64 under `typeUrl`/`value`, which neither a
+/// person nor a proto3 JSON parser reads as the violations).
+fn stream_item_json(item: &pb::RecommendStreamResponse) -> String {
+    let Some(pb::recommend_stream_response::Result::Error(status)) = &item.result else {
+        return json(item, false);
+    };
+    let details: Vec<Value> = status.details.iter().map(any_json).collect();
+    let mut error = serde_json::Map::new();
+    error.insert("code".into(), status.code.into());
+    if !status.message.is_empty() {
+        error.insert("message".into(), status.message.clone().into());
+    }
+    if !details.is_empty() {
+        error.insert("details".into(), details.into());
+    }
+    let mut rendered = serde_json::Map::new();
+    if !item.case_id.is_empty() {
+        rendered.insert("caseId".into(), item.case_id.clone().into());
+    }
+    rendered.insert("error".into(), error.into());
+    json(&rendered, false)
+}
+
+/// The canonical proto3 JSON of an `Any` the service sends: a `google.rpc.BadRequest` as its
+/// fields with `@type`; any other type (the service sends none, and the client has no schema
+/// for) as `@type` with the bytes in base64 under `value`.
+fn any_json(any: &pbjson_types::Any) -> Value {
+    const BAD_REQUEST: &str = "type.googleapis.com/google.rpc.BadRequest";
+    let decoded = (any.type_url == BAD_REQUEST)
+        .then(|| <tonic_types::pb::BadRequest as prost::Message>::decode(any.value.as_ref()).ok())
+        .flatten();
+    let mut rendered = match decoded {
+        Some(bad_request) => {
+            // The fields the service fills (`reason` and `localized_message` it leaves unset, and
+            // proto3 JSON leaves out what is unset).
+            let violations: Vec<Value> = bad_request
+                .field_violations
+                .iter()
+                .map(|violation| {
+                    let mut fields = serde_json::Map::new();
+                    fields.insert("field".into(), violation.field.clone().into());
+                    fields.insert("description".into(), violation.description.clone().into());
+                    if !violation.reason.is_empty() {
+                        fields.insert("reason".into(), violation.reason.clone().into());
+                    }
+                    Value::Object(fields)
+                })
+                .collect();
+            let mut fields = serde_json::Map::new();
+            if !violations.is_empty() {
+                fields.insert("fieldViolations".into(), violations.into());
+            }
+            fields
+        }
+        None => {
+            let mut fields = serde_json::Map::new();
+            if let Ok(Value::Object(raw)) = serde_json::to_value(any) {
+                fields.extend(raw.into_iter().filter(|(key, _)| key != "typeUrl"));
+            }
+            fields
+        }
+    };
+    rendered.insert("@type".into(), any.type_url.clone().into());
+    Value::Object(rendered)
 }
 
 fn json<T: serde::Serialize>(value: &T, pretty: bool) -> String {
@@ -489,7 +668,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     rejected += 1;
                 }
                 match cli.output {
-                    OutputFormat::Json => println!("{}", json(&item, false)),
+                    OutputFormat::Json => println!("{}", stream_item_json(&item)),
                     OutputFormat::Text => print!("{}", text::stream_item(&item)),
                 }
             }
@@ -552,9 +731,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::History { case_id } => {
             let mut client = RecommendationServiceClient::new(connect(&cli).await?);
             let mut page_token = String::new();
-            if cli.output == OutputFormat::Text {
-                println!("History of case {case_id}, newest first:");
-            }
+            let mut first = true;
             loop {
                 let page = client
                     .list_recommendations(pb::ListRecommendationsRequest {
@@ -565,6 +742,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     .await
                     .map_err(|status| failure_from_status(&status))?
                     .into_inner();
+                // The heading once the server has accepted the case id, not before a refusal.
+                if std::mem::take(&mut first) && cli.output == OutputFormat::Text {
+                    println!("History of case {case_id}, newest first:");
+                }
                 for record in &page.records {
                     match cli.output {
                         OutputFormat::Json => println!("{}", json(record, false)),

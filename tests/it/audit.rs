@@ -1419,6 +1419,14 @@ async fn the_client_shows_lists_and_records_feedback(target: Target) {
         .expect("runs");
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("NOT_FOUND"));
+
+    // A refused case id: the violation and exit code 3, and no heading before it.
+    let output = run(vec!["history".into(), "a b".into()])
+        .await
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("case_id"));
     server.stop().await;
 }
 

@@ -302,21 +302,42 @@ async fn stdin_with_default_evaluation_date_stream_check_guideline_and_health() 
         "a rejected item makes the exit code 3: {}",
         output.stderr
     );
-    let items: Vec<pb::RecommendStreamResponse> = output
+    let items: Vec<serde_json::Value> = output
         .stdout
         .lines()
         .map(|line| serde_json::from_str(line).expect("item"))
         .collect();
     assert_eq!(items.len(), 3);
-    assert!(matches!(
-        items[0].result,
-        Some(pb::recommend_stream_response::Result::Plan(_))
-    ));
-    assert!(matches!(
-        items[1].result,
-        Some(pb::recommend_stream_response::Result::Error(_))
-    ));
-    assert_eq!(items[2].case_id, "ivc-metastatic");
+    for index in [0, 2] {
+        let item: pb::RecommendStreamResponse =
+            serde_json::from_value(items[index].clone()).expect("a plan item");
+        assert!(matches!(
+            item.result,
+            Some(pb::recommend_stream_response::Result::Plan(_))
+        ));
+    }
+    assert_eq!(items[2]["caseId"], "ivc-metastatic");
+    // A rejected case's violations in canonical proto3 JSON: the Any's `@type` beside the
+    // BadRequest's own fields, not its bytes in base64.
+    let error = &items[1]["error"];
+    assert_eq!(error["code"], 3, "{error}");
+    let details = error["details"].as_array().expect("details");
+    assert_eq!(details.len(), 1, "{error}");
+    assert_eq!(
+        details[0]["@type"],
+        "type.googleapis.com/google.rpc.BadRequest"
+    );
+    assert!(details[0].get("value").is_none(), "{error}");
+    let violations = details[0]["fieldViolations"]
+        .as_array()
+        .expect("violations");
+    assert_eq!(violations.len(), 1, "{error}");
+    assert_eq!(violations[0]["field"], "case.tumor.size_cm");
+    assert!(
+        violations[0]["description"]
+            .as_str()
+            .is_some_and(|text| !text.is_empty())
+    );
 
     let output = client(
         &server.url,
@@ -343,5 +364,70 @@ async fn stdin_with_default_evaluation_date_stream_check_guideline_and_health() 
         (output.code, output.stdout.trim()),
         (0, "vlms.rt.v1.RecommendationService: SERVING")
     );
+
+    // Without an audit trail there is nothing to show; the code is named as gRPC spells it.
+    let output = client(&server.url, &["show", "01JDQ5Z8M4X7R2K9V3T6N1B0CE"], None).await;
+    assert_eq!(output.code, 1, "{}", output.stderr);
+    assert!(
+        output.stderr.contains("FAILED_PRECONDITION: "),
+        "{}",
+        output.stderr
+    );
     server.stop().await;
+}
+
+#[test]
+fn json_input_follows_the_proto3_mapping_where_serde_json_does_not() {
+    use vlms_rt::client::{Failure, parse_case, parse_check_request};
+    let case = r#"{"evaluationDate":"2026-11-26","vessel":"VESSEL_FEMORAL_VEIN",
+        "tumor":{"sizeCm":6,"grade":"GRADE_3","depth":"DEPTH_DEEP"},
+        "phase":"TREATMENT_PHASE_POST_RESECTION",
+        "resection":{"margin":"MARGIN_R0","surgeryDate":"2026-10-20"}"#;
+
+    // A name given twice is refused, never resolved silently to one of its values.
+    for twice in [
+        format!(r#"{case},"evaluationDate":"2026-11-27"}}"#),
+        case.replace(r#""sizeCm":6,"#, r#""sizeCm":6,"sizeCm":16,"#) + "}",
+    ] {
+        match parse_case(&twice, "input") {
+            Err(Failure::Usage(message)) => {
+                assert!(message.contains("is given twice"), "{message}")
+            }
+            other => panic!("accepted a name given twice: {other:?}"),
+        }
+    }
+    // The same name in two different objects is no repeat.
+    let nested = format!(r#"{{"name":"x","case":{case}}}}}"#);
+    assert!(parse_case(&nested, "input").is_ok());
+
+    // `null` is the field's default, for every kind of field.
+    let with_nulls = format!(
+        r#"{case},"caseId":null,"ivcSegment":null,"organsAtRisk":null,"priorRadiotherapy":null,"resectability":null}}"#
+    );
+    let parsed = parse_case(&with_nulls, "input").expect("nulls are defaults");
+    assert_eq!(
+        parsed,
+        parse_case(&format!("{case}}}"), "input").expect("plain")
+    );
+    assert!(parsed.case_id.is_empty() && parsed.organs_at_risk.is_empty());
+
+    // Whole numbers written with a fraction or an exponent, where an integer is expected.
+    for fractions in ["25", "25.0", "2.5e1", "\"25\""] {
+        let request = format!(
+            r#"{{"case":{case}}},"setting":"SETTING_POSTOPERATIVE",
+            "phases":[{{"kind":"PHASE_KIND_INITIAL","dosePerFractionGy":2.0,"fractions":{fractions}}}]}}"#
+        );
+        let parsed = parse_check_request(&request, "input")
+            .unwrap_or_else(|error| panic!("{fractions}: {error:?}"));
+        assert_eq!(parsed.phases[0].fractions, 25, "{fractions}");
+        assert_eq!(parsed.phases[0].dose_per_fraction_gy, 2.0);
+    }
+    // A fraction is still no integer.
+    let request = format!(
+        r#"{{"case":{case}}},"phases":[{{"kind":"PHASE_KIND_INITIAL","fractions":25.5}}]}}"#
+    );
+    assert!(matches!(
+        parse_check_request(&request, "input"),
+        Err(Failure::Usage(_))
+    ));
 }
