@@ -291,18 +291,18 @@ pub fn check<'p>(profile: &'p Profile, proposal: &Proposal) -> Report<'p> {
     let case = &proposal.case;
     let plan = recommend(profile, case);
     let params = profile.check_params();
-    // "Bounds inclusive, dose comparisons within 0.01 Gy": two doses at most 0.01 Gy apart, that
-    // edge included, count as the same dose — equal to a listed schedule, inside a bound they
-    // touch, reaching an organ limit they are that close below. Compared in whole micro-grays so
-    // that the binary form of the decimals cannot tip a verdict (in f64, 2.01 − 2.0 is 0.00999…
-    // but 1.8 − 1.79 is 0.01000…01, which would put 2.01 inside the 2.0 Gy bound and 1.79
-    // outside the 1.8 Gy one).
+    // "Dose comparisons within 0.01 Gy", in whole micro-grays so that the binary form of the
+    // decimals cannot tip a verdict (2.01 − 2.0 is 0.00999… Gy and 2.0 + 0.01 is 2.01, which made
+    // 2.01 Gy "equal" to a listed 2.0 Gy yet "above" a 2.0 Gy bound). A dose exactly the tolerance
+    // away from a schedule or a bound is neither equal to it nor inside it — the reading that
+    // passes less; for an organ limit, where passing means staying below, the reading that passes
+    // less counts a dose within the tolerance *or exactly at it* below the limit as reaching it.
     let micro_gy = |dose: f64| (dose * 1e6).round();
     let tolerance = micro_gy(params.dose_tolerance_gy);
     let gap = |a: f64, b: f64| micro_gy(a - b);
-    let equal = |a: f64, b: f64| gap(a, b).abs() <= tolerance;
-    let at_least = |value: f64, bound: f64| gap(value, bound) >= -tolerance;
-    let at_most = |value: f64, bound: f64| gap(value, bound) <= tolerance;
+    let equal = |a: f64, b: f64| gap(a, b).abs() < tolerance;
+    let at_least = |value: f64, bound: f64| gap(value, bound) > -tolerance;
+    let at_most = |value: f64, bound: f64| gap(value, bound) < tolerance;
     let reaches = |value: f64, limit: f64| gap(value, limit) >= -tolerance;
     let site = schedule_site(plan.site_group);
     let schedule = schedule_for(profile, case, proposal.setting);
