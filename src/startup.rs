@@ -217,16 +217,6 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
 /// Binds `settings.listen` (and the metrics port) and starts serving in the background.
 pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
     let listener = bind(settings.listen).await?;
-    start_on(listener, settings).await
-}
-
-/// Starts serving on `listener`, bound earlier from `settings.listen` (the server binary binds
-/// before it opens the audit store, so that a port already taken stops it before it touches the
-/// store), and binds the metrics and health ports.
-pub async fn start_on(
-    listener: TcpListener,
-    settings: Settings,
-) -> Result<RunningServer, StartError> {
     let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
         address: settings.listen,
         source,

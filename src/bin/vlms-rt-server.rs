@@ -176,16 +176,6 @@ async fn serve(config: ServerConfig) -> ExitCode {
         return verify(audit_db, audit_db_ca.as_deref());
     }
 
-    // The port first: a second server started by mistake on a taken port stops here, before it
-    // creates, migrates or opens the audit store another server may be writing.
-    let listener = match startup::bind(config.listen).await {
-        Ok(listener) => listener,
-        Err(error) => {
-            eprintln!("vlms-rt-server: {error}");
-            tracing::error!(%error, "refusing to start");
-            return ExitCode::from(1);
-        }
-    };
     let settings = match settings(&config) {
         Ok(settings) => settings,
         Err(error) => {
@@ -204,7 +194,7 @@ async fn serve(config: ServerConfig) -> ExitCode {
             "on"
         }
     });
-    let server = match startup::start_on(listener, settings).await {
+    let server = match startup::start(settings).await {
         Ok(server) => server,
         Err(error) => {
             eprintln!("vlms-rt-server: {error}");

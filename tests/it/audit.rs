@@ -1732,24 +1732,3 @@ async fn a_replica_stuck_holding_the_chain_lock_does_not_wedge_the_others() {
     assert_eq!(code, 0, "{output}");
     assert!(output.contains("intact: 2 records"), "{output}");
 }
-
-#[test]
-fn a_taken_port_stops_the_server_before_it_touches_the_audit_store() {
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
-    let address = taken.local_addr().expect("address").to_string();
-    let database =
-        std::env::temp_dir().join(format!("vlms-rt-taken-{}.sqlite3", uuid::Uuid::new_v4()));
-    let output = Command::new(env!("CARGO_BIN_EXE_vlms-rt-server"))
-        .args(["--listen", &address, "--audit-db"])
-        .arg(&database)
-        .output()
-        .expect("runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains(&address), "{stderr}");
-    assert!(
-        !database.exists(),
-        "the audit database was created by a server that could not bind"
-    );
-    drop(taken);
-}
