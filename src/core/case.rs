@@ -298,16 +298,8 @@ impl Case {
 
         let vessel = required_enum(&mut violations, || path("vessel"), raw.vessel);
 
-        // The conditional rules (required for the IVC, unset for other veins; required before
-        // resection, unset after) wait for a valid vessel or phase; a number the contract does not
-        // define is a violation whatever they hold, as for `tumor.depth`.
         let ivc_segment = match vessel {
-            None => {
-                if let RawEnum::Unknown(number) = raw.ivc_segment {
-                    violations.push(path("ivc_segment"), unknown_enum(number));
-                }
-                None
-            }
+            None => None,
             Some(Vessel::InferiorVenaCava) => match raw.ivc_segment {
                 RawEnum::Known(segment) => Some(segment),
                 RawEnum::Unset => {
@@ -363,12 +355,7 @@ impl Case {
                 }
                 None
             }
-            None => {
-                if let RawEnum::Unknown(number) = raw.resectability {
-                    violations.push(path("resectability"), unknown_enum(number));
-                }
-                None
-            }
+            None => None,
         };
 
         let resection = match (phase, &raw.resection) {

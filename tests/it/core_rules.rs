@@ -633,26 +633,7 @@ fn validation_reports_every_violation_in_field_order() {
                 raw.resection.as_mut().unwrap().margin = RawEnum::Unset;
                 raw
             },
-            // The resectability rules wait for a valid phase, but 8 is no resectability at all.
-            vec!["case.phase", "case.resectability"],
-        ),
-        (
-            {
-                let mut raw = post(Vessel::FemoralVein, Margin::R0);
-                raw.phase = RawEnum::Unset;
-                raw.resectability = known(Resectability::Marginal);
-                raw
-            },
             vec!["case.phase"],
-        ),
-        (
-            {
-                let mut raw = pre(Vessel::FemoralVein);
-                raw.vessel = RawEnum::Unknown(40);
-                raw.ivc_segment = RawEnum::Unknown(6);
-                raw
-            },
-            vec!["case.vessel", "case.ivc_segment"],
         ),
         (
             {
