@@ -291,15 +291,17 @@ pub fn check<'p>(profile: &'p Profile, proposal: &Proposal) -> Report<'p> {
     let case = &proposal.case;
     let plan = recommend(profile, case);
     let params = profile.check_params();
-    // "Dose comparisons within 0.01 Gy", in whole micro-grays so that the binary form of the
+    // "Dose comparisons within 0.01 Gy", in whole nano-grays so that the binary form of the
     // decimals cannot tip a verdict (2.01 − 2.0 is 0.00999… Gy and 2.0 + 0.01 is 2.01, which made
-    // 2.01 Gy "equal" to a listed 2.0 Gy yet "above" a 2.0 Gy bound). A dose exactly the tolerance
-    // away from a schedule or a bound is neither equal to it nor inside it — the reading that
-    // passes less; for an organ limit, where passing means staying below, the reading that passes
-    // less counts a dose within the tolerance *or exactly at it* below the limit as reaching it.
-    let micro_gy = |dose: f64| (dose * 1e6).round();
-    let tolerance = micro_gy(params.dose_tolerance_gy);
-    let gap = |a: f64, b: f64| micro_gy(a - b);
+    // 2.01 Gy "equal" to a listed 2.0 Gy yet "above" a 2.0 Gy bound), while a dose that is truly
+    // inside the tolerance stays inside (in micro-grays 2.0099999 Gy rounded to 2.01 and fell out).
+    // A dose exactly the tolerance away from a schedule or a bound is neither equal to it nor
+    // inside it — the reading that passes less; for an organ limit, where passing means staying
+    // below, the reading that passes less counts a dose within the tolerance *or exactly at it*
+    // below the limit as reaching it.
+    let nano_gy = |dose: f64| (dose * 1e9).round();
+    let tolerance = nano_gy(params.dose_tolerance_gy);
+    let gap = |a: f64, b: f64| nano_gy(a - b);
     let equal = |a: f64, b: f64| gap(a, b).abs() < tolerance;
     let at_least = |value: f64, bound: f64| gap(value, bound) > -tolerance;
     let at_most = |value: f64, bound: f64| gap(value, bound) < tolerance;

@@ -767,6 +767,19 @@ fn fraction_size_boundaries() {
     // Exactly the tolerance (0.01 Gy) from a bound or a listed schedule is outside it, the same
     // whatever the decimals come to in binary: 2.01 Gy is neither within the 2.0 Gy bound nor the
     // listed 2.0 Gy x 25, with 25 fractions or 24; 1.79 is below 1.8 likewise.
+    // Just inside the tolerance is inside: 2.0099999 Gy is 2.0 Gy, 1.7900001 Gy is 1.8 Gy.
+    for dose in [2.009_999_9, 1.790_000_1] {
+        let raw = proposal(
+            pre(Vessel::FemoralVein),
+            Setting::Preoperative,
+            &[(Initial, dose, 25)],
+        );
+        assert_eq!(
+            verdict_of(&raw, FindingCode::FractionSize),
+            vec![Verdict::Pass],
+            "{dose}"
+        );
+    }
     for (dose, fractions) in [(2.01, 25), (2.01, 24), (1.79, 25), (1.79, 28)] {
         let raw = proposal(
             pre(Vessel::FemoralVein),
@@ -953,15 +966,16 @@ fn total_dose_boost_start_date_and_organ_metrics() {
     ];
     verdicts(&raw, &limits);
     // A Gy limit is reached within the 0.01 Gy tolerance, the tolerance's edge included (the
-    // reading that passes less): 14.99 and 14.9900004 Gy reach the 15 Gy kidney limit, 14.989 does
-    // not; 49.99 and 49.995 reach the 50 Gy cord limit, 49.985 does not. Percent metrics compare
-    // exactly.
+    // reading that passes less): 14.99 and 14.9900004 Gy reach the 15 Gy kidney limit, 14.989 and
+    // 14.9899999 do not; 49.99 and 49.995 reach the 50 Gy cord limit, 49.985 does not. Percent
+    // metrics compare exactly.
     verdicts(
         &raw,
         &[
             ("Kidneys", "Mean[Gy]", 14.99, Verdict::Fail),
             ("Kidneys", "Mean[Gy]", 14.990_000_4, Verdict::Fail),
             ("Kidneys", "Mean[Gy]", 14.989, Verdict::Pass),
+            ("Kidneys", "Mean[Gy]", 14.989_999_9, Verdict::Pass),
             ("SpinalCord", "Max[Gy]", 49.99, Verdict::Fail),
             ("SpinalCord", "Max[Gy]", 49.995, Verdict::Fail),
             ("SpinalCord", "Max[Gy]", 49.985, Verdict::Pass),
