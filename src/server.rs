@@ -573,6 +573,20 @@ pub fn overloaded() -> Status {
     Status::resource_exhausted("the server is at its concurrency limit; retry with backoff")
 }
 
+/// The description of the entry that stands for the violations left out of a long list.
+fn omitted_note(count: usize) -> String {
+    format!("{count} more violations from here on are not listed")
+}
+
+/// How many violations an entry stands for when it is the [`omitted_note`] of a long list.
+pub fn omitted_violations(description: &str) -> Option<usize> {
+    let count = description.strip_suffix(" more violations from here on are not listed")?;
+    count
+        .parse()
+        .ok()
+        .filter(|count| omitted_note(*count) == description)
+}
+
 /// The one mapping of validation failures to a status: INVALID_ARGUMENT with a
 /// `google.rpc.BadRequest` holding every violation in field order. Past
 /// [`MAX_REPORTED_VIOLATIONS`] + 1 of them, the first [`MAX_REPORTED_VIOLATIONS`] are listed and
@@ -596,10 +610,7 @@ pub fn invalid_argument(violations: &Violations) -> Status {
     {
         field_violations.push(FieldViolation::new(
             next.field.clone(),
-            format!(
-                "{} more violations from here on are not listed",
-                violations.len() - MAX_REPORTED_VIOLATIONS
-            ),
+            omitted_note(violations.len() - listed),
         ));
     }
     let summary: Vec<String> = violations
@@ -1145,6 +1156,12 @@ mod tests {
         assert_eq!(
             last.description,
             "2 more violations from here on are not listed"
+        );
+        assert_eq!(omitted_violations(&last.description), Some(2));
+        assert_eq!(omitted_violations("is bad"), None);
+        assert_eq!(
+            omitted_violations("02 more violations from here on are not listed"),
+            None
         );
     }
 

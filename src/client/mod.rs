@@ -182,9 +182,14 @@ impl Failure {
                 message,
                 violations,
             } => {
+                // A long list ends with an entry counting the violations it leaves out.
+                let count = match violations.split_last() {
+                    Some(((_, last), listed)) => crate::server::omitted_violations(last)
+                        .map_or(violations.len(), |omitted| listed.len() + omitted),
+                    None => 1,
+                };
                 let mut out = format!(
-                    "vlms-rt: the server rejected the input (INVALID_ARGUMENT): {} problem(s)\n",
-                    violations.len().max(1)
+                    "vlms-rt: the server rejected the input (INVALID_ARGUMENT): {count} problem(s)\n"
                 );
                 if violations.is_empty() {
                     out.push_str(&format!("  {message}\n"));
@@ -425,11 +430,15 @@ pub fn parse_check_request(
     Ok(request)
 }
 
-/// Reads a JSON input the way the proto3 JSON mapping does where serde_json and pbjson differ
-/// from it: a name given twice in one object is refused (serde_json would keep the last one
-/// silently — a date or a dose changed without a word); a member whose value is `null` counts as
-/// absent (the field's default); a number with a zero fraction or an exponent (`25.0`, `2.5e1`)
-/// is accepted where an integer is expected.
+/// Reads a JSON input, stricter than serde_json and pbjson where their leniency could change a
+/// case without a word, and as lenient as the proto3 JSON mapping where nothing can be lost:
+/// - a name given twice in one object is refused (serde_json would keep the last one silently — a
+///   date or a dose changed without a word);
+/// - `null` is refused wherever it stands (the mapping reads it as the field's default, which for
+///   `metastaticDisease` or `priorRadiotherapy` is "no" and for `evaluationDate` today's date: an
+///   unknown answer must not become one);
+/// - a number with a zero fraction or an exponent (`25.0`, `2.5e1`) is accepted where an integer
+///   is expected.
 fn read_json(text: &str, where_: &str) -> Result<Value, Failure> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
     serde::Deserialize::deserialize(&mut deserializer)
@@ -437,18 +446,44 @@ fn read_json(text: &str, where_: &str) -> Result<Value, Failure> {
         .map_err(|error| Failure::Usage(format!("{where_}: not JSON: {error}")))?;
     let mut value: Value = serde_json::from_str(text)
         .map_err(|error| Failure::Usage(format!("{where_}: not JSON: {error}")))?;
-    proto3_json_forms(&mut value);
+    if let Some(path) = first_null(&value, String::new()) {
+        return Err(Failure::Usage(format!(
+            "{where_}: {path} is null: give it a value or leave it out (null is not read as a default)"
+        )));
+    }
+    whole_numbers_as_integers(&mut value);
     Ok(value)
 }
 
-/// Drops `null` members and writes whole-numbered floats as integers, throughout `value`.
-fn proto3_json_forms(value: &mut Value) {
+/// Where `value` holds its first `null`, as a path (`case.metastaticDisease`, `phases[1]`).
+fn first_null(value: &Value, path: String) -> Option<String> {
     match value {
-        Value::Object(members) => {
-            members.retain(|_, member| !member.is_null());
-            members.values_mut().for_each(proto3_json_forms);
-        }
-        Value::Array(items) => items.iter_mut().for_each(proto3_json_forms),
+        Value::Null => Some(if path.is_empty() {
+            "the input".into()
+        } else {
+            path
+        }),
+        Value::Object(members) => members.iter().find_map(|(name, member)| {
+            let inner = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}.{name}")
+            };
+            first_null(member, inner)
+        }),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(index, item)| first_null(item, format!("{path}[{index}]"))),
+        Value::Bool(_) | Value::Number(_) | Value::String(_) => None,
+    }
+}
+
+/// Writes whole-numbered floats as integers, throughout `value`.
+fn whole_numbers_as_integers(value: &mut Value) {
+    match value {
+        Value::Object(members) => members.values_mut().for_each(whole_numbers_as_integers),
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers_as_integers),
         Value::Number(number) => {
             if let Some(float) = number.as_f64().filter(|_| number.is_f64())
                 && float.fract() == 0.0
@@ -565,18 +600,21 @@ fn any_json(any: &pbjson_types::Any) -> Value {
         .flatten();
     let mut rendered = match decoded {
         Some(bad_request) => {
-            // The fields the service fills (`reason` and `localized_message` it leaves unset, and
-            // proto3 JSON leaves out what is unset).
+            // The string fields, each left out when empty as proto3 JSON does (the service sets
+            // `field` and `description` only; it never sends a `localized_message`).
             let violations: Vec<Value> = bad_request
                 .field_violations
                 .iter()
                 .map(|violation| {
-                    let mut fields = serde_json::Map::new();
-                    fields.insert("field".into(), violation.field.clone().into());
-                    fields.insert("description".into(), violation.description.clone().into());
-                    if !violation.reason.is_empty() {
-                        fields.insert("reason".into(), violation.reason.clone().into());
-                    }
+                    let fields: serde_json::Map<String, Value> = [
+                        ("field", &violation.field),
+                        ("description", &violation.description),
+                        ("reason", &violation.reason),
+                    ]
+                    .into_iter()
+                    .filter(|(_, text)| !text.is_empty())
+                    .map(|(name, text)| (name.to_string(), Value::from(text.as_str())))
+                    .collect();
                     Value::Object(fields)
                 })
                 .collect();

@@ -169,6 +169,32 @@ async fn bad_input_prints_each_violation_and_exits_3() {
         "{}",
         output.stderr
     );
+
+    // A list too long to show in full: the count covers the violations left out.
+    let organs = vec!["ORGAN_UNSPECIFIED"; 60];
+    let case = serde_json::json!({
+        "evaluationDate": "2026-11-26",
+        "vessel": "VESSEL_FEMORAL_VEIN",
+        "tumor": {"sizeCm": 6.0, "grade": "GRADE_3", "depth": "DEPTH_DEEP"},
+        "phase": "TREATMENT_PHASE_PRE_RESECTION",
+        "resectability": "RESECTABILITY_RESECTABLE",
+        "organsAtRisk": organs,
+    })
+    .to_string();
+    let output = client(&server.url, &["recommend", "-"], Some(&case)).await;
+    assert_eq!(output.code, 3, "{}", output.stderr);
+    assert!(
+        output.stderr.starts_with(
+            "vlms-rt: the server rejected the input (INVALID_ARGUMENT): 60 problem(s)\n"
+        ),
+        "{}",
+        output.stderr
+    );
+    assert!(
+        output
+            .stderr
+            .contains("  case.organs_at_risk[50]: 10 more violations")
+    );
     server.stop().await;
 }
 
@@ -377,7 +403,7 @@ async fn stdin_with_default_evaluation_date_stream_check_guideline_and_health() 
 }
 
 #[test]
-fn json_input_follows_the_proto3_mapping_where_serde_json_does_not() {
+fn json_input_refuses_repeated_names_and_nulls_and_takes_whole_numbers_as_integers() {
     use vlms_rt::client::{Failure, parse_case, parse_check_request};
     let case = r#"{"evaluationDate":"2026-11-26","vessel":"VESSEL_FEMORAL_VEIN",
         "tumor":{"sizeCm":6,"grade":"GRADE_3","depth":"DEPTH_DEEP"},
@@ -400,16 +426,28 @@ fn json_input_follows_the_proto3_mapping_where_serde_json_does_not() {
     let nested = format!(r#"{{"name":"x","case":{case}}}}}"#);
     assert!(parse_case(&nested, "input").is_ok());
 
-    // `null` is the field's default, for every kind of field.
-    let with_nulls = format!(
-        r#"{case},"caseId":null,"ivcSegment":null,"organsAtRisk":null,"priorRadiotherapy":null,"resectability":null}}"#
-    );
-    let parsed = parse_case(&with_nulls, "input").expect("nulls are defaults");
-    assert_eq!(
-        parsed,
-        parse_case(&format!("{case}}}"), "input").expect("plain")
-    );
-    assert!(parsed.case_id.is_empty() && parsed.organs_at_risk.is_empty());
+    // `null` is refused wherever it stands, naming where: read as a default it would turn an
+    // unknown answer into "no" (metastatic disease, prior RT) or into today's date.
+    for (member, path) in [
+        (r#""metastaticDisease":null"#, "metastaticDisease"),
+        (r#""priorRadiotherapy":null"#, "priorRadiotherapy"),
+        (r#""evaluationDate":null"#, "evaluationDate"),
+        (r#""ivcSegment":null"#, "ivcSegment"),
+        (r#""organsAtRisk":[null]"#, "organsAtRisk[0]"),
+        (r#""caseId":null"#, "caseId"),
+    ] {
+        let with_null = format!(
+            r#"{{"case":{},{member}}}}}"#,
+            case.replace(r#""evaluationDate":"2026-11-26","#, "",)
+        );
+        match parse_case(&with_null, "input") {
+            Err(Failure::Usage(message)) => assert!(
+                message.contains(&format!("case.{path} is null")),
+                "{member}: {message}"
+            ),
+            other => panic!("{member} accepted: {other:?}"),
+        }
+    }
 
     // Whole numbers written with a fraction or an exponent, where an integer is expected.
     for fractions in ["25", "25.0", "2.5e1", "\"25\""] {
