@@ -425,8 +425,13 @@ mod tests {
             ("limit = 45.0", "limit = nan", "limit"),
             (
                 "dose_tolerance_gy = 0.01",
-                "dose_tolerance_gy = 0.0000001",
-                "finer than the micro-gray",
+                "dose_tolerance_gy = 0.0000000001",
+                "not a whole number of the nano-grays",
+            ),
+            (
+                "dose_tolerance_gy = 0.01",
+                "dose_tolerance_gy = 0.0100000005",
+                "not a whole number of the nano-grays",
             ),
             (r#"metric = "Max[Gy]""#, r#"metric = "max dose""#, "TG-263"),
             (

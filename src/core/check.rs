@@ -286,6 +286,29 @@ impl Proposal {
     }
 }
 
+/// A dose in a finding's message: to the 0.1 µGy, trailing zeros dropped down to two decimals
+/// (2.00, 66.0099, 2.0099999), so that two doses judged differently never print alike — with two
+/// decimals 66.0099 Gy (a listed 66 Gy within the tolerance) and 66.01 Gy (past the 66 Gy maximum)
+/// both printed "66.01".
+fn dose_text(dose_gy: f64) -> String {
+    let mut text = format!("{dose_gy:.7}");
+    if let Some(point) = text.find('.') {
+        while text.len() > point + 3 && text.ends_with('0') {
+            text.pop();
+        }
+    }
+    text
+}
+
+/// An organ-at-risk metric's value as given, or in exponent form when it is too large to read.
+fn value_text(value: f64) -> String {
+    if value.abs() >= 1e9 {
+        format!("{value:e}")
+    } else {
+        value.to_string()
+    }
+}
+
 /// Checks a proposal against the guideline (clinical spec §12).
 pub fn check<'p>(profile: &'p Profile, proposal: &Proposal) -> Report<'p> {
     let case = &proposal.case;
@@ -358,7 +381,10 @@ pub fn check<'p>(profile: &'p Profile, proposal: &Proposal) -> Report<'p> {
     let (total_verdict, total_message) = match bound {
         _ if listed => (
             Verdict::Pass,
-            format!("Total {total_dose_gy:.2} Gy matches a guideline schedule."),
+            format!(
+                "Total {} Gy matches a guideline schedule.",
+                dose_text(total_dose_gy)
+            ),
         ),
         Some(bound)
             if at_least(total_dose_gy, bound.min_gy) && at_most(total_dose_gy, bound.max_gy) =>
@@ -366,21 +392,28 @@ pub fn check<'p>(profile: &'p Profile, proposal: &Proposal) -> Report<'p> {
             (
                 Verdict::Review,
                 format!(
-                    "Total {total_dose_gy:.2} Gy is not a guideline schedule but lies within {:.1}-{:.1} Gy.",
-                    bound.min_gy, bound.max_gy
+                    "Total {} Gy is not a guideline schedule but lies within {:.1}-{:.1} Gy.",
+                    dose_text(total_dose_gy),
+                    bound.min_gy,
+                    bound.max_gy
                 ),
             )
         }
         Some(bound) => (
             Verdict::Fail,
             format!(
-                "Total {total_dose_gy:.2} Gy lies outside {:.1}-{:.1} Gy.",
-                bound.min_gy, bound.max_gy
+                "Total {} Gy lies outside {:.1}-{:.1} Gy.",
+                dose_text(total_dose_gy),
+                bound.min_gy,
+                bound.max_gy
             ),
         ),
         None => (
             Verdict::Fail,
-            format!("Total {total_dose_gy:.2} Gy: no bounds for this setting."),
+            format!(
+                "Total {} Gy: no bounds for this setting.",
+                dose_text(total_dose_gy)
+            ),
         ),
     };
     add(FindingCode::TotalDose, total_verdict, total_message);
@@ -412,9 +445,10 @@ pub fn check<'p>(profile: &'p Profile, proposal: &Proposal) -> Report<'p> {
             FindingCode::FractionSize,
             verdict,
             format!(
-                "Phase {} ({}): {dose:.2} Gy per fraction × {}.",
+                "Phase {} ({}): {} Gy per fraction × {}.",
                 index + 1,
                 phase_kind_name(phase.kind),
+                dose_text(dose),
                 phase.fractions
             ),
         );
@@ -500,7 +534,10 @@ pub fn check<'p>(profile: &'p Profile, proposal: &Proposal) -> Report<'p> {
                         Verdict::Fail,
                         format!(
                             "{} {} = {} reaches the limit < {}.",
-                            metric.structure, metric.metric, metric.value, row.limit
+                            metric.structure,
+                            metric.metric,
+                            value_text(metric.value),
+                            row.limit
                         ),
                     )
                 } else {
@@ -508,7 +545,10 @@ pub fn check<'p>(profile: &'p Profile, proposal: &Proposal) -> Report<'p> {
                         Verdict::Pass,
                         format!(
                             "{} {} = {} is below the limit < {}.",
-                            metric.structure, metric.metric, metric.value, row.limit
+                            metric.structure,
+                            metric.metric,
+                            value_text(metric.value),
+                            row.limit
                         ),
                     )
                 }

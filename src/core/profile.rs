@@ -898,10 +898,14 @@ fn resolve_check(
     cite: &dyn Fn(&mut Problems, &str, &[String]) -> u64,
 ) -> CheckParams {
     problems.positive("check dose_tolerance_gy", spec.dose_tolerance_gy);
-    // Doses are compared in whole micro-grays (`check`): a finer tolerance would be lost.
-    if spec.dose_tolerance_gy > 0.0 && spec.dose_tolerance_gy < 1e-6 {
+    // Doses are compared in whole nano-grays (`check`): a tolerance that is not a whole number of
+    // them would be rounded without a word.
+    let nano_grays = spec.dose_tolerance_gy * 1e9;
+    if spec.dose_tolerance_gy > 0.0
+        && (nano_grays < 1.0 || (nano_grays - nano_grays.round()).abs() > 1e-6)
+    {
         problems.push(format!(
-            "check dose_tolerance_gy: {} is finer than the micro-gray doses are compared in",
+            "check dose_tolerance_gy: {} is not a whole number of the nano-grays doses are compared in",
             spec.dose_tolerance_gy
         ));
     }

@@ -1151,3 +1151,70 @@ fn proposal_validation_paths() {
     raw.case = None;
     assert_eq!(fields(&raw), vec!["case"]);
 }
+
+fn messages_of(raw: &RawProposal, code: FindingCode) -> Vec<(Verdict, String)> {
+    let profile = profile();
+    let proposal =
+        Proposal::validate(raw).unwrap_or_else(|violations| panic!("rejected: {violations}"));
+    core::check(&profile, &proposal)
+        .findings
+        .into_iter()
+        .filter(|finding| finding.code == code)
+        .map(|finding| (finding.verdict, finding.message))
+        .collect()
+}
+
+#[test]
+fn finding_messages_never_print_two_differently_judged_doses_alike() {
+    use PhaseKind::{Boost, Initial};
+    let r1 = || post(Vessel::FemoralVein, Margin::R1);
+    let total = |phases: &[(PhaseKind, f64, i64)]| {
+        messages_of(
+            &proposal(r1(), Setting::Postoperative, phases),
+            FindingCode::TotalDose,
+        )
+    };
+    // 66.0099 Gy is the listed 66 Gy within the tolerance; 66.01 Gy is past the 66 Gy maximum.
+    assert_eq!(
+        total(&[(Initial, 2.0003, 33)]),
+        vec![(
+            Verdict::Pass,
+            "Total 66.0099 Gy matches a guideline schedule.".to_string()
+        )]
+    );
+    assert_eq!(
+        total(&[(Initial, 2.0, 25), (Boost, 2.00125, 8)]),
+        vec![(
+            Verdict::Fail,
+            "Total 66.01 Gy lies outside 45.0-66.0 Gy.".to_string()
+        )]
+    );
+    let fraction = |dose: f64| {
+        messages_of(
+            &proposal(
+                pre(Vessel::FemoralVein),
+                Setting::Preoperative,
+                &[(Initial, dose, 25)],
+            ),
+            FindingCode::FractionSize,
+        )
+    };
+    assert_eq!(
+        fraction(2.009_999_9),
+        vec![(
+            Verdict::Pass,
+            "Phase 1 (INITIAL): 2.0099999 Gy per fraction × 25.".to_string()
+        )]
+    );
+    assert_eq!(
+        fraction(2.01),
+        vec![(
+            Verdict::Review,
+            "Phase 1 (INITIAL): 2.01 Gy per fraction × 25.".to_string()
+        )]
+    );
+    assert_eq!(
+        fraction(1.8)[0].1,
+        "Phase 1 (INITIAL): 1.80 Gy per fraction × 25."
+    );
+}
