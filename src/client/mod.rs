@@ -399,6 +399,7 @@ pub fn parse_case(text: &str, where_: &str) -> Result<pb::Case, Failure> {
         Some(case) => case.clone(),
         None => value,
     };
+    refuse_empty_evaluation_date(&inner, "", where_)?;
     let undefined = open_enums::CaseEnums::take(&mut inner);
     let mut case = serde_json::from_value(inner).map_err(|error| {
         Failure::Usage(format!(
@@ -420,6 +421,9 @@ pub fn parse_check_request(
         Some(request) => request.clone(),
         None => value,
     };
+    if let Some(case) = inner.get("case") {
+        refuse_empty_evaluation_date(case, "case.", where_)?;
+    }
     let undefined = open_enums::CheckEnums::take(&mut inner);
     let mut request = serde_json::from_value(inner).map_err(|error| {
         Failure::Usage(format!(
@@ -428,6 +432,21 @@ pub fn parse_check_request(
     })?;
     undefined.put_back(&mut request);
     Ok(request)
+}
+
+/// Refuses an `evaluationDate` written as `""`: proto3 JSON reads it as unset, and an unset date
+/// is filled from `--evaluation-date` or today — a date someone meant to fill in must not quietly
+/// become today's.
+fn refuse_empty_evaluation_date(case: &Value, prefix: &str, where_: &str) -> Result<(), Failure> {
+    for name in ["evaluationDate", "evaluation_date"] {
+        if case.get(name).is_some_and(|date| date.as_str() == Some("")) {
+            return Err(Failure::Usage(format!(
+                "{where_}: {prefix}{name} is empty: give the date, or leave it out to use \
+                 --evaluation-date or today"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Reads a JSON input, stricter than serde_json and pbjson where their leniency could change a

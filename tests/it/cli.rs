@@ -449,6 +449,25 @@ fn json_input_refuses_repeated_names_and_nulls_and_takes_whole_numbers_as_intege
         }
     }
 
+    // An evaluation date written empty is refused rather than filled with today's.
+    let empty_date = case.replace(r#""evaluationDate":"2026-11-26""#, r#""evaluationDate":"""#);
+    match parse_case(&format!("{empty_date}}}"), "input") {
+        Err(Failure::Usage(message)) => {
+            assert!(message.contains("evaluationDate is empty"), "{message}")
+        }
+        other => panic!("an empty date accepted: {other:?}"),
+    }
+    let request = format!(r#"{{"case":{empty_date}}},"setting":"SETTING_POSTOPERATIVE"}}"#);
+    match parse_check_request(&request, "input") {
+        Err(Failure::Usage(message)) => {
+            assert!(
+                message.contains("case.evaluationDate is empty"),
+                "{message}"
+            )
+        }
+        other => panic!("an empty date accepted: {other:?}"),
+    }
+
     // Whole numbers written with a fraction or an exponent, where an integer is expected.
     for fractions in ["25", "25.0", "2.5e1", "\"25\""] {
         let request = format!(
