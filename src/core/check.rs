@@ -286,12 +286,12 @@ impl Proposal {
     }
 }
 
-/// A dose in a finding's message: to the 0.1 µGy, trailing zeros dropped down to two decimals
-/// (2.00, 66.0099, 2.0099999), so that two doses judged differently never print alike — with two
-/// decimals 66.0099 Gy (a listed 66 Gy within the tolerance) and 66.01 Gy (past the 66 Gy maximum)
-/// both printed "66.01".
+/// A dose in a finding's message: to the nano-gray the comparisons are made in, trailing zeros
+/// dropped down to two decimals (2.00, 66.0099, 2.0099999), so that two doses judged differently
+/// never print alike — with two decimals 66.0099 Gy (a listed 66 Gy within the tolerance) and
+/// 66.01 Gy (past the 66 Gy maximum) both printed "66.01".
 fn dose_text(dose_gy: f64) -> String {
-    let mut text = format!("{dose_gy:.7}");
+    let mut text = format!("{dose_gy:.9}");
     if let Some(point) = text.find('.') {
         while text.len() > point + 3 && text.ends_with('0') {
             text.pop();
