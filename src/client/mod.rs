@@ -401,11 +401,7 @@ pub fn parse_case(text: &str, where_: &str) -> Result<pb::Case, Failure> {
     };
     refuse_empty_evaluation_date(&inner, "", where_)?;
     let undefined = open_enums::CaseEnums::take(&mut inner);
-    let mut case = serde_json::from_value(inner).map_err(|error| {
-        Failure::Usage(format!(
-            "{where_}: not proto3 JSON of a vlms.rt.v1.Case: {error}"
-        ))
-    })?;
+    let mut case: pb::Case = from_json(inner, "vlms.rt.v1.Case", where_)?;
     undefined.put_back(&mut case);
     Ok(case)
 }
@@ -425,13 +421,31 @@ pub fn parse_check_request(
         refuse_empty_evaluation_date(case, "case.", where_)?;
     }
     let undefined = open_enums::CheckEnums::take(&mut inner);
-    let mut request = serde_json::from_value(inner).map_err(|error| {
-        Failure::Usage(format!(
-            "{where_}: not proto3 JSON of a vlms.rt.v1.CheckPrescriptionRequest: {error}"
-        ))
-    })?;
+    let mut request: pb::CheckPrescriptionRequest =
+        from_json(inner, "vlms.rt.v1.CheckPrescriptionRequest", where_)?;
     undefined.put_back(&mut request);
     Ok(request)
+}
+
+/// `value` as the message `name`, or a failure naming the field that does not fit (serde's own
+/// errors from a JSON value name no place: "invalid type: string, expected a boolean").
+fn from_json<T: serde::de::DeserializeOwned>(
+    value: Value,
+    name: &str,
+    where_: &str,
+) -> Result<T, Failure> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        let at = if path == "." {
+            String::new()
+        } else {
+            format!(" at {path}")
+        };
+        Failure::Usage(format!(
+            "{where_}: not proto3 JSON of a {name}{at}: {}",
+            error.inner()
+        ))
+    })
 }
 
 /// Refuses an `evaluationDate` written as `""`: proto3 JSON reads it as unset, and an unset date

@@ -479,6 +479,24 @@ fn json_input_refuses_repeated_names_and_nulls_and_takes_whole_numbers_as_intege
         assert_eq!(parsed.phases[0].fractions, 25, "{fractions}");
         assert_eq!(parsed.phases[0].dose_per_fraction_gy, 2.0);
     }
+    // A value of the wrong kind is refused with the place it stands.
+    let request = format!(
+        r#"{{"case":{case}}},"phases":[{{"kind":"PHASE_KIND_INITIAL","fractions":99999999999}}]}}"#
+    );
+    match parse_check_request(&request, "input") {
+        Err(Failure::Usage(message)) => {
+            assert!(message.contains(" at phases[0].fractions: "), "{message}")
+        }
+        other => panic!("accepted: {other:?}"),
+    }
+    let wrong_kind = case.replace(r#""sizeCm":6"#, r#""sizeCm":"six""#) + "}";
+    match parse_case(&wrong_kind, "input") {
+        Err(Failure::Usage(message)) => {
+            assert!(message.contains(" at tumor.sizeCm: "), "{message}")
+        }
+        other => panic!("accepted: {other:?}"),
+    }
+
     // A fraction is still no integer.
     let request = format!(
         r#"{{"case":{case}}},"phases":[{{"kind":"PHASE_KIND_INITIAL","fractions":25.5}}]}}"#
