@@ -12,13 +12,17 @@
 //!
 //! A caller's own deadline (`grpc-timeout`) is still applied by tonic, which arms a timer only
 //! for calls that carry one.
+//!
+//! [`IdleTimeout`] bounds the wait for each item of a client stream (`RecommendStream`) the same
+//! way: its timer runs only while the stream is waiting for the client.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
+use tokio_stream::Stream;
 
 /// Wraps services in [`CallTimeout`].
 #[derive(Debug, Clone, Copy)]
@@ -108,6 +112,67 @@ where
     }
 }
 
+/// A stream item that did not come in time ([`IdleTimeout`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Idle;
+
+pin_project_lite::pin_project! {
+    /// A stream whose next item must come within `idle` of the moment the stream is found waiting
+    /// for it. Unlike `tokio_stream`'s `timeout`, which restarts its timer at every item (a clock
+    /// read and a timer-wheel update each: ~1.5% of the server's CPU on a long `RecommendStream`,
+    /// perf), the timer is armed only when the inner stream is pending, so the items of a request
+    /// already received in full pass without touching it. The wait is counted from when the
+    /// server is ready for the next item rather than from the previous item's arrival: a client
+    /// reading its answers slowly does not use up the time it has to send.
+    pub struct IdleTimeout<S> {
+        #[pin]
+        inner: S,
+        idle: Duration,
+        #[pin]
+        timer: Option<Sleep>,
+        armed: bool,
+    }
+}
+
+impl<S> IdleTimeout<S> {
+    /// `inner`, its items each allowed `idle`.
+    pub fn new(inner: S, idle: Duration) -> IdleTimeout<S> {
+        IdleTimeout {
+            inner,
+            idle,
+            timer: None,
+            armed: false,
+        }
+    }
+}
+
+impl<S: Stream> Stream for IdleTimeout<S> {
+    type Item = Result<S::Item, Idle>;
+
+    fn poll_next(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut this = self.project();
+        if let Poll::Ready(item) = this.inner.poll_next(context) {
+            *this.armed = false;
+            return Poll::Ready(item.map(Ok));
+        }
+        if !*this.armed {
+            let deadline = Instant::now() + *this.idle;
+            match this.timer.as_mut().as_pin_mut() {
+                Some(timer) => timer.reset(deadline),
+                None => this.timer.set(Some(tokio::time::sleep_until(deadline))),
+            }
+            *this.armed = true;
+        }
+        match this.timer.as_pin_mut().map(|timer| timer.poll(context)) {
+            Some(Poll::Ready(())) => {
+                *this.armed = false;
+                Poll::Ready(Some(Err(Idle)))
+            }
+            _ => Poll::Pending,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,5 +237,53 @@ mod tests {
         assert!(matches!(answer, Poll::Ready(Ok(7))));
         assert!(call.timer.is_none(), "a timer was made");
         assert_eq!(polls.load(Ordering::Relaxed), 1);
+    }
+
+    /// A stream giving `items` after each's delay.
+    fn delayed(items: Vec<(u64, u32)>) -> impl Stream<Item = u32> {
+        futures_util::stream::unfold(items.into_iter(), |mut items| async move {
+            let (delay, item) = items.next()?;
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_secs(delay)).await;
+            }
+            Some((item, items))
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn items_within_the_idle_time_pass_and_a_longer_wait_ends_in_idle() {
+        use tokio_stream::StreamExt;
+        let started = Instant::now();
+        let stream = IdleTimeout::new(
+            delayed(vec![(0, 1), (4, 2), (4, 3), (5, 4), (6, 5)]),
+            Duration::from_secs(5),
+        );
+        let mut stream = std::pin::pin!(stream);
+        // 4 s and 4 s again: the timer restarts with every wait, not from the stream's start.
+        assert_eq!(stream.next().await, Some(Ok(1)));
+        assert_eq!(stream.next().await, Some(Ok(2)));
+        assert_eq!(stream.next().await, Some(Ok(3)));
+        // Exactly the idle time: the item comes as the timer runs out (the inner stream is
+        // polled first).
+        assert_eq!(stream.next().await, Some(Ok(4)));
+        assert_eq!(started.elapsed(), Duration::from_secs(13));
+        // 6 s: idle after 5.
+        assert_eq!(stream.next().await, Some(Err(Idle)));
+        assert_eq!(started.elapsed(), Duration::from_secs(18));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn items_ready_at_once_make_no_timer_and_the_end_passes_through() {
+        use tokio_stream::StreamExt;
+        let mut stream = std::pin::pin!(IdleTimeout::new(
+            tokio_stream::iter([1, 2, 3]),
+            Duration::from_secs(5)
+        ));
+        for expected in [1, 2, 3] {
+            assert_eq!(stream.next().await, Some(Ok(expected)));
+            assert!(stream.timer.is_none(), "a timer was made");
+        }
+        assert_eq!(stream.next().await, None);
+        assert!(stream.timer.is_none(), "a timer was made");
     }
 }

@@ -852,7 +852,10 @@ impl RecommendationService for Service {
         // stream idle for longer than the call timeout, one item too many, or an audit store that
         // cannot record ends the stream with that status at that item (items after it that were
         // already recorded are not sent: recorded and unsent is the safe side).
-        let inbound = Box::pin(request.into_inner().timeout(idle_timeout));
+        let inbound = Box::pin(crate::deadline::IdleTimeout::new(
+            request.into_inner(),
+            idle_timeout,
+        ));
         let answer = move |item: Result<Result<pb::RecommendRequest, Status>, _>| {
             let item = item
                 .map_err(|_| {
