@@ -156,7 +156,12 @@ impl<S: Stream> Stream for IdleTimeout<S> {
             return Poll::Ready(item.map(Ok));
         }
         if !*this.armed {
-            let deadline = Instant::now() + *this.idle;
+            // A wait too long to add to the clock is as good as none (as `tokio::time::sleep`
+            // treats it), rather than a panic.
+            let now = Instant::now();
+            let deadline = now
+                .checked_add(*this.idle)
+                .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400));
             match this.timer.as_mut().as_pin_mut() {
                 Some(timer) => timer.reset(deadline),
                 None => this.timer.set(Some(tokio::time::sleep_until(deadline))),
@@ -285,5 +290,17 @@ mod tests {
         }
         assert_eq!(stream.next().await, None);
         assert!(stream.timer.is_none(), "a timer was made");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_time_too_long_for_the_clock_waits_instead_of_panicking() {
+        let mut stream = std::pin::pin!(IdleTimeout::new(
+            futures_util::stream::pending::<u32>(),
+            Duration::MAX
+        ));
+        let waker = std::task::Waker::noop();
+        let polled = stream.as_mut().poll_next(&mut Context::from_waker(waker));
+        assert!(polled.is_pending());
+        assert!(stream.timer.is_some() && stream.armed);
     }
 }
