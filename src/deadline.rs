@@ -122,8 +122,10 @@ pin_project_lite::pin_project! {
     /// read and a timer-wheel update each: ~1.5% of the server's CPU on a long `RecommendStream`,
     /// perf), the timer is armed only when the inner stream is pending, so the items of a request
     /// already received in full pass without touching it. The wait is counted from when the
-    /// server is ready for the next item rather than from the previous item's arrival: a client
-    /// reading its answers slowly does not use up the time it has to send.
+    /// server is ready for the next item (without the audit trail, once the previous answer is
+    /// made; with it, once its pipeline has room) rather than from the previous item's arrival: a
+    /// client reading its answers slowly does not use up the time it has to send. After `Idle`,
+    /// a further poll waits the whole time again.
     pub struct IdleTimeout<S> {
         #[pin]
         inner: S,
@@ -275,6 +277,23 @@ mod tests {
         // 6 s: idle after 5.
         assert_eq!(stream.next().await, Some(Err(Idle)));
         assert_eq!(started.elapsed(), Duration::from_secs(18));
+        // Polled again, it waits afresh: the item due at 19 s passes.
+        assert_eq!(stream.next().await, Some(Ok(5)));
+        assert_eq!(started.elapsed(), Duration::from_secs(19));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_an_idle_error_the_next_wait_gets_the_whole_idle_time_again() {
+        use tokio_stream::StreamExt;
+        let started = Instant::now();
+        let mut stream = std::pin::pin!(IdleTimeout::new(
+            futures_util::stream::pending::<u32>(),
+            Duration::from_secs(5)
+        ));
+        assert_eq!(stream.next().await, Some(Err(Idle)));
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        assert_eq!(stream.next().await, Some(Err(Idle)));
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
     }
 
     #[tokio::test(start_paused = true)]
