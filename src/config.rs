@@ -64,7 +64,8 @@ pub struct ServerConfig {
     #[arg(long, env = "VLMS_RT_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub keepalive_interval: Duration,
 
-    /// How long in-flight calls may run after SIGTERM or SIGINT.
+    /// How long in-flight calls may run after SIGTERM or SIGINT, or after their connection
+    /// reached --max-connection-age.
     #[arg(long, env = "VLMS_RT_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 

@@ -47,7 +47,8 @@ pub struct Limits {
     pub keepalive_timeout: Duration,
     /// Connections are closed gracefully after this age so clients rebalance across replicas.
     pub max_connection_age: Duration,
-    /// How long in-flight calls may run after a shutdown signal.
+    /// How long in-flight calls may run after a shutdown signal, or after their connection
+    /// reached `max_connection_age` (the connection is then closed).
     pub shutdown_grace: Duration,
 }
 
@@ -293,7 +294,12 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         .max_concurrent_streams(limits.max_concurrent_streams_per_connection)
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
-        .max_connection_age(limits.max_connection_age);
+        .max_connection_age(limits.max_connection_age)
+        // A connection past its age gets the shutdown grace to finish its calls, then is closed.
+        // Without it a stream whose client stopped reading its answers (HTTP/2 flow control then
+        // stops the server reading the client's items too, so no idle timer runs) held its
+        // connection and its admission for as long as the client kept the connection open.
+        .max_connection_age_grace(limits.shutdown_grace);
     if let Some(tls) = &settings.tls {
         let mut config =
             ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));

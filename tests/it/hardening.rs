@@ -611,6 +611,47 @@ async fn stream_limits_idle_streams_and_load_shedding() {
 }
 
 #[tokio::test]
+async fn a_stream_whose_client_stopped_reading_is_cut_off_after_its_connection_age() {
+    let mut limited = settings();
+    limited.limits = Limits {
+        max_concurrent_calls: 1,
+        max_connection_age: Duration::from_secs(1),
+        shutdown_grace: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let server = TestServer::start_with(limited).await;
+    // A long stream whose answers are never read: once HTTP/2 flow control stops the server
+    // sending, it stops reading the items too, and the call just waits, holding the only
+    // admission.
+    let mut stalled = server.client().await;
+    let unread = stalled
+        .recommend_stream(tokio_stream::iter(vec![request(); 5_000]))
+        .await
+        .expect("stream")
+        .into_inner();
+    // Each probe on a fresh connection, so that its own connection never reaches the age.
+    let shed = server
+        .client()
+        .await
+        .recommend(request())
+        .await
+        .expect_err("shed while the stream holds the admission");
+    assert_eq!(shed.code(), Code::ResourceExhausted);
+    // Its connection reaches its age after 1 s and is closed 1 s later: the admission returns.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while let Err(status) = server.client().await.recommend(request()).await {
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stalled stream kept its admission"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(unread);
+    server.stop_allowing_cut().await;
+}
+
+#[tokio::test]
 async fn overload_sheds_fast_keeps_memory_bounded_and_recovers() {
     let server = ServerProcess::start(&["--max-concurrent-calls", "2"]);
     let expected = vignettes()
