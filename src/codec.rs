@@ -425,6 +425,97 @@ mod tests {
         );
     }
 
+    /// A message that notes, as it is written, how much the send buffer held before it and how
+    /// much room was left for it.
+    #[derive(Debug, Default)]
+    struct Probe {
+        len: usize,
+        seen: Arc<std::sync::Mutex<Vec<(usize, usize, usize)>>>,
+    }
+
+    impl Message for Probe {
+        fn encode_raw(&self, buf: &mut impl BufMut) {
+            let room = buf.chunk_mut().len();
+            self.seen
+                .lock()
+                .expect("lock")
+                .push((gathered(buf), room, self.len));
+            prost::encoding::bytes::encode(1, &vec![7_u8; self.len], buf);
+        }
+
+        fn merge_field(
+            &mut self,
+            tag: u32,
+            wire_type: prost::encoding::WireType,
+            buf: &mut impl Buf,
+            ctx: prost::encoding::DecodeContext,
+        ) -> Result<(), prost::DecodeError> {
+            prost::encoding::skip_field(wire_type, tag, buf, ctx)
+        }
+
+        fn encoded_len(&self) -> usize {
+            prost::encoding::bytes::encoded_len(1, &vec![0_u8; self.len])
+        }
+
+        fn clear(&mut self) {}
+    }
+
+    /// `SizedEncoder::encode` itself, through tonic's `EncodeBody`: every message that starts a
+    /// batch finds room for itself and the whole batch behind it; with no batch room, only for
+    /// itself.
+    #[tokio::test]
+    async fn the_encoder_reserves_the_batch_room_at_each_batch_start() {
+        use tonic::codec::{EncodeBody, SingleMessageCompressionOverride};
+        use tonic::codegen::Body as _;
+
+        async fn send(batch_room: usize) -> Vec<(usize, usize, usize)> {
+            let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let messages: Vec<Result<Probe, Status>> = (0..300_usize)
+                .map(|index| {
+                    Ok(Probe {
+                        len: 2_000 + index * 7_919 % 16_000,
+                        seen: Arc::clone(&seen),
+                    })
+                })
+                .collect();
+            let encoder = SizedEncoder::<Probe> {
+                buffer_settings: BufferSettings::new(STREAM_SEND_BUFFER.0, STREAM_SEND_BUFFER.1),
+                batch_room,
+                _type: PhantomData,
+            };
+            let mut body = std::pin::pin!(EncodeBody::new_server(
+                encoder,
+                tokio_stream::iter(messages),
+                None,
+                SingleMessageCompressionOverride::default(),
+                None,
+            ));
+            while let Some(frame) =
+                std::future::poll_fn(|context| body.as_mut().poll_frame(context)).await
+            {
+                frame.expect("a frame");
+            }
+            seen.lock().expect("lock").clone()
+        }
+
+        let seen = send(STREAM_BATCH_ROOM).await;
+        assert_eq!(seen.len(), 300);
+        let starts: Vec<_> = seen
+            .iter()
+            .filter(|(held, _, _)| *held == GRPC_HEADER)
+            .collect();
+        assert!(starts.len() > 50, "{}", starts.len());
+        for (_, room, len) in &starts {
+            assert!(*room >= len + STREAM_BATCH_ROOM, "{room} for {len}");
+        }
+        // Without it some batch starts find room for little more than themselves.
+        let seen = send(0).await;
+        assert!(
+            seen.iter()
+                .any(|(held, room, len)| *held == GRPC_HEADER && *room < len + STREAM_BATCH_ROOM)
+        );
+    }
+
     /// Through tonic's own send path (`EncodeBody`, as the server uses it) with the encoder the
     /// codec gives `RecommendStream`: the bytes are prost's framing of each answer, in order.
     #[tokio::test]
