@@ -138,7 +138,7 @@ fn phase_kind_in(value: pb::PhaseKind) -> Option<PhaseKind> {
 }
 
 /// A proto case as raw core values (no validation here: the core does it).
-pub fn raw_case(case: &pb::Case) -> RawCase {
+pub fn raw_case(case: &pb::Case) -> RawCase<'_> {
     let pb::Case {
         case_id,
         evaluation_date,
@@ -155,8 +155,8 @@ pub fn raw_case(case: &pb::Case) -> RawCase {
         metastatic_disease,
     } = case;
     RawCase {
-        case_id: case_id.clone(),
-        evaluation_date: evaluation_date.clone(),
+        case_id,
+        evaluation_date,
         vessel: raw_enum(*vessel_value, vessel),
         ivc_segment: raw_enum(*ivc_segment_value, ivc_segment),
         tumor: tumor.as_ref().map(|tumor| {
@@ -188,7 +188,7 @@ pub fn raw_case(case: &pb::Case) -> RawCase {
             RawResection {
                 margin: raw_enum(*margin_value, margin),
                 close_margin: *close_margin,
-                surgery_date: surgery_date.clone(),
+                surgery_date,
                 compartmental_contained: *compartmental_contained,
                 re_excision_feasible: *re_excision_feasible,
                 hematoma_present: *hematoma_present,
@@ -207,7 +207,9 @@ pub fn raw_case(case: &pb::Case) -> RawCase {
 }
 
 /// Validates the case of a `RecommendRequest` (paths `case.…`).
-pub fn case_from_request(request: &pb::RecommendRequest) -> Result<core::Case, core::Violations> {
+pub fn case_from_request(
+    request: &pb::RecommendRequest,
+) -> Result<core::Case<'_>, core::Violations> {
     let pb::RecommendRequest { case } = request;
     match case {
         Some(case) => core::Case::validate(&raw_case(case), "case"),
@@ -220,7 +222,7 @@ pub fn case_from_request(request: &pb::RecommendRequest) -> Result<core::Case, c
 }
 
 /// A proto check request as raw core values.
-pub fn raw_proposal(request: &pb::CheckPrescriptionRequest) -> RawProposal {
+pub fn raw_proposal(request: &pb::CheckPrescriptionRequest) -> RawProposal<'_> {
     let pb::CheckPrescriptionRequest {
         case,
         setting,
@@ -354,7 +356,7 @@ pub fn plan_out(plan: &core::Plan<'_>, recommendation_id: String) -> pb::Plan {
     pb::Plan {
         recommendation_id,
         guideline: Some(guideline_ref(plan)),
-        case_id: plan.case_id.clone(),
+        case_id: plan.case_id.to_string(),
         evaluation_date: plan.evaluation_date.to_string(),
         indication: indication_out(plan.indication).into(),
         setting: setting_out(plan.setting).into(),

@@ -162,19 +162,21 @@ impl Service {
         let plan = core::recommend(&self.profile, &case);
         let recommendation_id = new_recommendation_id();
         let encoded = crate::wire::encode_plan_with(&self.parts, &plan, &recommendation_id);
+        let indication = plan.indication;
+        drop(plan);
         // Counted when made, before the audit write: a plan withheld because the store failed is
         // counted too (the calls metric tells those apart by their UNAVAILABLE code).
         self.options
             .metrics
-            .plan(convert::indication_out(plan.indication).into());
+            .plan(convert::indication_out(indication).into());
         Ok(EncodedPlan {
             recommendation_id,
-            case_id: plan.case_id,
             plan: encoded,
         })
     }
 
-    /// Records an encoded plan before it leaves; fails closed like `record`.
+    /// Records an encoded plan before it leaves; fails closed like `record`. The case id is the
+    /// request's (the plan's is the same text).
     async fn record_encoded_plan(
         &self,
         request: &pb::RecommendRequest,
@@ -185,11 +187,15 @@ impl Service {
         if self.options.audit.is_none() {
             return Ok(());
         }
+        let case_id = request
+            .case
+            .as_ref()
+            .map_or("", |case| case.case_id.as_str());
         self.record_bytes(
             &encoded.recommendation_id,
             Kind::Recommend,
             caller,
-            &encoded.case_id,
+            case_id,
             None,
             request.encode_to_vec(),
             &encoded.plan,
@@ -543,7 +549,7 @@ fn caller_of<T>(request: &Request<T>) -> std::borrow::Cow<'static, str> {
 
 /// A fresh unique id for a plan or a check: a ULID (time-ordered, so the audit store's id index
 /// grows at its end).
-pub fn new_recommendation_id() -> String {
+pub fn new_recommendation_id() -> crate::ulid::Ulid {
     crate::ulid::new()
 }
 
@@ -788,10 +794,9 @@ pub fn audit_queue_limit(max_concurrent_calls: usize) -> usize {
         .min(1 << 18)
 }
 
-/// A plan encoded for `Recommend`, with what the log, metrics and audit need of it.
+/// A plan encoded for `Recommend`, with its id for the audit trail.
 struct EncodedPlan {
-    recommendation_id: String,
-    case_id: String,
+    recommendation_id: crate::ulid::Ulid,
     plan: Vec<u8>,
 }
 
@@ -886,17 +891,12 @@ impl RecommendationService for Service {
             let service = Arc::clone(&service);
             let caller = Arc::clone(&item_caller);
             async move {
-                let item = item?;
+                let mut item = item?;
                 if too_many {
                     return Err(Status::resource_exhausted(format!(
                         "a stream may carry at most {max_items} items"
                     )));
                 }
-                let case_id = item
-                    .case
-                    .as_ref()
-                    .map(|case| case.case_id.clone())
-                    .unwrap_or_default();
                 let result = match service.recommend_encoded(&item) {
                     Ok(encoded) => {
                         service
@@ -908,6 +908,12 @@ impl RecommendationService for Service {
                         EncodedStreamResult::Error(in_band_status(&invalid_argument(&violations)))
                     }
                 };
+                // The item is done with: its case_id moves into the answer.
+                let case_id = item
+                    .case
+                    .as_mut()
+                    .map(|case| std::mem::take(&mut case.case_id))
+                    .unwrap_or_default();
                 Ok(EncodedStreamResponse { case_id, result })
             }
         };
@@ -948,8 +954,11 @@ impl RecommendationService for Service {
                 // The plan inside the answer carries the check's own id: every id the service
                 // hands out names a stored record (this check's, which holds the plan).
                 let recommendation_id = new_recommendation_id();
-                let response =
-                    convert::report_out(&report, recommendation_id.clone(), recommendation_id);
+                let response = convert::report_out(
+                    &report,
+                    recommendation_id.to_string(),
+                    recommendation_id.to_string(),
+                );
                 self.record(
                     &response.recommendation_id,
                     Kind::Check,

@@ -5,9 +5,46 @@
 /// Crockford's base32 alphabet (no I, L, O, U).
 const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
+/// A ULID's 26 characters, held inline: making one allocates nothing.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ulid([u8; 26]);
+
+impl Ulid {
+    /// The ULID as text.
+    pub fn as_str(&self) -> &str {
+        // Every byte is from ALPHABET (see `encode`), hence ASCII: the check cannot fail.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for Ulid {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for Ulid {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for Ulid {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), formatter)
+    }
+}
+
+impl PartialEq<&str> for Ulid {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// The 128-bit value of a ULID made at `millis` with the given random bits (only the low 80 are
 /// used), as its 26-character text.
-pub fn encode(millis: u64, random: u128) -> String {
+pub fn encode(millis: u64, random: u128) -> Ulid {
     let value = (u128::from(millis & 0xFFFF_FFFF_FFFF) << 80) | (random & ((1_u128 << 80) - 1));
     let mut text = [0_u8; 26];
     let mut rest = value;
@@ -15,12 +52,11 @@ pub fn encode(millis: u64, random: u128) -> String {
         *slot = ALPHABET[(rest & 31) as usize];
         rest >>= 5;
     }
-    // Every byte is from ALPHABET, hence ASCII: the check cannot fail.
-    String::from(std::str::from_utf8(&text).unwrap_or_default())
+    Ulid(text)
 }
 
 /// A fresh ULID for now.
-pub fn new() -> String {
+pub fn new() -> Ulid {
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| {
@@ -63,5 +99,10 @@ mod tests {
         assert!(!is_ulid("01arz3ndektsv4rrffq69g5fav"));
         assert!(!is_ulid("01ARZ3NDEKTSV4RRFFQ69G5FAU"));
         assert!(!is_ulid("0000000000000000000000000"));
+        // The text forms agree.
+        let id = encode(1_700_000_000_000, 12_345);
+        assert_eq!(id.to_string(), id.as_str());
+        assert_eq!(format!("{id:?}"), format!("{:?}", id.as_str()));
+        assert_eq!(id.len(), 26);
     }
 }

@@ -249,7 +249,7 @@ impl Body for PlanBody<'_, '_> {
         let parts = self.parts;
         sink.string(1, self.recommendation_id);
         sink.message(2, &GuidelineBody(plan));
-        sink.string(3, &plan.case_id);
+        sink.string(3, plan.case_id);
         sink.string(4, self.evaluation_date.as_str());
         sink.int32(5, convert::indication_out(plan.indication).into());
         sink.int32(6, convert::setting_out(plan.setting).into());

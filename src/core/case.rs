@@ -2,6 +2,8 @@
 //! raw values into them (clinical spec §1). Validation reports every violation with the request's
 //! field path, in field order, and never panics.
 
+use smallvec::SmallVec;
+
 use super::date::Date;
 use super::violation::{Violation, Violations};
 
@@ -156,10 +158,10 @@ pub struct RawTumor {
 
 /// Raw resection values.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RawResection {
+pub struct RawResection<'a> {
     pub margin: RawEnum<Margin>,
     pub close_margin: bool,
-    pub surgery_date: String,
+    pub surgery_date: &'a str,
     pub compartmental_contained: bool,
     pub re_excision_feasible: bool,
     pub hematoma_present: bool,
@@ -167,25 +169,27 @@ pub struct RawResection {
     pub periaortic_dissection: bool,
 }
 
-/// A case as raw values, exactly as a caller may send it (any value at all).
+/// A case as raw values, exactly as a caller may send it (any value at all). Its texts borrow from
+/// the request (`'a`), so reading a case copies none of them.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RawCase {
-    pub case_id: String,
-    pub evaluation_date: String,
+pub struct RawCase<'a> {
+    pub case_id: &'a str,
+    pub evaluation_date: &'a str,
     pub vessel: RawEnum<Vessel>,
     pub ivc_segment: RawEnum<IvcSegment>,
     pub tumor: Option<RawTumor>,
     pub phase: RawEnum<TreatmentPhase>,
     pub resectability: RawEnum<Resectability>,
     pub surgery_mutilating: bool,
-    pub resection: Option<RawResection>,
-    pub organs_at_risk: Vec<RawEnum<Organ>>,
+    pub resection: Option<RawResection<'a>>,
+    /// Inline up to eight entries (seven organs exist); more only in a request that repeats them.
+    pub organs_at_risk: SmallVec<[RawEnum<Organ>; 8]>,
     pub solitary_functioning_kidney: bool,
     pub prior_radiotherapy: bool,
     pub metastatic_disease: bool,
 }
 
-impl RawCase {
+impl RawCase<'_> {
     /// The surgery date when that field itself is valid — the case is after resection, its
     /// resection is present and the date passes the surgery-date rules — whatever the rest of the
     /// case holds: a rule that depends only on the surgery date (the prescription check's
@@ -194,8 +198,8 @@ impl RawCase {
         if !matches!(self.phase, RawEnum::Known(TreatmentPhase::PostResection)) {
             return None;
         }
-        let evaluation_date = Date::parse(&self.evaluation_date).ok();
-        surgery_date(&self.resection.as_ref()?.surgery_date, evaluation_date).ok()
+        let evaluation_date = Date::parse(self.evaluation_date).ok();
+        surgery_date(self.resection.as_ref()?.surgery_date, evaluation_date).ok()
     }
 }
 
@@ -233,16 +237,16 @@ pub enum Stage {
 }
 
 /// A validated case: every value inside the ranges of clinical spec §1. The only way to get one is
-/// [`Case::validate`].
+/// [`Case::validate`]. Its caller reference borrows from the raw case's (`'a`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Case {
-    case_id: String,
+pub struct Case<'a> {
+    case_id: &'a str,
     evaluation_date: Date,
     vessel: Vessel,
     ivc_segment: Option<IvcSegment>,
     tumor: Tumor,
     stage: Stage,
-    organs_at_risk: Vec<Organ>,
+    organs_at_risk: SmallVec<[Organ; 8]>,
     solitary_functioning_kidney: bool,
     prior_radiotherapy: bool,
     metastatic_disease: bool,
@@ -268,10 +272,10 @@ impl Tumor {
     }
 }
 
-impl Case {
+impl<'a> Case<'a> {
     /// Validates raw values. `prefix` is the path of the case in the request (`case`); every
     /// violation is reported, in field order.
-    pub fn validate(raw: &RawCase, prefix: &str) -> Result<Case, Violations> {
+    pub fn validate(raw: &RawCase<'a>, prefix: &str) -> Result<Case<'a>, Violations> {
         let mut violations = Violations::default();
         let path = |field: &str| format!("{prefix}.{field}");
 
@@ -288,7 +292,7 @@ impl Case {
             );
         }
 
-        let evaluation_date = match Date::parse(&raw.evaluation_date) {
+        let evaluation_date = match Date::parse(raw.evaluation_date) {
             Ok(date) => Some(date),
             Err(error) => {
                 violations.push(path("evaluation_date"), error.describe());
@@ -373,7 +377,7 @@ impl Case {
             (Some(TreatmentPhase::PreResection), None) | (None, _) => None,
         };
 
-        let mut organs_at_risk = Vec::with_capacity(raw.organs_at_risk.len());
+        let mut organs_at_risk = SmallVec::new();
         for (index, organ) in raw.organs_at_risk.iter().enumerate() {
             match *organ {
                 RawEnum::Known(organ) => {
@@ -410,7 +414,7 @@ impl Case {
                 if violations.is_empty() =>
             {
                 Ok(Case {
-                    case_id: raw.case_id.clone(),
+                    case_id: raw.case_id,
                     evaluation_date,
                     vessel,
                     ivc_segment,
@@ -434,8 +438,8 @@ impl Case {
     }
 
     /// The caller's reference.
-    pub fn case_id(&self) -> &str {
-        &self.case_id
+    pub fn case_id(&self) -> &'a str {
+        self.case_id
     }
     /// The "as of" date.
     pub fn evaluation_date(&self) -> Date {
@@ -565,7 +569,7 @@ fn surgery_date(text: &str, evaluation_date: Option<Date>) -> Result<Date, &'sta
 }
 
 fn validate_resection(
-    raw: &RawResection,
+    raw: &RawResection<'_>,
     evaluation_date: Option<Date>,
     prefix: &str,
     violations: &mut Violations,
@@ -575,7 +579,7 @@ fn validate_resection(
         || format!("{prefix}.resection.margin"),
         raw.margin,
     );
-    let surgery_date = match surgery_date(&raw.surgery_date, evaluation_date) {
+    let surgery_date = match surgery_date(raw.surgery_date, evaluation_date) {
         Ok(date) => Some(date),
         Err(problem) => {
             violations.push(format!("{prefix}.resection.surgery_date"), problem);

@@ -33,8 +33,8 @@ pub struct RawDoseMetric {
 
 /// A raw prescription-check request, exactly as a caller may send it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RawProposal {
-    pub case: Option<RawCase>,
+pub struct RawProposal<'a> {
+    pub case: Option<RawCase<'a>>,
     pub setting: RawEnum<Setting>,
     pub phases: Vec<RawPhase>,
     pub planned_start_date: String,
@@ -51,18 +51,18 @@ pub struct DoseMetric {
 
 /// A validated prescription-check request: the case and the proposal.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Proposal {
-    case: Case,
+pub struct Proposal<'a> {
+    case: Case<'a>,
     setting: Setting,
     phases: Vec<Phase>,
     planned_start_date: Option<Date>,
     dose_metrics: Vec<DoseMetric>,
 }
 
-impl Proposal {
+impl<'a> Proposal<'a> {
     /// Validates a request: case violations (paths `case.…`) and proposal violations (`setting`,
     /// `phases[i].…`, `planned_start_date`, `dose_metrics[i].…`) together, in field order.
-    pub fn validate(raw: &RawProposal) -> Result<Proposal, Violations> {
+    pub fn validate(raw: &RawProposal<'a>) -> Result<Proposal<'a>, Violations> {
         let mut violations = Violations::default();
         let case = match &raw.case {
             None => {
@@ -273,7 +273,7 @@ impl Proposal {
     }
 
     /// The validated case.
-    pub fn case(&self) -> &Case {
+    pub fn case(&self) -> &Case<'a> {
         &self.case
     }
     /// The proposed setting.
@@ -310,7 +310,7 @@ fn value_text(value: f64) -> String {
 }
 
 /// Checks a proposal against the guideline (clinical spec §12).
-pub fn check<'p>(profile: &'p Profile, proposal: &Proposal) -> Report<'p> {
+pub fn check<'p>(profile: &'p Profile, proposal: &Proposal<'p>) -> Report<'p> {
     let case = &proposal.case;
     let plan = recommend(profile, case);
     let params = profile.check_params();

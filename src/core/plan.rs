@@ -1,6 +1,8 @@
 //! The plan and the prescription-check report: what the core returns. Texts borrow from the
 //! profile (`'p`), so building a plan copies no guideline text.
 
+use smallvec::SmallVec;
+
 use super::case::SiteGroup;
 use super::date::Date;
 use super::ids::{AlertCode, FindingCode, RuleId, Severity, Verdict, VolumeCode};
@@ -203,26 +205,31 @@ impl<'p> Statement<'p> {
     }
 }
 
-/// The plan for one case.
+/// The plan for one case. `'p` covers the profile and the case's caller reference.
+///
+/// Its lists are held in the plan itself up to a size (the largest seen for each list over 20,000
+/// random valid cases with the guideline profile, 2026.1: 3 prescriptions, 3 volumes, 10 organ
+/// constraints, 9 alerts, 3 outcome statements, 15 rule firings, 14 references), and on the heap
+/// beyond it, so any profile works: building a typical plan allocates nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan<'p> {
     pub guideline_version: &'p str,
     pub guideline_sha256: &'p str,
     pub alpha_beta_tumor_gy: f64,
     pub alpha_beta_late_gy: f64,
-    pub case_id: String,
+    pub case_id: &'p str,
     pub evaluation_date: Date,
     pub indication: Indication,
     pub setting: Setting,
     pub site_group: SiteGroup,
-    pub prescriptions: Vec<Prescription<'p>>,
+    pub prescriptions: SmallVec<[Prescription<'p>; 3]>,
     pub start_window: StartWindow,
-    pub volumes: Vec<VolumeGuidance<'p>>,
-    pub organ_constraints: Vec<OrganConstraint<'p>>,
-    pub alerts: Vec<Alert<'p>>,
-    pub expected_outcomes: Vec<Statement<'p>>,
-    pub trace: Vec<RuleFiring<'p>>,
-    pub references: Vec<&'p ReferenceDef>,
+    pub volumes: SmallVec<[VolumeGuidance<'p>; 3]>,
+    pub organ_constraints: SmallVec<[OrganConstraint<'p>; 10]>,
+    pub alerts: SmallVec<[Alert<'p>; 9]>,
+    pub expected_outcomes: SmallVec<[Statement<'p>; 3]>,
+    pub trace: SmallVec<[RuleFiring<'p>; 16]>,
+    pub references: SmallVec<[&'p ReferenceDef; 16]>,
     pub disclaimer: &'p str,
 }
 
@@ -264,7 +271,10 @@ pub struct Report<'p> {
 }
 
 /// Helper used by both the plan and the report to list references in profile order.
-pub(crate) fn references_in_profile_order(profile: &Profile, cited: u64) -> Vec<&ReferenceDef> {
+pub(crate) fn references_in_profile_order(
+    profile: &Profile,
+    cited: u64,
+) -> SmallVec<[&ReferenceDef; 16]> {
     profile
         .references()
         .iter()

@@ -1,6 +1,8 @@
 //! `recommend`: the rules of clinical spec §3–§10, stages A to E, each recording itself in the
 //! trace under the id of the specification.
 
+use smallvec::SmallVec;
+
 use super::case::{
     Case, Depth, Grade, Margin, Resectability, SiteGroup, Stage, VascularManagement, Vessel,
 };
@@ -147,7 +149,7 @@ impl<'p> Builder<'p> {
 
 /// Turns a validated case into a plan (clinical spec §3–§10). Pure and deterministic: the same
 /// profile and case always give the same plan.
-pub fn recommend<'p>(profile: &'p Profile, case: &Case) -> Plan<'p> {
+pub fn recommend<'p>(profile: &'p Profile, case: &Case<'p>) -> Plan<'p> {
     let facts = derive_facts(profile, case);
     let mut builder = Builder {
         profile,
@@ -156,21 +158,22 @@ pub fn recommend<'p>(profile: &'p Profile, case: &Case) -> Plan<'p> {
             guideline_sha256: profile.sha256(),
             alpha_beta_tumor_gy: profile.alpha_beta_tumor_gy(),
             alpha_beta_late_gy: profile.alpha_beta_late_gy(),
-            case_id: case.case_id().to_string(),
+            case_id: case.case_id(),
             evaluation_date: case.evaluation_date(),
             indication: Indication::NotIndicated,
             setting: Setting::None,
             site_group: facts.site_group,
-            // Room for a typical plan up front: growing these one push at a time cost more than
-            // the rules themselves (eight reallocations per plan).
-            prescriptions: Vec::with_capacity(2),
+            // Held inline (see `Plan`): growing these one push at a time cost more than the
+            // rules themselves (eight reallocations per plan), and allocating them up front still
+            // seven allocations.
+            prescriptions: SmallVec::new(),
             start_window: StartWindow::NotApplicable,
-            volumes: Vec::with_capacity(4),
-            organ_constraints: Vec::with_capacity(8),
-            alerts: Vec::with_capacity(8),
-            expected_outcomes: Vec::with_capacity(4),
-            trace: Vec::with_capacity(16),
-            references: Vec::new(),
+            volumes: SmallVec::new(),
+            organ_constraints: SmallVec::new(),
+            alerts: SmallVec::new(),
+            expected_outcomes: SmallVec::new(),
+            trace: SmallVec::new(),
+            references: SmallVec::new(),
             disclaimer: profile.disclaimer(),
         },
         cited: 0,
@@ -375,7 +378,7 @@ fn stage_e_plan_content(builder: &mut Builder<'_>, case: &Case, facts: &Facts) {
         && !case.prior_radiotherapy()
         && let Some(schedule) = schedule_for(profile, case, setting)
     {
-        let mut option_alerts = Vec::new();
+        let mut option_alerts: SmallVec<[AlertCode; 3]> = SmallVec::new();
         for option in &schedule.options {
             builder.cited |= option.reference_mask;
             builder.plan.prescriptions.push(Prescription::of(option));

@@ -2,6 +2,7 @@
 //! boundaries the specification names (5.0 cm, day 27/28/42/43, 90/91 days, R0 close or not,
 //! compartmental with R1).
 
+use smallvec::{SmallVec, smallvec};
 use vlms_rt::core::case::{
     Depth, Grade, IvcSegment, Margin, Organ, RawCase, RawEnum, RawResection, RawTumor,
     Resectability, TreatmentPhase, VascularManagement, Vessel,
@@ -18,10 +19,10 @@ fn known<T>(value: T) -> RawEnum<T> {
 }
 
 /// A valid preoperative femoral case: 7 cm, grade 3, deep, resectable.
-fn pre(vessel: Vessel) -> RawCase {
+fn pre(vessel: Vessel) -> RawCase<'static> {
     RawCase {
-        case_id: "t".into(),
-        evaluation_date: "2026-11-26".into(),
+        case_id: "t",
+        evaluation_date: "2026-11-26",
         vessel: known(vessel),
         ivc_segment: if vessel == Vessel::InferiorVenaCava {
             known(IvcSegment::Middle)
@@ -37,7 +38,7 @@ fn pre(vessel: Vessel) -> RawCase {
         resectability: known(Resectability::Resectable),
         surgery_mutilating: false,
         resection: None,
-        organs_at_risk: Vec::new(),
+        organs_at_risk: SmallVec::new(),
         solitary_functioning_kidney: false,
         prior_radiotherapy: false,
         metastatic_disease: false,
@@ -45,14 +46,14 @@ fn pre(vessel: Vessel) -> RawCase {
 }
 
 /// A valid postoperative case with margin `margin`, operated on 2026-10-22 (35 days earlier).
-fn post(vessel: Vessel, margin: Margin) -> RawCase {
+fn post(vessel: Vessel, margin: Margin) -> RawCase<'static> {
     RawCase {
         phase: known(TreatmentPhase::PostResection),
         resectability: RawEnum::Unset,
         resection: Some(RawResection {
             margin: known(margin),
             close_margin: false,
-            surgery_date: "2026-10-22".into(),
+            surgery_date: "2026-10-22",
             compartmental_contained: false,
             re_excision_feasible: false,
             hematoma_present: false,
@@ -72,11 +73,11 @@ fn with_tumor(mut raw: RawCase, size_cm: f64, grade: Grade, depth: Option<Depth>
     raw
 }
 
-fn resection(raw: &mut RawCase) -> &mut RawResection {
+fn resection<'r, 'a>(raw: &'r mut RawCase<'a>) -> &'r mut RawResection<'a> {
     raw.resection.as_mut().expect("post-resection case")
 }
 
-fn plan_of(raw: &RawCase, profile: &core::Profile) -> Plan<'static> {
+fn plan_of(raw: &RawCase<'static>, profile: &core::Profile) -> Plan<'static> {
     let case =
         Case::validate(raw, "case").unwrap_or_else(|violations| panic!("rejected: {violations}"));
     // The profile outlives the test: leak one per call site to keep the plan's borrows simple.
@@ -297,7 +298,7 @@ fn start_window_boundaries_and_overdue_severity() {
     ];
     for (surgery, days, status, overdue) in cases {
         let mut raw = post(Vessel::FemoralVein, Margin::R1);
-        resection(&mut raw).surgery_date = surgery.into();
+        resection(&mut raw).surgery_date = surgery;
         let plan = plan_of(&raw, &profile);
         match plan.start_window {
             StartWindow::Applicable {
@@ -324,7 +325,7 @@ fn start_window_boundaries_and_overdue_severity() {
     }
     // Surgery on the evaluation day itself is valid: day 0, before the window.
     let mut raw = post(Vessel::FemoralVein, Margin::R1);
-    resection(&mut raw).surgery_date = "2026-11-26".into();
+    resection(&mut raw).surgery_date = "2026-11-26";
     assert!(matches!(
         plan_of(&raw, &profile).start_window,
         StartWindow::Applicable {
@@ -341,7 +342,7 @@ fn volumes_constraints_and_safety_modifiers() {
     let mut raw = post(Vessel::InferiorVenaCava, Margin::R1);
     resection(&mut raw).vascular_management = known(VascularManagement::Ligation);
     resection(&mut raw).hematoma_present = true;
-    raw.organs_at_risk = vec![
+    raw.organs_at_risk = smallvec![
         known(Organ::SmallBowel),
         known(Organ::LargeBowel),
         known(Organ::SmallBowel),
@@ -375,7 +376,7 @@ fn volumes_constraints_and_safety_modifiers() {
 
     // Solitary kidney: the bilateral Kidneys rows give way to the alert; other rows stay.
     let mut raw = pre(Vessel::FemoralVein);
-    raw.organs_at_risk = vec![known(Organ::KidneyRight), known(Organ::Liver)];
+    raw.organs_at_risk = smallvec![known(Organ::KidneyRight), known(Organ::Liver)];
     raw.solitary_functioning_kidney = true;
     let plan = plan_of(&raw, &profile);
     assert!(alerts(&plan).contains(&(AlertCode::SolitaryKidney, Severity::Critical)));
@@ -387,7 +388,7 @@ fn volumes_constraints_and_safety_modifiers() {
     assert_eq!(rows, vec!["Liver"]);
     assert!(!plan.organ_constraints[0].note.is_empty());
     // No kidney near an extremity target: no solitary-kidney alert.
-    raw.organs_at_risk = vec![known(Organ::Liver)];
+    raw.organs_at_risk = smallvec![known(Organ::Liver)];
     assert!(
         !alerts(&plan_of(&raw, &profile))
             .iter()
@@ -399,7 +400,7 @@ fn volumes_constraints_and_safety_modifiers() {
     // Prior radiotherapy: capped, critical, no prescription, volumes and constraints stay.
     let mut raw = pre(Vessel::FemoralVein);
     raw.prior_radiotherapy = true;
-    raw.organs_at_risk = vec![known(Organ::SpinalCord)];
+    raw.organs_at_risk = smallvec![known(Organ::SpinalCord)];
     let plan = plan_of(&raw, &profile);
     assert_eq!(plan.indication, Indication::Consider);
     assert!(plan.prescriptions.is_empty());
@@ -415,7 +416,7 @@ fn volumes_constraints_and_safety_modifiers() {
         Grade::Grade1,
         Some(Depth::Deep),
     );
-    raw.organs_at_risk = vec![known(Organ::SpinalCord)];
+    raw.organs_at_risk = smallvec![known(Organ::SpinalCord)];
     let plan = plan_of(&raw, &profile);
     assert!(plan.organ_constraints.is_empty() && plan.expected_outcomes.is_empty());
     assert_eq!(
@@ -428,7 +429,7 @@ fn volumes_constraints_and_safety_modifiers() {
 fn other_site_grade_unknown_and_the_metastatic_gate() {
     let profile = profile();
     let mut raw = pre(Vessel::Other);
-    raw.organs_at_risk = vec![known(Organ::Liver)];
+    raw.organs_at_risk = smallvec![known(Organ::Liver)];
     let plan = plan_of(&raw, &profile);
     assert_eq!(plan.indication, Indication::Consider);
     assert!(alerts(&plan).contains(&(AlertCode::SiteUnclassified, Severity::Warning)));
@@ -455,7 +456,7 @@ fn other_site_grade_unknown_and_the_metastatic_gate() {
     let mut raw = post(Vessel::InferiorVenaCava, Margin::R2);
     raw.metastatic_disease = true;
     raw.prior_radiotherapy = true;
-    raw.organs_at_risk = vec![known(Organ::Liver)];
+    raw.organs_at_risk = smallvec![known(Organ::Liver)];
     let plan = plan_of(&raw, &profile);
     assert_eq!(
         (plan.indication, plan.setting),
@@ -522,7 +523,7 @@ fn alert_texts_do_not_contradict_the_plans_they_sit_in() {
     );
     // An OTHER site near abdominal organs gets one 50 Gy schedule: no "reduced 45 Gy option".
     let mut raw = pre(Vessel::Other);
-    raw.organs_at_risk = vec![known(Organ::Liver)];
+    raw.organs_at_risk = smallvec![known(Organ::Liver)];
     let plan = plan_of(&raw, &profile);
     assert!(
         !totals(&plan).iter().any(|(total, _)| *total == 45.0),
@@ -559,6 +560,8 @@ fn neoadjuvant_and_marginal_paths() {
 
 #[test]
 fn validation_reports_every_violation_in_field_order() {
+    // 126 characters: the longest case_id allowed is 128.
+    let long_id = "A-z_0.9:x".repeat(14);
     let cases: Vec<(RawCase, Vec<&str>)> = vec![
         (
             {
@@ -646,8 +649,8 @@ fn validation_reports_every_violation_in_field_order() {
         (
             {
                 let mut raw = post(Vessel::FemoralVein, Margin::R0);
-                raw.evaluation_date = "2026-13-01".into();
-                raw.resection.as_mut().unwrap().surgery_date = "2099-01-01".into();
+                raw.evaluation_date = "2026-13-01";
+                raw.resection.as_mut().unwrap().surgery_date = "2099-01-01";
                 raw
             },
             vec!["case.evaluation_date"],
@@ -664,7 +667,7 @@ fn validation_reports_every_violation_in_field_order() {
             {
                 let mut raw = pre(Vessel::FemoralVein);
                 raw.tumor = None;
-                raw.case_id = "a b".into();
+                raw.case_id = "a b";
                 raw
             },
             vec!["case.case_id", "case.tumor"],
@@ -672,7 +675,7 @@ fn validation_reports_every_violation_in_field_order() {
         (
             {
                 let mut raw = pre(Vessel::FemoralVein);
-                raw.case_id = "A-z_0.9:x".repeat(14);
+                raw.case_id = &long_id;
                 raw
             },
             vec![],
@@ -680,7 +683,7 @@ fn validation_reports_every_violation_in_field_order() {
         (
             {
                 let mut raw = pre(Vessel::FemoralVein);
-                raw.case_id = "é".into();
+                raw.case_id = "é";
                 raw
             },
             vec!["case.case_id"],
@@ -691,7 +694,11 @@ fn validation_reports_every_violation_in_field_order() {
     }
 }
 
-fn proposal(case: RawCase, setting: Setting, phases: &[(PhaseKind, f64, i64)]) -> RawProposal {
+fn proposal<'a>(
+    case: RawCase<'a>,
+    setting: Setting,
+    phases: &[(PhaseKind, f64, i64)],
+) -> RawProposal<'a> {
     RawProposal {
         case: Some(case),
         setting: known(setting),
@@ -934,7 +941,7 @@ fn total_dose_boost_start_date_and_organ_metrics() {
         &[(Initial, 1.8, 25)],
     );
     // Each table: the metrics sent and the verdict expected for each, in order.
-    let with_metrics = |raw: &RawProposal, table: &[(&str, &str, f64, Verdict)]| {
+    let with_metrics = |raw: &RawProposal<'static>, table: &[(&str, &str, f64, Verdict)]| {
         let mut sent = raw.clone();
         sent.dose_metrics = table
             .iter()
@@ -942,7 +949,7 @@ fn total_dose_boost_start_date_and_organ_metrics() {
             .collect();
         sent
     };
-    let verdicts = |raw: &RawProposal, table: &[(&str, &str, f64, Verdict)]| {
+    let verdicts = |raw: &RawProposal<'static>, table: &[(&str, &str, f64, Verdict)]| {
         let expected: Vec<Verdict> = table.iter().map(|row| row.3).collect();
         let found = verdict_of(&with_metrics(raw, table), FindingCode::Oar);
         assert_eq!(found, expected, "{table:?}");
@@ -1095,14 +1102,14 @@ fn proposal_validation_paths() {
         raw
     };
     let mut raw = before_surgery();
-    raw.case.as_mut().unwrap().organs_at_risk = vec![RawEnum::Unset];
+    raw.case.as_mut().unwrap().organs_at_risk = smallvec![RawEnum::Unset];
     assert_eq!(
         fields(&raw),
         vec!["case.organs_at_risk[0]", "planned_start_date"]
     );
     let mut raw = before_surgery();
     raw.case.as_mut().unwrap().tumor.as_mut().unwrap().size_cm = -1.0;
-    raw.case.as_mut().unwrap().evaluation_date = "someday".into();
+    raw.case.as_mut().unwrap().evaluation_date = "someday";
     assert_eq!(
         fields(&raw),
         vec![
@@ -1112,7 +1119,7 @@ fn proposal_validation_paths() {
         ]
     );
     let mut raw = before_surgery();
-    raw.case.as_mut().unwrap().evaluation_date = "2026-01-01".into();
+    raw.case.as_mut().unwrap().evaluation_date = "2026-01-01";
     assert_eq!(fields(&raw), vec!["case.resection.surgery_date"]);
     let mut raw = before_surgery();
     raw.case.as_mut().unwrap().phase = RawEnum::Unknown(9);

@@ -36,6 +36,12 @@ const ORGANS: [Organ; 7] = [
     Organ::SpinalCord,
 ];
 
+/// Generated texts for the raw case, which borrows its texts as it would from a request: a few
+/// hundred bytes per generated case, kept for the rest of the test run.
+fn leak(text: String) -> &'static str {
+    text.leak()
+}
+
 fn date_strategy() -> impl Strategy<Value = (i64, String)> {
     // Days from 2000-01-01, printed through the core's own date type.
     (0_i64..9000).prop_map(|offset| {
@@ -61,7 +67,7 @@ prop_compose! {
         organs in prop::collection::vec(prop::sample::select(ORGANS.to_vec()), 0..9),
         (surgery_offset, surgery_date) in date_strategy(),
         days_after in 0_i64..400,
-    ) -> RawCase {
+    ) -> RawCase<'static> {
         let retroperitoneal = vessel.site_group() == SiteGroup::Retroperitoneal;
         let depth = match (retroperitoneal, depth) {
             (true, Some(Depth::Superficial)) => None,
@@ -70,8 +76,8 @@ prop_compose! {
         };
         let evaluation = core::date::Date::parse("2000-01-01").expect("date").add_days(surgery_offset + days_after);
         RawCase {
-            case_id: "prop-case".into(),
-            evaluation_date: evaluation.to_string(),
+            case_id: "prop-case",
+            evaluation_date: leak(evaluation.to_string()),
             vessel: RawEnum::Known(vessel),
             ivc_segment: if vessel == Vessel::InferiorVenaCava { RawEnum::Known(segment) } else { RawEnum::Unset },
             tumor: Some(RawTumor { size_cm, grade: RawEnum::Known(grade), depth: depth.map_or(RawEnum::Unset, RawEnum::Known) }),
@@ -81,7 +87,7 @@ prop_compose! {
             resection: (!before).then(|| RawResection {
                 margin: RawEnum::Known(margin),
                 close_margin: flags[1],
-                surgery_date,
+                surgery_date: leak(surgery_date),
                 compartmental_contained: flags[2],
                 re_excision_feasible: flags[3],
                 hematoma_present: flags[4],
@@ -138,10 +144,10 @@ prop_compose! {
         resection in prop::option::of((raw_enum(vec![Margin::R0, Margin::R1, Margin::R2]), any_text(), raw_enum(vec![VascularManagement::None, VascularManagement::Graft]), any::<[bool; 6]>())),
         organs in prop::collection::vec(raw_enum(ORGANS.to_vec()), 0..5),
         flags in any::<[bool; 4]>(),
-    ) -> RawCase {
+    ) -> RawCase<'static> {
         RawCase {
-            case_id,
-            evaluation_date,
+            case_id: leak(case_id),
+            evaluation_date: leak(evaluation_date),
             vessel,
             ivc_segment: ivc,
             tumor: tumor.map(|(size_cm, grade, depth)| RawTumor { size_cm, grade, depth }),
@@ -151,14 +157,14 @@ prop_compose! {
             resection: resection.map(|(margin, surgery_date, vascular_management, bits)| RawResection {
                 margin,
                 close_margin: bits[0],
-                surgery_date,
+                surgery_date: leak(surgery_date),
                 compartmental_contained: bits[1],
                 re_excision_feasible: bits[2],
                 hematoma_present: bits[3],
                 vascular_management,
                 periaortic_dissection: bits[4],
             }),
-            organs_at_risk: organs,
+            organs_at_risk: organs.into(),
             solitary_functioning_kidney: flags[1],
             prior_radiotherapy: flags[2],
             metastatic_disease: flags[3],
@@ -255,7 +261,7 @@ proptest! {
         );
         prop_assert_eq!(prost::Message::encoded_len(&response), prost::Message::encoded_len(&generated));
         // And a RecommendStream item, with or without a case_id.
-        for case_id in [String::new(), plan.case_id.clone()] {
+        for case_id in [String::new(), plan.case_id.to_string()] {
             let item = vlms_rt::wire::EncodedStreamResponse {
                 case_id: case_id.clone(),
                 result: vlms_rt::wire::EncodedStreamResult::Plan(response.plan.clone()),
