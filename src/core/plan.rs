@@ -209,7 +209,8 @@ impl<'p> Statement<'p> {
 ///
 /// Its lists are held in the plan itself up to a size (the largest seen for each list over 20,000
 /// random valid cases with the guideline profile, 2026.1: 3 prescriptions, 3 volumes, 10 organ
-/// constraints, 9 alerts, 3 outcome statements, 15 rule firings, 14 references), and on the heap
+/// constraints, 9 alerts, 3 outcome statements, 16 rule firings, 14 references; the trace has room
+/// for 20), and on the heap
 /// beyond it, so any profile works: building a typical plan allocates nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan<'p> {
@@ -228,7 +229,7 @@ pub struct Plan<'p> {
     pub organ_constraints: SmallVec<[OrganConstraint<'p>; 10]>,
     pub alerts: SmallVec<[Alert<'p>; 9]>,
     pub expected_outcomes: SmallVec<[Statement<'p>; 3]>,
-    pub trace: SmallVec<[RuleFiring<'p>; 16]>,
+    pub trace: SmallVec<[RuleFiring<'p>; 20]>,
     pub references: SmallVec<[&'p ReferenceDef; 16]>,
     pub disclaimer: &'p str,
 }
@@ -282,4 +283,17 @@ pub(crate) fn references_in_profile_order(
         .filter(|(index, _)| cited & (1_u64 << index) != 0)
         .map(|(_, reference)| reference)
         .collect()
+}
+
+impl Plan<'_> {
+    /// Whether any of the plan's lists outgrew the room held in the plan (and so allocated).
+    pub fn spilled(&self) -> bool {
+        self.prescriptions.spilled()
+            || self.volumes.spilled()
+            || self.organ_constraints.spilled()
+            || self.alerts.spilled()
+            || self.expected_outcomes.spilled()
+            || self.trace.spilled()
+            || self.references.spilled()
+    }
 }

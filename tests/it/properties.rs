@@ -237,6 +237,8 @@ proptest! {
         codes.dedup();
         prop_assert_eq!(codes.len(), alert_count, "each alert once");
 
+        prop_assert!(!plan.spilled(), "a plan list outgrew its room: {:?}", raw);
+
         let again = core::recommend(&profile, &case);
         prop_assert_eq!(plan, again, "deterministic");
     }
