@@ -532,7 +532,7 @@ mod tests {
 
         let answers: Vec<EncodedStreamResponse> = (0..400_usize)
             .map(|index| EncodedStreamResponse {
-                case_id: format!("case-{index}"),
+                case_id: format!("case-{index}").as_str().into(),
                 result: if index % 17 == 5 {
                     EncodedStreamResult::Error(crate::pb::google::rpc::Status {
                         code: 3,

@@ -142,11 +142,11 @@ pub fn raw_case(case: &pb::Case) -> RawCase<'_> {
     let pb::Case {
         case_id,
         evaluation_date,
-        vessel: vessel_value,
-        ivc_segment: ivc_segment_value,
+        vessel,
+        ivc_segment,
         tumor,
         phase,
-        resectability: resectability_value,
+        resectability,
         surgery_mutilating,
         resection,
         organs_at_risk,
@@ -157,48 +157,37 @@ pub fn raw_case(case: &pb::Case) -> RawCase<'_> {
     RawCase {
         case_id,
         evaluation_date,
-        vessel: raw_enum(*vessel_value, vessel),
-        ivc_segment: raw_enum(*ivc_segment_value, ivc_segment),
-        tumor: tumor.as_ref().map(|tumor| {
-            let pb::Tumor {
-                size_cm,
-                grade: grade_value,
-                depth: depth_value,
-            } = tumor;
-            RawTumor {
-                size_cm: *size_cm,
-                grade: raw_enum(*grade_value, grade),
-                depth: raw_enum(*depth_value, depth),
-            }
-        }),
-        phase: raw_enum(*phase, treatment_phase),
-        resectability: raw_enum(*resectability_value, resectability),
+        vessel: raw_vessel(*vessel),
+        ivc_segment: raw_ivc_segment(*ivc_segment),
+        tumor: tumor.as_ref().map(raw_tumor),
+        phase: raw_treatment_phase(*phase),
+        resectability: raw_resectability(*resectability),
         surgery_mutilating: *surgery_mutilating,
         resection: resection.as_ref().map(|resection| {
             let pb::Resection {
-                margin: margin_value,
+                margin,
                 close_margin,
                 surgery_date,
                 compartmental_contained,
                 re_excision_feasible,
                 hematoma_present,
-                vascular_management: vascular_value,
+                vascular_management,
                 periaortic_dissection,
             } = resection;
             RawResection {
-                margin: raw_enum(*margin_value, margin),
+                margin: raw_margin(*margin),
                 close_margin: *close_margin,
                 surgery_date,
                 compartmental_contained: *compartmental_contained,
                 re_excision_feasible: *re_excision_feasible,
                 hematoma_present: *hematoma_present,
-                vascular_management: raw_enum(*vascular_value, vascular_management),
+                vascular_management: raw_vascular_management(*vascular_management),
                 periaortic_dissection: *periaortic_dissection,
             }
         }),
         organs_at_risk: organs_at_risk
             .iter()
-            .map(|value| raw_enum(*value, organ))
+            .map(|value| raw_organ(*value))
             .collect(),
         solitary_functioning_kidney: *solitary_functioning_kidney,
         prior_radiotherapy: *prior_radiotherapy,
@@ -206,13 +195,67 @@ pub fn raw_case(case: &pb::Case) -> RawCase<'_> {
     }
 }
 
+/// A proto tumour as raw core values.
+pub fn raw_tumor(tumor: &pb::Tumor) -> RawTumor {
+    let pb::Tumor {
+        size_cm,
+        grade: grade_value,
+        depth: depth_value,
+    } = tumor;
+    RawTumor {
+        size_cm: *size_cm,
+        grade: raw_enum(*grade_value, grade),
+        depth: raw_enum(*depth_value, depth),
+    }
+}
+
+/// `Case.vessel` as sent (an open enum: any number may arrive).
+pub fn raw_vessel(value: i32) -> RawEnum<Vessel> {
+    raw_enum(value, vessel)
+}
+
+/// `Case.ivc_segment` as sent.
+pub fn raw_ivc_segment(value: i32) -> RawEnum<IvcSegment> {
+    raw_enum(value, ivc_segment)
+}
+
+/// `Case.phase` as sent.
+pub fn raw_treatment_phase(value: i32) -> RawEnum<TreatmentPhase> {
+    raw_enum(value, treatment_phase)
+}
+
+/// `Case.resectability` as sent.
+pub fn raw_resectability(value: i32) -> RawEnum<Resectability> {
+    raw_enum(value, resectability)
+}
+
+/// `Resection.margin` as sent.
+pub fn raw_margin(value: i32) -> RawEnum<Margin> {
+    raw_enum(value, margin)
+}
+
+/// `Resection.vascular_management` as sent.
+pub fn raw_vascular_management(value: i32) -> RawEnum<VascularManagement> {
+    raw_enum(value, vascular_management)
+}
+
+/// One of `Case.organs_at_risk` as sent.
+pub fn raw_organ(value: i32) -> RawEnum<Organ> {
+    raw_enum(value, organ)
+}
+
 /// Validates the case of a `RecommendRequest` (paths `case.…`).
 pub fn case_from_request(
     request: &pb::RecommendRequest,
 ) -> Result<core::Case<'_>, core::Violations> {
     let pb::RecommendRequest { case } = request;
+    case_from_raw(case.as_ref().map(raw_case).as_ref())
+}
+
+/// Validates a request's case given as raw core values (`None`: the request has no case).
+pub fn case_from_raw<'a>(case: Option<&RawCase<'a>>) -> Result<core::Case<'a>, core::Violations> {
     match case {
-        Some(case) => core::Case::validate(&raw_case(case), "case"),
+        Some(case) => core::Case::validate(case, "case"),
         None => {
             let mut violations = core::Violations::default();
             violations.push("case", "is required");

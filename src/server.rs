@@ -20,6 +20,7 @@ use crate::core::{self, Profile, Proposal, Violations};
 use crate::metrics::Metrics;
 use crate::pb;
 use crate::pb::server::recommendation_service_server::RecommendationService;
+use crate::received::ReceivedRecommendRequest;
 use crate::wire::{
     EncodedRecommendResponse, EncodedStreamResponse, EncodedStreamResult, ProfileParts,
 };
@@ -157,8 +158,12 @@ impl Service {
     }
 
     /// `Recommend`'s plan, encoded straight from the core's values (see `crate::wire`).
-    fn recommend_encoded(&self, request: &pb::RecommendRequest) -> Result<EncodedPlan, Violations> {
-        let case = convert::case_from_request(request)?;
+    fn recommend_encoded(
+        &self,
+        request: &ReceivedRecommendRequest,
+    ) -> Result<EncodedPlan, Violations> {
+        let raw = request.raw_case();
+        let case = convert::case_from_raw(raw.as_ref())?;
         let plan = core::recommend(&self.profile, &case);
         let recommendation_id = new_recommendation_id();
         let encoded = crate::wire::encode_plan_with(&self.parts, &plan, &recommendation_id);
@@ -179,7 +184,7 @@ impl Service {
     /// request's (the plan's is the same text).
     async fn record_encoded_plan(
         &self,
-        request: &pb::RecommendRequest,
+        request: &ReceivedRecommendRequest,
         encoded: &EncodedPlan,
         caller: &str,
         wait: Duration,
@@ -187,17 +192,14 @@ impl Service {
         if self.options.audit.is_none() {
             return Ok(());
         }
-        let case_id = request
-            .case
-            .as_ref()
-            .map_or("", |case| case.case_id.as_str());
+        // The request as it arrived: the bytes the caller sent are what the record keeps.
         self.record_bytes(
             &encoded.recommendation_id,
             Kind::Recommend,
             caller,
-            case_id,
+            request.case_id(),
             None,
-            request.encode_to_vec(),
+            request.encoded().into_owned(),
             &encoded.plan,
             wait,
         )
@@ -762,16 +764,12 @@ fn record_out(stored: RecordWithFeedback) -> Result<pb::RecommendationRecord, St
 
 /// A case_id fit for a log line: the case_id itself when it is valid, `<invalid>` otherwise, so
 /// that an invalid request cannot write other content (a name, say) into the log.
-fn loggable_case_id(case: Option<&pb::Case>) -> &str {
-    let Some(case) = case else {
-        return "";
-    };
-    let valid = case.case_id.len() <= core::case::MAX_CASE_ID_CHARS
-        && case
-            .case_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'));
-    if valid { &case.case_id } else { "<invalid>" }
+fn loggable_case_id(case_id: &str) -> &str {
+    if is_valid_case_id(case_id) {
+        case_id
+    } else {
+        "<invalid>"
+    }
 }
 
 /// How many items of one `RecommendStream` are worked on at once (answers still leave in request
@@ -806,14 +804,14 @@ type StreamResult = Pin<Box<dyn Stream<Item = Result<EncodedStreamResponse, Stat
 impl RecommendationService for Service {
     async fn recommend(
         &self,
-        request: Request<pb::RecommendRequest>,
+        request: Request<ReceivedRecommendRequest>,
     ) -> Result<Response<EncodedRecommendResponse>, Status> {
         let started = Instant::now();
         let caller = caller_of(&request);
         let _admission = self.admit("Recommend", &caller)?;
         let wait = self.audit_wait(&request);
         let request = request.into_inner();
-        let case_id = loggable_case_id(request.case.as_ref());
+        let case_id = loggable_case_id(request.case_id());
         let result = match self.recommend_encoded(&request) {
             Ok(encoded) => self
                 .record_encoded_plan(&request, &encoded, &caller, wait)
@@ -835,7 +833,7 @@ impl RecommendationService for Service {
 
     async fn recommend_stream(
         &self,
-        request: Request<Streaming<pb::RecommendRequest>>,
+        request: Request<Streaming<ReceivedRecommendRequest>>,
     ) -> Result<Response<Self::RecommendStreamStream>, Status> {
         let started = Instant::now();
         let caller = caller_of(&request);
@@ -861,7 +859,7 @@ impl RecommendationService for Service {
             request.into_inner(),
             idle_timeout,
         ));
-        let answer = move |item: Result<Result<pb::RecommendRequest, Status>, _>| {
+        let answer = move |item: Result<Result<ReceivedRecommendRequest, Status>, _>| {
             let item = item
                 .map_err(|_| {
                     Status::deadline_exceeded(format!(
@@ -891,7 +889,7 @@ impl RecommendationService for Service {
             let service = Arc::clone(&service);
             let caller = Arc::clone(&item_caller);
             async move {
-                let mut item = item?;
+                let item = item?;
                 if too_many {
                     return Err(Status::resource_exhausted(format!(
                         "a stream may carry at most {max_items} items"
@@ -908,13 +906,10 @@ impl RecommendationService for Service {
                         EncodedStreamResult::Error(in_band_status(&invalid_argument(&violations)))
                     }
                 };
-                // The item is done with: its case_id moves into the answer.
-                let case_id = item
-                    .case
-                    .as_mut()
-                    .map(|case| std::mem::take(&mut case.case_id))
-                    .unwrap_or_default();
-                Ok(EncodedStreamResponse { case_id, result })
+                Ok(EncodedStreamResponse {
+                    case_id: item.case_id().into(),
+                    result,
+                })
             }
         };
         let outbound: StreamResult = if self.options.audit.is_some() {
@@ -947,7 +942,7 @@ impl RecommendationService for Service {
         let _admission = self.admit("CheckPrescription", &caller)?;
         let wait = self.audit_wait(&request);
         let request = request.into_inner();
-        let case_id = loggable_case_id(request.case.as_ref());
+        let case_id = loggable_case_id(request.case.as_ref().map_or("", |case| &case.case_id));
         let result = match Proposal::validate(&convert::raw_proposal(&request)) {
             Ok(proposal) => {
                 let report = core::check(&self.profile, &proposal);

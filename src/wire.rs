@@ -701,14 +701,39 @@ pub enum EncodedStreamResult {
 /// empty), then the one `result` field, written even when its message is empty.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncodedStreamResponse {
-    pub case_id: String,
+    pub case_id: InlineText,
     pub result: EncodedStreamResult,
+}
+
+/// A short text held inline (a stream item's case_id, copied from its request without a heap
+/// allocation up to 32 bytes; longer ones spill to the heap).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InlineText(smallvec::SmallVec<[u8; 32]>);
+
+impl InlineText {
+    /// The text's UTF-8 bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<&str> for InlineText {
+    fn from(text: &str) -> Self {
+        InlineText(smallvec::SmallVec::from_slice(text.as_bytes()))
+    }
 }
 
 impl prost::Message for EncodedStreamResponse {
     fn encode_raw(&self, buf: &mut impl BufMut) {
         if !self.case_id.is_empty() {
-            prost::encoding::string::encode(1, &self.case_id, buf);
+            // As prost writes a string field.
+            encode_key(1, WireType::LengthDelimited, buf);
+            encode_varint(self.case_id.as_bytes().len() as u64, buf);
+            buf.put_slice(self.case_id.as_bytes());
         }
         match &self.result {
             EncodedStreamResult::Plan(plan) => {
@@ -735,7 +760,8 @@ impl prost::Message for EncodedStreamResponse {
         let case_id = if self.case_id.is_empty() {
             0
         } else {
-            prost::encoding::string::encoded_len(1, &self.case_id)
+            let length = self.case_id.as_bytes().len();
+            key_len(1) + encoded_len_varint(length as u64) + length
         };
         let result = match &self.result {
             EncodedStreamResult::Plan(plan) => {
@@ -747,7 +773,7 @@ impl prost::Message for EncodedStreamResponse {
     }
 
     fn clear(&mut self) {
-        self.case_id.clear();
+        self.case_id = InlineText::default();
         self.result = EncodedStreamResult::Plan(Vec::new());
     }
 }
@@ -755,7 +781,7 @@ impl prost::Message for EncodedStreamResponse {
 impl Default for EncodedStreamResponse {
     fn default() -> Self {
         EncodedStreamResponse {
-            case_id: String::new(),
+            case_id: InlineText::default(),
             result: EncodedStreamResult::Plan(Vec::new()),
         }
     }
@@ -919,7 +945,7 @@ mod tests {
             let response = EncodedRecommendResponse { plan: plan.clone() };
             assert_eq!(response.encode_to_vec(), expected, "plan of {length} bytes");
             let item = EncodedStreamResponse {
-                case_id: String::new(),
+                case_id: InlineText::default(),
                 result: EncodedStreamResult::Plan(plan),
             };
             expected[0] = 0x12; // field 2, length-delimited

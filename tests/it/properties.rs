@@ -265,7 +265,7 @@ proptest! {
         // And a RecommendStream item, with or without a case_id.
         for case_id in [String::new(), plan.case_id.to_string()] {
             let item = vlms_rt::wire::EncodedStreamResponse {
-                case_id: case_id.clone(),
+                case_id: case_id.as_str().into(),
                 result: vlms_rt::wire::EncodedStreamResult::Plan(response.plan.clone()),
             };
             let generated = vlms_rt::pb::RecommendStreamResponse {
@@ -284,7 +284,7 @@ proptest! {
         if let Err(violations) = Case::validate(&raw, "case") {
             let status = vlms_rt::server::in_band_status(&vlms_rt::server::invalid_argument(&violations));
             let item = vlms_rt::wire::EncodedStreamResponse {
-                case_id: case_id.clone(),
+                case_id: case_id.as_str().into(),
                 result: vlms_rt::wire::EncodedStreamResult::Error(status.clone()),
             };
             let generated = vlms_rt::pb::RecommendStreamResponse {
