@@ -65,34 +65,41 @@ fn seeds() -> Vec<Vec<u8>> {
     seeds
 }
 
-#[test]
-fn arbitrary_and_mutated_requests_never_panic() {
-    let seeds = seeds();
-    let mut runner = TestRunner::new(Config {
+fn runner() -> TestRunner {
+    TestRunner::new(Config {
         cases: cases(),
         failure_persistence: None,
         ..Config::default()
-    });
+    })
+}
+
+/// A seed with up to `most_flips - 1` of its bytes changed.
+fn mutated(seeds: &[Vec<u8>], most_flips: usize) -> impl Strategy<Value = Vec<u8>> + use<> {
+    let seeds = seeds.to_vec();
+    (
+        0..seeds.len(),
+        prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..most_flips),
+    )
+        .prop_map(move |(seed, flips)| {
+            let mut bytes = seeds[seed].clone();
+            for (index, value) in flips {
+                let position = index.index(bytes.len().max(1));
+                if let Some(byte) = bytes.get_mut(position) {
+                    *byte = value;
+                }
+            }
+            bytes
+        })
+}
+
+#[test]
+fn arbitrary_and_mutated_requests_never_panic() {
+    let seeds = seeds();
+    let mut runner = runner();
     let counts = std::cell::RefCell::new(std::collections::BTreeMap::<&str, u64>::new());
     let strategy = prop_oneof![
         prop::collection::vec(any::<u8>(), 0..512),
-        (
-            0..seeds.len(),
-            prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)
-        )
-            .prop_map({
-                let seeds = seeds.clone();
-                move |(seed, flips)| {
-                    let mut bytes = seeds[seed].clone();
-                    for (index, value) in flips {
-                        let position = index.index(bytes.len().max(1));
-                        if let Some(byte) = bytes.get_mut(position) {
-                            *byte = value;
-                        }
-                    }
-                    bytes
-                }
-            }),
+        mutated(&seeds, 8),
     ];
     runner
         .run(&strategy, |bytes| {
@@ -202,11 +209,7 @@ fn field_bytes() -> impl Strategy<Value = Vec<u8>> {
 #[test]
 fn the_servers_request_reader_agrees_with_prost() {
     let seeds = seeds();
-    let mut runner = TestRunner::new(Config {
-        cases: cases(),
-        failure_persistence: None,
-        ..Config::default()
-    });
+    let mut runner = runner();
     let counts = std::cell::RefCell::new(std::collections::BTreeMap::<&str, u64>::new());
     // A case made of random fields, wrapped as field 1 of a request (sometimes twice, sometimes
     // with a field after it); every published request; and those with bytes changed.
@@ -239,23 +242,7 @@ fn the_servers_request_reader_agrees_with_prost() {
             let seeds = seeds.clone();
             move |seed| seeds[seed].clone()
         }),
-        (
-            0..seeds.len(),
-            prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4)
-        )
-            .prop_map({
-                let seeds = seeds.clone();
-                move |(seed, flips)| {
-                    let mut bytes = seeds[seed].clone();
-                    for (index, value) in flips {
-                        let position = index.index(bytes.len().max(1));
-                        if let Some(byte) = bytes.get_mut(position) {
-                            *byte = value;
-                        }
-                    }
-                    bytes
-                }
-            }),
+        mutated(&seeds, 4),
         prop::collection::vec(any::<u8>(), 0..128),
     ];
     runner
