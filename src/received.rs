@@ -2,8 +2,12 @@
 //! kept inline (a typical request is under 100 bytes), and a reading of its case that borrows its
 //! texts from those bytes. prost's generated message allocates a `String` for each of the three
 //! texts and a `Vec` for the organs, and its decoding was a tenth of a streamed plan's
-//! instructions (docs/performance.md, item 26); the bytes also serve the audit record as sent,
-//! instead of encoding the request again.
+//! instructions (docs/performance.md, item 26).
+//!
+//! What is encoded again (the audit record's request, `Message::encode_raw`) is prost's encoding of
+//! the content read, never the bytes as sent: fields the contract does not define and values a
+//! later repeat replaced carry nothing the service read, and must not reach the audit trail (they
+//! could hold anything, up to the request size limit).
 //!
 //! The reader here takes only the plain shape of a request — each known field with its own wire
 //! type and a one-byte key, the case and its two nested messages at most once each, texts that are
@@ -31,11 +35,9 @@ const INLINE_BYTES: usize = 192;
 /// `RecommendStream` (build.rs maps the message here); clients send the generated message.
 #[derive(Debug, Clone, Default)]
 pub struct ReceivedRecommendRequest {
-    /// The message as received (when `kept`), else nothing.
+    /// The message as received, which `Content::Read` points into (empty once prost's
+    /// field-by-field `merge`, which the server's codec does not use, has built the content).
     bytes: SmallVec<[u8; INLINE_BYTES]>,
-    /// Whether `bytes` is the whole message. Only prost's field-by-field `merge` (which the
-    /// server's codec does not use) builds a message without keeping its bytes.
-    kept: bool,
     content: Content,
 }
 
@@ -91,11 +93,7 @@ impl ReceivedRecommendRequest {
             Some(case) => Content::Read(case),
             None => Content::Decoded(pb::RecommendRequest::decode(bytes.as_slice())?),
         };
-        Ok(ReceivedRecommendRequest {
-            bytes,
-            kept: true,
-            content,
-        })
+        Ok(ReceivedRecommendRequest { bytes, content })
     }
 
     /// The case as raw core values (`None`: the request has no case).
@@ -146,17 +144,26 @@ impl ReceivedRecommendRequest {
         }
     }
 
-    /// The message's encoding: the bytes as received.
-    pub fn encoded(&self) -> Cow<'_, [u8]> {
-        match (&self.content, self.kept) {
-            (_, true) => Cow::Borrowed(&self.bytes),
-            (Content::Decoded(request), false) => Cow::Owned(request.encode_to_vec()),
-            (Content::Read(_), false) => Cow::Owned(self.to_pb().encode_to_vec()),
-        }
+    /// prost's encoding of the request's content: what the audit record keeps (see the module's
+    /// doc).
+    pub fn canonical_encoding(&self) -> Vec<u8> {
+        self.as_pb().encode_to_vec()
     }
 
     /// The generated message with the same content.
     pub fn to_pb(&self) -> pb::RecommendRequest {
+        self.as_pb().into_owned()
+    }
+
+    /// The generated message with the same content, borrowed when prost decoded it.
+    fn as_pb(&self) -> Cow<'_, pb::RecommendRequest> {
+        match &self.content {
+            Content::Decoded(request) => Cow::Borrowed(request),
+            Content::Read(_) => Cow::Owned(self.read_as_pb()),
+        }
+    }
+
+    fn read_as_pb(&self) -> pb::RecommendRequest {
         match &self.content {
             Content::Decoded(request) => request.clone(),
             Content::Read(case) => pb::RecommendRequest {
@@ -202,9 +209,9 @@ impl ReceivedRecommendRequest {
 }
 
 impl Message for ReceivedRecommendRequest {
-    /// The message as received.
+    /// prost's encoding of the content (see the module's doc: not the bytes as sent).
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        buf.put_slice(&self.encoded());
+        self.as_pb().encode_raw(buf);
     }
 
     /// Field by field, as prost merges: the content becomes prost's, and the bytes are no longer
@@ -219,7 +226,6 @@ impl Message for ReceivedRecommendRequest {
         if let Content::Read(_) = self.content {
             self.content = Content::Decoded(self.to_pb());
         }
-        self.kept = false;
         self.bytes.clear();
         match &mut self.content {
             Content::Decoded(request) => request.merge_field(tag, wire_type, buf, ctx),
@@ -228,14 +234,14 @@ impl Message for ReceivedRecommendRequest {
     }
 
     fn encoded_len(&self) -> usize {
-        self.encoded().len()
+        self.as_pb().encoded_len()
     }
 
     fn clear(&mut self) {
         *self = Self::default();
     }
 
-    /// A whole message: kept as received, read here or by prost (see the module's doc).
+    /// A whole message: its bytes kept, read here or by prost (see the module's doc).
     fn decode(mut buf: impl Buf) -> Result<Self, prost::DecodeError>
     where
         Self: Default,
@@ -495,7 +501,9 @@ mod tests {
         assert!(received.read_directly());
         assert_eq!(received.to_pb(), request);
         assert_eq!(received.case_id(), "ivc-1");
-        assert_eq!(received.encoded().as_ref(), bytes.as_slice());
+        assert_eq!(received.canonical_encoding(), bytes);
+        assert_eq!(received.encode_to_vec(), bytes);
+        assert_eq!(received.encoded_len(), bytes.len());
         assert_eq!(
             format!("{:?}", received.raw_case()),
             format!("{:?}", request.case.as_ref().map(convert::raw_case))
@@ -528,13 +536,22 @@ mod tests {
             merged.to_pb(),
             pb::RecommendRequest::decode(twice.as_slice()).expect("valid")
         );
-        assert_eq!(merged.encoded().as_ref(), twice.as_slice());
+        // The record keeps the merged content, not the two copies sent.
+        assert_eq!(
+            merged.canonical_encoding(),
+            pb::RecommendRequest::decode(twice.as_slice())
+                .expect("valid")
+                .encode_to_vec()
+        );
+        assert!(merged.canonical_encoding().len() < twice.len());
 
         let mut unknown = pb::RecommendRequest { case: Some(case) }.encode_to_vec();
         unknown.extend([0x10, 0x01]); // field 2, varint: not in the message
         let read = ReceivedRecommendRequest::from_bytes(&unknown).expect("valid");
         assert!(!read.read_directly());
         assert_eq!(read.case_id(), "ivc-1");
+        // A field the contract does not define is not kept for the record.
+        assert_eq!(read.canonical_encoding(), &unknown[..unknown.len() - 2]);
 
         // A ten-byte varint is read when its last byte is 0 or 1, as prost reads it.
         let mut long = vec![0x0a, 0x0b, 0x18];
@@ -573,9 +590,51 @@ mod tests {
             .merge(request.encode_to_vec().as_slice())
             .expect("valid");
         assert_eq!(merged.to_pb(), request);
+        assert_eq!(merged.encode_to_vec(), request.encode_to_vec());
+        assert_eq!(merged.encoded_len(), request.encoded_len());
+
+        // Merging into a request read here: the same as prost merging into its own message.
+        let more = pb::RecommendRequest {
+            case: Some(pb::Case {
+                case_id: "other".into(),
+                tumor: Some(pb::Tumor {
+                    size_cm: 0.0,
+                    grade: 0,
+                    depth: 1,
+                }),
+                organs_at_risk: vec![2],
+                ..Default::default()
+            }),
+        }
+        .encode_to_vec();
+        let mut ours =
+            ReceivedRecommendRequest::from_bytes(&request.encode_to_vec()).expect("valid");
+        assert!(ours.read_directly());
+        ours.merge(more.as_slice()).expect("valid");
+        let mut theirs = request.clone();
+        theirs.merge(more.as_slice()).expect("valid");
+        assert_eq!(ours.to_pb(), theirs);
+        assert_eq!(ours.case_id(), "other");
+        assert_eq!(ours.encode_to_vec(), theirs.encode_to_vec());
+    }
+
+    #[test]
+    fn a_message_in_two_pieces_decodes_as_one() {
+        let bytes = pb::RecommendRequest {
+            case: Some(full_case()),
+        }
+        .encode_to_vec();
+        let (first, second) = bytes.split_at(17);
+        let pieces = ReceivedRecommendRequest::decode(first.chain(second)).expect("valid");
+        assert!(pieces.read_directly());
         assert_eq!(
-            merged.encoded().as_ref(),
-            request.encode_to_vec().as_slice()
+            pieces.to_pb(),
+            pb::RecommendRequest::decode(bytes.as_slice()).expect("valid")
         );
+        let short = &bytes[..bytes.len() - 1];
+        let (first, second) = short.split_at(10);
+        let cut = ReceivedRecommendRequest::decode(first.chain(second)).expect_err("cut");
+        let prost = pb::RecommendRequest::decode(short).expect_err("cut");
+        assert_eq!(cut.to_string(), prost.to_string());
     }
 }

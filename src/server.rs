@@ -192,14 +192,13 @@ impl Service {
         if self.options.audit.is_none() {
             return Ok(());
         }
-        // The request as it arrived: the bytes the caller sent are what the record keeps.
         self.record_bytes(
             &encoded.recommendation_id,
             Kind::Recommend,
             caller,
             request.case_id(),
             None,
-            request.encoded().into_owned(),
+            request.canonical_encoding(),
             &encoded.plan,
             wait,
         )

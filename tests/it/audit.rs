@@ -1732,3 +1732,94 @@ async fn a_replica_stuck_holding_the_chain_lock_does_not_wedge_the_others() {
     assert_eq!(code, 0, "{output}");
     assert!(output.contains("intact: 2 records"), "{output}");
 }
+
+/// Sends one `Recommend` whose message is `message` exactly (not written by the generated
+/// client) and decodes the answer.
+async fn recommend_raw(address: &str, message: &[u8]) -> pb::RecommendResponse {
+    let tcp = tokio::net::TcpStream::connect(address).await.expect("tcp");
+    let (sender, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut sender = sender.ready().await.expect("ready");
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "http://{address}/vlms.rt.v1.RecommendationService/Recommend"
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+    let (response, mut stream) = sender.send_request(request, false).expect("send");
+    let mut body = vec![0_u8];
+    body.extend((message.len() as u32).to_be_bytes());
+    body.extend(message);
+    stream
+        .send_data(bytes::Bytes::from(body), true)
+        .expect("body");
+    let response = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .expect("answered")
+        .expect("response");
+    let mut body = response.into_body();
+    let mut received = Vec::new();
+    while let Some(chunk) = body.data().await {
+        received.extend_from_slice(&chunk.expect("data"));
+    }
+    let trailers = body.trailers().await.expect("trailers").unwrap_or_default();
+    assert_eq!(
+        trailers.get("grpc-status").map(|value| value.as_bytes()),
+        Some(&b"0"[..]),
+        "{trailers:?}"
+    );
+    pb::RecommendResponse::decode(&received[5..]).expect("a RecommendResponse")
+}
+
+#[tokio::test]
+async fn a_record_keeps_the_request_as_read_not_fields_the_contract_does_not_define() {
+    let target = Target::sqlite();
+    let (server, _failing) = audited_server(&target).await;
+    let address = server.url.trim_start_matches("http://").to_string();
+    let request = pb::RecommendRequest {
+        case: Some(
+            vignettes()
+                .into_iter()
+                .find(|vignette| vignette.is_plan())
+                .expect("a plan vignette")
+                .case(),
+        ),
+    };
+    let canonical = request.encode_to_vec();
+    // The same request with a text under a field number the contract does not define, and with
+    // an earlier case_id that the later one replaces.
+    let mut sent = vec![0x3a, 8];
+    sent.extend(b"Jane Doe");
+    sent.extend(&canonical);
+    let Some(case) = &request.case else {
+        unreachable!("built with a case")
+    };
+    let mut inner = vec![0x0a, 9];
+    inner.extend(b"Jane-Does");
+    prost::encoding::string::encode(1, &case.case_id, &mut inner);
+    sent.push(0x0a);
+    prost::encoding::encode_varint(inner.len() as u64, &mut sent);
+    sent.extend(&inner);
+    // The case sent a second time holds only case_ids: merged, the last one is the case's own.
+
+    let response = recommend_raw(&address, &sent).await;
+    let id = response.plan.expect("a plan").recommendation_id;
+    let Target::Sqlite(path) = &target else {
+        unreachable!("a SQLite target")
+    };
+    let connection = rusqlite::Connection::open(path).expect("open");
+    let stored: Vec<u8> = connection
+        .query_row(
+            "SELECT request FROM records WHERE recommendation_id = ?1",
+            [&id],
+            |row| row.get(0),
+        )
+        .expect("the answer was recorded");
+    assert_eq!(stored, canonical, "prost's encoding of what was read");
+    assert!(!stored.windows(4).any(|window| window == b"Jane"));
+}
