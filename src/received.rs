@@ -159,39 +159,37 @@ impl ReceivedRecommendRequest {
     fn as_pb(&self) -> Cow<'_, pb::RecommendRequest> {
         match &self.content {
             Content::Decoded(request) => Cow::Borrowed(request),
-            Content::Read(_) => Cow::Owned(self.read_as_pb()),
+            Content::Read(case) => Cow::Owned(self.read_as_pb(case.as_ref())),
         }
     }
 
-    fn read_as_pb(&self) -> pb::RecommendRequest {
-        match &self.content {
-            Content::Decoded(request) => request.clone(),
-            Content::Read(case) => pb::RecommendRequest {
-                case: case.as_ref().map(|case| pb::Case {
-                    case_id: self.text(&case.case_id).to_string(),
-                    evaluation_date: self.text(&case.evaluation_date).to_string(),
-                    vessel: case.vessel,
-                    ivc_segment: case.ivc_segment,
-                    tumor: case.tumor,
-                    phase: case.phase,
-                    resectability: case.resectability,
-                    surgery_mutilating: case.surgery_mutilating,
-                    resection: case.resection.as_ref().map(|resection| pb::Resection {
-                        margin: resection.margin,
-                        close_margin: resection.close_margin,
-                        surgery_date: self.text(&resection.surgery_date).to_string(),
-                        compartmental_contained: resection.compartmental_contained,
-                        re_excision_feasible: resection.re_excision_feasible,
-                        hematoma_present: resection.hematoma_present,
-                        vascular_management: resection.vascular_management,
-                        periaortic_dissection: resection.periaortic_dissection,
-                    }),
-                    organs_at_risk: case.organs_at_risk.to_vec(),
-                    solitary_functioning_kidney: case.solitary_functioning_kidney,
-                    prior_radiotherapy: case.prior_radiotherapy,
-                    metastatic_disease: case.metastatic_disease,
+    /// The generated message for a case read here (its texts copied out of `bytes`).
+    fn read_as_pb(&self, case: Option<&ReadCase>) -> pb::RecommendRequest {
+        pb::RecommendRequest {
+            case: case.map(|case| pb::Case {
+                case_id: self.text(&case.case_id).to_string(),
+                evaluation_date: self.text(&case.evaluation_date).to_string(),
+                vessel: case.vessel,
+                ivc_segment: case.ivc_segment,
+                tumor: case.tumor,
+                phase: case.phase,
+                resectability: case.resectability,
+                surgery_mutilating: case.surgery_mutilating,
+                resection: case.resection.as_ref().map(|resection| pb::Resection {
+                    margin: resection.margin,
+                    close_margin: resection.close_margin,
+                    surgery_date: self.text(&resection.surgery_date).to_string(),
+                    compartmental_contained: resection.compartmental_contained,
+                    re_excision_feasible: resection.re_excision_feasible,
+                    hematoma_present: resection.hematoma_present,
+                    vascular_management: resection.vascular_management,
+                    periaortic_dissection: resection.periaortic_dissection,
                 }),
-            },
+                organs_at_risk: case.organs_at_risk.to_vec(),
+                solitary_functioning_kidney: case.solitary_functioning_kidney,
+                prior_radiotherapy: case.prior_radiotherapy,
+                metastatic_disease: case.metastatic_disease,
+            }),
         }
     }
 

@@ -18,7 +18,7 @@ use vlms_rt::pb;
 use vlms_rt::pb::recommendation_service_client::RecommendationServiceClient;
 use vlms_rt::startup::Settings;
 
-use crate::support::{TestServer, http_get, profile, vignettes};
+use crate::support::{TestServer, http_get, profile, raw_grpc_headers, vignettes};
 
 /// Where a test's audit trail lives.
 enum Target {
@@ -1736,22 +1736,8 @@ async fn a_replica_stuck_holding_the_chain_lock_does_not_wedge_the_others() {
 /// Sends one `Recommend` whose message is `message` exactly (not written by the generated
 /// client) and decodes the answer.
 async fn recommend_raw(address: &str, message: &[u8]) -> pb::RecommendResponse {
-    let tcp = tokio::net::TcpStream::connect(address).await.expect("tcp");
-    let (sender, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let mut sender = sender.ready().await.expect("ready");
-    let request = http::Request::builder()
-        .method("POST")
-        .uri(format!(
-            "http://{address}/vlms.rt.v1.RecommendationService/Recommend"
-        ))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .expect("request");
-    let (response, mut stream) = sender.send_request(request, false).expect("send");
+    let (response, mut stream) =
+        raw_grpc_headers(address, "/vlms.rt.v1.RecommendationService/Recommend").await;
     let mut body = vec![0_u8];
     body.extend((message.len() as u32).to_be_bytes());
     body.extend(message);

@@ -342,7 +342,8 @@ fn the_servers_request_reader_agrees_with_prost() {
     let mut runner = runner();
     let counts = std::cell::RefCell::new(std::collections::BTreeMap::<&str, u64>::new());
     // A case made of random fields, wrapped as field 1 of a request (sometimes twice, sometimes
-    // with a field after it); every published request; and those with bytes changed.
+    // with a field after it, sometimes cut short); a well-typed request with repeated fields;
+    // every published request; those with bytes changed; random bytes.
     let built = (
         prop::collection::vec(field_bytes(), 0..12),
         0_u8..4,

@@ -17,7 +17,7 @@ use vlms_rt::pb;
 use vlms_rt::pb::recommendation_service_client::RecommendationServiceClient;
 use vlms_rt::startup::{Limits, Settings, TlsMaterial};
 
-use crate::support::{TestServer, http_get, plan_mismatches, profile, vignettes};
+use crate::support::{TestServer, http_get, plan_mismatches, profile, raw_grpc_headers, vignettes};
 
 fn settings() -> Settings {
     Settings::new("127.0.0.1:0".parse().expect("address"), profile())
@@ -913,28 +913,6 @@ async fn metrics_count_calls_codes_plans_and_shed_calls() {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     }
     drop(sender);
-}
-
-/// Opens an HTTP/2 connection and sends the headers of a gRPC call to `path`, leaving its body
-/// open: the response to come and the stream to send the body on.
-async fn raw_grpc_headers(
-    address: &str,
-    path: &str,
-) -> (h2::client::ResponseFuture, h2::SendStream<bytes::Bytes>) {
-    let tcp = tokio::net::TcpStream::connect(address).await.expect("tcp");
-    let (sender, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let mut sender = sender.ready().await.expect("ready");
-    let request = http::Request::builder()
-        .method("POST")
-        .uri(format!("http://{address}{path}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .expect("request");
-    sender.send_request(request, false).expect("send")
 }
 
 /// Sends one raw gRPC request over HTTP/2 and returns (grpc-status, grpc-message) from the

@@ -488,3 +488,25 @@ pub async fn http_get(address: &str, path: &str) -> String {
     stream.read_to_string(&mut text).await.expect("read");
     text
 }
+
+/// Opens an HTTP/2 connection and sends the headers of a gRPC call to `path`, leaving its body
+/// open: the response to come and the stream to send the body on.
+pub async fn raw_grpc_headers(
+    address: &str,
+    path: &str,
+) -> (h2::client::ResponseFuture, h2::SendStream<bytes::Bytes>) {
+    let tcp = tokio::net::TcpStream::connect(address).await.expect("tcp");
+    let (sender, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut sender = sender.ready().await.expect("ready");
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{address}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+    sender.send_request(request, false).expect("send")
+}
