@@ -406,6 +406,23 @@ pub fn encode_plan_with(
     encode(plan, Some(parts), recommendation_id)
 }
 
+/// Every alert of `profile` at every severity, each encoded as a whole field of
+/// `vlms.rt.v1.Plan`. The encoder copies an alert only at its defined severity
+/// ([`ProfileParts`]); the audit store's dictionary also lists the others (RT_START_OVERDUE, for
+/// one, is raised at a severity of its own past 90 days).
+pub fn alert_fields(profile: &core::Profile) -> Vec<Vec<u8>> {
+    use crate::core::ids::{AlertCode, Severity};
+    use crate::core::plan::Alert;
+    AlertCode::ALL
+        .iter()
+        .flat_map(|&code| {
+            Severity::ALL
+                .iter()
+                .map(move |&severity| field(12, &AlertBody(&Alert::of(profile, code, severity))))
+        })
+        .collect()
+}
+
 /// The sub-messages of a plan that depend on the profile alone — a rule firing, an alert at its
 /// defined severity, a volume, a prescription option, an organ-at-risk constraint, an outcome
 /// statement, a reference — each encoded once as the whole field (key, length, body). A plan item
@@ -498,6 +515,20 @@ impl ProfileParts {
             constraints,
             references,
         }
+    }
+
+    /// Every part, encoded as a whole field of `vlms.rt.v1.Plan` (key, length, body), in a fixed
+    /// order: what the audit store's plan dictionary is built from ([`crate::audit::dictionary`]).
+    pub fn fields(&self) -> impl Iterator<Item = &[u8]> {
+        self.firings
+            .iter()
+            .chain(self.statements.iter().flatten())
+            .chain(&self.alerts)
+            .chain(&self.volumes)
+            .chain(&self.prescriptions)
+            .chain(&self.constraints)
+            .chain(&self.references)
+            .map(Vec::as_slice)
     }
 
     /// A prescription is the profile's when its label, phases and reference list are one option's

@@ -1,7 +1,9 @@
-//! Compression of stored responses against a dictionary of sample plans
-//! ([`super::dictionary`]), done on the thread that answers the call, before the record is handed
-//! to the writer: the writer's serial path then hashes and stores a few hundred bytes instead of the
-//! whole plan, and the plan's buffer never crosses threads.
+//! Compression of stored responses against the store's dictionary ([`super::dictionary`]): a plan
+//! as a frame of the dictionary's parts ([`super::parts`]), anything else (a check's answer, a plan
+//! the parts do not cover) with zstd against the dictionary's sample plans. Done on the thread that
+//! answers the call, before the record is handed to the writer: the writer's serial path then
+//! hashes and stores a few hundred bytes instead of the whole plan, and the plan's buffer never
+//! crosses threads.
 //!
 //! A record compressed here carries the dictionary's SHA-256 ([`super::NewRecord::response_dictionary`]);
 //! its link in the hash chain covers the compressed frame and that SHA-256 (chain version 2), which
@@ -14,6 +16,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::AuditError;
+use super::parts::PartIndex;
 
 /// zstd settings. A fast negative level does nearly as well as level 1 here, because nearly all of
 /// a plan is found in the dictionary: over the 16 vignettes' plans, level 1 took 4.0 µs a plan for
@@ -25,11 +28,17 @@ const COMPRESSION_LEVEL: i32 = -3;
 const WINDOW_LOG: u32 = 19;
 const HASH_LOG: u32 = 17;
 
+/// A parts frame is kept only when it is at most this fraction of the response (1/8): a plan the
+/// profile's parts cover comes to ~2% of its size; one that is mostly its own bytes goes to zstd.
+const PARTS_FRAME_SHARE: usize = 8;
+
 /// A dictionary responses are compressed against.
 #[derive(Debug)]
 pub struct Compression {
     dictionary: Arc<[u8]>,
     sha256: [u8; 32],
+    /// The dictionary's parts section, when it has one.
+    parts: Option<PartIndex>,
 }
 
 thread_local! {
@@ -46,9 +55,15 @@ impl Compression {
         if dictionary.is_empty() {
             return Ok(None);
         }
+        if super::parts::parse_section(dictionary).is_err() {
+            return Err(AuditError::Store(
+                "the compression dictionary's parts section is malformed".into(),
+            ));
+        }
         let compression = Compression {
             dictionary: Arc::from(dictionary),
             sha256: Sha256::digest(dictionary).into(),
+            parts: PartIndex::new(dictionary),
         };
         // Fail at start-up, not on the first call, if zstd cannot load it.
         compression.compressor()?;
@@ -84,9 +99,18 @@ impl Compression {
         Ok(compressor)
     }
 
-    /// `response` as a zstd frame against the dictionary, when that is smaller; `None` otherwise
-    /// (incompressible bytes, or a zstd error: the response is then stored as sent).
+    /// `response` as a parts frame against the dictionary when the parts cover nearly all of it,
+    /// else as a zstd frame when that is smaller; `None` otherwise (incompressible bytes, or a
+    /// zstd error: the response is then stored as sent).
     pub fn compress(&self, response: &[u8]) -> Option<Vec<u8>> {
+        if let Some(frame) = self
+            .parts
+            .as_ref()
+            .and_then(|parts| parts.frame(&self.dictionary, response))
+            .filter(|frame| frame.len() * PARTS_FRAME_SHARE <= response.len())
+        {
+            return Some(frame);
+        }
         COMPRESSOR.with(|cell| {
             let mut cell = cell.borrow_mut();
             if cell

@@ -73,21 +73,64 @@ pub(crate) fn sample_cases() -> Vec<pb::Case> {
     cases
 }
 
-/// The dictionary for `profile`: the encoded plans of the sample cases the profile accepts, most
-/// distinctive last (zstd reaches the end of a dictionary most cheaply), at most 384 KiB.
+/// The dictionary for `profile`: a parts section ([`super::parts`]) listing the top-level fields of
+/// the sample cases' plans that do not name the call (all but its id, case id, evaluation date and
+/// start window), most frequent first, then the profile's other parts
+/// ([`crate::wire::ProfileParts::fields`], and every alert at every severity); then, for zstd, the encoded plans of the sample cases
+/// the profile accepts, most distinctive last (zstd reaches the end of a dictionary most cheaply),
+/// at most 384 KiB of them.
 pub fn plan_dictionary(profile: &Profile) -> Vec<u8> {
-    let mut dictionary = Vec::new();
-    for case in sample_cases() {
-        let request = pb::RecommendRequest { case: Some(case) };
-        let Ok(case) = crate::convert::case_from_request(&request) else {
-            continue;
-        };
-        let plan = crate::core::recommend(profile, &case);
-        let encoded = crate::wire::encode_plan(&plan, "00000000000000000000000000");
-        if dictionary.len() + encoded.len() > MAX_LEN {
+    let plans: Vec<Vec<u8>> = sample_cases()
+        .into_iter()
+        .filter_map(|case| {
+            let request = pb::RecommendRequest { case: Some(case) };
+            let case = crate::convert::case_from_request(&request).ok()?;
+            let plan = crate::core::recommend(profile, &case);
+            Some(crate::wire::encode_plan(
+                &plan,
+                "00000000000000000000000000",
+            ))
+        })
+        .collect();
+    // Plan fields 1, 3, 4 and 9 hold the call's id, case id, evaluation date and start window.
+    const OWN_FIELDS: [u32; 4] = [1, 3, 4, 9];
+    let mut counted: Vec<(&[u8], usize)> = Vec::new();
+    let mut position = std::collections::HashMap::new();
+    for plan in &plans {
+        for (tag, range) in super::parts::fields(plan).unwrap_or_default() {
+            let field = &plan[range];
+            if OWN_FIELDS.contains(&tag) || field[0] & 7 != 2 {
+                continue;
+            }
+            let at = *position.entry(field).or_insert_with(|| {
+                counted.push((field, 0));
+                counted.len() - 1
+            });
+            counted[at].1 += 1;
+        }
+    }
+    // Stable: equally frequent parts keep their first appearance's order.
+    counted.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
+    let profile_parts = crate::wire::ProfileParts::new(std::sync::Arc::new(profile.clone()));
+    let mut listed: Vec<&[u8]> = counted.iter().map(|(field, _)| *field).collect();
+    let alerts = crate::wire::alert_fields(profile);
+    for field in profile_parts
+        .fields()
+        .chain(alerts.iter().map(Vec::as_slice))
+    {
+        if !position.contains_key(field) {
+            position.insert(field, listed.len());
+            listed.push(field);
+        }
+    }
+    let mut dictionary = super::parts::section(listed.iter().copied());
+    let mut samples = 0;
+    for plan in &plans {
+        if samples + plan.len() > MAX_LEN {
             continue;
         }
-        dictionary.extend_from_slice(&encoded);
+        samples += plan.len();
+        dictionary.extend_from_slice(plan);
     }
     dictionary
 }
@@ -107,7 +150,22 @@ mod tests {
         let profile = crate::guideline::embedded().expect("profile");
         let dictionary = plan_dictionary(&profile);
         assert!(dictionary.len() > 64 * 1024, "{}", dictionary.len());
-        assert!(dictionary.len() <= MAX_LEN);
+        // zstd's window (2^19 bytes, see `compress`) reaches all of it.
+        assert!(dictionary.len() <= 1 << 19, "{}", dictionary.len());
         assert_eq!(dictionary, plan_dictionary(&profile));
+        // Every part the profile defines is listed, once.
+        let parts = super::super::parts::parse_section(&dictionary)
+            .expect("well-formed")
+            .expect("a parts section");
+        let listed: Vec<&[u8]> = parts
+            .iter()
+            .map(|range| &dictionary[range.clone()])
+            .collect();
+        let profile_parts = crate::wire::ProfileParts::new(std::sync::Arc::new(profile.clone()));
+        for field in profile_parts.fields() {
+            assert!(listed.contains(&field));
+        }
+        let distinct: std::collections::HashSet<&[u8]> = listed.iter().copied().collect();
+        assert_eq!(distinct.len(), listed.len());
     }
 }

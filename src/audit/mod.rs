@@ -9,6 +9,7 @@
 
 pub mod compress;
 pub mod dictionary;
+pub mod parts;
 pub mod postgres;
 pub mod sqlite;
 
@@ -81,8 +82,8 @@ pub struct NewRecord {
     /// For feedback: the recommendation_id it is about.
     pub subject_id: Option<String>,
     pub request: Vec<u8>,
-    /// The response as sent, or, when `response_dictionary` is set, a zstd frame of it compressed
-    /// against that dictionary.
+    /// The response as sent, or, when `response_dictionary` is set, a frame of it against that
+    /// dictionary: a parts frame ([`parts`]) or a zstd frame.
     pub response: Vec<u8>,
     /// The SHA-256 of the dictionary `response` is compressed with (see [`compress`]); `None`: the
     /// response as sent. Records read back always hold the response as sent.

@@ -1,7 +1,8 @@
 //! The SQLite audit store: WAL, `synchronous=FULL`, versioned migrations at start-up, the file
-//! created with mode 0600 (it holds clinical data). Responses are stored zstd-compressed against a
-//! dictionary of sample plans (see [`super::dictionary`]) when that makes them smaller, compressed
-//! by the calling thread ([`super::compress`]); readers get the bytes the client received. The hash
+//! created with mode 0600 (it holds clinical data). Responses are stored compressed against the
+//! store's dictionary (see [`super::dictionary`]) when that makes them smaller — a plan as a frame
+//! of the dictionary's parts ([`super::parts`]), anything else with zstd — compressed by the
+//! calling thread ([`super::compress`]); readers get the bytes the client received. The hash
 //! chain covers a compressed response as stored with its dictionary's SHA-256 (chain version 2);
 //! records written before that (chain version 1) were hashed over the response as sent, and
 //! `verify` checks each record by its own version.
@@ -318,10 +319,18 @@ struct ReaderState {
     dictionaries: Dictionaries,
 }
 
-/// Decompressors by dictionary id, with each dictionary's SHA-256, loaded from the database on
-/// first use.
+/// Dictionaries by id, each with its SHA-256, its parts section and its zstd decompressor, loaded
+/// from the database on first use.
 #[derive(Default)]
-struct Dictionaries(HashMap<i64, ([u8; 32], zstd::bulk::Decompressor<'static>)>);
+struct Dictionaries(HashMap<i64, Dictionary>);
+
+struct Dictionary {
+    sha256: [u8; 32],
+    content: Vec<u8>,
+    /// Where its parts lie in `content` (empty when it has no parts section).
+    parts: Vec<std::ops::Range<usize>>,
+    decompressor: zstd::bulk::Decompressor<'static>,
+}
 
 /// Why a stored response could not be turned back into the bytes that were sent.
 enum Unreadable {
@@ -332,8 +341,8 @@ enum Unreadable {
 }
 
 impl Dictionaries {
-    /// The response as it was sent: `stored` itself, or `stored` decompressed with dictionary `id`.
-    /// A dictionary is checked against its SHA-256 when it is loaded.
+    /// The response as it was sent: `stored` itself, or `stored` (a parts frame or a zstd frame)
+    /// read with dictionary `id`. A dictionary is checked against its SHA-256 when it is loaded.
     fn response(
         &mut self,
         connection: &Connection,
@@ -343,15 +352,25 @@ impl Dictionaries {
         let Some(id) = id else {
             return Ok(stored);
         };
-        let (_, decompressor) = self.load(connection, id)?;
+        let dictionary = self.load(connection, id)?;
         const UNDECODABLE: &str =
             "its stored response does not decompress (the record was changed)";
+        if stored.starts_with(super::parts::FRAME_MAGIC) {
+            return super::parts::decode(
+                &dictionary.parts,
+                &dictionary.content,
+                &stored,
+                MAX_RESPONSE,
+            )
+            .ok_or(Unreadable::Changed(UNDECODABLE));
+        }
         let size = zstd::zstd_safe::get_frame_content_size(&stored)
             .ok()
             .flatten()
             .filter(|size| *size <= MAX_RESPONSE)
             .ok_or(Unreadable::Changed(UNDECODABLE))?;
-        let response = decompressor
+        let response = dictionary
+            .decompressor
             .decompress(&stored, size as usize)
             .map_err(|_| Unreadable::Changed(UNDECODABLE))?;
         if response.len() as u64 != size {
@@ -360,13 +379,8 @@ impl Dictionaries {
         Ok(response)
     }
 
-    /// Dictionary `id`'s SHA-256 and decompressor; the dictionary is checked against its SHA-256
-    /// when it is first loaded.
-    fn load(
-        &mut self,
-        connection: &Connection,
-        id: i64,
-    ) -> Result<&mut ([u8; 32], zstd::bulk::Decompressor<'static>), Unreadable> {
+    /// Dictionary `id`; it is checked against its SHA-256 when it is first loaded.
+    fn load(&mut self, connection: &Connection, id: i64) -> Result<&mut Dictionary, Unreadable> {
         Ok(match self.0.entry(id) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::hash_map::Entry::Vacant(entry) => {
@@ -387,9 +401,23 @@ impl Dictionaries {
                         "the compression dictionary it names does not match its SHA-256 (the dictionary was changed)",
                     ));
                 }
+                // Checked by its SHA-256 and written by this program: malformed only if the
+                // program that wrote it was wrong.
+                let parts = super::parts::parse_section(&content)
+                    .map_err(|_| {
+                        Unreadable::Changed(
+                            "the compression dictionary it names has a malformed parts section",
+                        )
+                    })?
+                    .unwrap_or_default();
                 let decompressor = zstd::bulk::Decompressor::with_dictionary(&content)
                     .map_err(|error| Unreadable::Store(store_error(error)))?;
-                entry.insert((actual, decompressor))
+                entry.insert(Dictionary {
+                    sha256: actual,
+                    content,
+                    parts,
+                    decompressor,
+                })
             }
         })
     }
@@ -523,7 +551,7 @@ fn as_hashed(
 ) -> Result<(Vec<u8>, Option<[u8; 32]>), Unreadable> {
     let sent = dictionaries.response(connection, dictionary, stored.clone())?;
     Ok(match (version, dictionary) {
-        (CHAIN_COMPRESSED, Some(id)) => (stored, Some(dictionaries.load(connection, id)?.0)),
+        (CHAIN_COMPRESSED, Some(id)) => (stored, Some(dictionaries.load(connection, id)?.sha256)),
         _ => (sent, None),
     })
 }
@@ -917,6 +945,96 @@ mod tests {
         let (_, reader) = open(&path, None).expect("reopen");
         assert_eq!(response_of(&reader, "a"), plan);
         assert_eq!(verify(&path).expect("verify"), Ok(3));
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn plans_are_stored_as_parts_frames_that_read_back_exactly_and_verify() {
+        let path = temp_db();
+        let profile = crate::guideline::embedded().expect("profile");
+        let dictionary = super::super::dictionary::plan_dictionary(&profile);
+        let (mut store, reader) = open(&path, Some(&dictionary)).expect("open");
+        // Real plans: those of the dictionary's sample cases, each under its own id.
+        let plans: Vec<(String, Vec<u8>)> = super::super::dictionary::sample_cases()
+            .into_iter()
+            .enumerate()
+            .map(|(n, case)| {
+                let request = crate::pb::RecommendRequest { case: Some(case) };
+                let case = crate::convert::case_from_request(&request).expect("valid");
+                let id = format!("01KB{n:022}");
+                let plan = crate::wire::encode_plan(&crate::core::recommend(&profile, &case), &id);
+                (id, plan)
+            })
+            .collect();
+        let records: Vec<NewRecord> = plans
+            .iter()
+            .map(|(id, plan)| {
+                let mut new = record(id, "x", Kind::Recommend, None);
+                new.response = plan.clone();
+                prepared(&store, new)
+            })
+            .collect();
+        // A check's answer (here: a plan nested in field 1) is not made of parts: zstd keeps it.
+        let mut check = record("check", "x", Kind::Check, None);
+        check.response = vec![0x0a];
+        prost::encoding::encode_varint(plans[0].1.len() as u64, &mut check.response);
+        check.response.extend_from_slice(&plans[0].1);
+        let check_stored = prepared(&store, check.clone());
+        assert!(check_stored.response_dictionary.is_some());
+        assert!(check_stored.response.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]));
+        store.append(&records).expect("append");
+        store.append(&[check_stored]).expect("append");
+        let connection = Connection::open(&path).expect("open");
+        for (id, plan) in &plans {
+            let stored: Vec<u8> = connection
+                .query_row(
+                    "SELECT response FROM records WHERE recommendation_id = ?1",
+                    [id],
+                    |row| row.get(0),
+                )
+                .expect("row");
+            assert!(stored.starts_with(super::super::parts::FRAME_MAGIC));
+            assert!(
+                stored.len() * 16 < plan.len(),
+                "{} of {}",
+                stored.len(),
+                plan.len()
+            );
+            assert_eq!(&response_of(&reader, id), plan);
+        }
+        assert_eq!(response_of(&reader, "check"), check.response);
+        let count = plans.len() as u64 + 1;
+        assert_eq!(verify(&path).expect("verify"), Ok(count));
+
+        // Reopened with a dictionary that has no parts section (as a version before them wrote),
+        // the frames still read: each names the dictionary it was written against.
+        drop((store, reader));
+        let section_end = super::super::parts::parse_section(&dictionary)
+            .expect("well-formed")
+            .and_then(|parts| parts.last().map(|last| last.end))
+            .expect("a section");
+        let (_, reader) = open(&path, Some(&dictionary[section_end..])).expect("reopen");
+        assert_eq!(response_of(&reader, &plans[3].0), plans[3].1);
+
+        // One byte of a frame changed: verify names that record.
+        connection
+            .execute(
+                "UPDATE records SET response = CAST(substr(response, 1, 40) || X'41' || substr(response, 42) AS BLOB) WHERE recommendation_id = ?1",
+                [&plans[5].0],
+            )
+            .expect("change");
+        let broken = verify(&path).expect("verify").expect_err("broken");
+        assert_eq!(broken.recommendation_id, plans[5].0);
+        // Cut short, it no longer reads as a frame at all.
+        connection
+            .execute(
+                "UPDATE records SET response = substr(response, 1, 20) WHERE recommendation_id = ?1",
+                [&plans[5].0],
+            )
+            .expect("cut");
+        let broken = verify(&path).expect("verify").expect_err("broken");
+        assert_eq!(broken.recommendation_id, plans[5].0);
+        assert!(broken.problem.contains("decompress"), "{}", broken.problem);
         let _ = std::fs::remove_file(&path);
     }
 

@@ -190,6 +190,28 @@ fn cited_ids(plan: &Plan<'_>) -> BTreeSet<String> {
     ids
 }
 
+/// The audit store's dictionary, its compression and where its parts lie.
+type AuditDictionary = (
+    Vec<u8>,
+    std::sync::Arc<vlms_rt::audit::compress::Compression>,
+    Vec<std::ops::Range<usize>>,
+);
+
+/// The audit store's dictionary for the test profile, its compression and its parts, made once.
+fn audit_dictionary() -> &'static AuditDictionary {
+    static MADE: std::sync::OnceLock<AuditDictionary> = std::sync::OnceLock::new();
+    MADE.get_or_init(|| {
+        let dictionary = vlms_rt::audit::dictionary::plan_dictionary(&profile());
+        let compression = vlms_rt::audit::compress::Compression::new(&dictionary)
+            .expect("loads")
+            .expect("not empty");
+        let parts = vlms_rt::audit::parts::parse_section(&dictionary)
+            .expect("well-formed")
+            .expect("a parts section");
+        (dictionary, compression, parts)
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, .. ProptestConfig::default() })]
 
@@ -277,6 +299,32 @@ proptest! {
             prop_assert_eq!(prost::Message::encode_to_vec(&item), prost::Message::encode_to_vec(&generated));
             prop_assert_eq!(prost::Message::encoded_len(&item), prost::Message::encoded_len(&generated));
         }
+    }
+
+    #[test]
+    fn every_plan_is_audited_as_a_small_parts_frame_that_reads_back_exactly(raw in valid_case(), id in "[0-9A-Z]{26}") {
+        let profile = profile();
+        let case = Case::validate(&raw, "case").expect("valid");
+        let plan = core::recommend(&profile, &case);
+        let (dictionary, compression, parts) = audit_dictionary();
+        let sent = vlms_rt::wire::encode_plan(&plan, &id);
+        let stored = compression.compress(&sent).expect("compressed");
+        // A parts frame, a few percent of the plan: every field but the call's own (its id, case
+        // id, evaluation date, indication, setting, site group and start window) is a listed part.
+        prop_assert!(stored.starts_with(vlms_rt::audit::parts::FRAME_MAGIC));
+        prop_assert!(stored.len() < 200, "{} of {} bytes", stored.len(), sent.len());
+        let listed: std::collections::HashSet<&[u8]> =
+            parts.iter().map(|range| &dictionary[range.clone()]).collect();
+        for (tag, range) in vlms_rt::audit::parts::fields(&sent).expect("fields") {
+            prop_assert!(
+                [1, 3, 4, 5, 6, 7, 9].contains(&tag) || listed.contains(&sent[range]),
+                "field {} is not a listed part", tag
+            );
+        }
+        prop_assert_eq!(
+            vlms_rt::audit::parts::decode(parts, dictionary, &stored, 1 << 24),
+            Some(sent)
+        );
     }
 
     #[test]
