@@ -67,9 +67,14 @@ def client_binary():
 
 
 @pytest.fixture(scope="session")
-def server(server_binary):
+def audit_db():
+    """Where the session's server keeps its audit trail."""
+    return pathlib.Path(tempfile.mkdtemp(prefix="vlms-rt-audit-")) / "audit.sqlite3"
+
+
+@pytest.fixture(scope="session")
+def server(server_binary, audit_db):
     """A real server on 127.0.0.1:0; yields its address once it has logged that it serves."""
-    audit_db = pathlib.Path(tempfile.mkdtemp(prefix="vlms-rt-audit-")) / "audit.sqlite3"
     process = subprocess.Popen(
         [str(server_binary), "--listen", "127.0.0.1:0", "--log-format", "json", "--audit-db", str(audit_db)],
         stdout=subprocess.DEVNULL,

@@ -1,7 +1,10 @@
 """A Python client that shares no code with the server, built from the .proto files alone."""
 
 import json
+import pathlib
+import shutil
 import subprocess
+import sys
 import threading
 import time
 
@@ -103,6 +106,35 @@ def test_recommend_stream_in_order_with_in_band_errors(stubs, stub):
                 assert detail.Unpack(bad_request)
                 fields.extend(violation.field for violation in bad_request.field_violations)
             assert fields == data["expected_error"]["fields"], name
+
+
+def test_audited_answers_read_back_from_the_file_without_the_service(stubs, stub, audit_db, tmp_path):
+    """scripts/read-audit-record.py (standard library only for plans) gives back the plan as
+    received, and a check's answer through the zstd command when it is installed."""
+    script = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "read-audit-record.py"
+    for name, data in PLANS:
+        plan = stub.Recommend(stubs.service.RecommendRequest(case=case_message(stubs, data)), timeout=10).plan
+        out = tmp_path / f"{name}.bin"
+        subprocess.run([sys.executable, str(script), str(audit_db), plan.recommendation_id, str(out)], check=True)
+        stored = stubs.plan.Plan()
+        stored.ParseFromString(out.read_bytes())
+        assert stored == plan, name
+        assert out.read_bytes() == plan.SerializeToString(deterministic=True), name
+    missing = subprocess.run(
+        [sys.executable, str(script), str(audit_db), "0" * 26, str(tmp_path / "none.bin")], capture_output=True
+    )
+    assert missing.returncode == 1 and b"no record" in missing.stderr
+    if shutil.which("zstd"):
+        name, data = CHECKS[0]
+        request = json_format.ParseDict(data["request"], stubs.service.CheckPrescriptionRequest())
+        response = stub.CheckPrescription(request, timeout=10)
+        out = tmp_path / "check.bin"
+        subprocess.run(
+            [sys.executable, str(script), str(audit_db), response.recommendation_id, str(out)], check=True
+        )
+        stored = stubs.service.CheckPrescriptionResponse()
+        stored.ParseFromString(out.read_bytes())
+        assert stored == response
 
 
 @pytest.mark.parametrize("name,data", CHECKS, ids=[name for name, _ in CHECKS])

@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Writes the response of one audit record, exactly as the client received it, without the service.
+
+Usage: read-audit-record.py AUDIT_DB RECOMMENDATION_ID OUT_FILE
+
+Needs only Python's standard library for plans (stored as frames of the dictionary's parts) and
+responses stored as sent; a response stored as a zstd frame (a prescription check's answer) is
+handed to the `zstd` command with the record's dictionary. The output is a serialized
+`vlms.rt.v1.Plan` for a recommendation, `vlms.rt.v1.CheckPrescriptionResponse` for a check. This
+reads the bytes; `vlms-rt-server audit verify` is what checks they were not changed.
+
+Parts frame ("VLP" 0x01, the response's length as a varint, then to the end either a varint n<<1
+and n literal bytes, or a varint i<<1|1 naming part i of the dictionary's parts section); parts
+section (the dictionary opens with "vlms-rt plan parts v1\\n", a varint count, then each part's
+length as a varint and its bytes). See src/audit/parts.rs.
+"""
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+
+FRAME_MAGIC = b"VLP\x01"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+SECTION_MAGIC = b"vlms-rt plan parts v1\n"
+
+
+def varint(data, at):
+    """The varint at `at` and the position after it."""
+    value, shift = 0, 0
+    while True:
+        if at >= len(data) or shift > 63:
+            raise ValueError("truncated or overlong varint")
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, at
+        shift += 7
+
+
+def parts_of(dictionary):
+    if not dictionary.startswith(SECTION_MAGIC):
+        raise ValueError("the record's dictionary has no parts section")
+    count, at = varint(dictionary, len(SECTION_MAGIC))
+    parts = []
+    for _ in range(count):
+        length, at = varint(dictionary, at)
+        if at + length > len(dictionary):
+            raise ValueError("the dictionary's parts section is malformed")
+        parts.append(dictionary[at:at + length])
+        at += length
+    return parts
+
+
+def decode_frame(frame, dictionary):
+    parts = parts_of(dictionary)
+    total, at = varint(frame, len(FRAME_MAGIC))
+    out = bytearray()
+    while at < len(frame):
+        operation, at = varint(frame, at)
+        if operation & 1:
+            out += parts[operation >> 1]
+        else:
+            length = operation >> 1
+            if length == 0 or at + length > len(frame):
+                raise ValueError("the frame is malformed")
+            out += frame[at:at + length]
+            at += length
+    if len(out) != total:
+        raise ValueError("the frame does not add up to the length it claims")
+    return bytes(out)
+
+
+def decompress_zstd(frame, dictionary):
+    zstd = shutil.which("zstd")
+    if zstd is None:
+        raise ValueError("this response is a zstd frame: install the zstd command to read it")
+    with tempfile.TemporaryDirectory() as scratch:
+        dictionary_path = os.path.join(scratch, "dictionary")
+        with open(dictionary_path, "wb") as file:
+            file.write(dictionary)
+        result = subprocess.run(
+            [zstd, "-q", "-d", "-c", "-D", dictionary_path], input=frame, capture_output=True, check=True
+        )
+        return result.stdout
+
+
+def main(argv):
+    if len(argv) != 4:
+        sys.stderr.write(__doc__)
+        return 2
+    path, recommendation_id, out_path = argv[1:]
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    row = connection.execute(
+        "SELECT r.response, d.content FROM records r LEFT JOIN dictionaries d ON d.id = r.response_dictionary "
+        "WHERE r.recommendation_id = ?",
+        (recommendation_id,),
+    ).fetchone()
+    if row is None:
+        sys.stderr.write(f"no record {recommendation_id} in {path}\n")
+        return 1
+    stored, dictionary = bytes(row[0]), row[1]
+    try:
+        if dictionary is None:
+            response = stored
+        elif stored.startswith(FRAME_MAGIC):
+            response = decode_frame(stored, bytes(dictionary))
+        elif stored.startswith(ZSTD_MAGIC):
+            response = decompress_zstd(stored, bytes(dictionary))
+        else:
+            raise ValueError("the stored response is neither a parts frame nor a zstd frame")
+    except (ValueError, IndexError, subprocess.CalledProcessError) as error:
+        sys.stderr.write(f"record {recommendation_id}: {error}\n")
+        return 1
+    with open(out_path, "wb") as file:
+        file.write(response)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
