@@ -18,6 +18,30 @@ use crate::metrics::code_name;
 use crate::pb;
 use crate::pb::recommendation_service_client::RecommendationServiceClient;
 
+/// `print!` to stdout, for the client's output. When the reader has gone (`vlms-rt … | head`) the
+/// client ends quietly with status 0 instead of panicking; any other write error (a full disk) is
+/// reported and ends it with status 2.
+macro_rules! out {
+    ($($arg:tt)*) => { write_out(format_args!($($arg)*)) };
+}
+
+/// `println!` to stdout, as [`out!`].
+macro_rules! outln {
+    ($($arg:tt)*) => { write_out(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+fn write_out(text: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout.write_fmt(text).and_then(|()| stdout.flush()) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("vlms-rt: cannot write the output: {error}");
+        std::process::exit(2);
+    }
+}
+
 /// Exit code: the server rejected the input.
 pub const EXIT_BAD_INPUT: u8 = 3;
 /// Exit code: the server could not be reached.
@@ -700,8 +724,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 .into_inner();
             let plan = response.plan.unwrap_or_default();
             match cli.output {
-                OutputFormat::Json => println!("{}", json(&plan, true)),
-                OutputFormat::Text => print!("{}", text::plan(&plan)),
+                OutputFormat::Json => outln!("{}", json(&plan, true)),
+                OutputFormat::Text => out!("{}", text::plan(&plan)),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -739,8 +763,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     rejected += 1;
                 }
                 match cli.output {
-                    OutputFormat::Json => println!("{}", stream_item_json(&item)),
-                    OutputFormat::Text => print!("{}", text::stream_item(&item)),
+                    OutputFormat::Json => outln!("{}", stream_item_json(&item)),
+                    OutputFormat::Text => out!("{}", text::stream_item(&item)),
                 }
             }
             Ok(if rejected > 0 {
@@ -766,8 +790,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 .map_err(|status| failure_from_status(&status))?
                 .into_inner();
             match cli.output {
-                OutputFormat::Json => println!("{}", json(&response, true)),
-                OutputFormat::Text => print!("{}", text::check(&response)),
+                OutputFormat::Json => outln!("{}", json(&response, true)),
+                OutputFormat::Text => out!("{}", text::check(&response)),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -779,8 +803,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 .map_err(|status| failure_from_status(&status))?
                 .into_inner();
             match cli.output {
-                OutputFormat::Json => println!("{}", json(&guideline, true)),
-                OutputFormat::Text => print!("{}", text::guideline(&guideline)),
+                OutputFormat::Json => outln!("{}", json(&guideline, true)),
+                OutputFormat::Text => out!("{}", text::guideline(&guideline)),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -794,8 +818,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 .map_err(|status| failure_from_status(&status))?
                 .into_inner();
             match cli.output {
-                OutputFormat::Json => println!("{}", json(&record, true)),
-                OutputFormat::Text => print!("{}", text::record(&record)),
+                OutputFormat::Json => outln!("{}", json(&record, true)),
+                OutputFormat::Text => out!("{}", text::record(&record)),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -815,12 +839,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     .into_inner();
                 // The heading once the server has accepted the case id, not before a refusal.
                 if std::mem::take(&mut first) && cli.output == OutputFormat::Text {
-                    println!("History of case {case_id}, newest first:");
+                    outln!("History of case {case_id}, newest first:");
                 }
                 for record in &page.records {
                     match cli.output {
-                        OutputFormat::Json => println!("{}", json(record, false)),
-                        OutputFormat::Text => println!("{}", text::record_line(record)),
+                        OutputFormat::Json => outln!("{}", json(record, false)),
+                        OutputFormat::Text => outln!("{}", text::record_line(record)),
                     }
                 }
                 if page.next_page_token.is_empty() {
@@ -850,14 +874,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 .await
                 .map_err(|status| failure_from_status(&status))?;
             if cli.output == OutputFormat::Text {
-                println!(
+                outln!(
                     "feedback recorded on {recommendation_id}: {}",
                     outcome
                         .as_str_name()
                         .trim_start_matches("FEEDBACK_OUTCOME_")
                 );
             } else {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({ "recommendationId": recommendation_id, "outcome": outcome.as_str_name() })
                 );
@@ -884,11 +908,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 service.as_str()
             };
             match cli.output {
-                OutputFormat::Json => println!(
+                OutputFormat::Json => outln!(
                     "{}",
                     serde_json::json!({ "service": service, "status": status })
                 ),
-                OutputFormat::Text => println!("{shown}: {status}"),
+                OutputFormat::Text => outln!("{shown}: {status}"),
             }
             Ok(if status == "SERVING" {
                 ExitCode::SUCCESS

@@ -229,7 +229,7 @@ impl<'a> Proposal<'a> {
             if metric.structure.trim().is_empty() {
                 violations.push(
                     format!("dose_metrics[{index}].structure"),
-                    "must name a TG-263 structure",
+                    "must name a structure (TG-263); empty or blank is not a name",
                 );
             }
             let unit = tg263_metric_unit(&metric.metric);

@@ -96,6 +96,34 @@ async fn json_output_equals_the_plan_from_recommend() {
 }
 
 #[tokio::test]
+async fn a_reader_that_goes_away_ends_the_client_quietly_not_with_a_panic() {
+    let server = TestServer::start().await;
+    let path = vignette_path("ivc-middle-postop-r1");
+    for args in [
+        &["--output", "json", "recommend", path.as_str()][..],
+        &["--output", "text", "recommend", path.as_str()][..],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vlms-rt"))
+            .arg("--server")
+            .arg(&server.url)
+            .args(args)
+            .env_remove("VLMS_RT_SERVER")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("client starts");
+        // The reading end closes before the client has its answer to write (`… | head -0`).
+        drop(child.stdout.take());
+        let output = child.wait_with_output().await.expect("client runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn text_output_leads_with_indication_and_the_preferred_prescription() {
     let server = TestServer::start().await;
     let output = client(
