@@ -599,8 +599,42 @@ pub fn verify(path: &Path) -> Result<Result<u64, BrokenLink>, AuditError> {
     let mut previous = [0_u8; 32];
     let mut count = 0_u64;
     while let Some(row) = rows.next().map_err(store_error)? {
-        let (mut record, dictionary) = row_to_stored(row).map_err(store_error)?;
-        let version: i64 = row.get(14).map_err(store_error)?;
+        // A value of another type than this program writes (text where it wrote a blob, as an
+        // edit with the sqlite3 shell easily leaves) is a changed record, named like any other.
+        let changed = |error: rusqlite::Error| -> Result<Result<u64, BrokenLink>, AuditError> {
+            match error {
+                rusqlite::Error::InvalidColumnType(..)
+                | rusqlite::Error::FromSqlConversionFailure(..)
+                | rusqlite::Error::IntegralValueOutOfRange(..) => Ok(Err(BrokenLink {
+                    seq: row.get(0).unwrap_or(-1),
+                    recommendation_id: match row.get_ref(1) {
+                        Ok(rusqlite::types::ValueRef::Text(bytes))
+                        | Ok(rusqlite::types::ValueRef::Blob(bytes)) => {
+                            String::from_utf8_lossy(bytes).into_owned()
+                        }
+                        Ok(rusqlite::types::ValueRef::Integer(number)) => number.to_string(),
+                        _ => String::new(),
+                    },
+                    problem: format!(
+                        "a column holds a value of another type than was written ({error}): the record was changed"
+                    ),
+                })),
+                other => Err(store_error(other)),
+            }
+        };
+        let read = row_to_stored(row).and_then(|stored| {
+            Ok((
+                stored,
+                row.get::<_, i64>(14)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, Vec<u8>>(12)?,
+                row.get::<_, Vec<u8>>(13)?,
+            ))
+        });
+        let ((mut record, dictionary), version, kind, prev_hash, hash) = match read {
+            Ok(read) => read,
+            Err(error) => return changed(error),
+        };
         let stored = std::mem::take(&mut record.record.response);
         match as_hashed(&mut dictionaries, &connection, version, dictionary, stored) {
             Ok((response, response_dictionary)) => {
@@ -616,9 +650,6 @@ pub fn verify(path: &Path) -> Result<Result<u64, BrokenLink>, AuditError> {
                 }));
             }
         }
-        let kind: String = row.get(3).map_err(store_error)?;
-        let prev_hash: Vec<u8> = row.get(12).map_err(store_error)?;
-        let hash: Vec<u8> = row.get(13).map_err(store_error)?;
         previous = match check_link(&previous, &record, &kind, &prev_hash, &hash) {
             Ok(next) => next,
             Err(broken) => return Ok(Err(broken)),
@@ -1035,6 +1066,23 @@ mod tests {
         let broken = verify(&path).expect("verify").expect_err("broken");
         assert_eq!(broken.recommendation_id, plans[5].0);
         assert!(broken.problem.contains("decompress"), "{}", broken.problem);
+        // Text where a blob was written (`SET response = 'x'` in the sqlite3 shell), or an id
+        // turned into a blob with the same bytes: named too, not a failure to read.
+        for (edit, id) in [
+            (
+                "UPDATE records SET response = 'x' WHERE recommendation_id = ?1",
+                &plans[2].0,
+            ),
+            (
+                "UPDATE records SET recommendation_id = CAST(recommendation_id AS BLOB) WHERE recommendation_id = ?1",
+                &plans[1].0,
+            ),
+        ] {
+            connection.execute(edit, [id]).expect("edit");
+            let broken = verify(&path).expect("verify").expect_err("broken");
+            assert_eq!(&broken.recommendation_id, id);
+            assert!(broken.problem.contains("type"), "{}", broken.problem);
+        }
         let _ = std::fs::remove_file(&path);
     }
 
