@@ -15,7 +15,9 @@ section (the dictionary opens with "vlms-rt plan parts v1\\n", a varint count, t
 length as a varint and its bytes). See src/audit/parts.rs.
 """
 
+import hashlib
 import os
+import pathlib
 import shutil
 import sqlite3
 import subprocess
@@ -93,18 +95,36 @@ def main(argv):
         sys.stderr.write(__doc__)
         return 2
     path, recommendation_id, out_path = argv[1:]
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    row = connection.execute(
-        "SELECT r.response, d.content FROM records r LEFT JOIN dictionaries d ON d.id = r.response_dictionary "
-        "WHERE r.recommendation_id = ?",
-        (recommendation_id,),
-    ).fetchone()
+    if not os.path.exists(path):
+        sys.stderr.write(f"no audit database at {path}\n")
+        return 1
+    connection = sqlite3.connect(pathlib.Path(path).resolve().as_uri() + "?mode=ro", uri=True)
+    try:
+        row = connection.execute(
+            "SELECT r.response, r.response_dictionary, d.sha256, d.content FROM records r "
+            "LEFT JOIN dictionaries d ON d.id = r.response_dictionary WHERE r.recommendation_id = ?",
+            (recommendation_id,),
+        ).fetchone()
+    except sqlite3.OperationalError:
+        # A copy made before dictionaries existed: every response is stored as sent.
+        row = connection.execute(
+            "SELECT response, NULL, NULL, NULL FROM records WHERE recommendation_id = ?", (recommendation_id,)
+        ).fetchone()
     if row is None:
         sys.stderr.write(f"no record {recommendation_id} in {path}\n")
         return 1
-    stored, dictionary = bytes(row[0]), row[1]
+    stored, dictionary_id, sha256, dictionary = row
+    if not isinstance(stored, bytes):
+        sys.stderr.write(f"record {recommendation_id}: its response is not stored as bytes (the record was changed)\n")
+        return 1
+    if dictionary_id is not None and (dictionary is None or hashlib.sha256(dictionary).digest() != sha256):
+        sys.stderr.write(
+            f"record {recommendation_id}: the dictionary it names is missing or does not match its SHA-256 "
+            "(the dictionaries were changed)\n"
+        )
+        return 1
     try:
-        if dictionary is None:
+        if dictionary_id is None:
             response = stored
         elif stored.startswith(FRAME_MAGIC):
             response = decode_frame(stored, bytes(dictionary))

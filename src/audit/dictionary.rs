@@ -1,10 +1,10 @@
-//! The compression dictionary of the SQLite audit store: plans this service would give for a spread
-//! of synthetic cases (every vessel and IVC segment, resectable or not, every margin, every organ at
-//! risk), encoded exactly as they are sent. A stored plan is mostly guideline text that these
-//! samples already hold, so zstd can write most of it as references into the dictionary: over the
-//! vignettes a plan shrinks about fourteen-fold, and with it the bytes SQLite writes twice (WAL,
-//! then checkpoint) and syncs. The synthetic cases only feed compression; no plan is answered
-//! from them.
+//! The compression dictionary of the SQLite audit store. It opens with a parts section
+//! ([`super::parts`]): the profile's plan sub-messages, each encoded once exactly as a plan carries
+//! it, which a stored plan names by index. After it come plans this service would give for a
+//! spread of synthetic cases (every vessel and IVC segment, resectable or not, every margin, every
+//! organ at risk), for zstd to find what the parts do not cover (a check's answer holds a whole
+//! plan). Either way the bytes SQLite writes twice (WAL, then checkpoint) and syncs shrink many
+//! times over. The synthetic cases only feed compression; no plan is answered from them.
 //!
 //! The dictionary is data like any other: the store keeps each one it has used, by SHA-256, and a
 //! record names the one its plan was compressed with, so a record stays readable after an upgrade
@@ -17,7 +17,8 @@ use crate::pb;
 const EVALUATION_DATE: &str = "2026-01-15";
 const SURGERY_DATE: &str = "2025-12-16";
 
-/// Largest dictionary built; plans beyond it add little that earlier samples do not hold.
+/// Most bytes of sample plans the dictionary holds after its parts section; plans beyond it add
+/// little that earlier samples do not hold.
 const MAX_LEN: usize = 384 * 1024;
 
 pub(crate) fn sample_cases() -> Vec<pb::Case> {

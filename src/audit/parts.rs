@@ -6,9 +6,9 @@
 //! a *parts section* that lists those fields once, encoded exactly as a plan carries them; a stored
 //! plan is then a *parts frame*: the plan's top-level fields in order, each either the index of a
 //! listed part with exactly its bytes or the field's own bytes. Building a frame is a walk over the
-//! plan's fields and a table lookup per field (well under a microsecond for a 7.5 KB plan, against
-//! several for zstd, whose tables also crowd the caches of the thread answering the call), and the
-//! frame is smaller than zstd's (~150 against ~210 bytes).
+//! plan's fields and a table lookup per field (1.2 µs for the 7.5 KB bench plan against 2.8 µs for
+//! zstd, whose tables also crowd the caches of the thread answering the call), and the frame is
+//! smaller than zstd's (157 against 196 bytes for that plan).
 //!
 //! Reading a frame back is concatenation, so the bytes sent come back exactly; a lookup compares
 //! whole fields, so a part is only named where the plan holds its very bytes. Anything that is not
@@ -220,8 +220,9 @@ impl PartIndex {
 }
 
 /// The response a parts frame stands for, against the dictionary whose section `parts` describes;
-/// `None` for anything that is not a frame this module writes, or one claiming more than `max`
-/// bytes.
+/// `None` for bytes that do not parse as a frame (bad magic, an unknown part, a literal past the
+/// end, pieces that do not add up to the claimed length), or one claiming more than `max` bytes.
+/// A changed frame may still parse, to other bytes: the hash chain (`verify`) is what detects it.
 pub fn decode(
     parts: &[Range<usize>],
     dictionary: &[u8],
@@ -331,7 +332,7 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_frame_or_section_is_refused_not_misread() {
+    fn a_changed_frame_or_section_never_panics_or_overruns() {
         let dictionary = dictionary();
         let parts = parse_section(&dictionary).unwrap().unwrap();
         let message = b"\x0a\x03abc\x18\x05\x12\x02xy";

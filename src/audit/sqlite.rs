@@ -401,8 +401,8 @@ impl Dictionaries {
                         "the compression dictionary it names does not match its SHA-256 (the dictionary was changed)",
                     ));
                 }
-                // Checked by its SHA-256 and written by this program: malformed only if the
-                // program that wrote it was wrong.
+                // Its SHA-256 sits beside it in the same table, so an edit can change both: a
+                // malformed section is a changed dictionary.
                 let parts = super::parts::parse_section(&content)
                     .map_err(|_| {
                         Unreadable::Changed(

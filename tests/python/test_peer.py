@@ -124,6 +124,19 @@ def test_audited_answers_read_back_from_the_file_without_the_service(stubs, stub
         [sys.executable, str(script), str(audit_db), "0" * 26, str(tmp_path / "none.bin")], capture_output=True
     )
     assert missing.returncode == 1 and b"no record" in missing.stderr
+    # A copy whose record names a dictionary that is not there is refused, not written out raw.
+    import sqlite3
+
+    copy = tmp_path / "copy.sqlite3"
+    with sqlite3.connect(str(audit_db)) as source, sqlite3.connect(str(copy)) as target:
+        source.backup(target)
+    with sqlite3.connect(str(copy)) as target:
+        target.execute("UPDATE records SET response_dictionary = 9999 WHERE recommendation_id = ?", (plan.recommendation_id,))
+    changed = subprocess.run(
+        [sys.executable, str(script), str(copy), plan.recommendation_id, str(tmp_path / "changed.bin")], capture_output=True
+    )
+    assert changed.returncode == 1 and b"dictionar" in changed.stderr, changed.stderr
+    assert not (tmp_path / "changed.bin").exists()
     if shutil.which("zstd"):
         name, data = CHECKS[0]
         request = json_format.ParseDict(data["request"], stubs.service.CheckPrescriptionRequest())
