@@ -478,6 +478,20 @@ pub fn describe(audit_db: &str) -> String {
     }
 }
 
+/// Refuses a database whose newest schema migration (`newest`, `None` for a database with none
+/// recorded) is past `known`, the newest this build has: it was written by a newer build, whose
+/// records this one may not read or chain correctly (a rollback must go back to a backup taken
+/// before the upgrade, or forward again).
+fn refuse_newer_schema(newest: Option<i64>, known: i64) -> Result<(), AuditError> {
+    match newest {
+        Some(version) if version > known => Err(AuditError::Store(format!(
+            "the audit database has schema version {version}, newer than the {known} this build knows: \
+             it was written by a newer vlms-rt; use that version (or a backup taken before the upgrade)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Current UTC time, RFC 3339 with microseconds (the date and seconds formatted once per second
 /// per thread: every audited call stamps its record).
 pub fn now_rfc3339() -> String {

@@ -308,6 +308,15 @@ fn connect(url: &str, ca_pem: Option<&[u8]>) -> Result<Arc<Shared>, AuditError> 
     }))
 }
 
+/// The newest migration this build has.
+fn newest_known() -> i64 {
+    MIGRATIONS
+        .iter()
+        .map(|(version, _)| *version)
+        .max()
+        .unwrap_or(0)
+}
+
 async fn migrate(pool: &Pool) -> Result<(), AuditError> {
     let mut client = pool.get().await.map_err(store_error)?;
     let transaction = client.transaction().await.map_err(store_error)?;
@@ -319,6 +328,13 @@ async fn migrate(pool: &Pool) -> Result<(), AuditError> {
         .batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)")
         .await
         .map_err(store_error)?;
+    let newest: Option<i64> = transaction
+        .query_one("SELECT max(version) FROM schema_migrations", &[])
+        .await
+        .map_err(store_error)?
+        .try_get(0)
+        .map_err(store_error)?;
+    super::refuse_newer_schema(newest, newest_known())?;
     for (version, sql) in MIGRATIONS {
         let applied = transaction
             .query_opt(
@@ -602,6 +618,13 @@ pub fn verify(url: &str, ca_pem: Option<&[u8]>) -> Result<Result<u64, BrokenLink
                 "no audit trail in this database (the records table does not exist)".into(),
             ));
         }
+        let newest: Option<i64> = transaction
+            .query_one("SELECT max(version) FROM schema_migrations", &[])
+            .await
+            .map_err(store_error)?
+            .try_get(0)
+            .map_err(store_error)?;
+        super::refuse_newer_schema(newest, newest_known())?;
         let query = format!(
             "SELECT {COLUMNS}, prev_hash, hash FROM records WHERE seq > $1 ORDER BY seq LIMIT $2"
         );

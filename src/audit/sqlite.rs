@@ -120,10 +120,29 @@ fn create_private(path: &Path) -> Result<(), AuditError> {
     }
 }
 
+/// The newest migration this build has.
+fn newest_known() -> i64 {
+    MIGRATIONS
+        .iter()
+        .map(|(version, _)| *version)
+        .max()
+        .unwrap_or(0)
+}
+
+/// The newest migration a database records (`None`: none recorded).
+fn newest_migration(connection: &Connection) -> Result<Option<i64>, AuditError> {
+    connection
+        .query_row("SELECT max(version) FROM schema_migrations", [], |row| {
+            row.get(0)
+        })
+        .map_err(store_error)
+}
+
 fn migrate(connection: &mut Connection) -> Result<(), AuditError> {
     connection
         .execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL);")
         .map_err(store_error)?;
+    super::refuse_newer_schema(newest_migration(connection)?, newest_known())?;
     for (version, sql) in MIGRATIONS {
         let transaction = connection.transaction().map_err(store_error)?;
         let applied: Option<i64> = transaction
@@ -568,6 +587,18 @@ pub fn verify(path: &Path) -> Result<Result<u64, BrokenLink>, AuditError> {
     }
     let connection = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(store_error)?;
+    // A newer build's database may hold records this one cannot read or check: refused, rather
+    // than reported as broken.
+    let has_migrations: i64 = connection
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(store_error)?;
+    if has_migrations > 0 {
+        super::refuse_newer_schema(newest_migration(&connection)?, newest_known())?;
+    }
     let mut dictionaries = Dictionaries::default();
     // A copy made before migration 3 (a backup from an older version) has no dictionaries: every
     // response in it is stored as sent; one made before migration 4 has chain version 1 throughout.
@@ -796,6 +827,42 @@ mod tests {
             )
             .expect("plan");
         assert!(plan.contains("records_by_subject"), "{plan}");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_database_from_a_newer_build_is_refused_not_migrated_or_misreported() {
+        let path = temp_db();
+        {
+            let (mut store, _) = open(&path, None).expect("open");
+            store
+                .append(&[record("a", "x", Kind::Recommend, None)])
+                .expect("append");
+        }
+        let newer = newest_known() + 1;
+        Connection::open(&path)
+            .expect("open")
+            .execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, 'later')",
+                [newer],
+            )
+            .expect("a newer build's migration");
+        for error in [
+            open(&path, None).map(|_| ()).expect_err("open refuses"),
+            verify(&path).map(|_| ()).expect_err("verify refuses"),
+        ] {
+            let text = error.to_string();
+            assert!(
+                text.contains(&format!("schema version {newer}")) && text.contains("newer"),
+                "{text}"
+            );
+        }
+        // Nothing was written by the refused open.
+        let count: i64 = Connection::open(&path)
+            .expect("open")
+            .query_row("SELECT count(*) FROM records", [], |row| row.get(0))
+            .expect("count");
+        assert_eq!(count, 1);
         let _ = std::fs::remove_file(&path);
     }
 

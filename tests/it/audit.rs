@@ -1494,6 +1494,73 @@ async fn the_client_shows_lists_and_records_feedback_postgres() {
     the_client_shows_lists_and_records_feedback(Target::postgres().await).await;
 }
 
+/// A database a newer build has migrated (a rollback after an upgrade): the server refuses to
+/// start on it and `audit verify` refuses to judge it (exit 2, not a reported break), naming the
+/// schema version; the refused start writes nothing.
+async fn a_database_from_a_newer_build_is_refused(target: Target) {
+    let (server, _) = audited_server(&target).await;
+    let mut client = server.client().await;
+    client
+        .recommend(with_case_id("iliac-marginal", "rollback"))
+        .await
+        .expect("ok");
+    server.stop().await;
+    let newer = "INSERT INTO schema_migrations (version, applied_at) VALUES (1000, 'later')";
+    match &target {
+        Target::Sqlite(path) => {
+            rusqlite::Connection::open(path)
+                .expect("open")
+                .execute_batch(newer)
+                .expect("a newer build's migration");
+        }
+        Target::Postgres {
+            admin: admin_url,
+            database,
+            ..
+        } => {
+            let base = admin_url.rsplit_once('/').expect("url").0;
+            admin(&format!("{base}/{database}"))
+                .await
+                .batch_execute(newer)
+                .await
+                .expect("a newer build's migration");
+        }
+    }
+    // A server that failed to refuse would serve until killed: bounded, and killed on drop.
+    let started = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_vlms-rt-server"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(target.args())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the server refuses to start rather than serving")
+    .expect("server runs");
+    let stderr = String::from_utf8_lossy(&started.stderr);
+    assert!(!started.status.success(), "{stderr}");
+    assert!(stderr.contains("schema version 1000"), "{stderr}");
+    let verified = Command::new(env!("CARGO_BIN_EXE_vlms-rt-server"))
+        .args(["audit", "verify"])
+        .args(target.args())
+        .output()
+        .expect("verify runs");
+    let stderr = String::from_utf8_lossy(&verified.stderr);
+    assert_eq!(verified.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("schema version 1000"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_build_is_refused_sqlite() {
+    a_database_from_a_newer_build_is_refused(Target::sqlite()).await;
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_build_is_refused_postgres() {
+    a_database_from_a_newer_build_is_refused(Target::postgres().await).await;
+}
+
 /// Starts a `vlms-rt-server` process on `target`, returning it and its URL.
 fn spawn_replica(target: &Target) -> (std::process::Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vlms-rt-server"))
