@@ -32,6 +32,10 @@ const HASH_LOG: u32 = 17;
 /// profile's parts cover comes to ~2% of its size; one that is mostly its own bytes goes to zstd.
 const PARTS_FRAME_SHARE: usize = 8;
 
+/// Largest response compressed (a plan is a few KB): a larger one is stored as sent, since readers
+/// refuse frames that claim more, to bound what a changed record can make them allocate.
+pub const MAX_RESPONSE: usize = 16 * 1024 * 1024;
+
 /// A dictionary responses are compressed against.
 #[derive(Debug)]
 pub struct Compression {
@@ -103,12 +107,13 @@ impl Compression {
     /// else as a zstd frame when that is smaller; `None` otherwise (incompressible bytes, or a
     /// zstd error: the response is then stored as sent).
     pub fn compress(&self, response: &[u8]) -> Option<Vec<u8>> {
-        if let Some(frame) = self
-            .parts
-            .as_ref()
-            .and_then(|parts| parts.frame(&self.dictionary, response))
-            .filter(|frame| frame.len() * PARTS_FRAME_SHARE <= response.len())
-        {
+        if let Some(frame) = self.parts.as_ref().and_then(|parts| {
+            parts.frame(
+                &self.dictionary,
+                response,
+                response.len() / PARTS_FRAME_SHARE,
+            )
+        }) {
             return Some(frame);
         }
         COMPRESSOR.with(|cell| {
@@ -134,11 +139,13 @@ pub fn stored_response(
     compression: Option<&Compression>,
     response: &[u8],
 ) -> (Vec<u8>, Option<[u8; 32]>) {
-    match compression.and_then(|compression| {
-        compression
-            .compress(response)
-            .map(|frame| (frame, *compression.sha256()))
-    }) {
+    match compression
+        .filter(|_| response.len() <= MAX_RESPONSE)
+        .and_then(|compression| {
+            compression
+                .compress(response)
+                .map(|frame| (frame, *compression.sha256()))
+        }) {
         Some((frame, sha256)) => (frame, Some(sha256)),
         None => (response.to_vec(), None),
     }
@@ -159,7 +166,8 @@ mod tests {
             compression.sha256(),
             &<[u8; 32]>::from(Sha256::digest(&dictionary))
         );
-        let plan = dictionary[10_000..17_500].to_vec();
+        // A stretch of the sample plans that end the dictionary.
+        let plan = dictionary[dictionary.len() - 7_500..].to_vec();
         let (stored, used) = stored_response(Some(&compression), &plan);
         assert_eq!(used, Some(*compression.sha256()));
         assert!(stored.len() * 10 < plan.len(), "{}", stored.len());
@@ -173,7 +181,7 @@ mod tests {
         let other = Compression::new(&dictionary[..50_000])
             .expect("loads")
             .expect("not empty");
-        let (_, used) = stored_response(Some(&other), &dictionary[10_000..17_500]);
+        let (_, used) = stored_response(Some(&other), &plan);
         assert_eq!(used, Some(*other.sha256()));
         // Nothing to gain: stored as sent.
         assert_eq!(
@@ -181,6 +189,10 @@ mod tests {
             (b"x".to_vec(), None)
         );
         assert_eq!(stored_response(None, &plan), (plan.clone(), None));
+        // Past what readers accept from a frame: stored as sent, however well it would compress.
+        let huge = plan.repeat(MAX_RESPONSE / plan.len() + 1);
+        assert!(compression.compress(&huge).is_some());
+        assert!(stored_response(Some(&compression), &huge) == (huge.clone(), None));
         assert!(Compression::new(&[]).expect("empty").is_none());
     }
 }

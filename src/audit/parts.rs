@@ -192,9 +192,12 @@ impl PartIndex {
             .find(|&index| dictionary[self.parts[index as usize].clone()] == *field)
     }
 
-    /// `response` as a parts frame against `dictionary` (the one this index was built from);
-    /// `None` when `response` is not a sequence of well-formed protobuf fields.
-    pub fn frame(&self, dictionary: &[u8], response: &[u8]) -> Option<Vec<u8>> {
+    /// `response` as a parts frame against `dictionary` (the one this index was built from), if
+    /// it comes to at most `limit` bytes; `None` when it would be longer (found out as soon as the
+    /// frame so far and the literal bytes pending pass `limit`, so a response the parts do not
+    /// cover is not copied first) or when `response` is not a sequence of well-formed protobuf
+    /// fields.
+    pub fn frame(&self, dictionary: &[u8], response: &[u8], limit: usize) -> Option<Vec<u8>> {
         fn literal(frame: &mut Vec<u8>, bytes: &[u8]) {
             if !bytes.is_empty() {
                 encode_varint((bytes.len() as u64) << 1, frame);
@@ -213,9 +216,13 @@ impl PartIndex {
                 pending = end;
             }
             at = end;
+            // What is written, plus the literal bytes pending (their length prefix aside).
+            if frame.len() + (at - pending) > limit {
+                return None;
+            }
         }
         literal(&mut frame, &response[pending..]);
-        Some(frame)
+        (frame.len() <= limit).then_some(frame)
     }
 }
 
@@ -290,7 +297,9 @@ mod tests {
             b"\x1a\x00",
         ]
         .concat();
-        let frame = index.frame(&dictionary, &message).expect("fields");
+        let frame = index
+            .frame(&dictionary, &message, usize::MAX)
+            .expect("fields");
         let mut expected = FRAME_MAGIC.to_vec();
         expected.push(message.len() as u8);
         expected.push(1); // part 0
@@ -306,12 +315,59 @@ mod tests {
         );
         // Nothing but own fields, and nothing at all.
         for message in [&b"\x18\x05"[..], b""] {
-            let frame = index.frame(&dictionary, message).expect("fields");
+            let frame = index
+                .frame(&dictionary, message, usize::MAX)
+                .expect("fields");
             assert_eq!(
                 decode(&parts, &dictionary, &frame, 1 << 20).as_deref(),
                 Some(message)
             );
         }
+    }
+
+    #[test]
+    fn a_frame_past_its_limit_is_given_up() {
+        let dictionary = dictionary();
+        let index = PartIndex::new(&dictionary).expect("index");
+        // Part 0, then a 9-byte field of its own: a 4 + 1 + 1 + 1 + 9 = 16-byte frame.
+        let message = [&b"\x0a\x03abc"[..], b"\x0a\x07abcdefg"].concat();
+        let frame = index
+            .frame(&dictionary, &message, usize::MAX)
+            .expect("fields");
+        assert_eq!(frame.len(), 16);
+        assert_eq!(
+            index.frame(&dictionary, &message, 16).as_deref(),
+            Some(&frame[..])
+        );
+        assert_eq!(index.frame(&dictionary, &message, 15), None);
+        // A response of nothing but its own bytes is given up on before any is copied.
+        assert_eq!(index.frame(&dictionary, &[0x18; 64], 8), None);
+    }
+
+    #[test]
+    fn a_frame_of_many_references_never_builds_more_than_it_claims() {
+        // One 64 KiB part named a million times would be 64 GiB: the claimed length (at most the
+        // limit) stops the decoding at the first piece past it, so this returns at once.
+        let big = [&b"\x0a\x80\x80\x04"[..], &vec![7_u8; 65_536]].concat();
+        let dictionary = section([&big[..]].into_iter());
+        let parts = parse_section(&dictionary).unwrap().unwrap();
+        let mut frame = FRAME_MAGIC.to_vec();
+        encode_varint(1 << 20, &mut frame);
+        frame.extend(std::iter::repeat_n(1_u8, 1 << 20));
+        assert_eq!(decode(&parts, &dictionary, &frame, 1 << 20), None);
+        // And a frame whose claim is past the limit is refused before anything is built.
+        let mut frame = FRAME_MAGIC.to_vec();
+        encode_varint((1 << 20) + 1, &mut frame);
+        frame.push(1);
+        assert_eq!(decode(&parts, &dictionary, &frame, 1 << 20), None);
+        // Fifteen references within the limit: exactly what it claims.
+        let mut frame = FRAME_MAGIC.to_vec();
+        encode_varint(15 * big.len() as u64, &mut frame);
+        frame.extend([1_u8; 15]);
+        assert_eq!(
+            decode(&parts, &dictionary, &frame, 1 << 20),
+            Some(big.repeat(15))
+        );
     }
 
     #[test]
@@ -325,7 +381,11 @@ mod tests {
             b"\x18\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", // an eleven-byte varint
             b"\x21\x01",                                     // fixed64 cut short
         ] {
-            assert_eq!(index.frame(&dictionary, message), None, "{message:?}");
+            assert_eq!(
+                index.frame(&dictionary, message, usize::MAX),
+                None,
+                "{message:?}"
+            );
         }
         assert!(PartIndex::new(b"no section here").is_none());
         assert_eq!(parse_section(b"no section here"), Ok(None));
@@ -338,7 +398,7 @@ mod tests {
         let message = b"\x0a\x03abc\x18\x05\x12\x02xy";
         let frame = PartIndex::new(&dictionary)
             .unwrap()
-            .frame(&dictionary, message)
+            .frame(&dictionary, message, usize::MAX)
             .unwrap();
         let decodes = |frame: &[u8]| decode(&parts, &dictionary, frame, 1 << 20);
         assert_eq!(decodes(&frame).as_deref(), Some(&message[..]));

@@ -74,9 +74,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
 /// The chain version of a record whose response is compressed as stored (see `MIGRATIONS`).
 const CHAIN_COMPRESSED: i64 = 2;
 
-/// Largest response a stored frame may claim to decompress to (a plan is a few KB); a larger
-/// claim is treated as a changed record rather than allocated.
-const MAX_RESPONSE: u64 = 16 * 1024 * 1024;
+/// Largest response a stored frame may claim to decompress to (a plan is a few KB; larger ones are
+/// never compressed, see [`super::compress::MAX_RESPONSE`]); a larger claim is treated as a
+/// changed record rather than allocated.
+const MAX_RESPONSE: u64 = super::compress::MAX_RESPONSE as u64;
 
 fn store_error(error: impl std::fmt::Display) -> AuditError {
     AuditError::Store(error.to_string())
@@ -955,10 +956,11 @@ mod tests {
         let _ = std::fs::remove_file(&path);
     }
 
-    /// A plan-like response: a stretch of the dictionary with this record's own bytes around it.
+    /// A plan-like response for zstd (not protobuf fields, so no parts frame): a stretch of the
+    /// sample plans that end the dictionary, with this record's own bytes around it.
     fn plan_like(dictionary: &[u8], id: &str) -> Vec<u8> {
         let mut response = format!("plan {id} ").into_bytes();
-        response.extend_from_slice(&dictionary[20_000..27_500]);
+        response.extend_from_slice(&dictionary[dictionary.len() - 7_500..]);
         response.extend_from_slice(id.as_bytes());
         response
     }
