@@ -192,6 +192,12 @@ impl PartIndex {
             .find(|&index| dictionary[self.parts[index as usize].clone()] == *field)
     }
 
+    /// Whether `frame` stands for exactly `response` against `dictionary` (the one this index was
+    /// built from).
+    pub fn reproduces(&self, dictionary: &[u8], frame: &[u8], response: &[u8]) -> bool {
+        reproduces(&self.parts, dictionary, frame, response)
+    }
+
     /// `response` as a parts frame against `dictionary` (the one this index was built from), if
     /// it comes to at most `limit` bytes; `None` when it would be longer (found out as soon as the
     /// frame so far and the literal bytes pending pass `limit`, so a response the parts do not
@@ -226,40 +232,86 @@ impl PartIndex {
     }
 }
 
+/// Walks a parts frame against the dictionary whose section `parts` describes: calls `piece` with
+/// the claimed length and each piece of the response in order, and returns the claimed length once
+/// the pieces add up to it; `None` for bytes that do not parse as a frame (bad magic, an unknown
+/// part, a literal past the end, pieces past or short of the claimed length), one claiming more
+/// than `max` bytes, or when `piece` returns false. No piece past the claimed length is passed on,
+/// so a frame naming a large part a million times costs no more than its claim.
+fn walk<'a>(
+    parts: &[Range<usize>],
+    dictionary: &'a [u8],
+    frame: &'a [u8],
+    max: u64,
+    mut piece: impl FnMut(usize, &'a [u8]) -> bool,
+) -> Option<usize> {
+    let mut rest = frame.strip_prefix(FRAME_MAGIC)?;
+    let total = usize::try_from(decode_varint(&mut rest).ok()?)
+        .ok()
+        .filter(|total| *total as u64 <= max)?;
+    let mut produced = 0;
+    while !rest.is_empty() {
+        let operation = decode_varint(&mut rest).ok()?;
+        let value = usize::try_from(operation >> 1).ok()?;
+        let bytes = if operation & 1 == 0 {
+            if value == 0 || value > rest.len() {
+                return None;
+            }
+            let (bytes, tail) = rest.split_at(value);
+            rest = tail;
+            bytes
+        } else {
+            dictionary.get(parts.get(value)?.clone())?
+        };
+        if bytes.len() > total - produced || !piece(total, bytes) {
+            return None;
+        }
+        produced += bytes.len();
+    }
+    (produced == total).then_some(total)
+}
+
 /// The response a parts frame stands for, against the dictionary whose section `parts` describes;
-/// `None` for bytes that do not parse as a frame (bad magic, an unknown part, a literal past the
-/// end, pieces that do not add up to the claimed length), or one claiming more than `max` bytes.
-/// A changed frame may still parse, to other bytes: the hash chain (`verify`) is what detects it.
+/// `None` for bytes that do not parse as a frame (see `walk`) or one claiming more than `max`
+/// bytes. A changed frame may still parse, to other bytes: the hash chain (`verify`) is what
+/// detects it.
 pub fn decode(
     parts: &[Range<usize>],
     dictionary: &[u8],
     frame: &[u8],
     max: u64,
 ) -> Option<Vec<u8>> {
-    let mut rest = frame.strip_prefix(FRAME_MAGIC)?;
-    let total = usize::try_from(decode_varint(&mut rest).ok()?)
-        .ok()
-        .filter(|total| *total as u64 <= max)?;
-    let mut response = Vec::with_capacity(total.min(64 * 1024));
-    while !rest.is_empty() {
-        let operation = decode_varint(&mut rest).ok()?;
-        let value = usize::try_from(operation >> 1).ok()?;
-        let piece = if operation & 1 == 0 {
-            if value == 0 || value > rest.len() {
-                return None;
-            }
-            let (piece, tail) = rest.split_at(value);
-            rest = tail;
-            piece
-        } else {
-            dictionary.get(parts.get(value)?.clone())?
-        };
-        if piece.len() > total - response.len() {
-            return None;
+    let mut response = Vec::new();
+    walk(parts, dictionary, frame, max, |total, piece| {
+        if response.is_empty() {
+            response.reserve_exact(total.min(64 * 1024));
         }
         response.extend_from_slice(piece);
-    }
-    (response.len() == total).then_some(response)
+        true
+    })?;
+    Some(response)
+}
+
+/// Whether `frame` stands for exactly `response` against the dictionary whose section `parts`
+/// describes; compares piece by piece, building nothing.
+pub fn reproduces(
+    parts: &[Range<usize>],
+    dictionary: &[u8],
+    frame: &[u8],
+    response: &[u8],
+) -> bool {
+    let mut at = 0;
+    walk(
+        parts,
+        dictionary,
+        frame,
+        response.len() as u64,
+        |_, piece| {
+            let same = response.get(at..at + piece.len()) == Some(piece);
+            at += piece.len();
+            same
+        },
+    ) == Some(response.len())
 }
 
 #[cfg(test)]
@@ -313,6 +365,17 @@ mod tests {
             decode(&parts, &dictionary, &frame, 1 << 20).as_deref(),
             Some(&message[..])
         );
+        // Read back in place: the very bytes only.
+        assert!(index.reproduces(&dictionary, &frame, &message));
+        let mut changed = message.clone();
+        changed[2] ^= 1; // inside part 0
+        assert!(!index.reproduces(&dictionary, &frame, &changed));
+        changed = message.clone();
+        changed[6] ^= 1; // inside the literal
+        assert!(!index.reproduces(&dictionary, &frame, &changed));
+        assert!(!index.reproduces(&dictionary, &frame, &message[..message.len() - 1]));
+        assert!(!index.reproduces(&dictionary, &frame, &[&message[..], b"\x18\x05"].concat()));
+        assert!(!index.reproduces(&dictionary, &frame[..frame.len() - 1], &message));
         // Nothing but own fields, and nothing at all.
         for message in [&b"\x18\x05"[..], b""] {
             let frame = index
