@@ -479,10 +479,15 @@ pub fn describe(audit_db: &str) -> String {
 }
 
 /// Refuses a database whose newest schema migration (`newest`, `None` for a database with none
-/// recorded) is past `known`, the newest this build has: it was written by a newer build, whose
-/// records this one may not read or chain correctly (a rollback must go back to a backup taken
-/// before the upgrade, or forward again).
-fn refuse_newer_schema(newest: Option<i64>, known: i64) -> Result<(), AuditError> {
+/// recorded) is past the newest of `migrations`, this build's: it was written by a newer build,
+/// whose records this one may not read or chain correctly (a rollback must go back to a backup
+/// taken before the upgrade, or forward again).
+fn refuse_newer_schema(newest: Option<i64>, migrations: &[(i64, &str)]) -> Result<(), AuditError> {
+    let known = migrations
+        .iter()
+        .map(|(version, _)| *version)
+        .max()
+        .unwrap_or(0);
     match newest {
         Some(version) if version > known => Err(AuditError::Store(format!(
             "the audit database has schema version {version}, newer than the {known} this build knows: \

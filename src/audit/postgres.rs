@@ -308,13 +308,17 @@ fn connect(url: &str, ca_pem: Option<&[u8]>) -> Result<Arc<Shared>, AuditError> 
     }))
 }
 
-/// The newest migration this build has.
-fn newest_known() -> i64 {
-    MIGRATIONS
-        .iter()
-        .map(|(version, _)| *version)
-        .max()
-        .unwrap_or(0)
+/// Refuses a database a newer build has migrated (see [`super::refuse_newer_schema`]).
+async fn refuse_newer_schema(
+    transaction: &tokio_postgres::Transaction<'_>,
+) -> Result<(), AuditError> {
+    let newest: Option<i64> = transaction
+        .query_one("SELECT max(version) FROM schema_migrations", &[])
+        .await
+        .map_err(store_error)?
+        .try_get(0)
+        .map_err(store_error)?;
+    super::refuse_newer_schema(newest, MIGRATIONS)
 }
 
 async fn migrate(pool: &Pool) -> Result<(), AuditError> {
@@ -328,13 +332,7 @@ async fn migrate(pool: &Pool) -> Result<(), AuditError> {
         .batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)")
         .await
         .map_err(store_error)?;
-    let newest: Option<i64> = transaction
-        .query_one("SELECT max(version) FROM schema_migrations", &[])
-        .await
-        .map_err(store_error)?
-        .try_get(0)
-        .map_err(store_error)?;
-    super::refuse_newer_schema(newest, newest_known())?;
+    refuse_newer_schema(&transaction).await?;
     for (version, sql) in MIGRATIONS {
         let applied = transaction
             .query_opt(
@@ -618,13 +616,7 @@ pub fn verify(url: &str, ca_pem: Option<&[u8]>) -> Result<Result<u64, BrokenLink
                 "no audit trail in this database (the records table does not exist)".into(),
             ));
         }
-        let newest: Option<i64> = transaction
-            .query_one("SELECT max(version) FROM schema_migrations", &[])
-            .await
-            .map_err(store_error)?
-            .try_get(0)
-            .map_err(store_error)?;
-        super::refuse_newer_schema(newest, newest_known())?;
+        refuse_newer_schema(&transaction).await?;
         let query = format!(
             "SELECT {COLUMNS}, prev_hash, hash FROM records WHERE seq > $1 ORDER BY seq LIMIT $2"
         );

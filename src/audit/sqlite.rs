@@ -121,15 +121,6 @@ fn create_private(path: &Path) -> Result<(), AuditError> {
     }
 }
 
-/// The newest migration this build has.
-fn newest_known() -> i64 {
-    MIGRATIONS
-        .iter()
-        .map(|(version, _)| *version)
-        .max()
-        .unwrap_or(0)
-}
-
 /// The newest migration a database records (`None`: none recorded).
 fn newest_migration(connection: &Connection) -> Result<Option<i64>, AuditError> {
     connection
@@ -143,7 +134,7 @@ fn migrate(connection: &mut Connection) -> Result<(), AuditError> {
     connection
         .execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL);")
         .map_err(store_error)?;
-    super::refuse_newer_schema(newest_migration(connection)?, newest_known())?;
+    super::refuse_newer_schema(newest_migration(connection)?, MIGRATIONS)?;
     for (version, sql) in MIGRATIONS {
         let transaction = connection.transaction().map_err(store_error)?;
         let applied: Option<i64> = transaction
@@ -598,7 +589,7 @@ pub fn verify(path: &Path) -> Result<Result<u64, BrokenLink>, AuditError> {
         )
         .map_err(store_error)?;
     if has_migrations > 0 {
-        super::refuse_newer_schema(newest_migration(&connection)?, newest_known())?;
+        super::refuse_newer_schema(newest_migration(&connection)?, MIGRATIONS)?;
     }
     let mut dictionaries = Dictionaries::default();
     // A copy made before migration 3 (a backup from an older version) has no dictionaries: every
@@ -840,7 +831,7 @@ mod tests {
                 .append(&[record("a", "x", Kind::Recommend, None)])
                 .expect("append");
         }
-        let newer = newest_known() + 1;
+        let newer = MIGRATIONS.last().expect("migrations").0 + 1;
         Connection::open(&path)
             .expect("open")
             .execute(
