@@ -27,6 +27,9 @@ import tempfile
 FRAME_MAGIC = b"VLP\x01"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 SECTION_MAGIC = b"vlms-rt plan parts v1\n"
+# The service never compresses a response past 16 MiB: a frame claiming more was changed, and is
+# refused before anything is built (as the service's own readers do).
+MAX_RESPONSE = 16 * 1024 * 1024
 
 
 def varint(data, at):
@@ -60,10 +63,16 @@ def parts_of(dictionary):
 def decode_frame(frame, dictionary):
     parts = parts_of(dictionary)
     total, at = varint(frame, len(FRAME_MAGIC))
+    if total > MAX_RESPONSE:
+        raise ValueError("the frame claims a response larger than the service ever compresses")
     out = bytearray()
     while at < len(frame):
         operation, at = varint(frame, at)
+        if len(out) > total:
+            raise ValueError("the frame does not add up to the length it claims")
         if operation & 1:
+            if operation >> 1 >= len(parts):
+                raise ValueError("the frame names a part the dictionary does not have")
             out += parts[operation >> 1]
         else:
             length = operation >> 1
@@ -132,7 +141,7 @@ def main(argv):
             response = decompress_zstd(stored, bytes(dictionary))
         else:
             raise ValueError("the stored response is neither a parts frame nor a zstd frame")
-    except (ValueError, IndexError, subprocess.CalledProcessError) as error:
+    except (ValueError, subprocess.CalledProcessError) as error:
         sys.stderr.write(f"record {recommendation_id}: {error}\n")
         return 1
     with open(out_path, "wb") as file:

@@ -480,8 +480,8 @@ pub fn describe(audit_db: &str) -> String {
 
 /// Refuses a database whose newest schema migration (`newest`, `None` for a database with none
 /// recorded) is past the newest of `migrations`, this build's: it was written by a newer build,
-/// whose records this one may not read or chain correctly (a rollback must go back to a backup
-/// taken before the upgrade, or forward again).
+/// whose records this one may not read or chain correctly. The way on is that build or a later
+/// one: a backup taken before the upgrade lacks every record written since.
 fn refuse_newer_schema(newest: Option<i64>, migrations: &[(i64, &str)]) -> Result<(), AuditError> {
     let known = migrations
         .iter()
@@ -491,7 +491,8 @@ fn refuse_newer_schema(newest: Option<i64>, migrations: &[(i64, &str)]) -> Resul
     match newest {
         Some(version) if version > known => Err(AuditError::Store(format!(
             "the audit database has schema version {version}, newer than the {known} this build knows: \
-             it was written by a newer vlms-rt; use that version (or a backup taken before the upgrade)"
+             it was written by a newer vlms-rt; run that version or a later one (restoring a backup \
+             taken before the upgrade would lose every record written since)"
         ))),
         _ => Ok(()),
     }

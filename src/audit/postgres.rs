@@ -605,18 +605,27 @@ pub fn verify(url: &str, ca_pem: Option<&[u8]>) -> Result<Result<u64, BrokenLink
             .start()
             .await
             .map_err(store_error)?;
-        let exists: bool = transaction
-            .query_one("SELECT to_regclass('records') IS NOT NULL", &[])
-            .await
-            .map_err(store_error)?
-            .try_get(0)
-            .map_err(store_error)?;
-        if !exists {
+        let exists = |table: &'static str| {
+            let transaction = &transaction;
+            async move {
+                transaction
+                    .query_one("SELECT to_regclass($1::text) IS NOT NULL", &[&table])
+                    .await
+                    .map_err(store_error)?
+                    .try_get::<_, bool>(0)
+                    .map_err(store_error)
+            }
+        };
+        // A newer build's database may hold records this one cannot read or check: refused,
+        // rather than reported as broken. A partial restore may lack the migrations table.
+        if exists("schema_migrations").await? {
+            refuse_newer_schema(&transaction).await?;
+        }
+        if !exists("records").await? {
             return Err(AuditError::Store(
                 "no audit trail in this database (the records table does not exist)".into(),
             ));
         }
-        refuse_newer_schema(&transaction).await?;
         let query = format!(
             "SELECT {COLUMNS}, prev_hash, hash FROM records WHERE seq > $1 ORDER BY seq LIMIT $2"
         );

@@ -134,9 +134,13 @@ fn migrate(connection: &mut Connection) -> Result<(), AuditError> {
     connection
         .execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL);")
         .map_err(store_error)?;
-    super::refuse_newer_schema(newest_migration(connection)?, MIGRATIONS)?;
     for (version, sql) in MIGRATIONS {
-        let transaction = connection.transaction().map_err(store_error)?;
+        // IMMEDIATE: the write lock is taken before the schema is read, so a newer build that
+        // migrates the file meanwhile cannot slip in between the refusal check and this migration.
+        let transaction = connection
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(store_error)?;
+        super::refuse_newer_schema(newest_migration(&transaction)?, MIGRATIONS)?;
         let applied: Option<i64> = transaction
             .query_row(
                 "SELECT version FROM schema_migrations WHERE version = ?1",
@@ -839,8 +843,25 @@ mod tests {
                 [newer],
             )
             .expect("a newer build's migration");
+        let counts = || {
+            let connection = Connection::open(&path).expect("open");
+            ["records", "dictionaries", "schema_migrations"].map(|table| {
+                connection
+                    .query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
+                        row.get::<_, i64>(0)
+                    })
+                    .expect("count")
+            })
+        };
+        let before = counts();
+        assert_eq!(before[1], 0, "opened without a dictionary: none saved");
+        // Opened with a dictionary, a store that was not refused would save it first.
+        let profile = crate::guideline::embedded().expect("profile");
+        let dictionary = super::super::dictionary::plan_dictionary(&profile);
         for error in [
-            open(&path, None).map(|_| ()).expect_err("open refuses"),
+            open(&path, Some(&dictionary))
+                .map(|_| ())
+                .expect_err("open refuses"),
             verify(&path).map(|_| ()).expect_err("verify refuses"),
         ] {
             let text = error.to_string();
@@ -849,12 +870,8 @@ mod tests {
                 "{text}"
             );
         }
-        // Nothing was written by the refused open.
-        let count: i64 = Connection::open(&path)
-            .expect("open")
-            .query_row("SELECT count(*) FROM records", [], |row| row.get(0))
-            .expect("count");
-        assert_eq!(count, 1);
+        // The refused open wrote nothing: no record, no dictionary, no migration.
+        assert_eq!(counts(), before);
         let _ = std::fs::remove_file(&path);
     }
 

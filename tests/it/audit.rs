@@ -1506,26 +1506,40 @@ async fn a_database_from_a_newer_build_is_refused(target: Target) {
         .expect("ok");
     server.stop().await;
     let newer = "INSERT INTO schema_migrations (version, applied_at) VALUES (1000, 'later')";
-    match &target {
-        Target::Sqlite(path) => {
-            rusqlite::Connection::open(path)
-                .expect("open")
-                .execute_batch(newer)
-                .expect("a newer build's migration");
+    const COUNTS: &str =
+        "SELECT (SELECT count(*) FROM records), (SELECT count(*) FROM schema_migrations)";
+    // Records and migrations in the database, after `sql` (if any) ran on it.
+    let counts = |sql: Option<&'static str>| {
+        let target = &target;
+        async move {
+            match target {
+                Target::Sqlite(path) => {
+                    let connection = rusqlite::Connection::open(path).expect("open");
+                    if let Some(sql) = sql {
+                        connection.execute_batch(sql).expect("sql");
+                    }
+                    connection
+                        .query_row(COUNTS, [], |row| Ok((row.get(0)?, row.get(1)?)))
+                        .expect("counts")
+                }
+                Target::Postgres {
+                    admin: admin_url,
+                    database,
+                    ..
+                } => {
+                    let base = admin_url.rsplit_once('/').expect("url").0;
+                    let client = admin(&format!("{base}/{database}")).await;
+                    if let Some(sql) = sql {
+                        client.batch_execute(sql).await.expect("sql");
+                    }
+                    let row = client.query_one(COUNTS, &[]).await.expect("counts");
+                    (row.get::<_, i64>(0), row.get::<_, i64>(1))
+                }
+            }
         }
-        Target::Postgres {
-            admin: admin_url,
-            database,
-            ..
-        } => {
-            let base = admin_url.rsplit_once('/').expect("url").0;
-            admin(&format!("{base}/{database}"))
-                .await
-                .batch_execute(newer)
-                .await
-                .expect("a newer build's migration");
-        }
-    }
+    };
+    let before: (i64, i64) = counts(Some(newer)).await;
+    assert_eq!(before.0, 1, "the one recommendation is recorded");
     // A server that failed to refuse would serve until killed: bounded, and killed on drop.
     let started = tokio::time::timeout(
         std::time::Duration::from_secs(60),
@@ -1539,8 +1553,13 @@ async fn a_database_from_a_newer_build_is_refused(target: Target) {
     .expect("the server refuses to start rather than serving")
     .expect("server runs");
     let stderr = String::from_utf8_lossy(&started.stderr);
-    assert!(!started.status.success(), "{stderr}");
+    assert_eq!(started.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("schema version 1000"), "{stderr}");
+    assert_eq!(
+        counts(None).await,
+        before,
+        "the refused start wrote nothing"
+    );
     let verified = Command::new(env!("CARGO_BIN_EXE_vlms-rt-server"))
         .args(["audit", "verify"])
         .args(target.args())

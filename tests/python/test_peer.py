@@ -137,6 +137,35 @@ def test_audited_answers_read_back_from_the_file_without_the_service(stubs, stub
     )
     assert changed.returncode == 1 and b"dictionar" in changed.stderr, changed.stderr
     assert not (tmp_path / "changed.bin").exists()
+
+    # A changed frame that names a part the dictionary lacks, or claims more than the service ever
+    # compresses, is refused with a message (not a traceback) and nothing written.
+    def varint(value):
+        out = bytearray()
+        while value >= 0x80:
+            out.append(value & 0x7F | 0x80)
+            value >>= 7
+        out.append(value)
+        return bytes(out)
+
+    with sqlite3.connect(str(copy)) as target:
+        target.execute("UPDATE records SET response_dictionary = 1")
+        rows = target.execute("SELECT recommendation_id FROM records WHERE kind = 'recommend' LIMIT 2").fetchall()
+        assert len(rows) == 2
+        frames = [
+            b"VLP\x01" + varint(5) + varint(10**6 << 1 | 1),
+            b"VLP\x01" + varint(1 << 30) + varint(2 << 1) + b"ab",
+        ]
+        for (recommendation_id,), frame in zip(rows, frames):
+            target.execute("UPDATE records SET response = ? WHERE recommendation_id = ?", (frame, recommendation_id))
+    for (recommendation_id,), expected in zip(rows, [b"names a part", b"larger than"]):
+        out = tmp_path / f"{recommendation_id}.bin"
+        refused = subprocess.run(
+            [sys.executable, str(script), str(copy), recommendation_id, str(out)], capture_output=True
+        )
+        assert refused.returncode == 1 and expected in refused.stderr, refused.stderr
+        assert b"Traceback" not in refused.stderr
+        assert not out.exists()
     if shutil.which("zstd"):
         name, data = CHECKS[0]
         request = json_format.ParseDict(data["request"], stubs.service.CheckPrescriptionRequest())
