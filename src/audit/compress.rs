@@ -53,6 +53,23 @@ thread_local! {
     /// so it is kept for the next record.
     static COMPRESSOR: RefCell<Option<([u8; 32], zstd::bulk::Compressor<'static>)>> =
         const { RefCell::new(None) };
+    /// This thread's decompressor for reading a zstd frame back before it is kept (same dictionary
+    /// key), and the buffer it decompresses into.
+    static READ_BACK: RefCell<Option<ReadBack>> = const { RefCell::new(None) };
+}
+
+/// A decompressor loaded with the dictionary of the given SHA-256, and its output buffer.
+type ReadBack = ([u8; 32], zstd::bulk::Decompressor<'static>, Vec<u8>);
+
+/// Logs, once per process, that a frame of `form` did not read back as its response.
+fn report_unreadable(form: &str, logged: &'static std::sync::Once) {
+    logged.call_once(|| {
+        tracing::error!(
+            form,
+            "a compressed response did not read back as the response it was made from: responses \
+             such as this are stored another way (parts frame → zstd → as sent); please report this"
+        );
+    });
 }
 
 impl Compression {
@@ -127,21 +144,17 @@ impl Compression {
         if let Some(parts) = &self.parts
             && let Some(frame) = frame(parts)
         {
-            // Read back before it is kept (a comparison, +0.33 µs for a plan by criterion): a frame that did not
-            // stand for the very bytes sent would falsify the trail. It never happens with a
-            // correct index; if it did, the response goes to zstd and the error is logged once.
+            // Read back before it is kept (a comparison, +0.33 µs for a plan by criterion): a
+            // frame that did not stand for the very bytes sent would falsify the trail. It never
+            // happens with a correct index; if it did, the response goes to zstd and the error is
+            // logged once.
             if parts.reproduces(&self.dictionary, &frame, response) {
                 return Some(frame);
             }
             static LOGGED: std::sync::Once = std::sync::Once::new();
-            LOGGED.call_once(|| {
-                tracing::error!(
-                    "a parts frame did not read back as the response it was made from: responses \
-                     such as this are stored with zstd instead; please report this"
-                );
-            });
+            report_unreadable("parts", &LOGGED);
         }
-        COMPRESSOR.with(|cell| {
+        let frame = COMPRESSOR.with(|cell| {
             let mut cell = cell.borrow_mut();
             if cell
                 .as_ref()
@@ -154,6 +167,46 @@ impl Compression {
                 .compress(response)
                 .ok()
                 .filter(|frame| frame.len() < response.len())
+        })?;
+        // A zstd frame is read back too (decompressed and compared), so that nothing is kept that
+        // does not give back the bytes sent; if it ever did not, the response is stored as sent.
+        if self.zstd_reproduces(&frame, response) {
+            Some(frame)
+        } else {
+            static LOGGED: std::sync::Once = std::sync::Once::new();
+            report_unreadable("zstd", &LOGGED);
+            None
+        }
+    }
+
+    /// Whether the zstd `frame` decompresses against the dictionary to exactly `response`.
+    fn zstd_reproduces(&self, frame: &[u8], response: &[u8]) -> bool {
+        READ_BACK.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            if cell
+                .as_ref()
+                .is_none_or(|(sha256, _, _)| *sha256 != self.sha256)
+            {
+                let Ok(decompressor) = zstd::bulk::Decompressor::with_dictionary(&self.dictionary)
+                else {
+                    return false;
+                };
+                *cell = Some((self.sha256, decompressor, Vec::new()));
+            }
+            let Some((_, decompressor, buffer)) = cell.as_mut() else {
+                return false;
+            };
+            buffer.clear();
+            // One byte of room past the response: a frame giving more fails or differs.
+            buffer.reserve(response.len() + 1);
+            let same = decompressor
+                .decompress_to_buffer(frame, buffer)
+                .is_ok_and(|_| buffer.as_slice() == response);
+            // The buffer is kept for the next record unless a large response grew it.
+            if buffer.capacity() > 256 * 1024 {
+                *buffer = Vec::new();
+            }
+            same
         })
     }
 }
@@ -259,5 +312,24 @@ mod tests {
             decompressor.decompress(&stored, plan.len()).expect("frame"),
             plan
         );
+        // That zstd frame is itself read back before it is kept: a changed one, or one for other
+        // bytes, is not taken for the plan.
+        assert!(compression.zstd_reproduces(&stored, &plan));
+        let mut changed = stored.clone();
+        let middle = changed.len() / 2;
+        changed[middle] ^= 0x10;
+        assert!(!compression.zstd_reproduces(&changed, &plan));
+        let mut shorter = plan.clone();
+        shorter.pop();
+        assert!(!compression.zstd_reproduces(&stored, &shorter));
+        let mut longer = plan.clone();
+        longer.push(0);
+        assert!(!compression.zstd_reproduces(&stored, &longer));
+        // Against another dictionary (its own decompressor on this thread), the frame is not the plan.
+        let other = Compression::new(&dictionary[..50_000])
+            .expect("loads")
+            .expect("not empty");
+        assert!(!other.zstd_reproduces(&stored, &plan));
+        assert!(compression.zstd_reproduces(&stored, &plan));
     }
 }
