@@ -412,15 +412,27 @@ pub fn encode_plan_with(
 /// one, is raised at a severity of its own past 90 days).
 pub fn alert_fields(profile: &core::Profile) -> Vec<Vec<u8>> {
     use crate::core::ids::{AlertCode, Severity};
-    use crate::core::plan::Alert;
     AlertCode::ALL
         .iter()
         .flat_map(|&code| {
             Severity::ALL
                 .iter()
-                .map(move |&severity| field(12, &AlertBody(&Alert::of(profile, code, severity))))
+                .map(move |&severity| alert_field(profile, code, severity))
         })
         .collect()
+}
+
+/// The alert `code` of `profile` raised at `severity`, encoded as a whole field of
+/// `vlms.rt.v1.Plan`.
+fn alert_field(
+    profile: &core::Profile,
+    code: crate::core::ids::AlertCode,
+    severity: crate::core::ids::Severity,
+) -> Vec<u8> {
+    field(
+        12,
+        &AlertBody(&crate::core::plan::Alert::of(profile, code, severity)),
+    )
 }
 
 /// The sub-messages of a plan that depend on the profile alone — a rule firing, an alert at its
@@ -464,7 +476,7 @@ impl ProfileParts {
     pub fn new(profile: std::sync::Arc<core::Profile>) -> ProfileParts {
         use crate::core::ids::{AlertCode, RuleId, VolumeCode};
         use crate::core::plan::{
-            Alert, OrganConstraint, Prescription, RuleFiring, Statement, VolumeGuidance,
+            OrganConstraint, Prescription, RuleFiring, Statement, VolumeGuidance,
         };
         let firings = RuleId::ALL
             .iter()
@@ -480,10 +492,7 @@ impl ProfileParts {
         // At the severity the profile defines; an alert raised at another is encoded as it comes.
         let alerts = AlertCode::ALL
             .iter()
-            .map(|&code| {
-                let severity = profile.alert(code).severity;
-                field(12, &AlertBody(&Alert::of(&profile, code, severity)))
-            })
+            .map(|&code| alert_field(&profile, code, profile.alert(code).severity))
             .collect();
         let volumes = VolumeCode::ALL
             .iter()
