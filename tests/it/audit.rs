@@ -83,6 +83,20 @@ impl Target {
         }
     }
 
+    /// An administrator's connection to this target's own database (PostgreSQL only).
+    async fn database_admin(&self) -> tokio_postgres::Client {
+        let Target::Postgres {
+            admin: admin_url,
+            database,
+            ..
+        } = self
+        else {
+            unreachable!("a PostgreSQL target")
+        };
+        let base = admin_url.rsplit_once('/').expect("url").0;
+        admin(&format!("{base}/{database}")).await
+    }
+
     /// The `--audit-db` (and `--audit-db-ca`) arguments.
     fn args(&self) -> Vec<std::ffi::OsString> {
         match self {
@@ -133,13 +147,8 @@ impl Target {
                     )
                     .expect("tamper");
             }
-            Target::Postgres {
-                admin: admin_url,
-                database,
-                ..
-            } => {
-                let base = admin_url.rsplit_once('/').expect("url").0;
-                let client = admin(&format!("{base}/{database}")).await;
+            Target::Postgres { .. } => {
+                let client = self.database_admin().await;
                 let changed = client
                     .execute(
                         "UPDATE records SET response = overlay(response placing \
@@ -1522,13 +1531,8 @@ async fn a_database_from_a_newer_build_is_refused(target: Target) {
                         .query_row(COUNTS, [], |row| Ok((row.get(0)?, row.get(1)?)))
                         .expect("counts")
                 }
-                Target::Postgres {
-                    admin: admin_url,
-                    database,
-                    ..
-                } => {
-                    let base = admin_url.rsplit_once('/').expect("url").0;
-                    let client = admin(&format!("{base}/{database}")).await;
+                Target::Postgres { .. } => {
+                    let client = target.database_admin().await;
                     if let Some(sql) = sql {
                         client.batch_execute(sql).await.expect("sql");
                     }
@@ -1767,16 +1771,7 @@ async fn a_replica_stuck_holding_the_chain_lock_does_not_wedge_the_others() {
         .expect("ok before");
 
     // Another "replica" takes the chain lock and never lets go (a session-level lock).
-    let Target::Postgres {
-        admin: admin_url,
-        database,
-        ..
-    } = &target
-    else {
-        unreachable!("a PostgreSQL target")
-    };
-    let base = admin_url.rsplit_once('/').expect("url").0;
-    let stuck = admin(&format!("{base}/{database}")).await;
+    let stuck = target.database_admin().await;
     stuck
         .execute(
             "SELECT pg_advisory_lock($1)",
