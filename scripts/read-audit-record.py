@@ -68,8 +68,6 @@ def decode_frame(frame, dictionary):
     out = bytearray()
     while at < len(frame):
         operation, at = varint(frame, at)
-        if len(out) > total:
-            raise ValueError("the frame does not add up to the length it claims")
         if operation & 1:
             if operation >> 1 >= len(parts):
                 raise ValueError("the frame names a part the dictionary does not have")
@@ -80,6 +78,9 @@ def decode_frame(frame, dictionary):
                 raise ValueError("the frame is malformed")
             out += frame[at:at + length]
             at += length
+        # Never more than the claim and one piece in memory.
+        if len(out) > total:
+            raise ValueError("the frame does not add up to the length it claims")
     if len(out) != total:
         raise ValueError("the frame does not add up to the length it claims")
     return bytes(out)
@@ -93,10 +94,24 @@ def decompress_zstd(frame, dictionary):
         dictionary_path = os.path.join(scratch, "dictionary")
         with open(dictionary_path, "wb") as file:
             file.write(dictionary)
-        result = subprocess.run(
-            [zstd, "-q", "-d", "-c", "-D", dictionary_path], input=frame, capture_output=True, check=True
-        )
-        return result.stdout
+        frame_path = os.path.join(scratch, "frame")
+        with open(frame_path, "wb") as file:
+            file.write(frame)
+        # Read as it comes, and stopped past the bound: a changed frame may decompress to far more.
+        with subprocess.Popen(
+            [zstd, "-q", "-d", "-c", "-D", dictionary_path, frame_path],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        ) as process:
+            out = bytearray()
+            while chunk := process.stdout.read(1 << 16):
+                out += chunk
+                if len(out) > MAX_RESPONSE:
+                    process.kill()
+                    raise ValueError("the zstd frame gives a response larger than the service ever compresses")
+            if process.wait() != 0:
+                raise ValueError("the zstd frame does not decompress against its dictionary")
+        return bytes(out)
 
 
 def main(argv):
@@ -141,7 +156,7 @@ def main(argv):
             response = decompress_zstd(stored, bytes(dictionary))
         else:
             raise ValueError("the stored response is neither a parts frame nor a zstd frame")
-    except (ValueError, subprocess.CalledProcessError) as error:
+    except ValueError as error:
         sys.stderr.write(f"record {recommendation_id}: {error}\n")
         return 1
     with open(out_path, "wb") as file:

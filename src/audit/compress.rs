@@ -66,8 +66,9 @@ fn report_unreadable(form: &str, logged: &'static std::sync::Once) {
     logged.call_once(|| {
         tracing::error!(
             form,
-            "a compressed response did not read back as the response it was made from: responses \
-             such as this are stored another way (parts frame → zstd → as sent); please report this"
+            "a compressed response could not be confirmed to read back as the response it was made \
+             from: responses such as this are stored another way (parts frame → zstd → as sent); \
+             please report this"
         );
     });
 }
@@ -197,7 +198,7 @@ impl Compression {
                 return false;
             };
             buffer.clear();
-            // One byte of room past the response: a frame giving more fails or differs.
+            // At least one byte of room past the response: a frame giving more fails or differs.
             buffer.reserve(response.len() + 1);
             let same = decompressor
                 .decompress_to_buffer(frame, buffer)

@@ -873,6 +873,29 @@ mod tests {
         // The refused open wrote nothing: no record, no dictionary, no migration.
         assert_eq!(counts(), before);
         let _ = std::fs::remove_file(&path);
+        // A database holding only a newer build's migration record: refused before any table of
+        // this build's is created in it.
+        let bare = temp_db();
+        let tables = || -> i64 {
+            Connection::open(&bare)
+                .expect("open")
+                .query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))
+                .expect("tables")
+        };
+        Connection::open(&bare)
+            .expect("open")
+            .execute_batch(&format!(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL);
+                 INSERT INTO schema_migrations VALUES ({newer}, 'later');"
+            ))
+            .expect("bare");
+        assert_eq!(tables(), 1);
+        open(&bare, Some(&dictionary))
+            .map(|_| ())
+            .expect_err("open refuses");
+        verify(&bare).map(|_| ()).expect_err("verify refuses");
+        assert_eq!(tables(), 1);
+        let _ = std::fs::remove_file(&bare);
     }
 
     #[test]

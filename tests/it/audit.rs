@@ -1544,6 +1544,17 @@ async fn a_database_from_a_newer_build_is_refused(target: Target) {
     };
     let before: (i64, i64) = counts(Some(newer)).await;
     assert_eq!(before.0, 1, "the one recommendation is recorded");
+    refused_as_newer(&target).await;
+    assert_eq!(
+        counts(None).await,
+        before,
+        "the refused start wrote nothing"
+    );
+}
+
+/// Asserts that the server refuses to start on `target` and `audit verify` refuses to judge it,
+/// both with exit code 2 and naming schema version 1000.
+async fn refused_as_newer(target: &Target) {
     // A server that failed to refuse would serve until killed: bounded, and killed on drop.
     let started = tokio::time::timeout(
         std::time::Duration::from_secs(60),
@@ -1559,11 +1570,6 @@ async fn a_database_from_a_newer_build_is_refused(target: Target) {
     let stderr = String::from_utf8_lossy(&started.stderr);
     assert_eq!(started.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("schema version 1000"), "{stderr}");
-    assert_eq!(
-        counts(None).await,
-        before,
-        "the refused start wrote nothing"
-    );
     let verified = Command::new(env!("CARGO_BIN_EXE_vlms-rt-server"))
         .args(["audit", "verify"])
         .args(target.args())
@@ -1574,6 +1580,58 @@ async fn a_database_from_a_newer_build_is_refused(target: Target) {
     assert!(stderr.contains("schema version 1000"), "{stderr}");
 }
 
+/// A database that holds nothing but a newer build's migration record (its tables are the newer
+/// build's business): refused before anything is created in it, by the server and by `verify`
+/// (which refuses before it would report the missing records table). An empty PostgreSQL
+/// database is reported as holding no audit trail.
+async fn a_bare_database_from_a_newer_build_is_refused(target: Target) {
+    const BARE: &str = "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL); \
+                        INSERT INTO schema_migrations VALUES (1000, 'later')";
+    let tables = || async {
+        match &target {
+            Target::Sqlite(path) => rusqlite::Connection::open(path)
+                .expect("open")
+                .query_row("SELECT count(*) FROM sqlite_master", [], |row| {
+                    row.get::<_, i64>(0)
+                })
+                .expect("tables"),
+            Target::Postgres { .. } => target
+                .database_admin()
+                .await
+                .query_one(
+                    "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname = 'public'",
+                    &[],
+                )
+                .await
+                .expect("tables")
+                .get(0),
+        }
+    };
+    match &target {
+        Target::Sqlite(path) => rusqlite::Connection::open(path)
+            .expect("open")
+            .execute_batch(BARE)
+            .expect("bare"),
+        Target::Postgres { .. } => {
+            let client = target.database_admin().await;
+            let verified = Command::new(env!("CARGO_BIN_EXE_vlms-rt-server"))
+                .args(["audit", "verify"])
+                .args(target.args())
+                .output()
+                .expect("verify runs");
+            let stderr = String::from_utf8_lossy(&verified.stderr);
+            assert_eq!(verified.status.code(), Some(2), "{stderr}");
+            assert!(stderr.contains("no audit trail"), "{stderr}");
+            client.batch_execute(BARE).await.expect("bare");
+        }
+    }
+    let before = tables().await;
+    assert!(before >= 1, "{before}");
+    refused_as_newer(&target).await;
+    assert_eq!(tables().await, before, "nothing was created");
+}
+
 #[tokio::test]
 async fn a_database_from_a_newer_build_is_refused_sqlite() {
     a_database_from_a_newer_build_is_refused(Target::sqlite()).await;
@@ -1582,6 +1640,16 @@ async fn a_database_from_a_newer_build_is_refused_sqlite() {
 #[tokio::test]
 async fn a_database_from_a_newer_build_is_refused_postgres() {
     a_database_from_a_newer_build_is_refused(Target::postgres().await).await;
+}
+
+#[tokio::test]
+async fn a_bare_database_from_a_newer_build_is_refused_sqlite() {
+    a_bare_database_from_a_newer_build_is_refused(Target::sqlite()).await;
+}
+
+#[tokio::test]
+async fn a_bare_database_from_a_newer_build_is_refused_postgres() {
+    a_bare_database_from_a_newer_build_is_refused(Target::postgres().await).await;
 }
 
 /// Starts a `vlms-rt-server` process on `target`, returning it and its URL.

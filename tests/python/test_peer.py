@@ -177,6 +177,30 @@ def test_audited_answers_read_back_from_the_file_without_the_service(stubs, stub
         stored = stubs.service.CheckPrescriptionResponse()
         stored.ParseFromString(out.read_bytes())
         assert stored == response
+        # A changed zstd frame is refused too: one that decompresses past the 16 MiB bound (17 MiB
+        # of zeros, a few hundred bytes compressed), and one that does not decompress at all.
+        with sqlite3.connect(str(copy)) as target:
+            dictionary = target.execute("SELECT content FROM dictionaries WHERE id = 1").fetchone()[0]
+        (tmp_path / "dictionary").write_bytes(dictionary)
+        huge = subprocess.run(
+            ["zstd", "-q", "-c", "-D", str(tmp_path / "dictionary")],
+            input=bytes(17 * 1024 * 1024),
+            capture_output=True,
+            check=True,
+        ).stdout
+        frames = [huge, b"\x28\xb5\x2f\xfd" + b"not a frame"]
+        with sqlite3.connect(str(copy)) as target:
+            rows = target.execute("SELECT recommendation_id FROM records WHERE kind = 'recommend' LIMIT 2").fetchall()
+            for (recommendation_id,), frame in zip(rows, frames):
+                target.execute("UPDATE records SET response = ? WHERE recommendation_id = ?", (frame, recommendation_id))
+        for (recommendation_id,), expected in zip(rows, [b"larger than", b"does not decompress"]):
+            out = tmp_path / f"zstd-{recommendation_id}.bin"
+            refused = subprocess.run(
+                [sys.executable, str(script), str(copy), recommendation_id, str(out)], capture_output=True
+            )
+            assert refused.returncode == 1 and expected in refused.stderr, refused.stderr
+            assert b"Traceback" not in refused.stderr
+            assert not out.exists()
 
 
 @pytest.mark.parametrize("name,data", CHECKS, ids=[name for name, _ in CHECKS])
