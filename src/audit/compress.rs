@@ -124,8 +124,9 @@ impl Compression {
     }
 
     /// `response` as a parts frame against the dictionary when the parts cover nearly all of it,
-    /// else as a zstd frame when that is smaller; `None` otherwise (incompressible bytes, or a
-    /// zstd error: the response is then stored as sent).
+    /// else as a zstd frame when that is smaller; `None` otherwise (incompressible bytes, a zstd
+    /// error, or a frame that does not read back as `response`: the response is then stored as
+    /// sent). Either frame is kept only after it was read back and compared with `response`.
     pub fn compress(&self, response: &[u8]) -> Option<Vec<u8>> {
         self.compress_with(response, |parts| {
             parts.frame(
