@@ -275,6 +275,7 @@ async fn audited_server(target: &Target) -> (TestServer, Arc<AtomicBool>) {
     (TestServer::start_with(settings).await, failing)
 }
 
+/// Runs `audit verify` on `target`: its exit code, and what it wrote (stdout, then stderr).
 fn verify(target: &Target) -> (i32, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_vlms-rt-server"))
         .args(["audit", "verify"])
@@ -283,7 +284,11 @@ fn verify(target: &Target) -> (i32, String) {
         .expect("verify runs");
     (
         output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
     )
 }
 
@@ -1570,14 +1575,9 @@ async fn refused_as_newer(target: &Target) {
     let stderr = String::from_utf8_lossy(&started.stderr);
     assert_eq!(started.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("schema version 1000"), "{stderr}");
-    let verified = Command::new(env!("CARGO_BIN_EXE_vlms-rt-server"))
-        .args(["audit", "verify"])
-        .args(target.args())
-        .output()
-        .expect("verify runs");
-    let stderr = String::from_utf8_lossy(&verified.stderr);
-    assert_eq!(verified.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("schema version 1000"), "{stderr}");
+    let (code, output) = verify(target);
+    assert_eq!(code, 2, "{output}");
+    assert!(output.contains("schema version 1000"), "{output}");
 }
 
 /// A database that holds nothing but a newer build's migration record (its tables are the newer
@@ -1615,14 +1615,9 @@ async fn a_bare_database_from_a_newer_build_is_refused(target: Target) {
             .expect("bare"),
         Target::Postgres { .. } => {
             let client = target.database_admin().await;
-            let verified = Command::new(env!("CARGO_BIN_EXE_vlms-rt-server"))
-                .args(["audit", "verify"])
-                .args(target.args())
-                .output()
-                .expect("verify runs");
-            let stderr = String::from_utf8_lossy(&verified.stderr);
-            assert_eq!(verified.status.code(), Some(2), "{stderr}");
-            assert!(stderr.contains("no audit trail"), "{stderr}");
+            let (code, output) = verify(&target);
+            assert_eq!(code, 2, "{output}");
+            assert!(output.contains("no audit trail"), "{output}");
             client.batch_execute(BARE).await.expect("bare");
         }
     }

@@ -148,24 +148,30 @@ def test_audited_answers_read_back_from_the_file_without_the_service(stubs, stub
         out.append(value)
         return bytes(out)
 
-    with sqlite3.connect(str(copy)) as target:
-        target.execute("UPDATE records SET response_dictionary = 1")
-        rows = target.execute("SELECT recommendation_id FROM records WHERE kind = 'recommend' LIMIT 2").fetchall()
-        assert len(rows) == 2
-        frames = [
-            b"VLP\x01" + varint(5) + varint(10**6 << 1 | 1),
-            b"VLP\x01" + varint(1 << 30) + varint(2 << 1) + b"ab",
+    def refused(frames_and_messages):
+        """Stores each frame as a plan's response in the copy; the script must refuse each record
+        with its message, no traceback and no output file."""
+        with sqlite3.connect(str(copy)) as target:
+            target.execute("UPDATE records SET response_dictionary = 1")
+            rows = target.execute("SELECT recommendation_id FROM records WHERE kind = 'recommend' LIMIT 2").fetchall()
+            assert len(rows) == len(frames_and_messages)
+            for (recommendation_id,), (frame, _) in zip(rows, frames_and_messages):
+                target.execute("UPDATE records SET response = ? WHERE recommendation_id = ?", (frame, recommendation_id))
+        for (recommendation_id,), (_, message) in zip(rows, frames_and_messages):
+            out = tmp_path / f"refused-{recommendation_id}.bin"
+            result = subprocess.run(
+                [sys.executable, str(script), str(copy), recommendation_id, str(out)], capture_output=True
+            )
+            assert result.returncode == 1 and message in result.stderr, result.stderr
+            assert b"Traceback" not in result.stderr
+            assert not out.exists()
+
+    refused(
+        [
+            (b"VLP\x01" + varint(5) + varint(10**6 << 1 | 1), b"names a part"),
+            (b"VLP\x01" + varint(1 << 30) + varint(2 << 1) + b"ab", b"larger than"),
         ]
-        for (recommendation_id,), frame in zip(rows, frames):
-            target.execute("UPDATE records SET response = ? WHERE recommendation_id = ?", (frame, recommendation_id))
-    for (recommendation_id,), expected in zip(rows, [b"names a part", b"larger than"]):
-        out = tmp_path / f"{recommendation_id}.bin"
-        refused = subprocess.run(
-            [sys.executable, str(script), str(copy), recommendation_id, str(out)], capture_output=True
-        )
-        assert refused.returncode == 1 and expected in refused.stderr, refused.stderr
-        assert b"Traceback" not in refused.stderr
-        assert not out.exists()
+    )
     if shutil.which("zstd"):
         name, data = CHECKS[0]
         request = json_format.ParseDict(data["request"], stubs.service.CheckPrescriptionRequest())
@@ -188,19 +194,7 @@ def test_audited_answers_read_back_from_the_file_without_the_service(stubs, stub
             capture_output=True,
             check=True,
         ).stdout
-        frames = [huge, b"\x28\xb5\x2f\xfd" + b"not a frame"]
-        with sqlite3.connect(str(copy)) as target:
-            rows = target.execute("SELECT recommendation_id FROM records WHERE kind = 'recommend' LIMIT 2").fetchall()
-            for (recommendation_id,), frame in zip(rows, frames):
-                target.execute("UPDATE records SET response = ? WHERE recommendation_id = ?", (frame, recommendation_id))
-        for (recommendation_id,), expected in zip(rows, [b"larger than", b"does not decompress"]):
-            out = tmp_path / f"zstd-{recommendation_id}.bin"
-            refused = subprocess.run(
-                [sys.executable, str(script), str(copy), recommendation_id, str(out)], capture_output=True
-            )
-            assert refused.returncode == 1 and expected in refused.stderr, refused.stderr
-            assert b"Traceback" not in refused.stderr
-            assert not out.exists()
+        refused([(huge, b"larger than"), (b"\x28\xb5\x2f\xfd" + b"not a frame", b"does not decompress")])
 
 
 @pytest.mark.parametrize("name,data", CHECKS, ids=[name for name, _ in CHECKS])
