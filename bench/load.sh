@@ -4,8 +4,9 @@
 # trail on against the same service with auditing off. Reports requests/s, p50/p99 latency, the
 # ratios, audit batch sizes and the server's peak RSS; checks separately that every call answered
 # OK (h2load counts gRPC errors as successes), using the server's own call counters. RecommendStream
-# is driven by h2load too (1,000-case stream bodies, 1 and 2 concurrent streams, every stream checked
-# for 1,000 plans by the same counters), then once more through one tonic client (stream_bench).
+# is driven by h2load too (1,000-case stream bodies, 1 and 2 concurrent streams, 16 and 64 KiB frames,
+# every stream checked for 1,000 plans by the same counters), then once more through one tonic
+# client (stream_bench).
 #
 # Each level runs ROUNDS times (default 3), the two servers back to back in each round, alternating
 # which goes first; the table gives medians, and the ratio is the median of the rounds' ratios with
@@ -137,12 +138,15 @@ if [ "$ok" != "$all" ]; then echo "NOT ALL CALLS ANSWERED OK" >&2; exit 1; fi
 # RecommendStream with the same load generator as the unary calls: h2load sends the body of a
 # 1,000-case stream (the case's request framed 1,000 times over) as one call per stream and, as for
 # Recommend, decodes nothing. Every stream must end OK with 1,000 plans (the server's counters).
-stream_rate() { # port connections label -> plans/s (h2load: one stream at a time per connection)
-    local port=$1 connections=$2 label=$3 streams report
+# Each level runs twice: with h2load's default largest frame (16 KiB, the HTTP/2 default) and with
+# 64 KiB frames advertised (-f 64K), as the bundled client does (client::MAX_FRAME_SIZE). h2 writes
+# each DATA frame with a system call of its own, so the frame size sets the writes per plan.
+stream_rate() { # port connections frame label -> plans/s (h2load: one stream at a time per connection)
+    local port=$1 connections=$2 frame=$3 label=$4 streams report
     streams=$((connections * duration * 100))
-    h2load -n "$connections" -c "$connections" -m 1 -t 1 -H 'content-type: application/grpc' -H 'te: trailers' \
+    h2load -n "$connections" -c "$connections" -m 1 -t 1 -f "$frame" -H 'content-type: application/grpc' -H 'te: trailers' \
         -d "$out/stream-body.bin" "http://127.0.0.1:$port/vlms.rt.v1.RecommendationService/RecommendStream" > /dev/null
-    report=$(h2load -n "$streams" -c "$connections" -m 1 -t 1 -H 'content-type: application/grpc' -H 'te: trailers' \
+    report=$(h2load -n "$streams" -c "$connections" -m 1 -t 1 -f "$frame" -H 'content-type: application/grpc' -H 'te: trailers' \
         -d "$out/stream-body.bin" "http://127.0.0.1:$port/vlms.rt.v1.RecommendationService/RecommendStream")
     echo "$report" > "$out/$label-c$connections.txt"
     echo "$report" | awk -v items="$stream_items" '/^finished in/ {printf "%.0f\n", $4 * items}'
@@ -152,24 +156,28 @@ stream_ok() { metric "$1" 'vlms_rt_calls_total{code="OK",rpc="RecommendStream"}'
 plans_before=$(plans_sum "$metrics_port"); streams_before=$(stream_ok "$metrics_port")
 echo
 echo "RecommendStream, ${stream_items}-case streams through h2load (one stream per connection at a time), $rounds rounds:"
-printf '| concurrent streams | plans/s (median) | range | / unary 1 x 1 | / unary %s (the last level) |\n' "${levels[-1]// / x }"
-printf '|---|---|---|---|---|\n'
+printf '| concurrent streams | largest frame | plans/s (median) | range | / unary 1 x 1 | / unary %s (the last level) |\n' "${levels[-1]// / x }"
+printf '|---|---|---|---|---|---|\n'
 unary_one=$(cat "$out/median-service-c1-m1" 2>/dev/null || echo 0)
 unary_top=$(cat "$out/median-service-c${levels[-1]% *}-m${levels[-1]#* }")
-for connections in 1 2; do # (streams_sent below counts these levels)
-    rates=()
-    for round in $(seq 1 "$rounds"); do rates+=("$(stream_rate "$server_port" "$connections" "stream-r$round")"); done
-    python3 - "$connections" "$unary_one" "$unary_top" "${rates[@]}" <<'PY'
+frames=(16K 64K)
+for frame in "${frames[@]}"; do
+    for connections in 1 2; do # (streams_sent below counts these levels)
+        rates=()
+        for round in $(seq 1 "$rounds"); do rates+=("$(stream_rate "$server_port" "$connections" "$frame" "stream-f$frame-r$round")"); done
+        python3 - "$connections" "$frame" "$unary_one" "$unary_top" "${rates[@]}" <<'PY'
 import statistics, sys
-connections, one, top, rates = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sorted(map(float, sys.argv[4:]))
+connections, frame, one, top = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+rates = sorted(map(float, sys.argv[5:]))
 med = statistics.median(rates)
 ratio_one = f"{med / one:.1f}" if one else "(1 x 1 not measured)"
-print(f"| {connections} | {med:.0f} | {rates[0]:.0f}-{rates[-1]:.0f} | {ratio_one} | {med / top:.2f} |")
+print(f"| {connections} | {frame}iB | {med:.0f} | {rates[0]:.0f}-{rates[-1]:.0f} | {ratio_one} | {med / top:.2f} |")
 PY
+    done
 done
-# Streams sent: per round and level, one warm-up stream per connection and the measured ones. A stream
-# refused or cut short would be missing from the OK count, or short of plans.
-streams_sent=$(( rounds * (1 + 1 * duration * 100) + rounds * (2 + 2 * duration * 100) ))
+# Streams sent: per frame size, round and level, one warm-up stream per connection and the measured
+# ones. A stream refused or cut short would be missing from the OK count, or short of plans.
+streams_sent=$(( ${#frames[@]} * (rounds * (1 + 1 * duration * 100) + rounds * (2 + 2 * duration * 100)) ))
 streams_done=$(( $(stream_ok "$metrics_port") - streams_before ))
 plans_done=$(( $(plans_sum "$metrics_port") - plans_before ))
 echo "streams answered OK: $streams_done of $streams_sent; plans in them: $plans_done (expected $((streams_sent * stream_items)))"
@@ -178,7 +186,7 @@ if [ "$streams_done" != "$streams_sent" ] || [ "$plans_done" != "$((streams_sent
 fi
 
 echo
-"$bin/examples/stream_bench" "http://127.0.0.1:$server_port" "$case_file" 1000 5 | tail -1 | sed 's/^best/RecommendStream through one tonic client (stream_bench), 1000-case stream, best of 5/'
+"$bin/examples/stream_bench" "http://127.0.0.1:$server_port" "$case_file" 1000 5 | tail -1 | sed 's/^best/RecommendStream through one tonic client (stream_bench, 64 KiB frames), 1000-case stream, best of 5/'
 
 if [ "${AUDIT:-1}" = 0 ]; then exit 0; fi
 

@@ -39,7 +39,11 @@ async fn main() -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&path)?;
     let case =
         client::parse_case(&text, &path).map_err(|failure| anyhow::anyhow!(failure.render()))?;
-    let channel = Endpoint::from_shared(url)?.connect().await?;
+    // The bundled client's frame size (see `client::MAX_FRAME_SIZE`).
+    let channel = Endpoint::from_shared(url)?
+        .max_frame_size(client::MAX_FRAME_SIZE)
+        .connect()
+        .await?;
     let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(16 * 1024 * 1024);
     let method = PathAndQuery::from_static("/vlms.rt.v1.RecommendationService/RecommendStream");
     let mut best = 0.0_f64;

@@ -309,11 +309,19 @@ fn read_pem(path: &PathBuf, what: &str) -> Result<Vec<u8>, Failure> {
         .map_err(|error| Failure::Usage(format!("cannot read {what} {}: {error}", path.display())))
 }
 
+/// The largest HTTP/2 frame the client accepts (SETTINGS_MAX_FRAME_SIZE), instead of the protocol's
+/// default 16 KiB. The server sends each DATA frame with a write of its own, so a `RecommendStream`
+/// of plans of a few KB each reaches this client in a third of the writes (docs/performance.md,
+/// item 28; docs/integrating.md says how other clients can do the same). Unary answers fit one
+/// frame either way.
+pub const MAX_FRAME_SIZE: u32 = 64 * 1024;
+
 async fn connect(cli: &Cli) -> Result<Authed, Failure> {
     let mut endpoint = Endpoint::from_shared(cli.server.clone())
         .map_err(|error| {
             Failure::Usage(format!("--server {:?} is not a URL: {error}", cli.server))
         })?
+        .max_frame_size(MAX_FRAME_SIZE)
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(cli.timeout_seconds.max(1)));
     let https = cli.server.starts_with("https://");

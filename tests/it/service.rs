@@ -277,6 +277,115 @@ async fn one_stream_mixes_good_and_bad_cases_in_request_order() {
     server.stop().await;
 }
 
+/// One `RecommendStream` of `items` copies of `case` over a raw HTTP/2 connection whose client
+/// accepts frames of up to `max_frame` bytes: the payload size of every DATA frame received, and
+/// the answers decoded from the body, in order.
+async fn stream_frames(
+    address: &str,
+    max_frame: u32,
+    case: &pb::Case,
+    items: usize,
+) -> (Vec<usize>, Vec<pb::RecommendStreamResponse>) {
+    let tcp = tokio::net::TcpStream::connect(address).await.expect("tcp");
+    let (sender, connection) = h2::client::Builder::new()
+        .max_frame_size(max_frame)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut sender = sender.ready().await.expect("ready");
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "http://{address}/vlms.rt.v1.RecommendationService/RecommendStream"
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+    let (response, mut stream) = sender.send_request(request, false).expect("send");
+    let message = pb::RecommendRequest {
+        case: Some(case.clone()),
+    }
+    .encode_to_vec();
+    let mut body = Vec::new();
+    for _ in 0..items {
+        body.push(0);
+        body.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        body.extend_from_slice(&message);
+    }
+    stream
+        .send_data(bytes::Bytes::from(body), true)
+        .expect("body");
+    let response = response.await.expect("response");
+    assert_eq!(response.status(), http::StatusCode::OK);
+    let mut received = response.into_body();
+    let (mut frames, mut bytes) = (Vec::new(), Vec::new());
+    while let Some(data) = received.data().await {
+        let data = data.expect("data");
+        frames.push(data.len());
+        bytes.extend_from_slice(&data);
+        let _ = received.flow_control().release_capacity(data.len());
+    }
+    let trailers = received.trailers().await.expect("trailers").expect("some");
+    assert_eq!(
+        trailers.get("grpc-status").map(|value| value.as_bytes()),
+        Some(&b"0"[..])
+    );
+    let mut answers = Vec::new();
+    let mut rest = &bytes[..];
+    while !rest.is_empty() {
+        assert_eq!(rest[0], 0, "uncompressed");
+        let length = u32::from_be_bytes(rest[1..5].try_into().expect("length")) as usize;
+        answers.push(pb::RecommendStreamResponse::decode(&rest[5..5 + length]).expect("an answer"));
+        rest = &rest[5 + length..];
+    }
+    (frames, answers)
+}
+
+/// The server sends a stream's answers in frames as large as the client accepts (the bundled
+/// client asks for `client::MAX_FRAME_SIZE`, since each frame costs the server a write), and the
+/// plans are the same whatever the frame size.
+#[tokio::test]
+async fn a_stream_is_sent_in_frames_as_large_as_the_client_accepts() {
+    let server = TestServer::start().await;
+    let address = server.url.trim_start_matches("http://").to_string();
+    let vignette = vignettes()
+        .into_iter()
+        .find(|vignette| vignette.name == "ivc-middle-postop-r1")
+        .expect("the benchmark vignette");
+    let case = vignette.case();
+    let items = 64;
+    let (small, small_answers) = stream_frames(&address, 16 * 1024, &case, items).await;
+    let (large, large_answers) =
+        stream_frames(&address, vlms_rt::client::MAX_FRAME_SIZE, &case, items).await;
+    assert!(small.iter().all(|&size| size <= 16 * 1024), "{small:?}");
+    assert!(
+        large.iter().all(|&size| size <= 64 * 1024) && large.iter().any(|&size| size > 16 * 1024),
+        "{large:?}"
+    );
+    assert!(
+        large.len() < small.len(),
+        "{} frames at 64 KiB, {} at 16 KiB",
+        large.len(),
+        small.len()
+    );
+    for answers in [&small_answers, &large_answers] {
+        assert_eq!(answers.len(), items);
+        for answer in answers.iter() {
+            assert_eq!(answer.case_id, case.case_id);
+            let Some(pb::recommend_stream_response::Result::Plan(plan)) = &answer.result else {
+                panic!("not a plan: {answer:?}");
+            };
+            let problems = plan_mismatches(plan, vignette.expected());
+            assert!(problems.is_empty(), "{}", problems.join("\n"));
+        }
+    }
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn check_prescription_pass_review_and_fail() {
     let server = TestServer::start().await;
