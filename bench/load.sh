@@ -161,11 +161,22 @@ printf '|---|---|---|---|---|---|\n'
 unary_one=$(cat "$out/median-service-c1-m1" 2>/dev/null || echo 0)
 unary_top=$(cat "$out/median-service-c${levels[-1]% *}-m${levels[-1]#* }")
 frames=(16K 64K)
+declare -A rates # "frame connections" -> the rounds' plans/s
+for connections in 1 2; do # (streams_sent below counts these levels)
+    for round in $(seq 1 "$rounds"); do
+        # Both frame sizes in every round, in alternating order, so that the machine's drift
+        # during the run does not fall on one of them.
+        order=("${frames[@]}")
+        (( round % 2 )) || order=("${frames[1]}" "${frames[0]}")
+        for frame in "${order[@]}"; do
+            rates["$frame $connections"]+=" $(stream_rate "$server_port" "$connections" "$frame" "stream-f$frame-r$round")"
+        done
+    done
+done
 for frame in "${frames[@]}"; do
-    for connections in 1 2; do # (streams_sent below counts these levels)
-        rates=()
-        for round in $(seq 1 "$rounds"); do rates+=("$(stream_rate "$server_port" "$connections" "$frame" "stream-f$frame-r$round")"); done
-        python3 - "$connections" "$frame" "$unary_one" "$unary_top" "${rates[@]}" <<'PY'
+    for connections in 1 2; do
+        # shellcheck disable=SC2086 # the rounds' rates, one argument each
+        python3 - "$connections" "$frame" "$unary_one" "$unary_top" ${rates["$frame $connections"]} <<'PY'
 import statistics, sys
 connections, frame, one, top = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
 rates = sorted(map(float, sys.argv[5:]))
