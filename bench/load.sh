@@ -33,6 +33,9 @@ mkdir -p "$out"
 rm -f "$out"/median-* # medians of an earlier run must not stand in for a level this run skips
 
 command -v h2load >/dev/null || { echo "h2load missing: apt-get install nghttp2-client" >&2; exit 1; }
+# The stream runs set the largest frame h2load accepts (-f, nghttp2 1.47 or later).
+h2load --help 2>&1 | grep -q -- '--max-frame-size' \
+    || { echo "this h2load has no --max-frame-size (-f): nghttp2 1.47 or later is needed" >&2; exit 1; }
 cargo build --release --locked --bin vlms-rt-server --bin vlms-rt --example echo_server --example grpc_body --example stream_bench >&2
 
 bin=target/release
@@ -149,7 +152,11 @@ stream_rate() { # port connections frame label -> plans/s (h2load: one stream at
     report=$(h2load -n "$streams" -c "$connections" -m 1 -t 1 -f "$frame" -H 'content-type: application/grpc' -H 'te: trailers' \
         -d "$out/stream-body.bin" "http://127.0.0.1:$port/vlms.rt.v1.RecommendationService/RecommendStream")
     echo "$report" > "$out/$label-c$connections.txt"
-    echo "$report" | awk -v items="$stream_items" '/^finished in/ {printf "%.0f\n", $4 * items}'
+    local rate
+    rate=$(echo "$report" | awk -v items="$stream_items" '/^finished in/ {printf "%.0f\n", $4 * items}')
+    # A round without a rate must not silently leave the median to the others.
+    [ -n "$rate" ] || { echo "h2load reported no rate for $label (see $out/$label-c$connections.txt)" >&2; exit 1; }
+    echo "$rate"
 }
 plans_sum() { curl -s "http://127.0.0.1:$1/metrics" | awk '/^vlms_rt_plans_total\{/ {sum += $2} END {print sum + 0}'; }
 stream_ok() { metric "$1" 'vlms_rt_calls_total{code="OK",rpc="RecommendStream"}' | awk '{v = $1} END {print v + 0}'; }
@@ -176,13 +183,15 @@ done
 for frame in "${frames[@]}"; do
     for connections in 1 2; do
         # shellcheck disable=SC2086 # the rounds' rates, one argument each
-        python3 - "$connections" "$frame" "$unary_one" "$unary_top" ${rates["$frame $connections"]} <<'PY'
+        python3 - "$connections" "$frame" "$unary_one" "$unary_top" "$rounds" ${rates["$frame $connections"]} <<'PY'
 import statistics, sys
 connections, frame, one, top = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
-rates = sorted(map(float, sys.argv[5:]))
+rounds, rates = int(sys.argv[5]), sorted(map(float, sys.argv[6:]))
+if len(rates) != rounds:
+    sys.exit(f"{len(rates)} stream rates for {rounds} rounds")
 med = statistics.median(rates)
 ratio_one = f"{med / one:.1f}" if one else "(1 x 1 not measured)"
-print(f"| {connections} | {frame}iB | {med:.0f} | {rates[0]:.0f}-{rates[-1]:.0f} | {ratio_one} | {med / top:.2f} |")
+print(f"| {connections} | {frame[:-1]} KiB | {med:.0f} | {rates[0]:.0f}-{rates[-1]:.0f} | {ratio_one} | {med / top:.2f} |")
 PY
     done
 done

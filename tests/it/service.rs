@@ -321,10 +321,17 @@ async fn stream_frames(
         .expect("body");
     let response = response.await.expect("response");
     assert_eq!(response.status(), http::StatusCode::OK);
+    assert!(
+        response.headers().get("grpc-status").is_none(),
+        "answered with trailers only: {:?}",
+        response.headers()
+    );
     let mut received = response.into_body();
     let (mut frames, mut bytes) = (Vec::new(), Vec::new());
+    // h2 yields one chunk per DATA frame, and refuses (FRAME_SIZE_ERROR) a frame over what this
+    // client allows: an oversized frame fails here.
     while let Some(data) = received.data().await {
-        let data = data.expect("data");
+        let data = data.expect("data within the frame size this client allows");
         frames.push(data.len());
         bytes.extend_from_slice(&data);
         let _ = received.flow_control().release_capacity(data.len());
@@ -345,11 +352,12 @@ async fn stream_frames(
     (frames, answers)
 }
 
-/// The server sends a stream's answers in frames as large as the client accepts (the bundled
-/// client asks for `client::MAX_FRAME_SIZE`, since each frame costs the server a write), and the
-/// plans are the same whatever the frame size.
+/// The server sends a stream's answers in frames over HTTP/2's default 16 KiB when the client
+/// allows them (the bundled client asks for `client::MAX_FRAME_SIZE`, since each frame costs the
+/// server a write), and the plans are the same whatever the frame size. (The frames come from the
+/// stream's ~38 KB hand-offs to HTTP/2, `codec::STREAM_SEND_BUFFER`, on this unaudited server.)
 #[tokio::test]
-async fn a_stream_is_sent_in_frames_as_large_as_the_client_accepts() {
+async fn a_stream_uses_frames_over_16_kib_when_the_client_allows_them() {
     let server = TestServer::start().await;
     let address = server.url.trim_start_matches("http://").to_string();
     let vignette = vignettes()
@@ -361,12 +369,7 @@ async fn a_stream_is_sent_in_frames_as_large_as_the_client_accepts() {
     let (small, small_answers) = stream_frames(&address, 16 * 1024, &case, items).await;
     let allowed = vlms_rt::client::MAX_FRAME_SIZE;
     let (large, large_answers) = stream_frames(&address, allowed, &case, items).await;
-    assert!(small.iter().all(|&size| size <= 16 * 1024), "{small:?}");
-    assert!(
-        large.iter().all(|&size| size <= allowed as usize)
-            && large.iter().any(|&size| size > 16 * 1024),
-        "{large:?}"
-    );
+    assert!(large.iter().any(|&size| size > 16 * 1024), "{large:?}");
     assert!(
         large.len() < small.len(),
         "{} frames at 64 KiB, {} at 16 KiB",
