@@ -344,10 +344,14 @@ async fn stream_frames(
     let mut answers = Vec::new();
     let mut rest = &bytes[..];
     while !rest.is_empty() {
+        assert!(rest.len() >= 5, "a cut gRPC message header: {rest:?}");
         assert_eq!(rest[0], 0, "uncompressed");
-        let length = u32::from_be_bytes(rest[1..5].try_into().expect("length")) as usize;
-        answers.push(pb::RecommendStreamResponse::decode(&rest[5..5 + length]).expect("an answer"));
-        rest = &rest[5 + length..];
+        let length = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        let (message, after) = rest[5..]
+            .split_at_checked(length)
+            .expect("the body holds the whole message its header announces");
+        answers.push(pb::RecommendStreamResponse::decode(message).expect("an answer"));
+        rest = after;
     }
     (frames, answers)
 }
