@@ -1,6 +1,7 @@
 //! Prometheus metrics (the `prometheus` crate renders the exposition format), served on a separate
 //! plain HTTP port when `--metrics-listen` is set: calls by RPC and status code, latency, calls in
-//! flight, shed calls and plans by indication.
+//! flight, shed calls and plans by indication; with the audit trail on, its writer's batches,
+//! records, failed batches, queued bytes and commit times.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -55,7 +56,19 @@ pub struct Metrics {
     shed: IntCounterVec,
     plans: IntCounterVec,
     resolved: Arc<Resolved>,
-    audit: Option<(Arc<crate::audit::WriterStats>, IntGauge, IntGauge, IntGauge)>,
+    audit: Option<AuditGauges>,
+}
+
+/// The audit writer's figures, read from its [`crate::audit::WriterStats`] when the metrics are
+/// rendered (its commit-time histogram it observes itself).
+#[derive(Debug, Clone)]
+struct AuditGauges {
+    stats: Arc<crate::audit::WriterStats>,
+    batches: IntGauge,
+    records: IntGauge,
+    largest: IntGauge,
+    failed: IntGauge,
+    queued_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -116,10 +129,41 @@ impl Metrics {
                     "vlms_rt_audit_largest_batch",
                     "Most records committed in one transaction.",
                 )?;
-                registry.register(Box::new(batches.clone()))?;
-                registry.register(Box::new(records.clone()))?;
-                registry.register(Box::new(largest.clone()))?;
-                Some((stats, batches, records, largest))
+                let failed = IntGauge::new(
+                    "vlms_rt_audit_failed_batches",
+                    "Batches of audit records whose transaction failed; their calls were answered \
+                     UNAVAILABLE.",
+                )?;
+                let queued_bytes = IntGauge::new(
+                    "vlms_rt_audit_queued_bytes",
+                    "Bytes of audit records waiting for their commit; past the writer's limit \
+                     (64 MiB) calls fail UNAVAILABLE at once.",
+                )?;
+                let commit_seconds = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "vlms_rt_audit_commit_seconds",
+                        "Time to write and commit one batch of audit records, fsync included \
+                         (failed batches too).",
+                    )
+                    .buckets(vec![
+                        0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+                        0.25, 0.5, 1.0, 2.5, 5.0,
+                    ]),
+                )?;
+                for gauge in [&batches, &records, &largest, &failed, &queued_bytes] {
+                    registry.register(Box::new(gauge.clone()))?;
+                }
+                registry.register(Box::new(commit_seconds.clone()))?;
+                // A writer is reported to by the first metrics made over it.
+                let _ = stats.commit_seconds.set(commit_seconds);
+                Some(AuditGauges {
+                    stats,
+                    batches,
+                    records,
+                    largest,
+                    failed,
+                    queued_bytes,
+                })
             }
             None => None,
         };
@@ -186,14 +230,19 @@ impl Metrics {
 
     /// The exposition text.
     pub fn render(&self) -> String {
-        if let Some((stats, batches, records, largest)) = &self.audit {
+        if let Some(audit) = &self.audit {
             use std::sync::atomic::Ordering;
+            let stats = &audit.stats;
             let read = |value: &std::sync::atomic::AtomicU64| {
                 i64::try_from(value.load(Ordering::Relaxed)).unwrap_or(i64::MAX)
             };
-            batches.set(read(&stats.batches));
-            records.set(read(&stats.records));
-            largest.set(read(&stats.largest_batch));
+            audit.batches.set(read(&stats.batches));
+            audit.records.set(read(&stats.records));
+            audit.largest.set(read(&stats.largest_batch));
+            audit.failed.set(read(&stats.failed_batches));
+            audit
+                .queued_bytes
+                .set(i64::try_from(stats.queued_bytes.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
         }
         let mut buffer = Vec::new();
         let encoder = TextEncoder::new();

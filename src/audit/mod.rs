@@ -225,18 +225,26 @@ enum Command {
 /// Statistics of the writer, for metrics and the benchmark notes.
 #[derive(Debug, Default)]
 pub struct WriterStats {
+    /// Batches committed.
     pub batches: std::sync::atomic::AtomicU64,
+    /// Records committed.
     pub records: std::sync::atomic::AtomicU64,
     pub largest_batch: std::sync::atomic::AtomicU64,
+    /// Batches whose transaction failed (their calls were answered UNAVAILABLE).
+    pub failed_batches: std::sync::atomic::AtomicU64,
+    /// Bytes of the records in the writer's queue ([`queued_size`]): records of calls still
+    /// waiting, and of calls that gave up waiting on a stalled store.
+    pub queued_bytes: AtomicUsize,
+    /// Where the writer reports how long each batch's transaction took, fsync included (failed
+    /// ones too), once the metrics have registered it.
+    pub commit_seconds: std::sync::OnceLock<prometheus::Histogram>,
 }
 
 /// The service's handle on the audit trail.
 #[derive(Clone)]
 pub struct Auditor {
     sender: mpsc::SyncSender<Command>,
-    /// Bytes of the records in the writer's queue ([`queued_size`]), and their limit. The queue
-    /// holds records of calls still waiting, and of calls that gave up waiting on a stalled store.
-    queued_bytes: Arc<AtomicUsize>,
+    /// The limit of the bytes of records in the writer's queue ([`WriterStats::queued_bytes`]).
     byte_limit: usize,
     reader: Arc<dyn Reader>,
     healthy: watch::Receiver<bool>,
@@ -273,8 +281,6 @@ impl Auditor {
         byte_limit: usize,
     ) -> Auditor {
         let queue_limit = queue_limit.max(1);
-        let queued_bytes = Arc::new(AtomicUsize::new(0));
-        let writer_queued_bytes = Arc::clone(&queued_bytes);
         let (sender, receiver) = mpsc::sync_channel::<Command>(queue_limit);
         let (health_sender, healthy) = watch::channel(true);
         let health_sender = Arc::new(health_sender);
@@ -302,9 +308,13 @@ impl Auditor {
                     if !appends.is_empty() {
                         let (records, replies): (Vec<NewRecord>, Vec<_>) =
                             appends.into_iter().unzip();
+                        let started = std::time::Instant::now();
                         let result = store.append(&records);
+                        if let Some(histogram) = writer_stats.commit_seconds.get() {
+                            histogram.observe(started.elapsed().as_secs_f64());
+                        }
                         let bytes: usize = records.iter().map(queued_size).sum();
-                        writer_queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                        writer_stats.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
                         ok = result.is_ok();
                         if ok {
                             let count = records.len() as u64;
@@ -313,6 +323,8 @@ impl Auditor {
                             writer_stats
                                 .largest_batch
                                 .fetch_max(count, Ordering::Relaxed);
+                        } else {
+                            writer_stats.failed_batches.fetch_add(1, Ordering::Relaxed);
                         }
                         for reply in replies {
                             let _ = reply.send(result.clone());
@@ -336,7 +348,6 @@ impl Auditor {
             );
         Auditor {
             sender,
-            queued_bytes,
             byte_limit,
             reader,
             healthy,
@@ -355,14 +366,15 @@ impl Auditor {
     /// Writes a record durably; returns once its batch has committed.
     pub async fn append(&self, record: NewRecord) -> Result<(), AuditError> {
         let size = queued_size(&record);
-        let before = self.queued_bytes.fetch_add(size, Ordering::AcqRel);
+        let queued_bytes = &self.stats.queued_bytes;
+        let before = queued_bytes.fetch_add(size, Ordering::AcqRel);
         if before > 0 && before.saturating_add(size) > self.byte_limit {
-            self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            queued_bytes.fetch_sub(size, Ordering::AcqRel);
             return Err(AuditError::Backlog);
         }
         let (reply, answer) = oneshot::channel();
         if let Err(error) = self.submit(Command::Append(Box::new(record), reply)) {
-            self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            queued_bytes.fetch_sub(size, Ordering::AcqRel);
             return Err(error);
         }
         answer.await.map_err(|_| AuditError::WriterGone)?

@@ -272,7 +272,30 @@ async fn audited_server(target: &Target) -> (TestServer, Arc<AtomicBool>) {
     );
     let mut settings = Settings::new("127.0.0.1:0".parse().expect("address"), profile());
     settings.audit = Some(auditor);
+    settings.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
     (TestServer::start_with(settings).await, failing)
+}
+
+/// The value of the unlabelled series `name` in a metrics exposition.
+fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Scrapes `metrics` until the series `name` satisfies `holds`; fails with `what` after 10 s.
+async fn wait_for_metric(metrics: &str, name: &str, holds: impl Fn(f64) -> bool, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = http_get(metrics, "/metrics").await;
+        if metric_value(&text, name).is_some_and(&holds) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {name} in\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Runs `audit verify` on `target`: its exit code, and what it wrote (stdout, then stderr).
@@ -1113,6 +1136,11 @@ async fn a_stalled_store_fails_the_call_unavailable_before_the_call_timeout() {
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(status.message().contains("in time"), "{status:?}");
     let text = http_get(&metrics, "/metrics").await;
+    // The records held by the stalled store are visible as queued bytes.
+    assert!(
+        metric_value(&text, "vlms_rt_audit_queued_bytes").is_some_and(|bytes| bytes > 0.0),
+        "{text}"
+    );
     for counted in [
         "vlms_rt_calls_total{code=\"DEADLINE_EXCEEDED\",rpc=\"Recommend\"} 1",
         "vlms_rt_calls_total{code=\"UNAVAILABLE\",rpc=\"Recommend\"} 1",
@@ -1143,6 +1171,25 @@ async fn a_stalled_store_fails_the_call_unavailable_before_the_call_timeout() {
         .recommend(with_case_id("femoral-postop-r0", "stall-1"))
         .await
         .expect("answered once the store answers");
+    // The held transaction shows in the commit times: it took the whole stall, over 2 s (the
+    // first call alone waited 2.4 s for it).
+    let text = http_get(&metrics, "/metrics").await;
+    let slowest_under_one_second =
+        metric_value(&text, r#"vlms_rt_audit_commit_seconds_bucket{le="1"}"#);
+    let timed = metric_value(&text, "vlms_rt_audit_commit_seconds_count");
+    assert!(
+        matches!((slowest_under_one_second, timed), (Some(fast), Some(all)) if fast < all),
+        "{text}"
+    );
+    assert!(
+        metric_value(&text, "vlms_rt_audit_commit_seconds_sum").is_some_and(|sum| sum > 2.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric_value(&text, "vlms_rt_audit_queued_bytes"),
+        Some(0.0),
+        "{text}"
+    );
     server.stop().await;
 }
 
@@ -1186,6 +1233,15 @@ async fn an_unwritable_store_fails_closed_and_health_follows_it(target: Target) 
         "health never went NOT_SERVING",
     )
     .await;
+    // The operator sees the failed transactions; no record stays queued for a store that failed.
+    let metrics = server.metrics_addr();
+    wait_for_metric(
+        &metrics,
+        "vlms_rt_audit_failed_batches",
+        |failed| failed >= 1.0,
+        "no failed batch counted",
+    )
+    .await;
     // Liveness is not readiness: a database outage must not get every replica restarted.
     let liveness = health
         .check(tonic_health::pb::HealthCheckRequest {
@@ -1220,6 +1276,22 @@ async fn an_unwritable_store_fails_closed_and_health_follows_it(target: Target) 
         2,
         "nothing answered while failing was recorded, nothing recorded was lost"
     );
+    let text = http_get(&metrics, "/metrics").await;
+    assert_eq!(
+        metric_value(&text, "vlms_rt_audit_records"),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric_value(&text, "vlms_rt_audit_queued_bytes"),
+        Some(0.0),
+        "{text}"
+    );
+    // Every batch's transaction was timed, the failed ones too.
+    let timed = metric_value(&text, "vlms_rt_audit_commit_seconds_count").expect("histogram");
+    let batches = metric_value(&text, "vlms_rt_audit_batches").expect("batches");
+    let failed = metric_value(&text, "vlms_rt_audit_failed_batches").expect("failed");
+    assert_eq!(timed, batches + failed, "{text}");
     server.stop().await;
     assert_eq!(verify(&target).0, 0);
 }

@@ -909,6 +909,9 @@ async fn metrics_count_calls_codes_plans_and_shed_calls() {
         // The one answered plan was recorded in the audit trail, in one transaction.
         "vlms_rt_audit_records 1",
         "vlms_rt_audit_batches 1",
+        "vlms_rt_audit_failed_batches 0",
+        "vlms_rt_audit_queued_bytes 0",
+        "vlms_rt_audit_commit_seconds_count 1",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     }
