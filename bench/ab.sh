@@ -2,7 +2,8 @@
 # A/B benchmark of server builds or settings on unary Recommend: each SPEC is run once per round,
 # in alternating order from round to round (this 2-core machine drifts by 10-20% within minutes,
 # so only runs close in time compare), every run on a fresh server process and, with auditing, a
-# fresh SQLite file. Per run it reports req/s, the machine's idle share, and the CPU each of the
+# fresh SQLite file. Per run it reports req/s, the machine's idle share (I/O wait included: an
+# audited server waiting on fsync shows there), and the CPU each of the
 # server's threads (grouped by name) and h2load spent per call, from /proc and the shell's own
 # `time`; and it checks with the server's own counters that every call was answered OK (h2load
 # counts gRPC errors as successes). At the end: the median of each SPEC over the rounds, and with
@@ -35,6 +36,9 @@ for spec in "$@"; do
     [[ "$spec" =~ ^([A-Za-z0-9_.-]+)=([^:]+):(file|none)(:(.*))?$ ]] \
         || { echo "SPEC '$spec' is not NAME=BINARY:file|none[:VAR=VALUE,...]" >&2; exit 2; }
     [ -x "${BASH_REMATCH[2]}" ] || { echo "${BASH_REMATCH[2]}: not an executable" >&2; exit 2; }
+    for name in "${names[@]}"; do
+        [ "$name" != "${BASH_REMATCH[1]}" ] || { echo "NAME '$name' given twice" >&2; exit 2; }
+    done
     names+=("${BASH_REMATCH[1]}")
     binaries+=("${BASH_REMATCH[2]}")
     audits+=("${BASH_REMATCH[3]}")
@@ -43,10 +47,9 @@ done
 
 command -v h2load >/dev/null || { echo "h2load missing: apt-get install nghttp2-client" >&2; exit 1; }
 command -v curl >/dev/null || { echo "curl missing" >&2; exit 1; }
-cargo build --release --locked --example grpc_body >&2
 out=bench/out
 mkdir -p "$out"
-target/release/examples/grpc_body "$case_file" "$out/ab-body.bin"
+cargo run --quiet --release --locked --example grpc_body -- "$case_file" "$out/ab-body.bin"
 ticks=$(getconf CLK_TCK)
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
@@ -97,9 +100,18 @@ for round in $(seq 1 "$rounds"); do
         before=$(thread_ticks "$server_pid")
         read -r idle_before total_before <<< "$(idle_ticks)"
         TIMEFORMAT='%U %S'
-        { time h2load -D "$duration" --warm-up-time="$warm_up" -c "$connections" -m "$streams" -t 1 \
+        if ! { time h2load -D "$duration" --warm-up-time="$warm_up" -c "$connections" -m "$streams" -t 1 \
             -H 'content-type: application/grpc' -H 'te: trailers' -d "$out/ab-body.bin" \
-            "http://127.0.0.1:$port/vlms.rt.v1.RecommendationService/Recommend" > "$work/h2load.txt" ; } 2> "$work/h2load-time.txt"
+            "http://127.0.0.1:$port/vlms.rt.v1.RecommendationService/Recommend" > "$work/h2load.txt" ; } 2> "$work/h2load-time.txt"; then
+            echo "h2load failed (${names[$i]}, round $round):" >&2
+            cat "$work/h2load.txt" "$work/h2load-time.txt" >&2
+            exit 1
+        fi
+        if ! kill -0 "$server_pid" 2>/dev/null; then
+            echo "the server of ${names[$i]} exited during round $round; its log:" >&2
+            tail -n 20 "$out/ab-server-${names[$i]}.log" >&2
+            exit 1
+        fi
         read -r idle_after total_after <<< "$(idle_ticks)"
         after=$(thread_ticks "$server_pid")
         read -r ok_after all_after <<< "$(calls "$metrics_port")"

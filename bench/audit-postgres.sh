@@ -18,7 +18,7 @@ fi
 
 command -v h2load >/dev/null || { echo "h2load missing: apt-get install nghttp2-client" >&2; exit 1; }
 cargo build --release --locked --bin vlms-rt-server --example grpc_body >&2
-bin=target/release
+bin="${CARGO_TARGET_DIR:-target}/release" # where cargo just built them
 out=bench/out
 mkdir -p "$out"
 "$bin/examples/grpc_body" "$case_file" "$out/body.bin"

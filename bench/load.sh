@@ -38,7 +38,7 @@ h2load --help 2>&1 | grep -q -- '--max-frame-size' \
     || { echo "this h2load has no --max-frame-size (-f): nghttp2 1.47 or later is needed" >&2; exit 1; }
 cargo build --release --locked --bin vlms-rt-server --bin vlms-rt --example echo_server --example grpc_body --example stream_bench >&2
 
-bin=target/release
+bin="${CARGO_TARGET_DIR:-target}/release" # where cargo just built them
 "$bin/examples/grpc_body" "$case_file" "$out/body.bin"
 stream_items=1000
 "$bin/examples/grpc_body" "$case_file" "$out/stream-body.bin" "$stream_items"

@@ -515,3 +515,121 @@ fn refuse_newer_schema(newest: Option<i64>, migrations: &[(i64, &str)]) -> Resul
 pub fn now_rfc3339() -> String {
     crate::telemetry::utc_now_rfc3339()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    struct NoReader;
+
+    impl Reader for NoReader {
+        fn get(&self, _: &str) -> Result<Option<RecordWithFeedback>, AuditError> {
+            Ok(None)
+        }
+        fn list(
+            &self,
+            _: &str,
+            _: Option<i64>,
+            _: usize,
+        ) -> Result<Vec<RecordWithFeedback>, AuditError> {
+            Ok(Vec::new())
+        }
+    }
+
+    /// A store that fails every append, the first only once `release` says so (reporting on
+    /// `entered` that it began), and notes each batch's size.
+    struct HeldThenFailing {
+        entered: std::sync::mpsc::Sender<()>,
+        release: Option<std::sync::mpsc::Receiver<()>>,
+        batch_sizes: Arc<Mutex<Vec<usize>>>,
+    }
+
+    impl Store for HeldThenFailing {
+        fn append(&mut self, records: &[NewRecord]) -> Result<(), AuditError> {
+            if let Some(release) = self.release.take() {
+                let _ = self.entered.send(());
+                let _ = release.recv();
+            }
+            self.batch_sizes.lock().expect("sizes").push(records.len());
+            Err(AuditError::Store("injected write failure".into()))
+        }
+        fn probe(&mut self) -> Result<(), AuditError> {
+            Err(AuditError::Store("injected write failure".into()))
+        }
+        fn compression(&self) -> Option<Arc<compress::Compression>> {
+            None
+        }
+    }
+
+    fn record(id: &str) -> NewRecord {
+        NewRecord {
+            recommendation_id: id.into(),
+            created_at: "2026-11-29T00:00:00.000000Z".into(),
+            kind: Kind::Recommend,
+            caller: "anonymous".into(),
+            guideline_version: "test".into(),
+            guideline_sha256: "00".repeat(32),
+            case_id: "case".into(),
+            subject_id: None,
+            request: vec![1, 2, 3],
+            response: vec![4, 5, 6],
+            response_dictionary: None,
+        }
+    }
+
+    /// A failed transaction is counted once however many records it held, each transaction is
+    /// timed, and the failed records leave the queue's byte count.
+    #[tokio::test]
+    async fn failed_batches_are_counted_once_each_and_timed() {
+        let (entered, writer_entered) = std::sync::mpsc::channel();
+        let (release, gate) = std::sync::mpsc::channel();
+        let batch_sizes = Arc::new(Mutex::new(Vec::new()));
+        let auditor = Auditor::start(
+            Box::new(HeldThenFailing {
+                entered,
+                release: Some(gate),
+                batch_sizes: Arc::clone(&batch_sizes),
+            }),
+            Arc::new(NoReader),
+        );
+        let stats = auditor.stats();
+        let commit_seconds = prometheus::Histogram::with_opts(prometheus::HistogramOpts::new(
+            "commit_seconds",
+            "test",
+        ))
+        .expect("histogram");
+        assert!(stats.commit_seconds.set(commit_seconds.clone()).is_ok());
+        let append = |id: &'static str| {
+            let auditor = auditor.clone();
+            tokio::spawn(async move { auditor.append(record(id)).await })
+        };
+        // The first record's transaction is held; two more queue behind it and share the next.
+        let first = append("a");
+        tokio::task::spawn_blocking(move || writer_entered.recv_timeout(Duration::from_secs(10)))
+            .await
+            .expect("join")
+            .expect("the writer began the first transaction");
+        let (second, third) = (append("b"), append("c"));
+        let all_queued = 3 * queued_size(&record("a"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while stats.queued_bytes.load(Ordering::Acquire) < all_queued {
+            assert!(std::time::Instant::now() < deadline, "records never queued");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        release.send(()).expect("release");
+        for call in [first, second, third] {
+            assert!(matches!(
+                call.await.expect("join"),
+                Err(AuditError::Store(_))
+            ));
+        }
+        assert_eq!(*batch_sizes.lock().expect("sizes"), [1, 2]);
+        assert_eq!(stats.failed_batches.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.batches.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.records.load(Ordering::Relaxed), 0);
+        assert_eq!(commit_seconds.get_sample_count(), 2);
+        assert_eq!(stats.queued_bytes.load(Ordering::Acquire), 0);
+    }
+}
