@@ -52,15 +52,8 @@ mkdir -p "$out"
 cargo run --quiet --release --locked --example grpc_body -- "$case_file" "$out/ab-body.bin"
 ticks=$(getconf CLK_TCK)
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_port() {
-    for _ in $(seq 1 200); do
-        if (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    echo "port $1 never opened" >&2
-    return 1
-}
+# shellcheck source=bench/common.sh
+source bench/common.sh
 calls() { # metrics port -> "ok all" (unary Recommend and every other RPC)
     curl -s "http://127.0.0.1:$1/metrics" | awk '
         /^vlms_rt_calls_total\{/ { all += $2; if ($1 ~ /code="OK"/) ok += $2 }

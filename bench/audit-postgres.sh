@@ -23,8 +23,8 @@ out=bench/out
 mkdir -p "$out"
 "$bin/examples/grpc_body" "$case_file" "$out/body.bin"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v key="$2" '$1 == key {print $2}'; }
+# shellcheck source=bench/common.sh
+source bench/common.sh
 
 database="vlms_bench_$$"
 psql -q "$VLMS_RT_TEST_POSTGRES_URL" -c "CREATE DATABASE $database"
@@ -36,10 +36,7 @@ port=$(free_port); metrics_port=$(free_port)
     2> "$out/server-postgres.log" &
 server_pid=$!
 trap 'kill $server_pid 2>/dev/null || true' EXIT
-for _ in $(seq 1 200); do
-    if (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
-    sleep 0.05
-done
+wait_port "$port"
 
 printf '| connections x streams | audit on (PostgreSQL) req/s |\n|---|---|\n'
 for level in "1 1" "16 32"; do

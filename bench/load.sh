@@ -43,16 +43,8 @@ bin="${CARGO_TARGET_DIR:-target}/release" # where cargo just built them
 stream_items=1000
 "$bin/examples/grpc_body" "$case_file" "$out/stream-body.bin" "$stream_items"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-
-wait_port() {
-    for _ in $(seq 1 200); do
-        if (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    echo "port $1 never opened" >&2
-    return 1
-}
+# shellcheck source=bench/common.sh
+source bench/common.sh
 
 percentiles() { # per-request log of h2load -> "p50_ms p99_ms" (warm-up requests left out)
     python3 - "$1" "$warm_up" <<'PY'
@@ -104,10 +96,6 @@ ratios = sorted(row[0] / row[4] for row in rows)
 print(f"| {connections} x {streams} | {med(0):.0f} | {med(1):.3f} | {med(2):.3f} | {med(4):.0f} | {med(5):.3f} | "
       f"{med(6):.3f} | {statistics.median(ratios):.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f}) |")
 PY
-}
-
-metric() { # metrics_port name_and_labels -> value
-    curl -s "http://127.0.0.1:$1/metrics" | awk -v key="$2" '$1 == key {print $2}'
 }
 
 server_port=$(free_port); metrics_port=$(free_port); echo_port=$(free_port)
