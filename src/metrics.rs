@@ -136,8 +136,8 @@ impl Metrics {
                 )?;
                 let queued_bytes = IntGauge::new(
                     "vlms_rt_audit_queued_bytes",
-                    "Bytes of audit records waiting for their commit; past the writer's limit \
-                     (64 MiB) calls fail UNAVAILABLE at once.",
+                    "Bytes of audit records waiting for their commit; past the writer's byte \
+                     limit calls fail UNAVAILABLE at once.",
                 )?;
                 let commit_seconds = Histogram::with_opts(
                     HistogramOpts::new(
