@@ -1,8 +1,9 @@
 //! The audit trail: every answered plan and check is written durably before its answer leaves the
 //! server. [`Store`] is the durable part (SQLite in [`sqlite`]); [`Auditor`] is the async handle the
-//! service uses. One writer thread does group commit: records that arrive while a batch is being
-//! written wait for the next one, each batch is one transaction (one fsync), and every caller is
-//! answered only after its batch committed. Records form a hash chain: each carries
+//! service uses. One committer at a time does group commit: records that arrive while a batch is
+//! being written wait for the next one, each batch is one transaction (one fsync), and every caller
+//! is answered only after its batch committed. The committer runs while records wait: on a runtime
+//! worker for a local SQLite file when the runtime has another, else on a blocking thread. Records form a hash chain: each carries
 //! SHA-256(previous hash ‖ its own content), so an edited or removed record breaks the chain.
 //! A store may compress responses ([`compress`]); the caller's thread does that before the record
 //! reaches the writer.
@@ -15,7 +16,7 @@ pub mod sqlite;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::{oneshot, watch};
@@ -201,6 +202,10 @@ pub trait Store: Send + 'static {
     /// How this store wants responses compressed before they reach it; `None`: stored as sent.
     /// (No default: a store that wraps another must pass its answer on.)
     fn compression(&self) -> Option<Arc<compress::Compression>>;
+    /// Whether a commit is a local file's write and fsync, short enough to run on a runtime worker
+    /// that can be spared; `false` for a store across the network, whose commits wait on round
+    /// trips and timeouts and run on a blocking thread. (No default, as for `compression`.)
+    fn commits_locally(&self) -> bool;
 }
 
 /// Read access to stored records.
@@ -217,9 +222,151 @@ pub trait Reader: Send + Sync + 'static {
     ) -> Result<Vec<RecordWithFeedback>, AuditError>;
 }
 
-enum Command {
-    Append(Box<NewRecord>, oneshot::Sender<Result<(), AuditError>>),
-    Probe(oneshot::Sender<Result<(), AuditError>>),
+/// A record waiting for its batch, with the caller to answer once the batch is committed.
+type Waiting = (NewRecord, oneshot::Sender<Result<(), AuditError>>);
+
+/// Records waiting for a commit, and whether a committer is at work on them.
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<Waiting>,
+    /// A committer is running: it takes every waiting record, batch after batch, and clears this
+    /// under the same lock when it finds none (so a record queued is always taken by someone).
+    committing: bool,
+}
+
+/// The store, and whether a write panicked in it.
+struct StoreSlot {
+    store: Box<dyn Store>,
+    /// A write panicked: the store's state is unknown (a chain hash moved on, a transaction half
+    /// done), so it takes no more writes until the server restarts, and calls fail closed.
+    broken: bool,
+}
+
+/// What the auditor's handles and the committer share.
+struct Shared {
+    queue: Mutex<Queue>,
+    store: Mutex<StoreSlot>,
+    /// The store commits to a local file, briefly enough to run on a runtime worker.
+    local: bool,
+    /// The most records `queue` holds.
+    queue_limit: usize,
+    stats: Arc<WriterStats>,
+    health: Arc<watch::Sender<bool>>,
+}
+
+/// Locks `mutex`, also if a panic left it poisoned (none is expected: the queue's changes cannot
+/// panic, and the store's panics are caught inside its lock).
+fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    /// Runs `work` on the store; a panic in it fails this write and every later one (see
+    /// [`StoreSlot::broken`]) instead of ending the committer with records still waiting.
+    fn with_store<T>(
+        &self,
+        work: impl FnOnce(&mut dyn Store) -> Result<T, AuditError>,
+    ) -> Result<T, AuditError> {
+        let mut slot = lock(&self.store);
+        if slot.broken {
+            return Err(AuditError::Store(
+                "an earlier write to the audit store panicked; restart the server".into(),
+            ));
+        }
+        let store = slot.store.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(store))) {
+            Ok(result) => result,
+            Err(_) => {
+                slot.broken = true;
+                tracing::error!(
+                    "a write to the audit store panicked; no more records until a restart"
+                );
+                Err(AuditError::Store(
+                    "a write to the audit store panicked; restart the server".into(),
+                ))
+            }
+        }
+    }
+
+    /// Commits the next batch of waiting records (at most [`MAX_BATCH`]) in one transaction and
+    /// answers their callers; `false`, with the committer marked stopped, when none was waiting.
+    fn commit_next(&self) -> bool {
+        let batch: Vec<Waiting> = {
+            let mut queue = lock(&self.queue);
+            if queue.waiting.is_empty() {
+                queue.committing = false;
+                return false;
+            }
+            let taken = queue.waiting.len().min(MAX_BATCH);
+            queue.waiting.drain(..taken).collect()
+        };
+        let (records, replies): (Vec<NewRecord>, Vec<_>) = batch.into_iter().unzip();
+        let started = std::time::Instant::now();
+        let result = self.with_store(|store| store.append(&records));
+        let stats = &self.stats;
+        if let Some(histogram) = stats.commit_seconds.get() {
+            histogram.observe(started.elapsed().as_secs_f64());
+        }
+        let bytes: usize = records.iter().map(queued_size).sum();
+        stats.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        if result.is_ok() {
+            let count = records.len() as u64;
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            stats.records.fetch_add(count, Ordering::Relaxed);
+            stats.largest_batch.fetch_max(count, Ordering::Relaxed);
+        } else {
+            stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+        }
+        let ok = result.is_ok();
+        for reply in replies {
+            let _ = reply.send(result.clone());
+        }
+        self.set_health(ok);
+        true
+    }
+
+    fn set_health(&self, ok: bool) {
+        self.health.send_if_modified(|healthy| {
+            let changed = *healthy != ok;
+            *healthy = ok;
+            changed
+        });
+    }
+}
+
+/// Marks the committer stopped if it ends without saying so itself (its task dropped as the
+/// runtime shuts down, or a panic outside the store), so that the next append starts another. On
+/// a normal end `commit_next` has marked it under the queue's lock, and a new committer may
+/// already be running: this then does nothing.
+struct Committing {
+    shared: Arc<Shared>,
+    stopped: bool,
+}
+
+impl Committing {
+    fn commit_next(&mut self) -> bool {
+        let more = self.shared.commit_next();
+        self.stopped = !more;
+        more
+    }
+}
+
+impl Drop for Committing {
+    fn drop(&mut self) {
+        if !self.stopped {
+            lock(&self.shared.queue).committing = false;
+        }
+    }
+}
+
+/// Whether the current runtime can lend one of its workers to the committer: a multi-thread
+/// runtime with at least two, so that a commit held up by the disk leaves another to answer calls,
+/// health and metrics. Otherwise the committer runs on a blocking thread.
+fn runtime_can_commit() -> bool {
+    tokio::runtime::Handle::try_current().is_ok_and(|handle| {
+        handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+            && handle.metrics().num_workers() >= 2
+    })
 }
 
 /// Statistics of the writer, for metrics and the benchmark notes.
@@ -243,14 +390,11 @@ pub struct WriterStats {
 /// The service's handle on the audit trail.
 #[derive(Clone)]
 pub struct Auditor {
-    sender: mpsc::SyncSender<Command>,
+    shared: Arc<Shared>,
     /// The limit of the bytes of records in the writer's queue ([`WriterStats::queued_bytes`]).
     byte_limit: usize,
     reader: Arc<dyn Reader>,
     healthy: watch::Receiver<bool>,
-    /// Shared with the writer thread, which sets it after every batch; a caller whose record was
-    /// not confirmed in time clears it too (a hung store finishes no batch to report itself).
-    health_sender: Arc<watch::Sender<bool>>,
     stats: Arc<WriterStats>,
     compression: Option<Arc<compress::Compression>>,
 }
@@ -265,93 +409,41 @@ impl std::fmt::Debug for Auditor {
 }
 
 impl Auditor {
-    /// Starts the writer thread over `store` with a queue of [`DEFAULT_QUEUE_LIMIT`] records and
+    /// An auditor over `store` with a queue of [`DEFAULT_QUEUE_LIMIT`] records and
     /// [`DEFAULT_QUEUE_BYTES`]; reads go through `reader`.
     pub fn start(store: Box<dyn Store>, reader: Arc<dyn Reader>) -> Auditor {
         Auditor::start_bounded(store, reader, DEFAULT_QUEUE_LIMIT, DEFAULT_QUEUE_BYTES)
     }
 
-    /// Starts the writer thread over `store`, whose queue holds at most `queue_limit` records
-    /// (at least one) and `byte_limit` bytes of them (one record always fits an empty queue):
-    /// past either an append fails at once with [`AuditError::Backlog`].
+    /// An auditor over `store`, whose queue holds at most `queue_limit` records (at least one)
+    /// and `byte_limit` bytes of them (one record always fits an empty queue): past either an
+    /// append fails at once with [`AuditError::Backlog`]. No thread starts here: the first append
+    /// starts the committer.
     pub fn start_bounded(
-        mut store: Box<dyn Store>,
+        store: Box<dyn Store>,
         reader: Arc<dyn Reader>,
         queue_limit: usize,
         byte_limit: usize,
     ) -> Auditor {
-        let queue_limit = queue_limit.max(1);
-        let (sender, receiver) = mpsc::sync_channel::<Command>(queue_limit);
-        let (health_sender, healthy) = watch::channel(true);
-        let health_sender = Arc::new(health_sender);
-        let writer_health = Arc::clone(&health_sender);
+        let (health, healthy) = watch::channel(true);
         let stats = Arc::new(WriterStats::default());
-        let writer_stats = Arc::clone(&stats);
         let compression = store.compression();
-        std::thread::Builder::new()
-            .name("vlms-rt-audit-writer".into())
-            .spawn(move || {
-                while let Ok(first) = receiver.recv() {
-                    let mut appends = Vec::new();
-                    let mut probes = Vec::new();
-                    let mut next = Some(first);
-                    while let Some(command) = next.take() {
-                        match command {
-                            Command::Append(record, reply) => appends.push((*record, reply)),
-                            Command::Probe(reply) => probes.push(reply),
-                        }
-                        if appends.len() < MAX_BATCH {
-                            next = receiver.try_recv().ok();
-                        }
-                    }
-                    let mut ok = true;
-                    if !appends.is_empty() {
-                        let (records, replies): (Vec<NewRecord>, Vec<_>) =
-                            appends.into_iter().unzip();
-                        let started = std::time::Instant::now();
-                        let result = store.append(&records);
-                        if let Some(histogram) = writer_stats.commit_seconds.get() {
-                            histogram.observe(started.elapsed().as_secs_f64());
-                        }
-                        let bytes: usize = records.iter().map(queued_size).sum();
-                        writer_stats.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
-                        ok = result.is_ok();
-                        if ok {
-                            let count = records.len() as u64;
-                            writer_stats.batches.fetch_add(1, Ordering::Relaxed);
-                            writer_stats.records.fetch_add(count, Ordering::Relaxed);
-                            writer_stats
-                                .largest_batch
-                                .fetch_max(count, Ordering::Relaxed);
-                        } else {
-                            writer_stats.failed_batches.fetch_add(1, Ordering::Relaxed);
-                        }
-                        for reply in replies {
-                            let _ = reply.send(result.clone());
-                        }
-                    }
-                    for reply in probes {
-                        let result = store.probe();
-                        ok = result.is_ok();
-                        let _ = reply.send(result);
-                    }
-                    writer_health.send_if_modified(|healthy| {
-                        let changed = *healthy != ok;
-                        *healthy = ok;
-                        changed
-                    });
-                }
-            })
-            .map_or_else(
-                |error| tracing::error!(%error, "cannot start the audit writer thread"),
-                |_| (),
-            );
+        let local = store.commits_locally();
         Auditor {
-            sender,
+            shared: Arc::new(Shared {
+                queue: Mutex::new(Queue::default()),
+                store: Mutex::new(StoreSlot {
+                    store,
+                    broken: false,
+                }),
+                local,
+                queue_limit: queue_limit.max(1),
+                stats: Arc::clone(&stats),
+                health: Arc::new(health),
+            }),
             byte_limit,
             reader,
             healthy,
-            health_sender,
             stats,
             compression,
         }
@@ -365,6 +457,10 @@ impl Auditor {
 
     /// Writes a record durably; returns once its batch has committed.
     pub async fn append(&self, record: NewRecord) -> Result<(), AuditError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            // Nothing could commit the record (the committer runs on the runtime or its threads).
+            return Err(AuditError::WriterGone);
+        }
         let size = queued_size(&record);
         let queued_bytes = &self.stats.queued_bytes;
         let before = queued_bytes.fetch_add(size, Ordering::AcqRel);
@@ -373,26 +469,54 @@ impl Auditor {
             return Err(AuditError::Backlog);
         }
         let (reply, answer) = oneshot::channel();
-        if let Err(error) = self.submit(Command::Append(Box::new(record), reply)) {
-            queued_bytes.fetch_sub(size, Ordering::AcqRel);
-            return Err(error);
+        let start_committer = {
+            let mut queue = lock(&self.shared.queue);
+            if queue.waiting.len() >= self.shared.queue_limit {
+                drop(queue);
+                queued_bytes.fetch_sub(size, Ordering::AcqRel);
+                return Err(AuditError::Backlog);
+            }
+            queue.waiting.push((record, reply));
+            !std::mem::replace(&mut queue.committing, true)
+        };
+        if start_committer {
+            self.start_committer();
         }
         answer.await.map_err(|_| AuditError::WriterGone)?
     }
 
-    /// Queues a command for the writer without ever blocking the caller's thread.
-    fn submit(&self, command: Command) -> Result<(), AuditError> {
-        self.sender.try_send(command).map_err(|error| match error {
-            mpsc::TrySendError::Full(_) => AuditError::Backlog,
-            mpsc::TrySendError::Disconnected(_) => AuditError::WriterGone,
-        })
+    /// Starts the committer, which commits batches until no record waits. A store on a local
+    /// file is committed on the runtime when it can spare a worker ([`runtime_can_commit`]): on a
+    /// two-core machine that saves the hand-off to another thread and back, ~15% of an audited
+    /// call's cost (docs/performance.md). Otherwise, and for a store across the network, on a
+    /// blocking thread.
+    fn start_committer(&self) {
+        let mut committing = Committing {
+            shared: Arc::clone(&self.shared),
+            stopped: false,
+        };
+        if self.shared.local && runtime_can_commit() {
+            tokio::spawn(async move {
+                while committing.commit_next() {
+                    // Between batches the worker takes its other tasks' turn.
+                    tokio::task::yield_now().await;
+                }
+            });
+        } else {
+            tokio::task::spawn_blocking(move || while committing.commit_next() {});
+        }
     }
 
-    /// Asks the store to prove it can commit.
+    /// Asks the store to prove it can commit (on a blocking thread, after any batch in progress).
     pub async fn probe(&self) -> Result<(), AuditError> {
-        let (reply, answer) = oneshot::channel();
-        self.submit(Command::Probe(reply))?;
-        answer.await.map_err(|_| AuditError::WriterGone)?
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || {
+            let result = shared.with_store(|store| store.probe());
+            shared.set_health(result.is_ok());
+            result
+        })
+        .await
+        .map_err(|_| AuditError::WriterGone)?
     }
 
     /// Whether the last write (or probe) succeeded; changes are announced.
@@ -403,7 +527,7 @@ impl Auditor {
     /// Reports a record the store did not confirm in time: the store counts as unwritable (health
     /// NOT_SERVING, probes begin) until a batch or a probe commits again.
     pub fn report_stall(&self) {
-        self.health_sender.send_if_modified(|healthy| {
+        self.shared.health.send_if_modified(|healthy| {
             let changed = *healthy;
             *healthy = false;
             changed
@@ -560,6 +684,126 @@ mod tests {
         }
         fn compression(&self) -> Option<Arc<compress::Compression>> {
             None
+        }
+        fn commits_locally(&self) -> bool {
+            false
+        }
+    }
+
+    /// A store that commits at once, or panics on its first append when `panicking`.
+    struct Quick {
+        local: bool,
+        panicking: bool,
+    }
+
+    impl Store for Quick {
+        fn append(&mut self, _: &[NewRecord]) -> Result<(), AuditError> {
+            if std::mem::take(&mut self.panicking) {
+                panic!("a store bug");
+            }
+            Ok(())
+        }
+        fn probe(&mut self) -> Result<(), AuditError> {
+            Ok(())
+        }
+        fn compression(&self) -> Option<Arc<compress::Compression>> {
+            None
+        }
+        fn commits_locally(&self) -> bool {
+            self.local
+        }
+    }
+
+    fn runtime(workers: Option<usize>) -> tokio::runtime::Runtime {
+        match workers {
+            Some(workers) => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .enable_all()
+                .build(),
+            None => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build(),
+        }
+        .expect("runtime")
+    }
+
+    /// A local store is committed on the runtime when it has a worker to spare; a store across
+    /// the network, or a runtime of one worker, gets a blocking thread (seen in the runtime's
+    /// count of them: nothing else here spawns one).
+    #[test]
+    fn the_committer_runs_on_a_spare_worker_only_for_a_local_store() {
+        for (local, workers, on_runtime) in [
+            (true, Some(2), true),
+            (true, Some(4), true),
+            (false, Some(2), false),
+            (true, Some(1), false),
+            (true, None, false),
+        ] {
+            runtime(workers).block_on(async {
+                let auditor = Auditor::start(
+                    Box::new(Quick {
+                        local,
+                        panicking: false,
+                    }),
+                    Arc::new(NoReader),
+                );
+                let calls: Vec<_> = ["a", "b", "c", "d"]
+                    .into_iter()
+                    .map(|id| {
+                        let auditor = auditor.clone();
+                        tokio::spawn(async move { auditor.append(record(id)).await })
+                    })
+                    .collect();
+                for call in calls {
+                    call.await.expect("join").expect("committed");
+                }
+                let stats = auditor.stats();
+                assert_eq!(stats.records.load(Ordering::Relaxed), 4);
+                assert_eq!(stats.queued_bytes.load(Ordering::Acquire), 0);
+                let blocking = tokio::runtime::Handle::current()
+                    .metrics()
+                    .num_blocking_threads();
+                assert_eq!(
+                    blocking == 0,
+                    on_runtime,
+                    "local {local}, workers {workers:?}: {blocking} blocking threads"
+                );
+            });
+        }
+    }
+
+    /// A store that panics fails its batch's calls (never a plan) and every later call until a
+    /// restart (its state is unknown), and the committer goes on: later calls are answered, not
+    /// left waiting.
+    #[test]
+    fn a_panicking_store_fails_closed_without_wedging_the_committer() {
+        for (local, workers) in [(true, Some(2)), (false, Some(2)), (true, None)] {
+            runtime(workers).block_on(async {
+                let auditor = Auditor::start(
+                    Box::new(Quick {
+                        local,
+                        panicking: true,
+                    }),
+                    Arc::new(NoReader),
+                );
+                let first = tokio::time::timeout(Duration::from_secs(10), auditor.append(record("a")))
+                    .await
+                    .expect("answered");
+                assert!(matches!(&first, Err(AuditError::Store(message)) if message.contains("panicked")), "{first:?}");
+                assert_eq!(auditor.stats().failed_batches.load(Ordering::Relaxed), 1);
+                for id in ["b", "c"] {
+                    let later = tokio::time::timeout(Duration::from_secs(10), auditor.append(record(id)))
+                        .await
+                        .expect("answered, not left waiting on a dead committer");
+                    assert!(
+                        matches!(&later, Err(AuditError::Store(message)) if message.contains("panicked")),
+                        "{later:?}"
+                    );
+                }
+                assert!(auditor.probe().await.is_err());
+                assert!(!*auditor.health().borrow());
+                assert_eq!(auditor.stats().records.load(Ordering::Relaxed), 0);
+            });
         }
     }
 

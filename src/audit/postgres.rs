@@ -492,6 +492,10 @@ impl Store for PgStore {
     fn compression(&self) -> Option<Arc<super::compress::Compression>> {
         None
     }
+
+    fn commits_locally(&self) -> bool {
+        false
+    }
 }
 
 /// The reading side.

@@ -321,6 +321,10 @@ impl Store for SqliteStore {
             .as_ref()
             .map(|(_, compression)| Arc::clone(compression))
     }
+
+    fn commits_locally(&self) -> bool {
+        true
+    }
 }
 
 /// The reading connection.

@@ -232,6 +232,9 @@ impl Store for Switchable {
     fn compression(&self) -> Option<Arc<vlms_rt::audit::compress::Compression>> {
         self.inner.compression()
     }
+    fn commits_locally(&self) -> bool {
+        self.inner.commits_locally()
+    }
 }
 
 /// Polls health for `service` until it reports `status`; fails with `what` after `seconds`.
@@ -840,6 +843,9 @@ impl Store for Gated {
     fn compression(&self) -> Option<Arc<vlms_rt::audit::compress::Compression>> {
         self.inner.compression()
     }
+    fn commits_locally(&self) -> bool {
+        self.inner.commits_locally()
+    }
 }
 
 /// A server over a `Gated` SQLite store, with metrics: the sender that lets the held first append
@@ -1091,7 +1097,9 @@ async fn full_queue(queue_limit: usize, byte_limit: usize, refused: usize) {
 /// with UNAVAILABLE before the call would time out — before the server's call timeout, and before
 /// a shorter deadline of the caller's — logged and counted like any other call, and health goes
 /// NOT_SERVING (a hung store finishes no batch to report itself) until the store answers again.
-#[tokio::test]
+/// On two workers, as the server binary runs on two cores or more: the hung commit holds one of
+/// them (a local file's store is committed on the runtime), and the other answers meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_store_fails_the_call_unavailable_before_the_call_timeout() {
     let GatedServer {
         target: _target,
@@ -1540,7 +1548,9 @@ async fn a_long_stream_is_answered_and_recorded_in_request_order_postgres() {
     a_long_stream_is_answered_and_recorded_in_request_order(Target::postgres().await).await;
 }
 
-#[tokio::test]
+/// On two workers, so that the SQLite store's batches are committed on the runtime (the
+/// PostgreSQL variant's run on a blocking thread).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unwritable_store_fails_closed_and_health_follows_it_sqlite() {
     an_unwritable_store_fails_closed_and_health_follows_it(Target::sqlite()).await;
 }
