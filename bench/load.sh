@@ -34,7 +34,7 @@ rm -f "$out"/median-* # medians of an earlier run must not stand in for a level 
 
 command -v h2load >/dev/null || { echo "h2load missing: apt-get install nghttp2-client" >&2; exit 1; }
 # The stream runs set the largest frame h2load accepts (-f, nghttp2 1.47 or later).
-h2load --help 2>&1 | grep -q -- '--max-frame-size' \
+h2load --help 2>&1 | grep -- '--max-frame-size' > /dev/null \
     || { echo "this h2load has no --max-frame-size (-f): nghttp2 1.47 or later is needed" >&2; exit 1; }
 cargo build --release --locked --bin vlms-rt-server --bin vlms-rt --example echo_server --example grpc_body --example stream_bench >&2
 

@@ -111,7 +111,7 @@ pub enum AuditError {
     /// The store could not be written or read.
     #[error("audit store: {0}")]
     Store(String),
-    /// The writer thread is gone.
+    /// The committer ended without answering (the runtime shutting down).
     #[error("audit writer stopped")]
     WriterGone,
     /// The writer's queue holds its limit of records (or of bytes) not yet committed: the store

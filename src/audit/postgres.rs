@@ -7,7 +7,7 @@
 //! replicas are serialised into one order and `seq` has no gaps.
 //!
 //! tokio-postgres with a deadpool pool, on a small runtime of its own: the store is driven from
-//! the audit writer thread and the reader from blocking tasks, so neither depends on (or blocks)
+//! the audit committer's blocking thread and the reader from blocking tasks, so neither depends on (or blocks)
 //! the runtime serving gRPC. TLS to the database is rustls, verifying the server against the CA
 //! given with `--audit-db-ca`.
 
@@ -370,7 +370,7 @@ pub fn open(url: &str, ca_pem: Option<&[u8]>) -> Result<(PgStore, PgReader), Aud
     ))
 }
 
-/// The writing side (used by the audit writer thread).
+/// The writing side (used by the audit committer, on a blocking thread).
 pub struct PgStore {
     shared: Arc<Shared>,
 }
