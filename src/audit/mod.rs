@@ -228,7 +228,7 @@ type Waiting = (NewRecord, oneshot::Sender<Result<(), AuditError>>);
 /// Records waiting for a commit, and whether a committer is at work on them.
 #[derive(Default)]
 struct Queue {
-    waiting: Vec<Waiting>,
+    waiting: std::collections::VecDeque<Waiting>,
     /// A committer is running: it takes every waiting record, batch after batch, and clears this
     /// under the same lock when it finds none (so a record queued is always taken by someone).
     committing: bool,
@@ -476,7 +476,7 @@ impl Auditor {
                 queued_bytes.fetch_sub(size, Ordering::AcqRel);
                 return Err(AuditError::Backlog);
             }
-            queue.waiting.push((record, reply));
+            queue.waiting.push_back((record, reply));
             !std::mem::replace(&mut queue.committing, true)
         };
         if start_committer {
