@@ -136,7 +136,7 @@ impl Metrics {
                 )?;
                 let queued_bytes = IntGauge::new(
                     "vlms_rt_audit_queued_bytes",
-                    "Bytes of audit records waiting for their commit; past the writer's byte \
+                    "Bytes of audit records waiting for their commit; past the queue's byte \
                      limit calls fail UNAVAILABLE at once.",
                 )?;
                 let commit_seconds = Histogram::with_opts(

@@ -1,7 +1,7 @@
 //! Compression of stored responses against the store's dictionary ([`super::dictionary`]): a plan
 //! as a frame of the dictionary's parts ([`super::parts`]), anything else (a check's answer, a plan
 //! the parts do not cover) with zstd against the dictionary's sample plans. Done on the thread that
-//! answers the call, before the record is handed to the writer: the writer's serial path then
+//! answers the call, before the record is queued for the committer: its serial path then
 //! hashes and stores a few hundred bytes instead of the whole plan, and the plan's buffer never
 //! crosses threads.
 //!

@@ -1,12 +1,13 @@
 //! The audit trail: every answered plan and check is written durably before its answer leaves the
 //! server. [`Store`] is the durable part (SQLite in [`sqlite`]); [`Auditor`] is the async handle the
 //! service uses. One committer at a time does group commit: records that arrive while a batch is
-//! being written wait for the next one, each batch is one transaction (one fsync), and every caller
-//! is answered only after its batch committed. The committer runs while records wait: on a runtime
-//! worker for a local SQLite file when the runtime has another, else on a blocking thread. Records form a hash chain: each carries
+//! being written wait for the next one, each batch is one transaction (one fsync), and every
+//! caller is answered only after its batch committed. The committer runs while records wait: on a
+//! runtime worker for a local SQLite file when the runtime has another, else on a blocking
+//! thread. Records form a hash chain: each carries
 //! SHA-256(previous hash ‖ its own content), so an edited or removed record breaks the chain.
 //! A store may compress responses ([`compress`]); the caller's thread does that before the record
-//! reaches the writer.
+//! is queued.
 
 pub mod compress;
 pub mod dictionary;
@@ -111,8 +112,8 @@ pub enum AuditError {
     /// The store could not be written or read.
     #[error("audit store: {0}")]
     Store(String),
-    /// The committer ended without answering (the runtime shutting down).
-    #[error("audit writer stopped")]
+    /// The committer ended without committing the record (the runtime shutting down).
+    #[error("audit committer stopped before the record was committed")]
     WriterGone,
     /// The writer's queue holds its limit of records (or of bytes) not yet committed: the store
     /// has stopped keeping up (or stalled), and queueing more would only grow memory while callers
@@ -261,31 +262,37 @@ fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    /// Runs `work` on the store; a panic in it fails this write and every later one (see
-    /// [`StoreSlot::broken`]) instead of ending the committer with records still waiting.
+    /// Runs `work` (a batch or a probe) on the store and sets health from its result; a panic in
+    /// it fails this write and every later one (see [`StoreSlot::broken`]) instead of ending the
+    /// committer with records still waiting.
     fn with_store<T>(
         &self,
         work: impl FnOnce(&mut dyn Store) -> Result<T, AuditError>,
     ) -> Result<T, AuditError> {
         let mut slot = lock(&self.store);
-        if slot.broken {
-            return Err(AuditError::Store(
+        let result = if slot.broken {
+            Err(AuditError::Store(
                 "an earlier write to the audit store panicked; restart the server".into(),
-            ));
-        }
-        let store = slot.store.as_mut();
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(store))) {
-            Ok(result) => result,
-            Err(_) => {
-                slot.broken = true;
-                tracing::error!(
-                    "a write to the audit store panicked; no more records until a restart"
-                );
-                Err(AuditError::Store(
-                    "a write to the audit store panicked; restart the server".into(),
-                ))
+            ))
+        } else {
+            let store = slot.store.as_mut();
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(store))) {
+                Ok(result) => result,
+                Err(_) => {
+                    slot.broken = true;
+                    tracing::error!(
+                        "a write to the audit store panicked; no more records until a restart"
+                    );
+                    Err(AuditError::Store(
+                        "a write to the audit store panicked; restart the server".into(),
+                    ))
+                }
             }
-        }
+        };
+        // Under the store's lock, so that health follows the writes (batches and probes) in the
+        // order they happened: a late success never covers a failure that came after it.
+        self.set_health(result.is_ok());
+        result
     }
 
     /// Commits the next batch of waiting records (at most [`MAX_BATCH`]) in one transaction and
@@ -317,11 +324,9 @@ impl Shared {
         } else {
             stats.failed_batches.fetch_add(1, Ordering::Relaxed);
         }
-        let ok = result.is_ok();
         for reply in replies {
             let _ = reply.send(result.clone());
         }
-        self.set_health(ok);
         true
     }
 
@@ -335,9 +340,10 @@ impl Shared {
 }
 
 /// Marks the committer stopped if it ends without saying so itself (its task dropped as the
-/// runtime shuts down, or a panic outside the store), so that the next append starts another. On
-/// a normal end `commit_next` has marked it under the queue's lock, and a new committer may
-/// already be running: this then does nothing.
+/// runtime shuts down, or a panic outside the store), so that the next append starts another, and
+/// fails the records it leaves waiting with [`AuditError::WriterGone`]. On a normal end
+/// `commit_next` has marked it under the queue's lock, and a new committer may already be running:
+/// this then does nothing.
 struct Committing {
     shared: Arc<Shared>,
     stopped: bool,
@@ -353,8 +359,26 @@ impl Committing {
 
 impl Drop for Committing {
     fn drop(&mut self) {
-        if !self.stopped {
-            lock(&self.shared.queue).committing = false;
+        if self.stopped {
+            return;
+        }
+        // Nothing will commit the records left waiting: their calls fail closed now rather than
+        // at their timeouts (the next append starts a new committer).
+        let abandoned: Vec<Waiting> = {
+            let mut queue = lock(&self.shared.queue);
+            queue.committing = false;
+            queue.waiting.drain(..).collect()
+        };
+        let bytes: usize = abandoned
+            .iter()
+            .map(|(record, _)| queued_size(record))
+            .sum();
+        self.shared
+            .stats
+            .queued_bytes
+            .fetch_sub(bytes, Ordering::AcqRel);
+        for (_, reply) in abandoned {
+            let _ = reply.send(Err(AuditError::WriterGone));
         }
     }
 }
@@ -510,13 +534,9 @@ impl Auditor {
     /// Asks the store to prove it can commit (on a blocking thread, after any batch in progress).
     pub async fn probe(&self) -> Result<(), AuditError> {
         let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || {
-            let result = shared.with_store(|store| store.probe());
-            shared.set_health(result.is_ok());
-            result
-        })
-        .await
-        .map_err(|_| AuditError::WriterGone)?
+        tokio::task::spawn_blocking(move || shared.with_store(|store| store.probe()))
+            .await
+            .map_err(|_| AuditError::WriterGone)?
     }
 
     /// Whether the last write (or probe) succeeded; changes are announced.
@@ -729,7 +749,9 @@ mod tests {
 
     /// A local store is committed on the runtime when it has a worker to spare; a store across
     /// the network, or a runtime of one worker, gets a blocking thread (seen in the runtime's
-    /// count of them: nothing else here spawns one).
+    /// count of them: nothing else here spawns one; that count needs `--cfg tokio_unstable`, which
+    /// `.cargo/config.toml` sets).
+    #[cfg(tokio_unstable)]
     #[test]
     fn the_committer_runs_on_a_spare_worker_only_for_a_local_store() {
         for (local, workers, on_runtime) in [
@@ -803,8 +825,53 @@ mod tests {
                 assert!(auditor.probe().await.is_err());
                 assert!(!*auditor.health().borrow());
                 assert_eq!(auditor.stats().records.load(Ordering::Relaxed), 0);
+                assert_eq!(auditor.stats().queued_bytes.load(Ordering::Acquire), 0);
             });
         }
+    }
+
+    /// A committer that ends without stopping itself (its task dropped at shutdown) fails the
+    /// records it leaves waiting at once, gives their bytes back, and lets the next append start
+    /// a new committer.
+    #[test]
+    fn a_committer_dropped_midway_fails_what_waits_and_a_new_one_starts() {
+        runtime(Some(2)).block_on(async {
+            let auditor = Auditor::start(
+                Box::new(Quick {
+                    local: true,
+                    panicking: false,
+                }),
+                Arc::new(NoReader),
+            );
+            let stats = auditor.stats();
+            let mut answers = Vec::new();
+            {
+                let mut queue = lock(&auditor.shared.queue);
+                for id in ["a", "b"] {
+                    let (reply, answer) = oneshot::channel();
+                    stats
+                        .queued_bytes
+                        .fetch_add(queued_size(&record(id)), Ordering::AcqRel);
+                    queue.waiting.push_back((record(id), reply));
+                    answers.push(answer);
+                }
+                queue.committing = true;
+            }
+            drop(Committing {
+                shared: Arc::clone(&auditor.shared),
+                stopped: false,
+            });
+            for answer in answers {
+                assert!(matches!(answer.await, Ok(Err(AuditError::WriterGone))));
+            }
+            assert_eq!(stats.queued_bytes.load(Ordering::Acquire), 0);
+            assert!(!lock(&auditor.shared.queue).committing);
+            tokio::time::timeout(Duration::from_secs(10), auditor.append(record("c")))
+                .await
+                .expect("answered")
+                .expect("committed by a new committer");
+            assert_eq!(stats.records.load(Ordering::Relaxed), 1);
+        });
     }
 
     fn record(id: &str) -> NewRecord {

@@ -7,8 +7,8 @@
 //! replicas are serialised into one order and `seq` has no gaps.
 //!
 //! tokio-postgres with a deadpool pool, on a small runtime of its own: the store is driven from
-//! the audit committer's blocking thread and the reader from blocking tasks, so neither depends on (or blocks)
-//! the runtime serving gRPC. TLS to the database is rustls, verifying the server against the CA
+//! blocking threads (the audit committer's, and the reader's blocking tasks), never from a worker
+//! of the runtime serving gRPC, whose workers a database round trip or timeout never holds. TLS to the database is rustls, verifying the server against the CA
 //! given with `--audit-db-ca`.
 
 use std::future::Future;

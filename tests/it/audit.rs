@@ -1538,7 +1538,9 @@ async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedbac
     .await;
 }
 
-#[tokio::test]
+/// On two workers, so that the records are committed on the runtime while the stream's next items
+/// are planned on the other worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_stream_is_answered_and_recorded_in_request_order_sqlite() {
     a_long_stream_is_answered_and_recorded_in_request_order(Target::sqlite()).await;
 }
