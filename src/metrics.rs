@@ -1,6 +1,6 @@
 //! Prometheus metrics (the `prometheus` crate renders the exposition format), served on a separate
 //! plain HTTP port when `--metrics-listen` is set: calls by RPC and status code, latency, calls in
-//! flight, shed calls and plans by indication; with the audit trail on, its writer's batches,
+//! flight, shed calls and plans by indication; with the audit trail on, its committer's batches,
 //! records, failed batches, queued bytes and commit times.
 
 use std::net::SocketAddr;

@@ -252,7 +252,7 @@ struct Shared {
     /// The most records `queue` holds.
     queue_limit: usize,
     stats: Arc<WriterStats>,
-    health: Arc<watch::Sender<bool>>,
+    health: watch::Sender<bool>,
 }
 
 /// Locks `mutex`, also if a panic left it poisoned (none is expected: the queue's changes cannot
@@ -463,7 +463,7 @@ impl Auditor {
                 local,
                 queue_limit: queue_limit.max(1),
                 stats: Arc::clone(&stats),
-                health: Arc::new(health),
+                health,
             }),
             byte_limit,
             reader,
@@ -734,6 +734,11 @@ mod tests {
         }
     }
 
+    /// An auditor over a [`Quick`] store.
+    fn quick(local: bool, panicking: bool) -> Auditor {
+        Auditor::start(Box::new(Quick { local, panicking }), Arc::new(NoReader))
+    }
+
     fn runtime(workers: Option<usize>) -> tokio::runtime::Runtime {
         match workers {
             Some(workers) => tokio::runtime::Builder::new_multi_thread()
@@ -762,13 +767,7 @@ mod tests {
             (true, None, false),
         ] {
             runtime(workers).block_on(async {
-                let auditor = Auditor::start(
-                    Box::new(Quick {
-                        local,
-                        panicking: false,
-                    }),
-                    Arc::new(NoReader),
-                );
+                let auditor = quick(local, false);
                 let calls: Vec<_> = ["a", "b", "c", "d"]
                     .into_iter()
                     .map(|id| {
@@ -801,13 +800,7 @@ mod tests {
     fn a_panicking_store_fails_closed_without_wedging_the_committer() {
         for (local, workers) in [(true, Some(2)), (false, Some(2)), (true, None)] {
             runtime(workers).block_on(async {
-                let auditor = Auditor::start(
-                    Box::new(Quick {
-                        local,
-                        panicking: true,
-                    }),
-                    Arc::new(NoReader),
-                );
+                let auditor = quick(local, true);
                 let first = tokio::time::timeout(Duration::from_secs(10), auditor.append(record("a")))
                     .await
                     .expect("answered");
@@ -836,13 +829,7 @@ mod tests {
     #[test]
     fn a_committer_dropped_midway_fails_what_waits_and_a_new_one_starts() {
         runtime(Some(2)).block_on(async {
-            let auditor = Auditor::start(
-                Box::new(Quick {
-                    local: true,
-                    panicking: false,
-                }),
-                Arc::new(NoReader),
-            );
+            let auditor = quick(true, false);
             let stats = auditor.stats();
             let mut answers = Vec::new();
             {
