@@ -35,9 +35,7 @@ fn main() -> anyhow::Result<()> {
         .compile_fds(descriptor_set.clone())
         .context("generating the Rust code")?;
 
-    // The server, over the same messages, except that `Recommend` and `RecommendStream` take
-    // `crate::received::ReceivedRecommendRequest` (the request's bytes kept, its case read without
-    // allocating) and answer with `crate::wire::EncodedRecommendResponse` / `EncodedStreamResponse`
+    // The server, over the same messages, except that `Recommend` and `RecommendStream` answer with `crate::wire::EncodedRecommendResponse` / `EncodedStreamResponse`
     // (the plan encoded straight from the core's values; the same bytes on the wire). Every other type resolves to the messages generated above.
     let server_dir = out_dir.join("server");
     std::fs::create_dir_all(&server_dir)
@@ -48,10 +46,6 @@ fn main() -> anyhow::Result<()> {
         .out_dir(&server_dir)
         // Parse errors of a request body are the caller's fault: INVALID_ARGUMENT, not INTERNAL.
         .codec_path("crate::codec::ProtoCodec")
-        .extern_path(
-            ".vlms.rt.v1.RecommendRequest",
-            "crate::received::ReceivedRecommendRequest",
-        )
         .extern_path(
             ".vlms.rt.v1.RecommendResponse",
             "crate::wire::EncodedRecommendResponse",

@@ -1,7 +1,7 @@
 //! vlms-rt: radiation-therapy recommendations for venous leiomyosarcoma, served over gRPC.
 //!
 //! [`core`] holds the guideline logic (pure), [`guideline`] loads the versioned profile, [`pb`] the
-//! generated contract, [`convert`] maps between the two, [`received`] reads requests as they arrive, [`server`] implements the service and
+//! generated contract, [`convert`] maps between the two, [`server`] implements the service and
 //! [`startup`] binds and serves it.
 
 pub mod audit;
@@ -15,7 +15,6 @@ pub mod deadline;
 pub mod guideline;
 pub mod metrics;
 pub mod pb;
-pub mod received;
 pub mod server;
 pub mod startup;
 pub mod telemetry;

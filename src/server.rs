@@ -20,7 +20,6 @@ use crate::core::{self, Profile, Proposal, Violations};
 use crate::metrics::Metrics;
 use crate::pb;
 use crate::pb::server::recommendation_service_server::RecommendationService;
-use crate::received::ReceivedRecommendRequest;
 use crate::wire::{
     EncodedRecommendResponse, EncodedStreamResponse, EncodedStreamResult, ProfileParts,
 };
@@ -160,10 +159,9 @@ impl Service {
     /// `Recommend`'s plan, encoded straight from the core's values (see `crate::wire`).
     fn recommend_encoded(
         &self,
-        request: &ReceivedRecommendRequest,
+        request: &pb::RecommendRequest,
     ) -> Result<EncodedPlan, Violations> {
-        let raw = request.raw_case();
-        let case = convert::case_from_raw(raw.as_ref())?;
+        let case = convert::case_from_request(request)?;
         let plan = core::recommend(&self.profile, &case);
         let recommendation_id = new_recommendation_id();
         let encoded = crate::wire::encode_plan_with(&self.parts, &plan, &recommendation_id);
@@ -184,7 +182,7 @@ impl Service {
     /// request's (the plan's is the same text).
     async fn record_encoded_plan(
         &self,
-        request: &ReceivedRecommendRequest,
+        request: &pb::RecommendRequest,
         encoded: &EncodedPlan,
         caller: &str,
         wait: Duration,
@@ -196,9 +194,11 @@ impl Service {
             &encoded.recommendation_id,
             Kind::Recommend,
             caller,
-            request.case_id(),
+            request_case_id(request),
             None,
-            request.canonical_encoding(),
+            // prost's encoding of what was read: fields the contract does not define carry
+            // nothing the service read and never reach the audit trail.
+            request.encode_to_vec(),
             &encoded.plan,
             wait,
         )
@@ -792,6 +792,11 @@ pub fn audit_queue_limit(max_concurrent_calls: usize) -> usize {
 }
 
 /// A plan encoded for `Recommend`, with its id for the audit trail.
+/// The request's `case_id` as sent ("" without a case).
+fn request_case_id(request: &pb::RecommendRequest) -> &str {
+    request.case.as_ref().map_or("", |case| case.case_id.as_str())
+}
+
 struct EncodedPlan {
     recommendation_id: crate::ulid::Ulid,
     plan: Vec<u8>,
@@ -803,14 +808,14 @@ type StreamResult = Pin<Box<dyn Stream<Item = Result<EncodedStreamResponse, Stat
 impl RecommendationService for Service {
     async fn recommend(
         &self,
-        request: Request<ReceivedRecommendRequest>,
+        request: Request<pb::RecommendRequest>,
     ) -> Result<Response<EncodedRecommendResponse>, Status> {
         let started = Instant::now();
         let caller = caller_of(&request);
         let _admission = self.admit("Recommend", &caller)?;
         let wait = self.audit_wait(&request);
         let request = request.into_inner();
-        let case_id = loggable_case_id(request.case_id());
+        let case_id = loggable_case_id(request_case_id(&request));
         let result = match self.recommend_encoded(&request) {
             Ok(encoded) => self
                 .record_encoded_plan(&request, &encoded, &caller, wait)
@@ -832,7 +837,7 @@ impl RecommendationService for Service {
 
     async fn recommend_stream(
         &self,
-        request: Request<Streaming<ReceivedRecommendRequest>>,
+        request: Request<Streaming<pb::RecommendRequest>>,
     ) -> Result<Response<Self::RecommendStreamStream>, Status> {
         let started = Instant::now();
         let caller = caller_of(&request);
@@ -858,7 +863,7 @@ impl RecommendationService for Service {
             request.into_inner(),
             idle_timeout,
         ));
-        let answer = move |item: Result<Result<ReceivedRecommendRequest, Status>, _>| {
+        let answer = move |item: Result<Result<pb::RecommendRequest, Status>, _>| {
             let item = item
                 .map_err(|_| {
                     Status::deadline_exceeded(format!(
@@ -906,7 +911,7 @@ impl RecommendationService for Service {
                     }
                 };
                 Ok(EncodedStreamResponse {
-                    case_id: item.case_id().into(),
+                    case_id: request_case_id(&item).into(),
                     result,
                 })
             }
