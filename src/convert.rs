@@ -116,6 +116,11 @@ fn organ(value: pb::Organ) -> Option<Organ> {
         pb::Organ::LargeBowel => Some(Organ::LargeBowel),
         pb::Organ::Stomach => Some(Organ::Stomach),
         pb::Organ::SpinalCord => Some(Organ::SpinalCord),
+        pb::Organ::Duodenum => Some(Organ::Duodenum),
+        pb::Organ::Heart => Some(Organ::Heart),
+        pb::Organ::Lungs => Some(Organ::Lungs),
+        pb::Organ::Esophagus => Some(Organ::Esophagus),
+        pb::Organ::Bladder => Some(Organ::Bladder),
     }
 }
 
@@ -153,6 +158,7 @@ pub fn raw_case(case: &pb::Case) -> RawCase<'_> {
         solitary_functioning_kidney,
         prior_radiotherapy,
         metastatic_disease,
+        preoperative_rt_delivered,
     } = case;
     RawCase {
         case_id,
@@ -192,6 +198,7 @@ pub fn raw_case(case: &pb::Case) -> RawCase<'_> {
         solitary_functioning_kidney: *solitary_functioning_kidney,
         prior_radiotherapy: *prior_radiotherapy,
         metastatic_disease: *metastatic_disease,
+        preoperative_rt_delivered: *preoperative_rt_delivered,
     }
 }
 
@@ -565,5 +572,15 @@ pub fn guideline_out(profile: &core::Profile) -> pb::Guideline {
             })
             .collect(),
         disclaimer: profile.disclaimer().to_string(),
+        previous_version: profile.previous_version().to_string(),
+        changes: profile
+            .changes()
+            .iter()
+            .map(|change| pb::GuidelineChange {
+                summary: change.summary.clone(),
+                reason: change.reason.clone(),
+                reference_ids: change.reference_ids.clone(),
+            })
+            .collect(),
     }
 }

@@ -8,15 +8,15 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::core::profile::{
-    AlertSpec, CheckSpec, ConstraintSpec, FindingSpec, OptionSpec, OutcomeSpec, PhaseSpec,
-    ReferenceSpec, RuleSpec, ScheduleSpec, TotalDoseBoundSpec, VolumeSpec,
+    AlertSpec, ChangeSpec, CheckSpec, ConstraintSpec, FindingSpec, OptionSpec, OutcomeSpec,
+    PhaseSpec, ReferenceSpec, RuleSpec, ScheduleSpec, VolumeSpec,
 };
 use crate::core::{Profile, ProfileError, ProfileSpec};
 
 /// The profile shipped with the binary.
-pub const EMBEDDED_PROFILE: &str = include_str!("../guideline/vlms-rt-2026.1.toml");
+pub const EMBEDDED_PROFILE: &str = include_str!("../guideline/vlms-rt-2026.2.toml");
 /// Name under which the embedded profile is reported.
-pub const EMBEDDED_PROFILE_NAME: &str = "guideline/vlms-rt-2026.1.toml (embedded)";
+pub const EMBEDDED_PROFILE_NAME: &str = "guideline/vlms-rt-2026.2.toml (embedded)";
 
 /// Why a profile could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +79,7 @@ fn hex(bytes: &[u8]) -> String {
 #[serde(deny_unknown_fields)]
 struct ProfileFile {
     version: String,
+    previous_version: String,
     disclaimer: String,
     radiobiology: RadiobiologyFile,
     risk: RiskFile,
@@ -91,6 +92,15 @@ struct ProfileFile {
     constraints: Vec<ConstraintFile>,
     schedules: Vec<ScheduleFile>,
     check: CheckFile,
+    changes: Vec<ChangeFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangeFile {
+    summary: String,
+    reason: String,
+    references: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -166,14 +176,14 @@ struct ConstraintFile {
     limit: f64,
     #[serde(default)]
     bilateral_kidneys: bool,
-    verification: String,
+    note: String,
     references: Vec<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ScheduleFile {
-    site: String,
+    group: String,
     setting: String,
     margins: String,
     options: Vec<OptionFile>,
@@ -209,17 +219,8 @@ struct CheckFile {
     fraction_pass_max_gy: f64,
     fraction_review_min_gy: f64,
     fraction_review_max_gy: f64,
-    total_dose_bounds: Vec<TotalDoseBoundFile>,
+    late_eqd2_fail_factor: f64,
     findings: Vec<FindingFile>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TotalDoseBoundFile {
-    site: String,
-    settings: Vec<String>,
-    min_gy: f64,
-    max_gy: f64,
 }
 
 #[derive(Deserialize)]
@@ -233,6 +234,7 @@ impl ProfileFile {
     fn into_spec(self) -> ProfileSpec {
         ProfileSpec {
             version: self.version,
+            previous_version: self.previous_version,
             disclaimer: self.disclaimer,
             alpha_beta_tumor_gy: self.radiobiology.alpha_beta_tumor_gy,
             alpha_beta_late_gy: self.radiobiology.alpha_beta_late_gy,
@@ -296,7 +298,7 @@ impl ProfileFile {
                     metric: constraint.metric,
                     limit: constraint.limit,
                     bilateral_kidneys: constraint.bilateral_kidneys,
-                    verification: constraint.verification,
+                    note: constraint.note,
                     references: constraint.references,
                 })
                 .collect(),
@@ -304,7 +306,7 @@ impl ProfileFile {
                 .schedules
                 .into_iter()
                 .map(|schedule| ScheduleSpec {
-                    site: schedule.site,
+                    group: schedule.group,
                     setting: schedule.setting,
                     margins: schedule.margins,
                     options: schedule
@@ -335,17 +337,7 @@ impl ProfileFile {
                 fraction_pass_max_gy: self.check.fraction_pass_max_gy,
                 fraction_review_min_gy: self.check.fraction_review_min_gy,
                 fraction_review_max_gy: self.check.fraction_review_max_gy,
-                total_dose_bounds: self
-                    .check
-                    .total_dose_bounds
-                    .into_iter()
-                    .map(|bound| TotalDoseBoundSpec {
-                        site: bound.site,
-                        settings: bound.settings,
-                        min_gy: bound.min_gy,
-                        max_gy: bound.max_gy,
-                    })
-                    .collect(),
+                late_eqd2_fail_factor: self.check.late_eqd2_fail_factor,
                 findings: self
                     .check
                     .findings
@@ -356,6 +348,15 @@ impl ProfileFile {
                     })
                     .collect(),
             },
+            changes: self
+                .changes
+                .into_iter()
+                .map(|change| ChangeSpec {
+                    summary: change.summary,
+                    reason: change.reason,
+                    references: change.references,
+                })
+                .collect(),
         }
     }
 }
@@ -379,12 +380,14 @@ mod tests {
     #[test]
     fn the_embedded_profile_loads_with_its_version_and_hash() {
         let profile = embedded().expect("valid");
-        assert_eq!(profile.version(), "2026.1");
+        assert_eq!(profile.version(), "2026.2");
+        assert_eq!(profile.previous_version(), "2026.1");
+        assert!(!profile.changes().is_empty());
         assert_eq!(
             profile.sha256(),
             hex(&Sha256::digest(EMBEDDED_PROFILE.as_bytes()))
         );
-        assert_eq!(profile.references().len(), 18);
+        assert_eq!(profile.references().len(), 24);
     }
 
     #[test]
@@ -396,7 +399,16 @@ mod tests {
                 "unknown reference id \"ESMO2022\"",
             ),
             ("earliest_days = 28", "earliest_days = 50", "not a range"),
-            ("min_gy = 40.0", "min_gy = 60.0", "is not a range"),
+            (
+                "late_eqd2_fail_factor = 1.10",
+                "late_eqd2_fail_factor = 0.9",
+                "late_eqd2_fail_factor",
+            ),
+            (
+                "previous_version = \"2026.1\"",
+                "previous_version = \"2026.2\"",
+                "is this version",
+            ),
             (
                 "fraction_pass_min_gy = 1.8",
                 "fraction_pass_min_gy = 1.4",
@@ -424,6 +436,11 @@ mod tests {
             ),
             ("limit = 45.0", "limit = nan", "limit"),
             (
+                r#"note = "Maximum bladder dose, grade >= 3 late toxicity.""#,
+                r#"note = "  ""#,
+                "note: empty text",
+            ),
+            (
                 "dose_tolerance_gy = 0.01",
                 "dose_tolerance_gy = 0.0000000001",
                 "not a whole number of the nano-grays",
@@ -435,6 +452,11 @@ mod tests {
             ),
             (r#"metric = "Max[Gy]""#, r#"metric = "max dose""#, "TG-263"),
             (
+                r#"group = "EXTREMITY""#,
+                r#"group = "EXTREMITY_OR_OTHER""#,
+                "not recognised",
+            ),
+            (
                 "{ kind = \"BOOST\", dose_per_fraction_gy = 2.0, fractions = 8 }",
                 "{ kind = \"BOOST\", dose_per_fraction_gy = 2.0, fractions = 9 }",
                 "above the 66 Gy bound",
@@ -445,8 +467,8 @@ mod tests {
                 "0 preferred options",
             ),
             (
-                "version = \"2026.1\"",
-                "version = \"2026.1\"\nunexpected = 1",
+                "version = \"2026.2\"",
+                "version = \"2026.2\"\nunexpected = 1",
                 "unknown field",
             ),
         ];

@@ -157,10 +157,7 @@ impl Service {
     }
 
     /// `Recommend`'s plan, encoded straight from the core's values (see `crate::wire`).
-    fn recommend_encoded(
-        &self,
-        request: &pb::RecommendRequest,
-    ) -> Result<EncodedPlan, Violations> {
+    fn recommend_encoded(&self, request: &pb::RecommendRequest) -> Result<EncodedPlan, Violations> {
         let case = convert::case_from_request(request)?;
         let plan = core::recommend(&self.profile, &case);
         let recommendation_id = new_recommendation_id();
@@ -794,7 +791,10 @@ pub fn audit_queue_limit(max_concurrent_calls: usize) -> usize {
 /// A plan encoded for `Recommend`, with its id for the audit trail.
 /// The request's `case_id` as sent ("" without a case).
 fn request_case_id(request: &pb::RecommendRequest) -> &str {
-    request.case.as_ref().map_or("", |case| case.case_id.as_str())
+    request
+        .case
+        .as_ref()
+        .map_or("", |case| case.case_id.as_str())
 }
 
 struct EncodedPlan {

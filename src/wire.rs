@@ -586,7 +586,7 @@ impl ProfileParts {
             .position(|definition| {
                 std::ptr::eq(*structure, definition.structure.as_str())
                     && std::ptr::eq(*metric, definition.metric.as_str())
-                    && std::ptr::eq(*note, definition.verification.as_str())
+                    && std::ptr::eq(*note, definition.note.as_str())
                     && std::ptr::eq(*reference_ids, definition.reference_ids.as_slice())
                     && limit.to_bits() == definition.limit.to_bits()
             })

@@ -217,14 +217,15 @@ pub fn plan(plan: &pb::Plan) -> String {
                 row.reference_ids.join(", ")
             );
         }
-        let mut notes: Vec<&str> = plan
+        // One note per structure (a structure's rows share their endpoint).
+        let mut notes: Vec<(&str, &str)> = plan
             .organ_constraints
             .iter()
-            .map(|row| row.note.as_str())
+            .map(|row| (row.structure.as_str(), row.note.as_str()))
             .collect();
         notes.dedup();
-        for note in notes {
-            let _ = writeln!(out, "  Note: {note}");
+        for (structure, note) in notes {
+            let _ = writeln!(out, "  {structure}: {note}");
         }
     }
 
@@ -348,6 +349,17 @@ pub fn record(record: &pb::RecommendationRecord) -> String {
         }
     }
     let _ = writeln!(out);
+    let stored_case = match &record.content {
+        Some(pb::recommendation_record::Content::Recommend(stored)) => stored.case.as_ref(),
+        Some(pb::recommendation_record::Content::Check(stored)) => stored
+            .request
+            .as_ref()
+            .and_then(|request| request.case.as_ref()),
+        None => None,
+    };
+    if let Some(stored_case) = stored_case {
+        let _ = writeln!(out, "Case as sent: {}\n", case_summary(stored_case));
+    }
     match &record.content {
         Some(pb::recommendation_record::Content::Recommend(stored)) => {
             if let Some(found) = &stored.plan {
@@ -362,6 +374,82 @@ pub fn record(record: &pb::RecommendationRecord) -> String {
         None => {}
     }
     out
+}
+
+/// The clinical facts of a case on one line: vessel, tumour, phase and margin, organs at risk and
+/// every flag that is set (the completed preoperative course among them).
+pub fn case_summary(case: &pb::Case) -> String {
+    let mut parts = vec![name(case.vessel, pb::Vessel::as_str_name, "VESSEL_")];
+    if case.ivc_segment != 0 {
+        parts.push(format!(
+            "segment {}",
+            name(
+                case.ivc_segment,
+                pb::IvcSegment::as_str_name,
+                "IVC_SEGMENT_"
+            )
+        ));
+    }
+    if let Some(tumor) = &case.tumor {
+        let mut tumour = format!(
+            "{} cm {}",
+            gy(tumor.size_cm),
+            name(tumor.grade, pb::Grade::as_str_name, "")
+        );
+        if tumor.depth != 0 {
+            tumour.push(' ');
+            tumour.push_str(&name(tumor.depth, pb::Depth::as_str_name, "DEPTH_"));
+        }
+        parts.push(tumour);
+    }
+    parts.push(name(
+        case.phase,
+        pb::TreatmentPhase::as_str_name,
+        "TREATMENT_PHASE_",
+    ));
+    if case.resectability != 0 {
+        parts.push(name(
+            case.resectability,
+            pb::Resectability::as_str_name,
+            "RESECTABILITY_",
+        ));
+    }
+    if let Some(resection) = &case.resection {
+        parts.push(format!(
+            "{} on {}",
+            name(resection.margin, pb::Margin::as_str_name, "MARGIN_"),
+            resection.surgery_date
+        ));
+    }
+    if !case.organs_at_risk.is_empty() {
+        let organs: Vec<String> = case
+            .organs_at_risk
+            .iter()
+            .map(|organ| name(*organ, pb::Organ::as_str_name, "ORGAN_"))
+            .collect();
+        parts.push(format!("organs at risk {}", organs.join(", ")));
+    }
+    for (set, flag) in [
+        (case.surgery_mutilating, "surgery mutilating"),
+        (
+            case.solitary_functioning_kidney,
+            "solitary functioning kidney",
+        ),
+        (
+            case.prior_radiotherapy,
+            "prior radiotherapy (re-irradiation)",
+        ),
+        (
+            case.preoperative_rt_delivered,
+            "preoperative RT course completed",
+        ),
+        (case.metastatic_disease, "metastatic disease"),
+    ] {
+        if set {
+            parts.push(flag.to_string());
+        }
+    }
+    parts.join("; ")
 }
 
 /// One stream item: the plan, or the rejection with every field violation.
@@ -445,6 +533,23 @@ pub fn guideline(guideline: &pb::Guideline) -> String {
         "Guideline {} (sha256 {})",
         guideline.version, guideline.sha256
     );
+    if !guideline.changes.is_empty() {
+        let since = if guideline.previous_version.is_empty() {
+            String::from("the previous version")
+        } else {
+            guideline.previous_version.clone()
+        };
+        let _ = writeln!(out, "\nChanges since {since}:");
+        for change in &guideline.changes {
+            let _ = writeln!(
+                out,
+                "  - {}{}\n    Why: {}",
+                change.summary,
+                refs(&change.reference_ids),
+                change.reason
+            );
+        }
+    }
     let _ = writeln!(out, "\nRules:");
     for rule in &guideline.rules {
         let _ = writeln!(

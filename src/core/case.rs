@@ -33,7 +33,7 @@ pub enum Vessel {
     Other,
 }
 
-/// Segment of the inferior vena cava (recorded; no 2026.1 rule reads it).
+/// Segment of the inferior vena cava (recorded; no rule of the guideline reads it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IvcSegment {
     Lower,
@@ -100,6 +100,11 @@ pub enum Organ {
     LargeBowel,
     Stomach,
     SpinalCord,
+    Duodenum,
+    Heart,
+    Lungs,
+    Esophagus,
+    Bladder,
 }
 
 /// Anatomical site group (clinical spec §2).
@@ -129,7 +134,8 @@ impl Vessel {
 }
 
 impl Organ {
-    /// Kidneys, liver, bowel and stomach are abdominal organs at risk; the spinal cord is not.
+    /// Kidneys, liver, bowel, stomach and duodenum are abdominal organs at risk (clinical spec
+    /// §2); the spinal cord and the thoracic and pelvic organs are not.
     pub fn is_abdominal(self) -> bool {
         match self {
             Organ::KidneyLeft
@@ -137,8 +143,11 @@ impl Organ {
             | Organ::Liver
             | Organ::SmallBowel
             | Organ::LargeBowel
-            | Organ::Stomach => true,
-            Organ::SpinalCord => false,
+            | Organ::Stomach
+            | Organ::Duodenum => true,
+            Organ::SpinalCord | Organ::Heart | Organ::Lungs | Organ::Esophagus | Organ::Bladder => {
+                false
+            }
         }
     }
 
@@ -182,11 +191,13 @@ pub struct RawCase<'a> {
     pub resectability: RawEnum<Resectability>,
     pub surgery_mutilating: bool,
     pub resection: Option<RawResection<'a>>,
-    /// Inline up to eight entries (seven organs exist); more only in a request that repeats them.
-    pub organs_at_risk: SmallVec<[RawEnum<Organ>; 8]>,
+    /// Inline up to twelve entries (twelve organs exist); more only in a request that repeats
+    /// them.
+    pub organs_at_risk: SmallVec<[RawEnum<Organ>; 12]>,
     pub solitary_functioning_kidney: bool,
     pub prior_radiotherapy: bool,
     pub metastatic_disease: bool,
+    pub preoperative_rt_delivered: bool,
 }
 
 impl RawCase<'_> {
@@ -246,10 +257,11 @@ pub struct Case<'a> {
     ivc_segment: Option<IvcSegment>,
     tumor: Tumor,
     stage: Stage,
-    organs_at_risk: SmallVec<[Organ; 8]>,
+    organs_at_risk: SmallVec<[Organ; 12]>,
     solitary_functioning_kidney: bool,
     prior_radiotherapy: bool,
     metastatic_disease: bool,
+    preoperative_rt_delivered: bool,
 }
 
 /// Largest tumour diameter accepted, in cm.
@@ -424,6 +436,7 @@ impl<'a> Case<'a> {
                     solitary_functioning_kidney: raw.solitary_functioning_kidney,
                     prior_radiotherapy: raw.prior_radiotherapy,
                     metastatic_disease: raw.metastatic_disease,
+                    preoperative_rt_delivered: raw.preoperative_rt_delivered,
                 })
             }
             _ => {
@@ -476,9 +489,14 @@ impl<'a> Case<'a> {
     pub fn solitary_functioning_kidney(&self) -> bool {
         self.solitary_functioning_kidney
     }
-    /// Earlier radiotherapy to this region.
+    /// Earlier radiotherapy to this region, before this tumour's treatment (re-irradiation).
     pub fn prior_radiotherapy(&self) -> bool {
         self.prior_radiotherapy
+    }
+    /// A preoperative course of radiotherapy for this tumour has been completed (before
+    /// resection: surgery is pending; after it: the course came before this resection).
+    pub fn preoperative_rt_delivered(&self) -> bool {
+        self.preoperative_rt_delivered
     }
     /// Metastatic disease.
     pub fn metastatic_disease(&self) -> bool {

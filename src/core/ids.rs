@@ -41,6 +41,7 @@ id_enum! {
     /// A rule of clinical spec §3, in evaluation order.
     RuleId {
         GateMetastatic => "GATE-METASTATIC",
+        IndAfterPreopRt => "IND-AFTER-PREOP-RT",
         IndUnresectable => "IND-UNRESECTABLE",
         IndMarginal => "IND-MARGINAL",
         IndReexcision => "IND-REEXCISION",
@@ -67,6 +68,8 @@ id_enum! {
         VolHematoma => "VOL-HEMATOMA",
         VolPreop => "VOL-PREOP",
         OarConstraints => "OAR-CONSTRAINTS",
+        OarUnverified => "OAR-UNVERIFIED",
+        AlertNoOarConstraints => "ALERT-NO-OAR-CONSTRAINTS",
         AlertReferenceCenter => "ALERT-REFERENCE-CENTER",
         AlertChylousLeak => "ALERT-CHYLOUS-LEAK",
         OutcomeLocalControl => "OUTCOME-LOCAL-CONTROL",
@@ -98,6 +101,10 @@ id_enum! {
         CompartmentalNoRt => "COMPARTMENTAL_NO_RT",
         PreopWoundComplications => "PREOP_WOUND_COMPLICATIONS",
         HypofractionationLimitedEvidence => "HYPOFRACTIONATION_LIMITED_EVIDENCE",
+        PostopBoostNotRoutine => "POSTOP_BOOST_NOT_ROUTINE",
+        NoOarConstraints => "NO_OAR_CONSTRAINTS",
+        PreopRtComplete => "PREOP_RT_COMPLETE",
+        OarLimitNotVerified => "OAR_LIMIT_NOT_VERIFIED",
     }
 }
 
@@ -117,7 +124,9 @@ id_enum! {
         NotIndicated => "RX_NOT_INDICATED",
         SettingMismatch => "RX_SETTING_MISMATCH",
         Reirradiation => "RX_REIRRADIATION",
-        TotalDose => "RX_TOTAL_DOSE",
+        Schedule => "RX_SCHEDULE",
+        Dose => "RX_DOSE",
+        AfterPreopRt => "RX_AFTER_PREOP_RT",
         FractionSize => "RX_FRACTION_SIZE",
         Boost => "RX_BOOST",
         StartDate => "RX_START_DATE",

@@ -125,7 +125,7 @@ impl<'p> OrganConstraint<'p> {
             metric: &definition.metric,
             limit: definition.limit,
             reference_ids: &definition.reference_ids,
-            note: &definition.verification,
+            note: &definition.note,
         }
     }
 }
@@ -207,11 +207,10 @@ impl<'p> Statement<'p> {
 
 /// The plan for one case. `'p` covers the profile and the case's caller reference.
 ///
-/// Its lists are held in the plan itself up to a size (the largest seen for each list over 20,000
-/// random valid cases with the guideline profile, 2026.1: 3 prescriptions, 3 volumes, 10 organ
-/// constraints, 9 alerts, 3 outcome statements, 16 rule firings, 14 references; the trace has room
-/// for 20), and on the heap
-/// beyond it, so any profile works: building a typical plan allocates nothing.
+/// Its lists are held in the plan itself up to a size that holds every plan of the 2026.2 profile
+/// (every organ row, every reference, room for every alert and rule that can fire together), and
+/// on the heap beyond it, so any profile works: building a plan allocates nothing. The property
+/// and vignette tests report a plan that outgrows its room.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan<'p> {
     pub guideline_version: &'p str,
@@ -226,11 +225,11 @@ pub struct Plan<'p> {
     pub prescriptions: SmallVec<[Prescription<'p>; 3]>,
     pub start_window: StartWindow,
     pub volumes: SmallVec<[VolumeGuidance<'p>; 3]>,
-    pub organ_constraints: SmallVec<[OrganConstraint<'p>; 10]>,
-    pub alerts: SmallVec<[Alert<'p>; 9]>,
+    pub organ_constraints: SmallVec<[OrganConstraint<'p>; 14]>,
+    pub alerts: SmallVec<[Alert<'p>; 12]>,
     pub expected_outcomes: SmallVec<[Statement<'p>; 3]>,
-    pub trace: SmallVec<[RuleFiring<'p>; 20]>,
-    pub references: SmallVec<[&'p ReferenceDef; 16]>,
+    pub trace: SmallVec<[RuleFiring<'p>; 24]>,
+    pub references: SmallVec<[&'p ReferenceDef; 24]>,
     pub disclaimer: &'p str,
 }
 
@@ -275,7 +274,7 @@ pub struct Report<'p> {
 pub(crate) fn references_in_profile_order(
     profile: &Profile,
     cited: u64,
-) -> SmallVec<[&ReferenceDef; 16]> {
+) -> SmallVec<[&ReferenceDef; 24]> {
     profile
         .references()
         .iter()

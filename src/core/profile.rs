@@ -23,6 +23,8 @@ pub const MAX_REFERENCES: usize = 64;
 #[derive(Debug, Clone, Default)]
 pub struct ProfileSpec {
     pub version: String,
+    /// The version this one replaces (empty for a first version).
+    pub previous_version: String,
     pub disclaimer: String,
     pub alpha_beta_tumor_gy: f64,
     pub alpha_beta_late_gy: f64,
@@ -38,6 +40,15 @@ pub struct ProfileSpec {
     pub constraints: Vec<ConstraintSpec>,
     pub schedules: Vec<ScheduleSpec>,
     pub check: CheckSpec,
+    pub changes: Vec<ChangeSpec>,
+}
+
+/// One change since the previous version, for the guideline committee.
+#[derive(Debug, Clone, Default)]
+pub struct ChangeSpec {
+    pub summary: String,
+    pub reason: String,
+    pub references: Vec<String>,
 }
 
 /// A literature reference.
@@ -92,15 +103,16 @@ pub struct ConstraintSpec {
     pub limit: f64,
     /// A bilateral-kidney limit: not emitted with a solitary functioning kidney.
     pub bilateral_kidneys: bool,
-    pub verification: String,
+    /// The endpoint and context of the limit, returned with the constraint.
+    pub note: String,
     pub references: Vec<String>,
 }
 
 /// One row of the schedule table (clinical spec §4).
 #[derive(Debug, Clone, Default)]
 pub struct ScheduleSpec {
-    /// `RETROPERITONEAL` or `EXTREMITY_OR_OTHER`.
-    pub site: String,
+    /// The schedule group: `RETROPERITONEAL` or `EXTREMITY`.
+    pub group: String,
     /// `PREOPERATIVE`, `POSTOPERATIVE` or `NEOADJUVANT_CHEMORADIATION`.
     pub setting: String,
     /// `ANY`, `R0_NOT_CLOSE` or `R0_CLOSE_OR_POSITIVE`.
@@ -137,17 +149,9 @@ pub struct CheckSpec {
     pub fraction_pass_max_gy: f64,
     pub fraction_review_min_gy: f64,
     pub fraction_review_max_gy: f64,
-    pub total_dose_bounds: Vec<TotalDoseBoundSpec>,
+    /// RX_DOSE fails beyond this multiple of the row's highest late-tissue EQD2.
+    pub late_eqd2_fail_factor: f64,
     pub findings: Vec<FindingSpec>,
-}
-
-/// Total-dose bounds for a site and some settings.
-#[derive(Debug, Clone, Default)]
-pub struct TotalDoseBoundSpec {
-    pub site: String,
-    pub settings: Vec<String>,
-    pub min_gy: f64,
-    pub max_gy: f64,
 }
 
 /// References of a finding code.
@@ -160,11 +164,12 @@ pub struct FindingSpec {
 // ---------------------------------------------------------------------------------------------
 // The resolved profile.
 
-/// Site column of the schedule table.
+/// The schedule group (clinical spec §2): it picks the §4 rows, the §12 rows and bounds.
+/// Retroperitoneal and unclassified (OTHER) sites are planned on the retroperitoneal rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ScheduleSite {
+pub enum ScheduleGroup {
     Retroperitoneal,
-    ExtremityOrOther,
+    Extremity,
 }
 
 /// Margin column of the postoperative schedule rows.
@@ -212,7 +217,7 @@ pub struct ConstraintDef {
     pub metric: String,
     pub limit: f64,
     pub bilateral_kidneys: bool,
-    pub verification: String,
+    pub note: String,
     pub reference_ids: Vec<String>,
     pub(crate) reference_mask: u64,
 }
@@ -235,19 +240,10 @@ pub struct OptionDef {
 /// A resolved schedule row; options with the preferred one first.
 #[derive(Debug, Clone)]
 pub struct ScheduleDef {
-    pub site: ScheduleSite,
+    pub group: ScheduleGroup,
     pub setting: Setting,
     pub margins: MarginRow,
     pub options: Vec<OptionDef>,
-}
-
-/// Total-dose bounds of a (site, setting).
-#[derive(Debug, Clone)]
-pub struct TotalDoseBound {
-    pub site: ScheduleSite,
-    pub setting: Setting,
-    pub min_gy: f64,
-    pub max_gy: f64,
 }
 
 /// The resolved check parameters.
@@ -258,14 +254,27 @@ pub struct CheckParams {
     pub fraction_pass_max_gy: f64,
     pub fraction_review_min_gy: f64,
     pub fraction_review_max_gy: f64,
-    pub total_dose_bounds: Vec<TotalDoseBound>,
+    pub late_eqd2_fail_factor: f64,
+    /// After a completed preoperative course there is no schedule row: RX_DOSE judges the
+    /// late-tissue EQD2 against this one, the boost of the extremity postoperative row for a
+    /// close or positive margin (2.0 Gy x 8 = 16 Gy in 2026.2).
+    pub after_preop_rt_reference_late_gy: f64,
     pub finding_references: Vec<Vec<String>>,
+}
+
+/// One change since the previous version, resolved.
+#[derive(Debug, Clone)]
+pub struct ChangeDef {
+    pub summary: String,
+    pub reason: String,
+    pub reference_ids: Vec<String>,
 }
 
 /// A validated guideline profile.
 #[derive(Debug, Clone)]
 pub struct Profile {
     version: String,
+    previous_version: String,
     sha256: String,
     disclaimer: String,
     pub(crate) alpha_beta_tumor_gy: f64,
@@ -282,6 +291,7 @@ pub struct Profile {
     constraints: Vec<ConstraintDef>,
     schedules: Vec<ScheduleDef>,
     check: CheckParams,
+    changes: Vec<ChangeDef>,
 }
 
 /// Why a profile was refused: every problem found, one sentence each.
@@ -300,48 +310,42 @@ pub const OUTCOME_RULES: [RuleId; 4] = [
 ];
 
 /// Schedule rows the rules need, each exactly once.
-pub const REQUIRED_SCHEDULES: [(ScheduleSite, Setting, MarginRow); 7] = [
+pub const REQUIRED_SCHEDULES: [(ScheduleGroup, Setting, MarginRow); 7] = [
     (
-        ScheduleSite::ExtremityOrOther,
+        ScheduleGroup::Extremity,
         Setting::Preoperative,
         MarginRow::Any,
     ),
     (
-        ScheduleSite::ExtremityOrOther,
+        ScheduleGroup::Extremity,
         Setting::NeoadjuvantChemoradiation,
         MarginRow::Any,
     ),
     (
-        ScheduleSite::ExtremityOrOther,
+        ScheduleGroup::Extremity,
         Setting::Postoperative,
         MarginRow::R0NotClose,
     ),
     (
-        ScheduleSite::ExtremityOrOther,
+        ScheduleGroup::Extremity,
         Setting::Postoperative,
         MarginRow::R0CloseOrPositive,
     ),
     (
-        ScheduleSite::Retroperitoneal,
+        ScheduleGroup::Retroperitoneal,
         Setting::Preoperative,
         MarginRow::Any,
     ),
     (
-        ScheduleSite::Retroperitoneal,
+        ScheduleGroup::Retroperitoneal,
         Setting::NeoadjuvantChemoradiation,
         MarginRow::Any,
     ),
     (
-        ScheduleSite::Retroperitoneal,
+        ScheduleGroup::Retroperitoneal,
         Setting::Postoperative,
         MarginRow::Any,
     ),
-];
-
-const TREATMENT_SETTINGS: [Setting; 3] = [
-    Setting::Preoperative,
-    Setting::Postoperative,
-    Setting::NeoadjuvantChemoradiation,
 ];
 
 impl Profile {
@@ -502,7 +506,7 @@ impl Profile {
                 ));
             }
             problems.positive(&format!("{context} limit"), constraint.limit);
-            problems.non_empty(&format!("{context} verification"), &constraint.verification);
+            problems.non_empty(&format!("{context} note"), &constraint.note);
             if seen_rows.contains(&(constraint.structure.as_str(), constraint.metric.as_str())) {
                 problems.push(format!("{context}: defined twice"));
             }
@@ -524,7 +528,7 @@ impl Profile {
                 metric: constraint.metric.clone(),
                 limit: constraint.limit,
                 bilateral_kidneys: constraint.bilateral_kidneys,
-                verification: constraint.verification.clone(),
+                note: constraint.note.clone(),
                 reference_ids: constraint.references.clone(),
                 reference_mask: mask,
             });
@@ -536,9 +540,9 @@ impl Profile {
         for schedule in &spec.schedules {
             let context = format!(
                 "schedule {}/{}/{}",
-                schedule.site, schedule.setting, schedule.margins
+                schedule.group, schedule.setting, schedule.margins
             );
-            let site = parse_site(&schedule.site);
+            let group = parse_group(&schedule.group);
             let setting = parse_treatment_setting(&schedule.setting);
             let margins = match schedule.margins.as_str() {
                 "ANY" => Some(MarginRow::Any),
@@ -546,18 +550,18 @@ impl Profile {
                 "R0_CLOSE_OR_POSITIVE" => Some(MarginRow::R0CloseOrPositive),
                 _ => None,
             };
-            let (Some(site), Some(setting), Some(margins)) = (site, setting, margins) else {
+            let (Some(group), Some(setting), Some(margins)) = (group, setting, margins) else {
                 problems.push(format!(
-                    "{context}: site, setting or margins not recognised"
+                    "{context}: group, setting or margins not recognised"
                 ));
                 continue;
             };
-            if !REQUIRED_SCHEDULES.contains(&(site, setting, margins)) {
+            if !REQUIRED_SCHEDULES.contains(&(group, setting, margins)) {
                 problems.push(format!("{context}: not a row of the schedule table"));
                 continue;
             }
             if schedules.iter().any(|row: &ScheduleDef| {
-                (row.site, row.setting, row.margins) == (site, setting, margins)
+                (row.group, row.setting, row.margins) == (group, setting, margins)
             }) {
                 problems.push(format!("{context}: defined twice"));
                 continue;
@@ -567,7 +571,7 @@ impl Profile {
                 let option_context = format!("{context} option {:?}", option.label);
                 if let Some(option) = resolve_option(
                     option,
-                    site,
+                    group,
                     &option_context,
                     spec.alpha_beta_tumor_gy,
                     spec.alpha_beta_late_gy,
@@ -585,24 +589,53 @@ impl Profile {
             }
             options.sort_by_key(|option| !option.preferred);
             schedules.push(ScheduleDef {
-                site,
+                group,
                 setting,
                 margins,
                 options,
             });
         }
-        for (site, setting, margins) in REQUIRED_SCHEDULES {
+        for (group, setting, margins) in REQUIRED_SCHEDULES {
             if !schedules
                 .iter()
-                .any(|row| (row.site, row.setting, row.margins) == (site, setting, margins))
+                .any(|row| (row.group, row.setting, row.margins) == (group, setting, margins))
             {
                 problems.push(format!(
-                    "schedule {site:?}/{setting:?}/{margins:?}: missing"
+                    "schedule {group:?}/{setting:?}/{margins:?}: missing"
                 ));
             }
         }
 
-        let check = resolve_check(&spec.check, &mut problems, &cite);
+        let check = resolve_check(
+            &spec.check,
+            &schedules,
+            spec.alpha_beta_late_gy,
+            &mut problems,
+            &cite,
+        );
+
+        problems.non_empty("previous_version", &spec.previous_version);
+        if spec.previous_version == spec.version {
+            problems.push(format!(
+                "previous_version {:?} is this version",
+                spec.previous_version
+            ));
+        }
+        if spec.changes.is_empty() {
+            problems.push("changes: none listed since the previous version".to_string());
+        }
+        let mut changes = Vec::with_capacity(spec.changes.len());
+        for (index, change) in spec.changes.iter().enumerate() {
+            let context = format!("change {}", index + 1);
+            problems.non_empty(&format!("{context} summary"), &change.summary);
+            problems.non_empty(&format!("{context} reason"), &change.reason);
+            cite(&mut problems, &context, &change.references);
+            changes.push(ChangeDef {
+                summary: change.summary.clone(),
+                reason: change.reason.clone(),
+                reference_ids: change.references.clone(),
+            });
+        }
 
         if !problems.0.is_empty() {
             return Err(ProfileError {
@@ -611,6 +644,7 @@ impl Profile {
         }
         Ok(Profile {
             version: spec.version,
+            previous_version: spec.previous_version,
             sha256,
             disclaimer: spec.disclaimer,
             alpha_beta_tumor_gy: spec.alpha_beta_tumor_gy,
@@ -627,12 +661,21 @@ impl Profile {
             constraints,
             schedules,
             check,
+            changes,
         })
     }
 
-    /// Profile version, e.g. `2026.1`.
+    /// Profile version, e.g. `2026.2`.
     pub fn version(&self) -> &str {
         &self.version
+    }
+    /// The version this profile replaces.
+    pub fn previous_version(&self) -> &str {
+        &self.previous_version
+    }
+    /// What changed since the previous version, and why.
+    pub fn changes(&self) -> &[ChangeDef] {
+        &self.changes
     }
     /// Hex SHA-256 of the profile file's bytes.
     pub fn sha256(&self) -> &str {
@@ -674,16 +717,16 @@ impl Profile {
     pub fn constraints(&self) -> &[ConstraintDef] {
         &self.constraints
     }
-    /// The schedule row for a site, setting and margin column, if the table has it.
+    /// The schedule row for a schedule group, setting and margin column, if the table has it.
     pub fn schedule(
         &self,
-        site: ScheduleSite,
+        group: ScheduleGroup,
         setting: Setting,
         margins: MarginRow,
     ) -> Option<&ScheduleDef> {
         self.schedules
             .iter()
-            .find(|row| row.site == site && row.setting == setting && row.margins == margins)
+            .find(|row| row.group == group && row.setting == setting && row.margins == margins)
     }
     /// Every schedule row.
     pub fn schedules(&self) -> &[ScheduleDef] {
@@ -791,7 +834,7 @@ fn resolve_references(specs: &[ReferenceSpec], problems: &mut Problems) -> Vec<R
 
 fn resolve_option(
     option: &OptionSpec,
-    site: ScheduleSite,
+    group: ScheduleGroup,
     context: &str,
     alpha_beta_tumor_gy: f64,
     alpha_beta_late_gy: f64,
@@ -865,7 +908,7 @@ fn resolve_option(
             "{context}: total {total_dose_gy} Gy above the {MAX_TOTAL_DOSE_GY} Gy bound"
         ));
     }
-    if site == ScheduleSite::Retroperitoneal {
+    if group == ScheduleGroup::Retroperitoneal {
         if total_dose_gy > MAX_RETROPERITONEAL_TOTAL_DOSE_GY + 1e-9 {
             problems.push(format!(
                 "{context}: total {total_dose_gy} Gy above the retroperitoneal bound of {MAX_RETROPERITONEAL_TOTAL_DOSE_GY} Gy"
@@ -894,6 +937,8 @@ fn resolve_option(
 
 fn resolve_check(
     spec: &CheckSpec,
+    schedules: &[ScheduleDef],
+    alpha_beta_late_gy: f64,
     problems: &mut Problems,
     cite: &dyn Fn(&mut Problems, &str, &[String]) -> u64,
 ) -> CheckParams {
@@ -924,57 +969,41 @@ fn resolve_check(
             "check fraction sizes: need 0 < review_min <= pass_min <= pass_max <= review_max, got {ordered:?}"
         ));
     }
-    let mut total_dose_bounds = Vec::new();
-    for bound in &spec.total_dose_bounds {
-        let context = format!("check total dose bound {}", bound.site);
-        let Some(site) = parse_site(&bound.site) else {
-            problems.push(format!("{context}: unknown site"));
-            continue;
-        };
-        if !(bound.min_gy.is_finite()
-            && bound.max_gy.is_finite()
-            && 0.0 < bound.min_gy
-            && bound.min_gy <= bound.max_gy)
-        {
-            problems.push(format!(
-                "{context}: {} to {} Gy is not a range",
-                bound.min_gy, bound.max_gy
-            ));
-        }
-        for setting in &bound.settings {
-            let Some(setting) = parse_treatment_setting(setting) else {
-                problems.push(format!("{context}: unknown setting {setting:?}"));
-                continue;
-            };
-            if total_dose_bounds
-                .iter()
-                .any(|seen: &TotalDoseBound| seen.site == site && seen.setting == setting)
-            {
-                problems.push(format!("{context}: {setting:?} bounded twice"));
-            }
-            total_dose_bounds.push(TotalDoseBound {
-                site,
-                setting,
-                min_gy: bound.min_gy,
-                max_gy: bound.max_gy,
-            });
-        }
+    if !(spec.late_eqd2_fail_factor.is_finite() && spec.late_eqd2_fail_factor >= 1.0) {
+        problems.push(format!(
+            "check late_eqd2_fail_factor: {} is not a finite number of at least 1",
+            spec.late_eqd2_fail_factor
+        ));
     }
-    for site in [
-        ScheduleSite::Retroperitoneal,
-        ScheduleSite::ExtremityOrOther,
-    ] {
-        for setting in TREATMENT_SETTINGS {
-            if !total_dose_bounds
+    // The reference after a completed preoperative course: the boost of the extremity
+    // postoperative schedule for a close or positive margin.
+    let boost_row = schedules.iter().find(|row| {
+        (row.group, row.setting, row.margins)
+            == (
+                ScheduleGroup::Extremity,
+                Setting::Postoperative,
+                MarginRow::R0CloseOrPositive,
+            )
+    });
+    let boost = boost_row
+        .and_then(|row| row.options.iter().find(|option| option.preferred))
+        .and_then(|option| {
+            option
+                .phases
                 .iter()
-                .any(|bound| bound.site == site && bound.setting == setting)
-            {
-                problems.push(format!(
-                    "check total dose bounds: none for {site:?} {setting:?}"
-                ));
+                .find(|phase| phase.kind == PhaseKind::Boost)
+        });
+    let after_preop_rt_reference_late_gy = match boost {
+        Some(boost) => super::radiobiology::eqd2_gy(&[*boost], alpha_beta_late_gy),
+        None => {
+            if boost_row.is_some() {
+                problems.push(
+                    "schedule Extremity/Postoperative/R0CloseOrPositive: its preferred option has no BOOST phase, the reference of RX_DOSE after a completed preoperative course".to_string(),
+                );
             }
+            0.0
         }
-    }
+    };
     let mut finding_references: Vec<Option<Vec<String>>> = vec![None; FindingCode::ALL.len()];
     for finding in &spec.findings {
         let context = format!("finding {:?}", finding.code);
@@ -1004,15 +1033,16 @@ fn resolve_check(
         fraction_pass_max_gy: spec.fraction_pass_max_gy,
         fraction_review_min_gy: spec.fraction_review_min_gy,
         fraction_review_max_gy: spec.fraction_review_max_gy,
-        total_dose_bounds,
+        late_eqd2_fail_factor: spec.late_eqd2_fail_factor,
+        after_preop_rt_reference_late_gy,
         finding_references: resolved_findings,
     }
 }
 
-fn parse_site(text: &str) -> Option<ScheduleSite> {
+fn parse_group(text: &str) -> Option<ScheduleGroup> {
     match text {
-        "RETROPERITONEAL" => Some(ScheduleSite::Retroperitoneal),
-        "EXTREMITY_OR_OTHER" => Some(ScheduleSite::ExtremityOrOther),
+        "RETROPERITONEAL" => Some(ScheduleGroup::Retroperitoneal),
+        "EXTREMITY" => Some(ScheduleGroup::Extremity),
         _ => None,
     }
 }
@@ -1035,6 +1065,11 @@ fn parse_organ(text: &str) -> Option<Organ> {
         "LARGE_BOWEL" => Some(Organ::LargeBowel),
         "STOMACH" => Some(Organ::Stomach),
         "SPINAL_CORD" => Some(Organ::SpinalCord),
+        "DUODENUM" => Some(Organ::Duodenum),
+        "HEART" => Some(Organ::Heart),
+        "LUNGS" => Some(Organ::Lungs),
+        "ESOPHAGUS" => Some(Organ::Esophagus),
+        "BLADDER" => Some(Organ::Bladder),
         _ => None,
     }
 }

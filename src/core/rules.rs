@@ -4,19 +4,20 @@
 use smallvec::SmallVec;
 
 use super::case::{
-    Case, Depth, Grade, Margin, Resectability, SiteGroup, Stage, VascularManagement, Vessel,
+    Case, Depth, Grade, Margin, Organ, Resectability, SiteGroup, Stage, VascularManagement, Vessel,
 };
 use super::ids::{AlertCode, RuleId, Severity, VolumeCode};
 use super::plan::{
     Alert, Indication, OrganConstraint, Plan, Prescription, RuleFiring, Setting, StartWindow,
     Statement, VolumeGuidance, WindowStatus, references_in_profile_order, rt_on_table,
 };
-use super::profile::{MarginRow, Profile, ScheduleDef, ScheduleSite};
+use super::profile::{MarginRow, Profile, ScheduleDef, ScheduleGroup};
 
 /// Facts derived from a case (clinical spec §2).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Facts {
     pub site_group: SiteGroup,
+    pub schedule_group: ScheduleGroup,
     pub high_grade: bool,
     pub low_grade: bool,
     pub large: bool,
@@ -29,6 +30,7 @@ pub(crate) fn derive_facts(profile: &Profile, case: &Case) -> Facts {
     let tumor = case.tumor();
     Facts {
         site_group,
+        schedule_group: schedule_group(site_group),
         high_grade: matches!(tumor.grade(), Grade::Grade2 | Grade::Grade3),
         low_grade: tumor.grade() == Grade::Grade1,
         large: tumor.size_cm() > profile.large_tumor_size_cm,
@@ -40,19 +42,21 @@ pub(crate) fn derive_facts(profile: &Profile, case: &Case) -> Facts {
     }
 }
 
-/// The schedule-table site column for a site group.
-pub(crate) fn schedule_site(site_group: SiteGroup) -> ScheduleSite {
+/// The schedule group of a site group (clinical spec §2): extremity sites are planned on the
+/// extremity rows; retroperitoneal and unclassified (OTHER) sites on the conservative
+/// retroperitoneal rows (at most 50.4 Gy, no boost).
+pub(crate) fn schedule_group(site_group: SiteGroup) -> ScheduleGroup {
     match site_group {
-        SiteGroup::Retroperitoneal => ScheduleSite::Retroperitoneal,
-        SiteGroup::Extremity | SiteGroup::Other => ScheduleSite::ExtremityOrOther,
+        SiteGroup::Extremity => ScheduleGroup::Extremity,
+        SiteGroup::Retroperitoneal | SiteGroup::Other => ScheduleGroup::Retroperitoneal,
     }
 }
 
-/// The schedule-table margin column for a case and setting: postoperative extremity/other rows
-/// depend on the margin, every other row does not.
-pub(crate) fn margin_row(site: ScheduleSite, setting: Setting, case: &Case) -> MarginRow {
-    match (site, setting, case.resection()) {
-        (ScheduleSite::ExtremityOrOther, Setting::Postoperative, Some(resection)) => {
+/// The schedule-table margin column for a case and setting: postoperative extremity rows depend
+/// on the margin, every other row does not.
+pub(crate) fn margin_row(group: ScheduleGroup, setting: Setting, case: &Case) -> MarginRow {
+    match (group, setting, case.resection()) {
+        (ScheduleGroup::Extremity, Setting::Postoperative, Some(resection)) => {
             if resection.margin == Margin::R0 && !resection.close_margin {
                 MarginRow::R0NotClose
             } else {
@@ -61,21 +65,20 @@ pub(crate) fn margin_row(site: ScheduleSite, setting: Setting, case: &Case) -> M
         }
         // A postoperative extremity proposal always comes with a resection (validated); the
         // conservative row stands in otherwise.
-        (ScheduleSite::ExtremityOrOther, Setting::Postoperative, None) => {
-            MarginRow::R0CloseOrPositive
-        }
+        (ScheduleGroup::Extremity, Setting::Postoperative, None) => MarginRow::R0CloseOrPositive,
         _ => MarginRow::Any,
     }
 }
 
-/// The schedule row for a case and a treatment setting.
+/// The schedule row for a case and a treatment setting: the case's schedule group, the setting
+/// and (postoperative extremity) the case's margin column.
 pub(crate) fn schedule_for<'p>(
     profile: &'p Profile,
     case: &Case,
     setting: Setting,
 ) -> Option<&'p ScheduleDef> {
-    let site = schedule_site(case.vessel().site_group());
-    profile.schedule(site, setting, margin_row(site, setting, case))
+    let group = schedule_group(case.vessel().site_group());
+    profile.schedule(group, setting, margin_row(group, setting, case))
 }
 
 struct Builder<'p> {
@@ -201,7 +204,16 @@ fn stage_b_base_indication(builder: &mut Builder<'_>, case: &Case, facts: &Facts
             resectability,
             surgery_mutilating,
         } => {
-            if *resectability == Resectability::Unresectable || *surgery_mutilating {
+            if case.preoperative_rt_delivered() {
+                // The course is complete: surgery (or restaging) is next, not a second course.
+                set_base(
+                    builder,
+                    RuleId::IndAfterPreopRt,
+                    Indication::NotIndicated,
+                    Setting::None,
+                );
+                builder.alert(AlertCode::PreopRtComplete);
+            } else if *resectability == Resectability::Unresectable || *surgery_mutilating {
                 set_base(
                     builder,
                     RuleId::IndUnresectable,
@@ -210,13 +222,23 @@ fn stage_b_base_indication(builder: &mut Builder<'_>, case: &Case, facts: &Facts
                 );
                 builder.alert(AlertCode::ChemoradiationInvestigational);
             } else if *resectability == Resectability::Marginal {
+                // ASTRO 2021: RT is recommended when a close or positive margin is anticipated;
+                // a low-grade tumour is only to be considered.
+                let high_or_unknown = facts.high_grade || case.tumor().grade() == Grade::Unknown;
+                let indication = if high_or_unknown {
+                    Indication::Indicated
+                } else {
+                    Indication::Consider
+                };
                 set_base(
                     builder,
                     RuleId::IndMarginal,
-                    Indication::Consider,
+                    indication,
                     Setting::Preoperative,
                 );
-                builder.alert(AlertCode::ChemoradiationOption);
+                if high_or_unknown {
+                    builder.alert(AlertCode::ChemoradiationOption);
+                }
             } else {
                 risk_rules(builder, case, facts, Setting::Preoperative);
             }
@@ -231,6 +253,29 @@ fn stage_b_base_indication(builder: &mut Builder<'_>, case: &Case, facts: &Facts
                     Setting::None,
                 );
                 builder.alert(AlertCode::ReExcisionFirst);
+            } else if case.preoperative_rt_delivered() {
+                // No second course: nothing more after R0, and after R1/R2 a postoperative boost
+                // is not routine (an MDT decision, no prescription).
+                if positive {
+                    set_base(
+                        builder,
+                        RuleId::IndAfterPreopRt,
+                        Indication::Consider,
+                        Setting::None,
+                    );
+                    builder.alert(AlertCode::PostopBoostNotRoutine);
+                    if resection.margin == Margin::R2 {
+                        builder.alert(AlertCode::GrossResidualDisease);
+                    }
+                } else {
+                    set_base(
+                        builder,
+                        RuleId::IndAfterPreopRt,
+                        Indication::NotIndicated,
+                        Setting::None,
+                    );
+                    builder.alert(AlertCode::PreopRtComplete);
+                }
             } else if positive {
                 set_base(
                     builder,
@@ -392,7 +437,7 @@ fn stage_e_plan_content(builder: &mut Builder<'_>, case: &Case, facts: &Facts) {
             builder.fire(RuleId::AlertHypofractionation);
         }
     }
-    if facts.site_group != SiteGroup::Retroperitoneal && on_table && preoperative_setting {
+    if facts.schedule_group == ScheduleGroup::Extremity && on_table && preoperative_setting {
         builder.alert(AlertCode::PreopWoundComplications);
         builder.fire(RuleId::AlertPreopWound);
     }
@@ -461,6 +506,16 @@ fn stage_e_plan_content(builder: &mut Builder<'_>, case: &Case, facts: &Facts) {
         }
         if !builder.plan.organ_constraints.is_empty() {
             builder.fire(RuleId::OarConstraints);
+        }
+        if organs.contains(&Organ::Duodenum) {
+            builder.alert(AlertCode::OarLimitNotVerified);
+            builder.fire(RuleId::OarUnverified);
+        }
+        if facts.schedule_group == ScheduleGroup::Retroperitoneal
+            && builder.plan.organ_constraints.is_empty()
+        {
+            builder.alert(AlertCode::NoOarConstraints);
+            builder.fire(RuleId::AlertNoOarConstraints);
         }
     }
 

@@ -346,7 +346,7 @@ async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedbac
     assert_eq!(record.guideline, plans[0].guideline);
     assert_eq!(
         record.guideline.as_ref().expect("guideline").version,
-        "2026.1"
+        "2026.2"
     );
     assert!(record.created_at.ends_with('Z') && record.created_at.contains('T'));
     match record.content.expect("content") {

@@ -42,6 +42,7 @@ fn pre(vessel: Vessel) -> RawCase<'static> {
         solitary_functioning_kidney: false,
         prior_radiotherapy: false,
         metastatic_disease: false,
+        preoperative_rt_delivered: false,
     }
 }
 
@@ -365,7 +366,7 @@ fn volumes_constraints_and_safety_modifiers() {
         vec![
             ("Bag_Bowel", "V45Gy[cc]"),
             ("Bowel_Small", "V15Gy[cc]"),
-            ("Stomach", "Max[Gy]")
+            ("Stomach", "D100%[Gy]")
         ]
     );
     assert!(trace(&plan).ends_with(&[
@@ -385,7 +386,7 @@ fn volumes_constraints_and_safety_modifiers() {
         .iter()
         .map(|row| row.structure)
         .collect();
-    assert_eq!(rows, vec!["Liver"]);
+    assert_eq!(rows, vec!["Liver-GTV"]);
     assert!(!plan.organ_constraints[0].note.is_empty());
     // No kidney near an extremity target: no solitary-kidney alert.
     raw.organs_at_risk = smallvec![known(Organ::Liver)];
@@ -436,8 +437,8 @@ fn other_site_grade_unknown_and_the_metastatic_gate() {
     assert!(alerts(&plan).contains(&(AlertCode::OarDoseModification, Severity::Warning)));
     assert_eq!(
         totals(&plan),
-        vec![(50.0, true)],
-        "extremity/other schedules"
+        vec![(50.4, true), (50.0, false), (45.0, false)],
+        "an unclassified site is planned on the retroperitoneal rows"
     );
 
     let mut raw = with_tumor(
@@ -521,17 +522,19 @@ fn alert_texts_do_not_contradict_the_plans_they_sit_in() {
         !text.contains("the indication is CONSIDER at most"),
         "{text}"
     );
-    // An OTHER site near abdominal organs gets one 50 Gy schedule: no "reduced 45 Gy option".
-    let mut raw = pre(Vessel::Other);
+    // An OTHER site is planned on the retroperitoneal rows: its alert may not point at the
+    // extremity schedules, and no schedule it gets carries a boost or exceeds 50.4 Gy.
+    let mut raw = post(Vessel::Other, Margin::R1);
     raw.organs_at_risk = smallvec![known(Organ::Liver)];
     let plan = plan_of(&raw, &profile);
     assert!(
-        !totals(&plan).iter().any(|(total, _)| *total == 45.0),
+        totals(&plan).iter().all(|(total, _)| *total <= 50.4),
         "{:?}",
         totals(&plan)
     );
-    let text = text_of(&plan, AlertCode::OarDoseModification);
-    assert!(!text.contains("reduced 45 Gy option"), "{text}");
+    let text = text_of(&plan, AlertCode::SiteUnclassified);
+    assert!(!text.contains("extremity schedules"), "{text}");
+    assert!(text.contains("retroperitoneal"), "{text}");
 }
 
 #[test]
@@ -789,8 +792,9 @@ fn fraction_size_boundaries() {
             "{dose} x {fractions}"
         );
     }
-    // Totals likewise: 50.41 Gy is above the retroperitoneal 50.4 Gy maximum (FAIL), 60.01 Gy is
-    // not the listed 60 Gy (REVIEW, inside 45-66 Gy), 50.405 Gy is still 50.4 Gy.
+    // Totals likewise: 50.41 Gy is above the retroperitoneal 50.4 Gy cap (RX_DOSE FAIL), 50.405
+    // Gy is still 50.4 Gy; a boost of 2.002 Gy per fraction equals the listed 2.0 Gy (schedule
+    // PASS, so RX_DOSE PASS).
     let total_cases = [
         (
             proposal(
@@ -814,12 +818,12 @@ fn fraction_size_boundaries() {
                 Setting::Postoperative,
                 &[(Initial, 2.0, 25), (PhaseKind::Boost, 2.002, 5)],
             ),
-            Verdict::Review,
+            Verdict::Pass,
         ),
     ];
     for (raw, verdict) in total_cases {
         assert_eq!(
-            verdict_of(&raw, FindingCode::TotalDose),
+            verdict_of(&raw, FindingCode::Dose),
             vec![verdict],
             "{:?}",
             raw.phases
@@ -836,9 +840,10 @@ fn fraction_size_boundaries() {
         vec![Verdict::Pass]
     );
     assert_eq!(
-        verdict_of(&listed, FindingCode::TotalDose),
+        verdict_of(&listed, FindingCode::Schedule),
         vec![Verdict::Pass]
     );
+    assert_eq!(verdict_of(&listed, FindingCode::Dose), vec![Verdict::Pass]);
     let unlisted = proposal(
         post(Vessel::FemoralVein, Margin::R1),
         Setting::Postoperative,
@@ -849,8 +854,9 @@ fn fraction_size_boundaries() {
         vec![Verdict::Review]
     );
     assert_eq!(
-        verdict_of(&unlisted, FindingCode::TotalDose),
-        vec![Verdict::Review]
+        verdict_of(&unlisted, FindingCode::Dose),
+        vec![Verdict::Review],
+        "E4 54.17 Gy is below MIN4 66 Gy"
     );
 }
 
@@ -865,23 +871,23 @@ fn total_dose_boost_start_date_and_organ_metrics() {
         )
     };
     assert_eq!(
-        verdict_of(&retro(1.8, 28), FindingCode::TotalDose),
+        verdict_of(&retro(1.8, 28), FindingCode::Dose),
         vec![Verdict::Pass]
     );
     assert_eq!(
-        verdict_of(&retro(2.0, 20), FindingCode::TotalDose),
+        verdict_of(&retro(2.0, 20), FindingCode::Dose),
         vec![Verdict::Review],
-        "40 Gy is inside 40-50.4"
+        "40 Gy: E4 below MIN4 43.5 Gy"
     );
     assert_eq!(
-        verdict_of(&retro(1.8, 22), FindingCode::TotalDose),
-        vec![Verdict::Fail],
-        "39.6 Gy"
+        verdict_of(&retro(1.8, 22), FindingCode::Dose),
+        vec![Verdict::Review],
+        "39.6 Gy: E4 below MIN4 43.5 Gy"
     );
     assert_eq!(
-        verdict_of(&retro(1.8, 29), FindingCode::TotalDose),
+        verdict_of(&retro(1.8, 29), FindingCode::Dose),
         vec![Verdict::Fail],
-        "52.2 Gy"
+        "52.2 Gy is above the 50.4 Gy cap"
     );
     let boosted = proposal(
         pre(Vessel::FemoralVein),
@@ -893,9 +899,9 @@ fn total_dose_boost_start_date_and_organ_metrics() {
         vec![Verdict::Review]
     );
     assert_eq!(
-        verdict_of(&boosted, FindingCode::TotalDose),
+        verdict_of(&boosted, FindingCode::Dose),
         vec![Verdict::Review],
-        "54 Gy"
+        "54 Gy: E3 exceeds MAX3 50, not 55"
     );
     let mut close = post(Vessel::FemoralVein, Margin::R0);
     resection(&mut close).close_margin = true;
@@ -905,9 +911,9 @@ fn total_dose_boost_start_date_and_organ_metrics() {
         &[(Initial, 2.0, 25), (Boost, 2.0, 5)],
     );
     assert_eq!(
-        verdict_of(&sixty, FindingCode::TotalDose),
+        verdict_of(&sixty, FindingCode::Dose),
         vec![Verdict::Review],
-        "60 Gy is not the close-margin row"
+        "60 Gy is not the close-margin row: E4 below MIN4 66"
     );
     assert_eq!(verdict_of(&sixty, FindingCode::Boost), vec![Verdict::Pass]);
 
@@ -962,18 +968,18 @@ fn total_dose_boost_start_date_and_organ_metrics() {
         ("SpinalCord", "Max[Gy]", 49.0, Verdict::Pass),
     ];
     verdicts(&raw, &limits);
-    // A Gy limit is reached within the 0.01 Gy tolerance, the tolerance's edge included (the
-    // reading that passes less): 14.99 and 14.9900004 Gy reach the 15 Gy kidney limit, 14.989 and
-    // 14.9899999 do not; 49.99 and 49.995 reach the 50 Gy cord limit, 49.985 does not. Percent
+    // A [Gy] metric passes only when it is below the limit by the tolerance (value <= limit -
+    // 0.01 Gy, clinical spec §12): 14.99, 14.989 and 14.9899999 Gy pass the 15 Gy kidney limit,
+    // 14.9900004 does not; 49.99 and 49.985 pass the 50 Gy cord limit, 49.995 does not. Percent
     // metrics compare exactly.
     verdicts(
         &raw,
         &[
-            ("Kidneys", "Mean[Gy]", 14.99, Verdict::Fail),
+            ("Kidneys", "Mean[Gy]", 14.99, Verdict::Pass),
             ("Kidneys", "Mean[Gy]", 14.990_000_4, Verdict::Fail),
             ("Kidneys", "Mean[Gy]", 14.989, Verdict::Pass),
             ("Kidneys", "Mean[Gy]", 14.989_999_9, Verdict::Pass),
-            ("SpinalCord", "Max[Gy]", 49.99, Verdict::Fail),
+            ("SpinalCord", "Max[Gy]", 49.99, Verdict::Pass),
             ("SpinalCord", "Max[Gy]", 49.995, Verdict::Fail),
             ("SpinalCord", "Max[Gy]", 49.985, Verdict::Pass),
             ("Kidneys", "V20Gy[%]", 31.995, Verdict::Pass),
@@ -1175,27 +1181,25 @@ fn messages_of(raw: &RawProposal, code: FindingCode) -> Vec<(Verdict, String)> {
 fn finding_messages_never_print_two_differently_judged_doses_alike() {
     use PhaseKind::{Boost, Initial};
     let r1 = || post(Vessel::FemoralVein, Margin::R1);
-    let total = |phases: &[(PhaseKind, f64, i64)]| {
+    let dose = |phases: &[(PhaseKind, f64, i64)]| {
         messages_of(
             &proposal(r1(), Setting::Postoperative, phases),
-            FindingCode::TotalDose,
+            FindingCode::Dose,
         )
     };
-    // 66.0099 Gy is the listed 66 Gy within the tolerance; 66.01 Gy is past the 66 Gy maximum.
-    assert_eq!(
-        total(&[(Initial, 2.0003, 33)]),
-        vec![(
-            Verdict::Pass,
-            "Total 66.0099 Gy matches a guideline schedule.".to_string()
-        )]
-    );
-    assert_eq!(
-        total(&[(Initial, 2.0, 25), (Boost, 2.00125, 8)]),
-        vec![(
-            Verdict::Fail,
-            "Total 66.01 Gy lies outside 45.0-66.0 Gy.".to_string()
-        )]
-    );
+    // 66.0099 Gy is within the tolerance of the 66 Gy cap; 66.01 Gy exceeds it.
+    let (verdict, message) = dose(&[(Initial, 2.0003, 33)]).remove(0);
+    assert_eq!(verdict, Verdict::Review, "{message}");
+    assert!(message.contains("total 66.0099 Gy"), "{message}");
+    let (verdict, message) = dose(&[(Initial, 6.001, 11)]).remove(0);
+    assert_eq!(verdict, Verdict::Fail, "{message}");
+    assert!(message.contains("total 66.011 Gy"), "{message}");
+    assert!(message.contains("exceeds the 66.00 Gy cap"), "{message}");
+    // Phases that match a schedule within the tolerance pass whatever their rounding adds up to
+    // (RX_DOSE is PASS whenever RX_SCHEDULE is).
+    let (verdict, message) = dose(&[(Initial, 2.0, 25), (Boost, 2.00125, 8)]).remove(0);
+    assert_eq!(verdict, Verdict::Pass, "{message}");
+    assert!(message.contains("total 66.01 Gy"), "{message}");
     let fraction = |dose: f64| {
         messages_of(
             &proposal(
@@ -1210,18 +1214,557 @@ fn finding_messages_never_print_two_differently_judged_doses_alike() {
         fraction(2.009_999_9),
         vec![(
             Verdict::Pass,
-            "Phase 1 (INITIAL): 2.0099999 Gy per fraction × 25.".to_string()
+            "Phase 1 (INITIAL): 2.0099999 Gy per fraction × 25: inside 1.8-2 Gy.".to_string()
         )]
     );
     assert_eq!(
         fraction(2.01),
         vec![(
             Verdict::Review,
-            "Phase 1 (INITIAL): 2.01 Gy per fraction × 25.".to_string()
+            "Phase 1 (INITIAL): 2.01 Gy per fraction × 25: outside 1.8-2 Gy, inside 1.5-6 Gy."
+                .to_string()
         )]
     );
     assert_eq!(
         fraction(1.8)[0].1,
-        "Phase 1 (INITIAL): 1.80 Gy per fraction × 25."
+        "Phase 1 (INITIAL): 1.80 Gy per fraction × 25: inside 1.8-2 Gy."
     );
+}
+
+/// The whole finding list of a check, for tables that state every finding in §12 order.
+fn verdict_list(raw: &RawProposal) -> (Verdict, Vec<(FindingCode, Verdict)>) {
+    let found = findings(raw);
+    let worst = found
+        .iter()
+        .map(|(_, verdict)| *verdict)
+        .max()
+        .unwrap_or(Verdict::Pass);
+    (worst, found)
+}
+
+#[test]
+fn a_completed_preoperative_course_before_and_after_resection() {
+    let profile = profile();
+    // Before resection: no second course, whatever the resectability; surgery is next.
+    for resectability in [
+        Resectability::Resectable,
+        Resectability::Marginal,
+        Resectability::Unresectable,
+    ] {
+        let mut raw = pre(Vessel::FemoralVein);
+        raw.resectability = known(resectability);
+        raw.surgery_mutilating = resectability == Resectability::Unresectable;
+        raw.preoperative_rt_delivered = true;
+        let plan = plan_of(&raw, &profile);
+        assert_eq!(
+            (plan.indication, plan.setting),
+            (Indication::NotIndicated, Setting::None),
+            "{resectability:?}"
+        );
+        assert_eq!(
+            trace(&plan),
+            vec![RuleId::IndAfterPreopRt, RuleId::AlertReferenceCenter]
+        );
+        assert_eq!(
+            alerts(&plan),
+            vec![
+                (AlertCode::ReferenceCenterSurgery, Severity::Info),
+                (AlertCode::PreopRtComplete, Severity::Info),
+            ]
+        );
+        assert!(plan.prescriptions.is_empty() && plan.volumes.is_empty());
+    }
+    // Preoperative RT before resection at a retroperitoneal site: no cap, no RPS alert (RT is
+    // not on the table).
+    let mut raw = pre(Vessel::InferiorVenaCava);
+    raw.preoperative_rt_delivered = true;
+    raw.organs_at_risk = smallvec![known(Organ::Duodenum)];
+    let plan = plan_of(&raw, &profile);
+    assert_eq!(
+        trace(&plan),
+        vec![RuleId::IndAfterPreopRt, RuleId::AlertReferenceCenter]
+    );
+
+    // After resection: R0 (close or not, compartmental or not) is complete; R1/R2 is an MDT
+    // decision without a prescription; R2 also gets the gross-residual alert.
+    for (margin, close, compartmental) in [
+        (Margin::R0, false, false),
+        (Margin::R0, true, false),
+        (Margin::R0, false, true),
+    ] {
+        let mut raw = post(Vessel::FemoralVein, margin);
+        resection(&mut raw).close_margin = close;
+        resection(&mut raw).compartmental_contained = compartmental;
+        raw.preoperative_rt_delivered = true;
+        let plan = plan_of(&raw, &profile);
+        assert_eq!(
+            (plan.indication, plan.setting),
+            (Indication::NotIndicated, Setting::None)
+        );
+        assert_eq!(trace(&plan), vec![RuleId::IndAfterPreopRt]);
+        assert_eq!(
+            alerts(&plan),
+            vec![(AlertCode::PreopRtComplete, Severity::Info)]
+        );
+        assert_eq!(plan.start_window, StartWindow::NotApplicable);
+    }
+    let mut raw = post(Vessel::PoplitealVein, Margin::R2);
+    raw.preoperative_rt_delivered = true;
+    let plan = plan_of(&raw, &profile);
+    assert_eq!(
+        (plan.indication, plan.setting),
+        (Indication::Consider, Setting::None)
+    );
+    assert_eq!(trace(&plan), vec![RuleId::IndAfterPreopRt]);
+    let codes: Vec<AlertCode> = plan.alerts.iter().map(|alert| alert.code).collect();
+    assert_eq!(
+        codes,
+        vec![
+            AlertCode::PostopBoostNotRoutine,
+            AlertCode::GrossResidualDisease
+        ],
+        "in firing order"
+    );
+    assert!(plan.prescriptions.is_empty());
+    // Re-excision still comes first after a preoperative course.
+    resection(&mut raw).re_excision_feasible = true;
+    let plan = plan_of(&raw, &profile);
+    assert_eq!(trace(&plan), vec![RuleId::IndReexcision]);
+    // An IVC after a preoperative course: the IVC outcome still fires, nothing else.
+    let mut raw = post(Vessel::InferiorVenaCava, Margin::R1);
+    raw.preoperative_rt_delivered = true;
+    raw.organs_at_risk = smallvec![known(Organ::Liver)];
+    let plan = plan_of(&raw, &profile);
+    assert_eq!(
+        trace(&plan),
+        vec![RuleId::IndAfterPreopRt, RuleId::OutcomeIvcRenal]
+    );
+    assert_eq!(
+        alerts(&plan),
+        vec![(AlertCode::PostopBoostNotRoutine, Severity::Warning)]
+    );
+    // With earlier (re-)irradiation as well, both are said.
+    raw.prior_radiotherapy = true;
+    let plan = plan_of(&raw, &profile);
+    assert_eq!(
+        trace(&plan),
+        vec![
+            RuleId::IndAfterPreopRt,
+            RuleId::ModReirradiation,
+            RuleId::OutcomeIvcRenal
+        ]
+    );
+}
+
+#[test]
+fn marginal_resectability_by_grade() {
+    let profile = profile();
+    for (grade, indication, option_alert) in [
+        (Grade::Grade1, Indication::Consider, false),
+        (Grade::Grade2, Indication::Indicated, true),
+        (Grade::Grade3, Indication::Indicated, true),
+        (Grade::Unknown, Indication::Indicated, true),
+    ] {
+        let mut raw = with_tumor(pre(Vessel::FemoralVein), 3.0, grade, Some(Depth::Deep));
+        raw.resectability = known(Resectability::Marginal);
+        let plan = plan_of(&raw, &profile);
+        assert_eq!(plan.indication, indication, "{grade:?}");
+        assert_eq!(plan.setting, Setting::Preoperative);
+        assert_eq!(trace(&plan)[0], RuleId::IndMarginal);
+        assert_eq!(
+            alerts(&plan).contains(&(AlertCode::ChemoradiationOption, Severity::Info)),
+            option_alert,
+            "{grade:?}"
+        );
+        assert_eq!(totals(&plan), vec![(50.0, true)]);
+    }
+    // A retroperitoneal site is capped at CONSIDER whatever the grade.
+    let mut raw = pre(Vessel::IliacVein);
+    raw.resectability = known(Resectability::Marginal);
+    let plan = plan_of(&raw, &profile);
+    assert_eq!(plan.indication, Indication::Consider);
+    assert_eq!(
+        &trace(&plan)[..2],
+        &[RuleId::IndMarginal, RuleId::ModRpsCap]
+    );
+}
+
+#[test]
+fn unverified_duodenum_and_missing_constraints() {
+    let profile = profile();
+    let oar_rules = |plan: &Plan<'_>| -> Vec<RuleId> {
+        trace(plan)
+            .into_iter()
+            .filter(|rule| {
+                matches!(
+                    rule,
+                    RuleId::OarConstraints | RuleId::OarUnverified | RuleId::AlertNoOarConstraints
+                )
+            })
+            .collect()
+    };
+    // DUODENUM alone at a retroperitoneal site: no row, the unverified-limit alert, and the
+    // missing-constraints warning, in that order.
+    let mut raw = pre(Vessel::RenalVein);
+    raw.organs_at_risk = smallvec![known(Organ::Duodenum)];
+    let plan = plan_of(&raw, &profile);
+    assert!(plan.organ_constraints.is_empty());
+    assert_eq!(
+        oar_rules(&plan),
+        vec![RuleId::OarUnverified, RuleId::AlertNoOarConstraints]
+    );
+    assert!(alerts(&plan).contains(&(AlertCode::OarLimitNotVerified, Severity::Info)));
+    assert!(alerts(&plan).contains(&(AlertCode::NoOarConstraints, Severity::Warning)));
+    assert!(
+        alerts(&plan).contains(&(AlertCode::OarDoseModification, Severity::Warning)),
+        "the duodenum is abdominal"
+    );
+    // DUODENUM with a verified organ: rows, and the unverified-limit alert only.
+    raw.organs_at_risk = smallvec![known(Organ::Duodenum), known(Organ::Stomach)];
+    let plan = plan_of(&raw, &profile);
+    assert_eq!(
+        oar_rules(&plan),
+        vec![RuleId::OarConstraints, RuleId::OarUnverified]
+    );
+    // DUODENUM at an extremity site: unverified, but no truncal-target warning.
+    let mut raw = pre(Vessel::FemoralVein);
+    raw.organs_at_risk = smallvec![known(Organ::Duodenum)];
+    let plan = plan_of(&raw, &profile);
+    assert_eq!(oar_rules(&plan), vec![RuleId::OarUnverified]);
+    // A solitary kidney with only the kidneys listed: the kidney rows are suppressed, so the
+    // retroperitoneal plan has no constraint left.
+    let mut raw = pre(Vessel::InferiorVenaCava);
+    raw.organs_at_risk = smallvec![known(Organ::KidneyLeft), known(Organ::KidneyRight)];
+    raw.solitary_functioning_kidney = true;
+    let plan = plan_of(&raw, &profile);
+    assert!(plan.organ_constraints.is_empty());
+    assert_eq!(oar_rules(&plan), vec![RuleId::AlertNoOarConstraints]);
+    assert!(alerts(&plan).contains(&(AlertCode::SolitaryKidney, Severity::Critical)));
+    // OTHER with no organs: planned on the retroperitoneal rows, so warned.
+    let mut raw = post(Vessel::Other, Margin::R1);
+    raw.organs_at_risk = SmallVec::new();
+    let plan = plan_of(&raw, &profile);
+    assert_eq!(oar_rules(&plan), vec![RuleId::AlertNoOarConstraints]);
+    // An extremity with no organs: nothing to say.
+    let plan = plan_of(&post(Vessel::FemoralVein, Margin::R1), &profile);
+    assert!(oar_rules(&plan).is_empty());
+    // RT not on the table: no constraint rule of any kind.
+    let mut raw = post(Vessel::InferiorVenaCava, Margin::R0);
+    raw.preoperative_rt_delivered = true;
+    raw.organs_at_risk = smallvec![known(Organ::Duodenum)];
+    let plan = plan_of(&raw, &profile);
+    assert!(oar_rules(&plan).is_empty());
+    // The thoracic and pelvic organs have rows and are not abdominal.
+    let mut raw = pre(Vessel::IliacVein);
+    raw.organs_at_risk = smallvec![
+        known(Organ::Bladder),
+        known(Organ::Heart),
+        known(Organ::Lungs),
+        known(Organ::Esophagus),
+    ];
+    let plan = plan_of(&raw, &profile);
+    let rows: Vec<(&str, &str, f64)> = plan
+        .organ_constraints
+        .iter()
+        .map(|row| (row.structure, row.metric, row.limit))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("Bladder", "Max[Gy]", 65.0),
+            ("Esophagus", "Mean[Gy]", 34.0),
+            ("Heart", "V25Gy[%]", 10.0),
+            ("Lungs", "V20Gy[%]", 30.0),
+        ]
+    );
+    assert!(
+        plan.organ_constraints
+            .iter()
+            .all(|row| !row.note.is_empty())
+    );
+    assert!(!alerts(&plan).contains(&(AlertCode::OarDoseModification, Severity::Warning)));
+}
+
+#[test]
+fn unclassified_sites_use_the_retroperitoneal_schedules() {
+    use PhaseKind::{Boost, Initial};
+    let profile = profile();
+    let mut raw = post(Vessel::Other, Margin::R1);
+    raw.organs_at_risk = smallvec![known(Organ::SmallBowel), known(Organ::Stomach)];
+    let plan = plan_of(&raw, &profile);
+    assert_eq!(totals(&plan), vec![(45.0, true), (50.4, false)]);
+    assert!(
+        plan.prescriptions
+            .iter()
+            .all(|rx| rx.phases.iter().all(|phase| phase.kind == Initial))
+    );
+    // The site group stays OTHER: no RPS alert, the local-control outcome, no wound alert.
+    assert!(
+        !alerts(&plan)
+            .iter()
+            .any(|(code, _)| *code == AlertCode::RpsPostopRtNotRecommended)
+    );
+    assert!(trace(&plan).contains(&RuleId::OutcomeLocalControl));
+    let plan = plan_of(&pre(Vessel::Other), &profile);
+    assert!(!trace(&plan).contains(&RuleId::AlertPreopWound));
+    // The check judges an OTHER site on the same rows: a boost fails, 66 Gy fails.
+    let checked = proposal(
+        raw,
+        Setting::Postoperative,
+        &[(Initial, 2.0, 25), (Boost, 2.0, 8)],
+    );
+    assert_eq!(
+        verdict_of(&checked, FindingCode::Boost),
+        vec![Verdict::Fail]
+    );
+    assert_eq!(verdict_of(&checked, FindingCode::Dose), vec![Verdict::Fail]);
+}
+
+#[test]
+fn dose_check_worked_examples_and_edges() {
+    use FindingCode as F;
+    use PhaseKind::{Boost, Initial};
+    use Verdict::{Fail, Pass, Review};
+    let after_preop = |margin: Margin| {
+        let mut raw = post(Vessel::FemoralVein, margin);
+        raw.preoperative_rt_delivered = true;
+        raw
+    };
+    // Femoral R1 after a completed preoperative course, 2 x 8 Gy: REVIEW (E3 16 Gy).
+    let raw = proposal(
+        after_preop(Margin::R1),
+        Setting::Postoperative,
+        &[(Initial, 2.0, 8)],
+    );
+    assert_eq!(
+        verdict_list(&raw),
+        (
+            Review,
+            vec![
+                (F::SettingMismatch, Review),
+                (F::Schedule, Review),
+                (F::Dose, Review),
+                (F::AfterPreopRt, Review),
+                (F::FractionSize, Pass),
+            ]
+        )
+    );
+    // The full 66 Gy on top of it: E3 66 exceeds 1.10 x 16 = 17.6 Gy.
+    let raw = proposal(
+        after_preop(Margin::R1),
+        Setting::Postoperative,
+        &[(Initial, 2.0, 25), (Boost, 2.0, 8)],
+    );
+    assert_eq!(verdict_of(&raw, F::Dose), vec![Fail]);
+    // The 17.6 Gy edge: 2 x 8 + 1 x 2 Gy is E3 17.6 (REVIEW), 2 x 8 + 1 x 3 Gy is 18.4 (FAIL).
+    for (boost_fractions, verdict) in [(2, Review), (3, Fail)] {
+        let raw = proposal(
+            after_preop(Margin::R1),
+            Setting::Postoperative,
+            &[(Initial, 2.0, 8), (Boost, 1.0, boost_fractions)],
+        );
+        assert_eq!(
+            verdict_of(&raw, F::Dose),
+            vec![verdict],
+            "{boost_fractions}"
+        );
+    }
+    // After R0 and a preoperative course any proposal is not indicated.
+    let raw = proposal(
+        after_preop(Margin::R0),
+        Setting::Postoperative,
+        &[(Initial, 2.0, 5)],
+    );
+    assert_eq!(verdict_list(&raw).0, Fail);
+    assert_eq!(verdict_of(&raw, F::NotIndicated), vec![Fail]);
+    // A retroperitoneal site after a preoperative course: any further dose fails.
+    let mut raw = post(Vessel::InferiorVenaCava, Margin::R1);
+    raw.preoperative_rt_delivered = true;
+    let raw = proposal(raw, Setting::Postoperative, &[(Initial, 1.8, 2)]);
+    assert_eq!(verdict_of(&raw, F::Dose), vec![Fail]);
+    // A preoperative course done, surgery pending, and another preoperative course proposed.
+    let mut raw = pre(Vessel::FemoralVein);
+    raw.preoperative_rt_delivered = true;
+    let raw = proposal(raw, Setting::Preoperative, &[(Initial, 2.0, 25)]);
+    assert_eq!(
+        verdict_list(&raw),
+        (
+            Fail,
+            vec![
+                (F::NotIndicated, Fail),
+                (F::SettingMismatch, Review),
+                (F::Schedule, Review),
+                (F::Dose, Fail),
+                (F::AfterPreopRt, Review),
+                (F::FractionSize, Pass),
+            ]
+        )
+    );
+
+    // Femoral R1, 11 x 6 Gy: E3 118.8 exceeds 1.10 x 66 = 72.6 Gy.
+    let raw = proposal(
+        post(Vessel::FemoralVein, Margin::R1),
+        Setting::Postoperative,
+        &[(Initial, 6.0, 11)],
+    );
+    assert_eq!(
+        verdict_list(&raw),
+        (
+            Fail,
+            vec![
+                (F::Schedule, Review),
+                (F::Dose, Fail),
+                (F::FractionSize, Review)
+            ]
+        )
+    );
+    // IVC preoperative 8 x 6 Gy: E3 86.4 exceeds 1.10 x 50 = 55 Gy.
+    let raw = proposal(
+        pre(Vessel::InferiorVenaCava),
+        Setting::Preoperative,
+        &[(Initial, 6.0, 8)],
+    );
+    assert_eq!(verdict_of(&raw, F::Dose), vec![Fail]);
+    // Femoral preoperative 5 x 6 Gy: E3 54 exceeds 50, not 55.
+    let raw = proposal(
+        pre(Vessel::FemoralVein),
+        Setting::Preoperative,
+        &[(Initial, 6.0, 5)],
+    );
+    assert_eq!(verdict_of(&raw, F::Dose), vec![Review]);
+    // E3 exactly at 1.10 x MAX3: femoral preoperative 20 x 2.5 Gy is E3 55.0 = 1.10 x 50 (not
+    // beyond it: REVIEW); 20 x 2.51 Gy is E3 55.3 (FAIL).
+    for (dose, verdict) in [(2.5, Review), (2.51, Fail)] {
+        let raw = proposal(
+            pre(Vessel::FemoralVein),
+            Setting::Preoperative,
+            &[(Initial, dose, 20)],
+        );
+        assert_eq!(verdict_of(&raw, F::Dose), vec![verdict], "{dose}");
+    }
+    // Femoral R0 not close, 20 x 2.5 Gy: a listed schedule (E4 54.17 = MIN4).
+    let raw = proposal(
+        post(Vessel::FemoralVein, Margin::R0),
+        Setting::Postoperative,
+        &[(Initial, 2.5, 20)],
+    );
+    assert_eq!(
+        verdict_list(&raw),
+        (
+            Pass,
+            vec![
+                (F::Schedule, Pass),
+                (F::Dose, Pass),
+                (F::FractionSize, Pass)
+            ]
+        )
+    );
+    // A schedule's phases in another order are not that schedule.
+    let raw = proposal(
+        post(Vessel::FemoralVein, Margin::R0),
+        Setting::Postoperative,
+        &[(Initial, 2.0, 5), (Boost, 2.0, 25)],
+    );
+    assert_eq!(verdict_of(&raw, F::Schedule), vec![Review]);
+
+    // Fraction-size edges: inside 1.8-2.0 within the tolerance, then the review band.
+    for (dose, verdict) in [
+        (1.795, Pass),
+        (1.805, Pass),
+        (2.005, Pass),
+        (1.79, Review),
+        (2.01, Review),
+        (1.495, Review),
+        (1.49, Fail),
+        (6.005, Review),
+        (6.01, Fail),
+    ] {
+        let raw = proposal(
+            pre(Vessel::FemoralVein),
+            Setting::Preoperative,
+            &[(Initial, dose, 25)],
+        );
+        assert_eq!(verdict_of(&raw, F::FractionSize), vec![verdict], "{dose}");
+    }
+    // The retroperitoneal cap's edge: 50.405 Gy does not exceed 50.4, 50.41 Gy does.
+    for (boost, verdict) in [(0.005, Pass), (0.01, Fail)] {
+        let raw = proposal(
+            pre(Vessel::InferiorVenaCava),
+            Setting::Preoperative,
+            &[(Initial, 1.8, 28), (Boost, boost, 1)],
+        );
+        assert_eq!(verdict_of(&raw, F::Dose), vec![verdict], "{boost}");
+    }
+}
+
+#[test]
+fn dose_finding_messages_state_the_numbers_judged() {
+    use PhaseKind::Initial;
+    let messages = messages_of(
+        &proposal(
+            post(Vessel::FemoralVein, Margin::R1),
+            Setting::Postoperative,
+            &[(Initial, 6.0, 11)],
+        ),
+        FindingCode::Dose,
+    );
+    let (verdict, message) = &messages[0];
+    assert_eq!(*verdict, Verdict::Fail);
+    for part in [
+        "total 66.00 Gy",
+        "E3 = 118.80 Gy",
+        "late-tissue alpha/beta 3",
+        "E4 = 110.00 Gy",
+        "tumour alpha/beta 4",
+        "MAX3 = 66.00 Gy",
+        "MIN4 = 66.00 Gy",
+        "1.1 x MAX3 = 72.60 Gy",
+    ] {
+        assert!(message.contains(part), "{part:?} not in {message}");
+    }
+    let mut raw = post(Vessel::FemoralVein, Margin::R1);
+    raw.preoperative_rt_delivered = true;
+    let messages = messages_of(
+        &proposal(raw, Setting::Postoperative, &[(Initial, 2.0, 8)]),
+        FindingCode::Dose,
+    );
+    let (verdict, message) = &messages[0];
+    assert_eq!(*verdict, Verdict::Review);
+    for part in ["E3 = 16.00 Gy", "16.00 Gy late-tissue EQD2", "= 17.60 Gy"] {
+        assert!(message.contains(part), "{part:?} not in {message}");
+    }
+}
+
+#[test]
+fn organ_metrics_on_the_2026_2_rows() {
+    use PhaseKind::Initial;
+    let metric = |structure: &str, metric: &str, value: f64| RawDoseMetric {
+        structure: structure.into(),
+        metric: metric.into(),
+        value,
+    };
+    let mut raw = proposal(
+        pre(Vessel::InferiorVenaCava),
+        Setting::Preoperative,
+        &[(Initial, 1.8, 28)],
+    );
+    let table = [
+        ("Stomach", "D100%[Gy]", 44.99, Verdict::Pass),
+        ("Stomach", "D100%[Gy]", 44.995, Verdict::Fail),
+        ("Stomach", "Max[Gy]", 50.0, Verdict::Review),
+        ("Liver", "Mean[Gy]", 10.0, Verdict::Review),
+        ("Liver-GTV", "Mean[Gy]", 30.0, Verdict::Fail),
+        ("Bladder", "Max[Gy]", 64.99, Verdict::Pass),
+        ("Heart", "V25Gy[%]", 10.0, Verdict::Fail),
+        ("Heart", "V25Gy[%]", 9.999, Verdict::Pass),
+        ("Lungs", "V20Gy[%]", 29.0, Verdict::Pass),
+        ("Esophagus", "Mean[Gy]", 34.5, Verdict::Fail),
+        ("Duodenum", "Max[Gy]", 40.0, Verdict::Review),
+    ];
+    raw.dose_metrics = table
+        .iter()
+        .map(|(structure, name, value, _)| metric(structure, name, *value))
+        .collect();
+    let expected: Vec<Verdict> = table.iter().map(|row| row.3).collect();
+    assert_eq!(verdict_of(&raw, FindingCode::Oar), expected);
 }

@@ -1,6 +1,7 @@
 //! Property tests: every valid case gives a plan inside the bounds of clinical spec §12a, with a
-//! reference list equal to what the plan cites; the server's direct plan encoding is prost's, byte
-//! for byte; no raw input, case or proposal, panics.
+//! reference list equal to what the plan cites; every valid proposal gets a check inside those
+//! bounds; the server's direct plan encoding is prost's, byte for byte; no raw input, case or
+//! proposal, panics.
 
 use std::collections::BTreeSet;
 
@@ -10,7 +11,9 @@ use vlms_rt::core::case::{
     Resectability, SiteGroup, TreatmentPhase, VascularManagement, Vessel,
 };
 use vlms_rt::core::check::{RawDoseMetric, RawPhase, RawProposal};
+use vlms_rt::core::ids::{FindingCode, Verdict};
 use vlms_rt::core::plan::{Indication, PhaseKind, Setting};
+use vlms_rt::core::profile::{MarginRow, ScheduleGroup};
 use vlms_rt::core::{self, Case, Plan, Proposal};
 
 use crate::support::profile;
@@ -26,7 +29,7 @@ const VESSELS: [Vessel; 9] = [
     Vessel::UpperLimbVein,
     Vessel::Other,
 ];
-const ORGANS: [Organ; 7] = [
+const ORGANS: [Organ; 12] = [
     Organ::KidneyLeft,
     Organ::KidneyRight,
     Organ::Liver,
@@ -34,6 +37,11 @@ const ORGANS: [Organ; 7] = [
     Organ::LargeBowel,
     Organ::Stomach,
     Organ::SpinalCord,
+    Organ::Duodenum,
+    Organ::Heart,
+    Organ::Lungs,
+    Organ::Esophagus,
+    Organ::Bladder,
 ];
 
 /// Generated texts for the raw case, which borrows its texts as it would from a request: a few
@@ -63,8 +71,8 @@ prop_compose! {
         resectability in prop::sample::select(vec![Resectability::Resectable, Resectability::Marginal, Resectability::Unresectable]),
         margin in prop::sample::select(vec![Margin::R0, Margin::R1, Margin::R2]),
         vascular in prop::sample::select(vec![None, Some(VascularManagement::None), Some(VascularManagement::Ligation), Some(VascularManagement::PrimaryRepair), Some(VascularManagement::Patch), Some(VascularManagement::Graft)]),
-        flags in prop::collection::vec(any::<bool>(), 10),
-        organs in prop::collection::vec(prop::sample::select(ORGANS.to_vec()), 0..9),
+        flags in prop::collection::vec(any::<bool>(), 11),
+        organs in prop::collection::vec(prop::sample::select(ORGANS.to_vec()), 0..14),
         (surgery_offset, surgery_date) in date_strategy(),
         days_after in 0_i64..400,
     ) -> RawCase<'static> {
@@ -98,6 +106,7 @@ prop_compose! {
             solitary_functioning_kidney: flags[6],
             prior_radiotherapy: flags[7],
             metastatic_disease: flags[8] && flags[9],
+            preoperative_rt_delivered: flags[10],
         }
     }
 }
@@ -143,7 +152,7 @@ prop_compose! {
         resectability in raw_enum(vec![Resectability::Resectable, Resectability::Marginal, Resectability::Unresectable]),
         resection in prop::option::of((raw_enum(vec![Margin::R0, Margin::R1, Margin::R2]), any_text(), raw_enum(vec![VascularManagement::None, VascularManagement::Graft]), any::<[bool; 6]>())),
         organs in prop::collection::vec(raw_enum(ORGANS.to_vec()), 0..5),
-        flags in any::<[bool; 4]>(),
+        flags in any::<[bool; 5]>(),
     ) -> RawCase<'static> {
         RawCase {
             case_id: leak(case_id),
@@ -168,6 +177,7 @@ prop_compose! {
             solitary_functioning_kidney: flags[1],
             prior_radiotherapy: flags[2],
             metastatic_disease: flags[3],
+            preoperative_rt_delivered: flags[4],
         }
     }
 }
@@ -223,10 +233,12 @@ proptest! {
         let case = case.expect("checked");
         let plan = core::recommend(&profile, &case);
         let retroperitoneal = plan.site_group == SiteGroup::Retroperitoneal;
+        // The retroperitoneal schedule group: retroperitoneal and unclassified sites.
+        let truncal = retroperitoneal || plan.site_group == SiteGroup::Other;
 
         for prescription in &plan.prescriptions {
             prop_assert!(prescription.total_dose_gy <= 66.0 + 1e-9);
-            if retroperitoneal {
+            if truncal {
                 prop_assert!(prescription.total_dose_gy <= 50.4 + 1e-9);
                 prop_assert!(prescription.phases.iter().all(|phase| phase.kind == PhaseKind::Initial));
             }
@@ -237,6 +249,9 @@ proptest! {
         }
         let should_prescribe = plan.rt_on_table() && !case.prior_radiotherapy();
         prop_assert_eq!(!plan.prescriptions.is_empty(), should_prescribe);
+        if case.preoperative_rt_delivered() {
+            prop_assert!(plan.prescriptions.is_empty(), "a prescription after a completed preoperative course");
+        }
         if should_prescribe {
             prop_assert_eq!(plan.prescriptions.iter().filter(|rx| rx.preferred).count(), 1);
         }
@@ -383,4 +398,108 @@ proptest! {
             Err(violations) => prop_assert!(!violations.is_empty()),
         }
     }
+
+    #[test]
+    fn every_valid_proposal_gets_a_check_inside_the_bounds(
+        raw in valid_case(),
+        listed in any::<prop::sample::Index>(),
+        take_listed in any::<bool>(),
+        initial in (0.5_f64..8.0, 1_i64..40),
+        boost in prop::option::of((0.5_f64..8.0, 1_i64..15)),
+        neoadjuvant in any::<bool>(),
+    ) {
+        let profile = profile();
+        let case = Case::validate(&raw, "case").expect("valid");
+        let before = matches!(raw.phase, RawEnum::Known(TreatmentPhase::PreResection));
+        let setting = match (before, neoadjuvant) {
+            (true, true) => Setting::NeoadjuvantChemoradiation,
+            (true, false) => Setting::Preoperative,
+            (false, _) => Setting::Postoperative,
+        };
+        // The row this proposal is judged on, found here from the spec's definitions.
+        let group = match case.vessel().site_group() {
+            SiteGroup::Extremity => ScheduleGroup::Extremity,
+            SiteGroup::Retroperitoneal | SiteGroup::Other => ScheduleGroup::Retroperitoneal,
+        };
+        let margins = match (group, setting, case.resection()) {
+            (ScheduleGroup::Extremity, Setting::Postoperative, Some(resection))
+                if resection.margin == Margin::R0 && !resection.close_margin => MarginRow::R0NotClose,
+            (ScheduleGroup::Extremity, Setting::Postoperative, _) => MarginRow::R0CloseOrPositive,
+            _ => MarginRow::Any,
+        };
+        let row = profile.schedule(group, setting, margins).expect("a row for every setting");
+        // Half the proposals are a listed schedule's phases, the rest random.
+        let phases: Vec<(PhaseKind, f64, i64)> = if take_listed {
+            listed.get(&row.options).phases.iter()
+                .map(|phase| (phase.kind, phase.dose_per_fraction_gy, i64::from(phase.fractions)))
+                .collect()
+        } else {
+            let mut phases = vec![(PhaseKind::Initial, initial.0, initial.1)];
+            phases.extend(boost.map(|(dose, fractions)| (PhaseKind::Boost, dose, fractions)));
+            phases
+        };
+        let proposal = RawProposal {
+            case: Some(raw.clone()),
+            setting: RawEnum::Known(setting),
+            phases: phases.iter().map(|(kind, dose, fractions)| RawPhase {
+                kind: RawEnum::Known(*kind),
+                dose_per_fraction_gy: *dose,
+                fractions: *fractions,
+            }).collect(),
+            planned_start_date: String::new(),
+            dose_metrics: Vec::new(),
+        };
+        let proposal = Proposal::validate(&proposal).expect("a valid proposal");
+        let report = core::check(&profile, &proposal);
+
+        let codes: Vec<FindingCode> = report.findings.iter().map(|finding| finding.code).collect();
+        let mut ordered = codes.clone();
+        ordered.sort();
+        prop_assert_eq!(&codes, &ordered, "findings in the order of the spec's table");
+        let verdict_of = |code: FindingCode| -> Vec<Verdict> {
+            report.findings.iter().filter(|finding| finding.code == code).map(|finding| finding.verdict).collect()
+        };
+        prop_assert_eq!(verdict_of(FindingCode::Schedule).len(), 1);
+        prop_assert_eq!(verdict_of(FindingCode::FractionSize).len(), phases.len());
+        let dose = verdict_of(FindingCode::Dose);
+        prop_assert_eq!(dose.len(), 1);
+        let dose = dose[0];
+        let schedule_pass = verdict_of(FindingCode::Schedule) == vec![Verdict::Pass];
+
+        let ab_late = profile.alpha_beta_late_gy();
+        let e3: f64 = phases.iter().map(|(_, d, n)| *n as f64 * d * (d + ab_late) / (2.0 + ab_late)).sum();
+        prop_assert!((report.eqd2_late_gy - e3).abs() < 1e-9);
+        let total: f64 = phases.iter().map(|(_, d, n)| *n as f64 * d).sum();
+        if case.preoperative_rt_delivered() {
+            prop_assert!(report.verdict != Verdict::Pass, "a PASS after a completed preoperative course");
+            prop_assert!(dose != Verdict::Pass && !schedule_pass);
+            prop_assert_eq!(verdict_of(FindingCode::AfterPreopRt), vec![Verdict::Review]);
+            if group == ScheduleGroup::Retroperitoneal {
+                prop_assert_eq!(dose, Verdict::Fail);
+            }
+        } else {
+            prop_assert!(verdict_of(FindingCode::AfterPreopRt).is_empty());
+            if take_listed {
+                prop_assert!(schedule_pass, "a listed schedule not recognised: {:?}", phases);
+            }
+            let max3 = row.options.iter().map(|option| option.eqd2_late_gy).fold(f64::MIN, f64::max);
+            let cap = if group == ScheduleGroup::Retroperitoneal { 50.4 } else { 66.0 };
+            if !schedule_pass {
+                if e3 - max3 >= 0.01 + 1e-9 {
+                    prop_assert!(dose != Verdict::Pass && report.verdict != Verdict::Pass,
+                        "E3 {} above MAX3 {} passed", e3, max3);
+                }
+                if e3 - 1.10 * max3 >= 0.01 + 1e-9 || total - cap >= 0.01 + 1e-9 {
+                    prop_assert_eq!(dose, Verdict::Fail);
+                    prop_assert_eq!(report.verdict, Verdict::Fail);
+                }
+            } else {
+                prop_assert_eq!(dose, Verdict::Pass);
+            }
+        }
+        if group == ScheduleGroup::Retroperitoneal && phases.iter().any(|(kind, _, _)| *kind == PhaseKind::Boost) {
+            prop_assert_eq!(verdict_of(FindingCode::Boost), vec![Verdict::Fail]);
+        }
+    }
+
 }

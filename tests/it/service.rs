@@ -64,7 +64,7 @@ async fn every_plan_vignette_over_recommend() {
             "recommendation_id repeated"
         );
         let guideline = plan.guideline.clone().expect("guideline ref");
-        assert_eq!(guideline.version, "2026.1");
+        assert_eq!(guideline.version, "2026.2");
         assert_eq!(guideline.sha256.len(), 64);
         assert!(
             guideline
@@ -456,7 +456,14 @@ async fn get_guideline_lists_every_rule_and_alert() {
         .await
         .expect("ok")
         .into_inner();
-    assert_eq!(guideline.version, "2026.1");
+    assert_eq!(guideline.version, "2026.2");
+    // The changes since the previous version come with it, each with a reason and references.
+    assert_eq!(guideline.previous_version, "2026.1");
+    assert!(guideline.changes.len() >= 8, "{:?}", guideline.changes);
+    for change in &guideline.changes {
+        assert!(!change.summary.is_empty() && !change.reason.is_empty());
+        assert!(!change.reference_ids.is_empty(), "{}", change.summary);
+    }
     let rule_ids: Vec<&str> = guideline
         .rules
         .iter()
@@ -464,7 +471,7 @@ async fn get_guideline_lists_every_rule_and_alert() {
         .collect();
     let expected: Vec<&str> = RuleId::ALL.iter().map(|rule| rule.as_str()).collect();
     assert_eq!(rule_ids, expected);
-    assert_eq!(rule_ids.len(), 33);
+    assert_eq!(rule_ids.len(), 36);
     let reference_ids: HashSet<&str> = guideline
         .references
         .iter()

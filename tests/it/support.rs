@@ -6,13 +6,13 @@ use std::sync::Arc;
 use serde_json::Value;
 use vlms_rt::pb;
 
-/// Directory of the shared vignettes (`../shared/vignettes` beside the repository, or
+/// Directory of the shared vignettes (`../shared/vignettes-2026.2` beside the repository, or
 /// `VLMS_RT_VIGNETTES`). Tests fail, never skip, when it is missing.
 pub fn vignette_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("VLMS_RT_VIGNETTES") {
         return PathBuf::from(dir);
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vignettes")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vignettes-2026.2")
 }
 
 /// One vignette file.

@@ -16,7 +16,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PROTO = ROOT / "proto"
-VIGNETTES = pathlib.Path(os.environ.get("VLMS_RT_VIGNETTES", ROOT.parent / "shared" / "vignettes"))
+VIGNETTES = pathlib.Path(os.environ.get("VLMS_RT_VIGNETTES", ROOT.parent / "shared" / "vignettes-2026.2"))
 
 
 def _binary(name):

@@ -84,7 +84,7 @@ def test_recommend_matches_vignette(stubs, stub, name, data):
     response = stub.Recommend(stubs.service.RecommendRequest(case=case_message(stubs, data)), timeout=10)
     assert_plan_matches(stubs, response.plan, data["expected"], name)
     assert len(response.plan.recommendation_id) == 26
-    assert response.plan.guideline.version == "2026.1"
+    assert response.plan.guideline.version == "2026.2"
 
 
 def test_recommend_stream_in_order_with_in_band_errors(stubs, stub):
