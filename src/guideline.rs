@@ -478,6 +478,37 @@ mod tests {
         }
     }
 
+    /// The committee's change log and the profile's own list of changes say the same.
+    #[test]
+    fn the_change_log_lists_every_change_of_the_embedded_profile() {
+        let log = include_str!("../guideline/CHANGES.md");
+        let profile = embedded().expect("valid");
+        let heading = format!(
+            "## {} (replaces {})",
+            profile.version(),
+            profile.previous_version()
+        );
+        let start = log.find(&heading).expect("a section for this version");
+        let section = &log[start..];
+        let section = &section[..section[3..]
+            .find("\n## ")
+            .map_or(section.len(), |end| end + 3)];
+        for change in profile.changes() {
+            let row = format!(
+                "| {} | {} | {} |",
+                change.summary,
+                change.reason,
+                change.reference_ids.join(", ")
+            );
+            assert!(section.contains(&row), "CHANGES.md lacks: {row}");
+        }
+        assert_eq!(
+            section.matches("\n| ").count(),
+            profile.changes().len() + 1,
+            "one table row per change, plus the header"
+        );
+    }
+
     #[test]
     fn a_missing_file_and_non_utf8_bytes_are_load_errors() {
         let missing = from_path(Path::new("no/such/profile.toml")).expect_err("missing");

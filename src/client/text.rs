@@ -575,6 +575,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_case_summary_names_the_new_organs_and_the_completed_preoperative_course() {
+        let case = pb::Case {
+            vessel: pb::Vessel::InferiorVenaCava as i32,
+            ivc_segment: pb::IvcSegment::Upper as i32,
+            tumor: Some(pb::Tumor {
+                size_cm: 7.5,
+                grade: pb::Grade::Grade3 as i32,
+                depth: 0,
+            }),
+            phase: pb::TreatmentPhase::PostResection as i32,
+            resection: Some(pb::Resection {
+                margin: pb::Margin::R1 as i32,
+                surgery_date: "2026-10-27".into(),
+                ..Default::default()
+            }),
+            organs_at_risk: vec![
+                pb::Organ::Duodenum as i32,
+                pb::Organ::Heart as i32,
+                pb::Organ::Bladder as i32,
+                99,
+            ],
+            preoperative_rt_delivered: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            case_summary(&case),
+            "INFERIOR_VENA_CAVA; segment UPPER; 7.5 cm GRADE_3; POST_RESECTION; R1 on 2026-10-27; \
+             organs at risk DUODENUM, HEART, BLADDER, <unknown 99>; preoperative RT course completed"
+        );
+    }
+
+    #[test]
     fn doses_print_without_needless_zeros() {
         assert_eq!(gy(50.4), "50.4");
         assert_eq!(gy(50.0), "50");

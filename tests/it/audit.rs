@@ -1479,6 +1479,10 @@ async fn the_client_shows_lists_and_records_feedback(target: Target) {
         text.contains("Radiotherapy: CONSIDER — setting PREOPERATIVE"),
         "{text}"
     );
+    assert!(
+        text.contains("Case as sent: ILIAC_VEIN; 6 cm GRADE_2; PRE_RESECTION; MARGINAL\n"),
+        "{text}"
+    );
 
     let output = run(vec![
         "--output".into(),

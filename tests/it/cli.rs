@@ -412,6 +412,23 @@ async fn stdin_with_default_evaluation_date_stream_check_guideline_and_health() 
     assert!(
         output.stdout.contains("GATE-METASTATIC") && output.stdout.contains("OUTCOME-IVC-RENAL")
     );
+    // The version and what changed since the previous one, before the rules.
+    assert!(
+        output.stdout.starts_with("Guideline 2026.2 (sha256 "),
+        "{}",
+        output.stdout
+    );
+    let changes = output
+        .stdout
+        .find("Changes since 2026.1:")
+        .expect("changes");
+    let rules = output.stdout.find("\nRules:").expect("rules");
+    assert!(changes < rules);
+    assert!(
+        output.stdout.contains("RX_TOTAL_DOSE") && output.stdout.contains("    Why: "),
+        "{}",
+        output.stdout
+    );
 
     let output = client(&server.url, &["health"], None).await;
     assert_eq!(
@@ -424,6 +441,72 @@ async fn stdin_with_default_evaluation_date_stream_check_guideline_and_health() 
     assert_eq!(output.code, 1, "{}", output.stderr);
     assert!(
         output.stderr.contains("FAILED_PRECONDITION: "),
+        "{}",
+        output.stderr
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_2026_2_case_fields_are_read_from_json_and_shown() {
+    let server = TestServer::start().await;
+    // The completed preoperative course: no second course, said in the text.
+    let output = client(
+        &server.url,
+        &[
+            "recommend",
+            &vignette_path("femoral-postop-r1-after-preop-rt"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(output.code, 0, "{}", output.stderr);
+    assert!(
+        output
+            .stdout
+            .starts_with("Radiotherapy: CONSIDER — setting NONE (site group EXTREMITY)"),
+        "{}",
+        output.stdout
+    );
+    assert!(
+        output.stdout.contains("WARNING  POSTOP_BOOST_NOT_ROUTINE"),
+        "{}",
+        output.stdout
+    );
+    assert!(!output.stdout.contains("Preferred prescription"));
+    // The new organs by name in JSON, each row with its note.
+    let case = r#"{"evaluationDate": "2026-11-26", "vessel": "VESSEL_ILIAC_VEIN",
+        "tumor": {"sizeCm": 8, "grade": "GRADE_3"},
+        "phase": "TREATMENT_PHASE_PRE_RESECTION", "resectability": "RESECTABILITY_RESECTABLE",
+        "organsAtRisk": ["ORGAN_BLADDER", "ORGAN_DUODENUM", "ORGAN_HEART", "ORGAN_LUNGS",
+                         "ORGAN_ESOPHAGUS"],
+        "preoperativeRtDelivered": false}"#;
+    let output = client(&server.url, &["recommend", "-"], Some(case)).await;
+    assert_eq!(output.code, 0, "{}", output.stderr);
+    for expected in [
+        "Bladder      Max[Gy]",
+        "Esophagus    Mean[Gy]",
+        "Heart        V25Gy[%]",
+        "Lungs        V20Gy[%]",
+        "Bladder: Maximum bladder dose",
+        "INFO     OAR_LIMIT_NOT_VERIFIED",
+    ] {
+        assert!(
+            output.stdout.contains(expected),
+            "{expected}: {}",
+            output.stdout
+        );
+    }
+    // `null` for the new flag is refused like any other null.
+    let output = client(
+        &server.url,
+        &["recommend", "-"],
+        Some(&case.replace("false}", "null}")),
+    )
+    .await;
+    assert_eq!(output.code, 2, "{}", output.stderr);
+    assert!(
+        output.stderr.contains("preoperativeRtDelivered"),
         "{}",
         output.stderr
     );

@@ -488,7 +488,7 @@ async fn get_guideline_lists_every_rule_and_alert() {
             rule.rule_id
         );
     }
-    assert_eq!(guideline.alert_codes.len(), 19);
+    assert_eq!(guideline.alert_codes.len(), 23);
     assert_eq!(
         guideline.alert_codes,
         AlertCode::ALL
@@ -500,7 +500,7 @@ async fn get_guideline_lists_every_rule_and_alert() {
         guideline
             .alerts
             .iter()
-            .all(|alert| alert.summary.chars().count() <= 140)
+            .all(|alert| alert.summary.chars().count() < 140)
     );
     let plan = client
         .recommend(pb::RecommendRequest {
