@@ -25,7 +25,7 @@ cd "$(dirname "$0")/.."
 rounds="${ROUNDS:-6}"
 duration="${DURATION:-6}"
 level="${LEVEL:-16x32}"
-case_file="${CASE:-../shared/vignettes/ivc-middle-postop-r1.json}"
+case_file="${CASE:-../shared/vignettes-2026.2/ivc-middle-postop-r1.json}"
 warm_up=2
 [[ "$level" =~ ^([1-9][0-9]*)x([1-9][0-9]*)$ ]] || { echo "LEVEL: '$level' is not CONNECTIONSxSTREAMS" >&2; exit 2; }
 connections=${BASH_REMATCH[1]}

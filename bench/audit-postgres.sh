@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-case_file="${1:-../shared/vignettes/ivc-middle-postop-r1.json}"
+case_file="${1:-../shared/vignettes-2026.2/ivc-middle-postop-r1.json}"
 duration="${2:-8}"
 
 if [ -z "${VLMS_RT_TEST_POSTGRES_URL:-}" ]; then

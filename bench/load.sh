@@ -19,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-case_file="${1:-../shared/vignettes/ivc-middle-postop-r1.json}"
+case_file="${1:-../shared/vignettes-2026.2/ivc-middle-postop-r1.json}"
 duration="${2:-10}"
 rounds="${3:-3}"
 warm_up=2

@@ -1,7 +1,7 @@
 //! Criterion benchmarks of the guideline core: `recommend` and `check` on every shared vignette,
 //! and the whole protobuf path (decode → validate → recommend → encode) as the server runs it.
 //!
-//! Run: `cargo bench --bench core` (vignettes from `../shared/vignettes`, or `VLMS_RT_VIGNETTES`).
+//! Run: `cargo bench --bench core` (vignettes from `../shared/vignettes-2026.2`, or `VLMS_RT_VIGNETTES`).
 
 use std::path::PathBuf;
 
@@ -15,7 +15,7 @@ use vlms_rt::{convert, guideline, pb};
 fn vignette_dir() -> PathBuf {
     std::env::var("VLMS_RT_VIGNETTES")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vignettes"))
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vignettes-2026.2"))
 }
 
 type Named<T> = Vec<(String, T)>;

@@ -582,7 +582,7 @@ fn dose_finding<'p>(judging: &Judging<'_, 'p>, schedule_matched: bool) -> Findin
             FindingCode::Dose,
             verdict,
             format!(
-                "{proposal_text}. A preoperative course has been completed: the reference is the {} Gy late-tissue EQD2 of the guideline's postoperative boost; E3 {judged} {factor} x {} = {} Gy.",
+                "{proposal_text}. A preoperative course has been completed: the reference is the {} Gy late-tissue EQD2 of the guideline's postoperative boost; E3 {judged} {factor:.2} x {} = {} Gy.",
                 dose_text(reference),
                 dose_text(reference),
                 dose_text(limit)
@@ -633,13 +633,13 @@ fn dose_finding<'p>(judging: &Judging<'_, 'p>, schedule_matched: bool) -> Findin
     } else if tolerance.exceeds(e3, fail_above) {
         (
             Verdict::Fail,
-            format!("E3 exceeds {factor} x MAX3 = {} Gy", dose_text(fail_above)),
+            format!("E3 exceeds {factor:.2} x MAX3 = {} Gy", dose_text(fail_above)),
         )
     } else if tolerance.exceeds(e3, max3) {
         (
             Verdict::Review,
             format!(
-                "E3 exceeds MAX3, above the guideline's highest late-tissue dose (but not {factor} x MAX3 = {} Gy)",
+                "E3 exceeds MAX3, above the guideline's highest late-tissue dose (but not {factor:.2} x MAX3 = {} Gy)",
                 dose_text(fail_above)
             ),
         )

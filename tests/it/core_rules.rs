@@ -1718,7 +1718,7 @@ fn dose_finding_messages_state_the_numbers_judged() {
         "tumour alpha/beta 4",
         "MAX3 = 66.00 Gy",
         "MIN4 = 66.00 Gy",
-        "1.1 x MAX3 = 72.60 Gy",
+        "1.10 x MAX3 = 72.60 Gy",
     ] {
         assert!(message.contains(part), "{part:?} not in {message}");
     }
