@@ -15,7 +15,9 @@ use vlms_rt::{convert, guideline, pb};
 fn vignette_dir() -> PathBuf {
     std::env::var("VLMS_RT_VIGNETTES")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vignettes-2026.2"))
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vignettes-2026.2")
+        })
 }
 
 type Named<T> = Vec<(String, T)>;

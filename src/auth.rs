@@ -27,16 +27,13 @@ pub enum TokenFileError {
         #[source]
         source: std::io::Error,
     },
-    /// A line is not `caller-name:sha256-hex`.
+    /// A line is not `caller-name:sha256-hex`, or repeats a token hash of an earlier line.
     #[error("token file {path} line {line}: {problem}")]
     Line {
         path: String,
         line: usize,
         problem: String,
     },
-    /// No entry at all: every call would be refused.
-    #[error("token file {path} holds no token")]
-    Empty { path: String },
 }
 
 #[derive(Debug, Clone)]
@@ -53,7 +50,8 @@ pub struct TokenStore {
 }
 
 impl TokenStore {
-    /// Loads the token file at `path`.
+    /// Loads the token file at `path`. A file with no token (empty, or comments only) admits no
+    /// caller.
     pub fn load(path: &Path) -> Result<TokenStore, TokenFileError> {
         let entries = read_entries(path)?;
         Ok(TokenStore {
@@ -62,7 +60,8 @@ impl TokenStore {
         })
     }
 
-    /// Re-reads the file; on error the tokens in force stay unchanged. Returns the number of entries.
+    /// Re-reads the file; on error the tokens in force stay unchanged. Returns the number of
+    /// entries: 0 when the file holds none, which revokes every token (no caller is admitted).
     pub fn reload(&self) -> Result<usize, TokenFileError> {
         let entries = read_entries(&self.path)?;
         let count = entries.len();
@@ -71,6 +70,19 @@ impl TokenStore {
             Err(poisoned) => *poisoned.into_inner() = Arc::new(entries),
         }
         Ok(count)
+    }
+
+    /// How many tokens are in force.
+    pub fn len(&self) -> usize {
+        match self.entries.read() {
+            Ok(guard) => guard.len(),
+            Err(poisoned) => poisoned.into_inner().len(),
+        }
+    }
+
+    /// No token is in force: every call is refused.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The caller whose token this is, comparing against every entry in constant time.
@@ -98,7 +110,9 @@ fn read_entries(path: &Path) -> Result<Vec<Entry>, TokenFileError> {
         path: name.clone(),
         source,
     })?;
-    let mut entries = Vec::new();
+    let mut entries: Vec<Entry> = Vec::new();
+    // The line number of each entry, for messages.
+    let mut lines: Vec<usize> = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -125,13 +139,23 @@ fn read_entries(path: &Path) -> Result<Vec<Entry>, TokenFileError> {
         }
         let token_sha256 = decode_hex_32(hash.trim())
             .ok_or_else(|| problem("the hash must be 64 hex digits (SHA-256 of the token)"))?;
+        // One token names one caller: a hash listed twice would make the caller a call is
+        // logged and audited under depend on the order of the lines.
+        if let Some((earlier_line, earlier)) = entries
+            .iter()
+            .zip(&lines)
+            .find(|(entry, _)| entry.token_sha256 == token_sha256)
+            .map(|(entry, line)| (*line, entry.caller.clone()))
+        {
+            return Err(problem(&format!(
+                "this token hash is already listed on line {earlier_line} (caller {earlier}); a token names one caller"
+            )));
+        }
         entries.push(Entry {
             caller: caller.to_string(),
             token_sha256,
         });
-    }
-    if entries.is_empty() {
-        return Err(TokenFileError::Empty { path: name });
+        lines.push(index + 1);
     }
     Ok(entries)
 }
@@ -244,9 +268,17 @@ mod tests {
 
     #[test]
     fn bad_token_files_are_refused_with_the_line() {
+        let hash = token_sha256_hex("x");
         for (text, expected) in [
-            ("", "holds no token"),
             ("no-colon\n", "line 1"),
+            (
+                &format!("a:{hash}\nb:{}\nc:{hash}\n", token_sha256_hex("y")),
+                "line 3: this token hash is already listed on line 1 (caller a)",
+            ),
+            (
+                &format!("a:{hash}\n# again\na:{hash}\n"),
+                "already listed on line 1",
+            ),
             ("name:abc\n", "64 hex digits"),
             (
                 &format!("bad name:{}\n", token_sha256_hex("x")),
@@ -257,5 +289,24 @@ mod tests {
             let error = TokenStore::load(&tokens.0).expect_err(text).to_string();
             assert!(error.contains(expected), "{text:?}: {error}");
         }
+    }
+
+    #[test]
+    fn a_file_without_tokens_revokes_every_token() {
+        let tokens = file(&format!("tps:{}\n", token_sha256_hex("alpha")));
+        let store = TokenStore::load(&tokens.0).expect("valid");
+        assert_eq!(store.caller_for("alpha").as_deref(), Some("tps"));
+        for emptied in ["", "# every token revoked\n", "\n  \n"] {
+            std::fs::write(&tokens.0, emptied).expect("write");
+            assert_eq!(store.reload().expect("an empty file is a valid file"), 0);
+            assert!(store.is_empty());
+            assert_eq!(store.caller_for("alpha"), None, "{emptied:?}");
+        }
+        // A broken file keeps what is in force (here: nothing), and says why.
+        std::fs::write(&tokens.0, "broken\n").expect("write");
+        assert!(store.reload().is_err());
+        assert!(store.is_empty());
+        let empty = file("# nobody yet\n");
+        assert!(TokenStore::load(&empty.0).expect("loads").is_empty());
     }
 }

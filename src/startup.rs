@@ -138,7 +138,9 @@ pub struct RunningServer {
     /// The metrics endpoint's address, when enabled.
     pub metrics_addr: Option<SocketAddr>,
     health: HealthReporter,
-    stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// Set at shutdown; the audit-health follower ends on it (and with it its hold on the audit
+    /// store, whose SQLite lock is then released).
+    stopping: tokio::sync::watch::Sender<bool>,
     tokens: Option<Arc<TokenStore>>,
     grace: Duration,
     shutdown: Option<oneshot::Sender<()>>,
@@ -170,8 +172,7 @@ impl RunningServer {
     /// Graceful shutdown: health flips to NOT_SERVING, new calls are refused, in-flight calls
     /// finish within the grace period, then the server ends.
     pub async fn shutdown(mut self) -> Result<Drain, anyhow::Error> {
-        self.stopping
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stopping.send_replace(true);
         self.health
             .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
             .await;
@@ -272,13 +273,9 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
     health
         .set_service_status(LIVENESS_SERVICE_NAME, ServingStatus::Serving)
         .await;
-    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
     if let Some(audit) = settings.audit.clone() {
-        tokio::spawn(follow_audit_health(
-            audit,
-            health.clone(),
-            Arc::clone(&stopping),
-        ));
+        tokio::spawn(follow_audit_health(audit, health.clone(), stopped));
     }
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -362,19 +359,24 @@ fn audit_wait(call_timeout: Duration) -> Duration {
 }
 
 /// Keeps health in step with the audit store: NOT_SERVING while it cannot commit (calls then fail
-/// closed with UNAVAILABLE), probing it until it can, then SERVING again.
+/// closed with UNAVAILABLE), probing it until it can, then SERVING again. Ends when the server
+/// stops.
 async fn follow_audit_health(
     audit: crate::audit::Auditor,
     health: HealthReporter,
-    stopping: Arc<std::sync::atomic::AtomicBool>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut healthy = audit.health();
+    let stopped = |stopping: &tokio::sync::watch::Receiver<bool>| *stopping.borrow();
     loop {
-        if healthy.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = healthy.changed() => if changed.is_err() {
+                return;
+            },
+            _ = stopping.wait_for(|stopped| *stopped) => return,
         }
         let writable = *healthy.borrow_and_update();
-        if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+        if stopped(&stopping) {
             return;
         }
         if writable {
@@ -395,7 +397,10 @@ async fn follow_audit_health(
         // Probe until a write commits; the probe's result reaches `healthy` and the loop above.
         loop {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            if stopping.load(std::sync::atomic::Ordering::SeqCst) || audit.probe().await.is_ok() {
+            if stopped(&stopping) {
+                return;
+            }
+            if audit.probe().await.is_ok() {
                 break;
             }
         }

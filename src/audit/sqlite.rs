@@ -164,14 +164,101 @@ fn migrate(connection: &mut Connection) -> Result<(), AuditError> {
     Ok(())
 }
 
-/// Opens (creating and migrating if needed) the audit database at `path`. With a `dictionary`
-/// (see [`super::dictionary::plan_dictionary`]), responses are stored compressed against it; it is
+/// The lock file beside an audit database: `<database>.lock`.
+pub fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Takes the exclusive lock that makes one process the only writer of an audit database, for as
+/// long as the returned file is open (the process's life). Two writers would each extend the hash
+/// chain from their own last hash and break it. The lock file names its holder, so a second
+/// server's refusal can say who has it.
+fn lock_exclusively(path: &Path) -> Result<std::fs::File, AuditError> {
+    use std::io::{Read, Seek, Write};
+    let lock_path = lock_path(path);
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&lock_path).map_err(|error| {
+        AuditError::Store(format!(
+            "cannot open the lock file {}: {error}",
+            lock_path.display()
+        ))
+    })?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Err(AuditError::Store(format!(
+                "{} is in use by another process ({}); one audit database takes one server (lock file {})",
+                path.display(),
+                if holder.is_empty() {
+                    "holder unknown"
+                } else {
+                    holder
+                },
+                lock_path.display()
+            )));
+        }
+        Err(std::fs::TryLockError::Error(error)) => {
+            return Err(AuditError::Store(format!(
+                "cannot lock {}: {error}",
+                lock_path.display()
+            )));
+        }
+    }
+    let holder = format!(
+        "vlms-rt-server pid {} since {}\n",
+        std::process::id(),
+        super::now_rfc3339()
+    );
+    let written = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| file.write_all(holder.as_bytes()));
+    written.map_err(|error| {
+        AuditError::Store(format!(
+            "cannot write the lock file {}: {error}",
+            lock_path.display()
+        ))
+    })?;
+    Ok(file)
+}
+
+/// The identity of the file at `path` (device and inode), to tell when the path no longer names
+/// the file a connection writes.
+#[cfg(unix)]
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .ok()
+        .map(|metadata| (metadata.dev(), metadata.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_identity(_path: &Path) -> Option<(u64, u64)> {
+    None
+}
+
+/// Opens (creating and migrating if needed) the audit database at `path` as its only writer (an
+/// exclusive lock held until the store is dropped). With a `dictionary` (see
+/// [`super::dictionary::plan_dictionary`]), responses are stored compressed against it; it is
 /// saved in the database first (once per distinct dictionary).
 pub fn open(
     path: &Path,
     dictionary: Option<&[u8]>,
 ) -> Result<(SqliteStore, SqliteReader), AuditError> {
+    let lock = lock_exclusively(path)?;
     create_private(path)?;
+    let identity = file_identity(path);
     let mut writer = connect(path)?;
     migrate(&mut writer)?;
     let compression = match Compression::new(dictionary.unwrap_or_default())? {
@@ -187,6 +274,10 @@ pub fn open(
             connection: writer,
             last_hash: None,
             compression,
+            path: path.to_path_buf(),
+            identity,
+            replaced: false,
+            _lock: lock,
         },
         SqliteReader {
             state: Mutex::new(ReaderState {
@@ -223,9 +314,37 @@ pub struct SqliteStore {
     /// The dictionary's id and the compression callers apply with it; `None`: responses are stored
     /// as sent.
     compression: Option<(i64, Arc<Compression>)>,
+    path: PathBuf,
+    /// Device and inode of the database file when it was opened.
+    identity: Option<(u64, u64)>,
+    /// The path stopped naming the opened file: every later write fails until a restart.
+    replaced: bool,
+    /// The exclusive lock on `<database>.lock`, held for the store's life.
+    _lock: std::fs::File,
 }
 
 impl SqliteStore {
+    /// Fails when the database file was deleted or replaced since it was opened: what this
+    /// connection commits would then go to a file no one can read (records lost in silence). Once
+    /// seen, the store stays failed (calls UNAVAILABLE, health NOT_SERVING) until an operator
+    /// restarts the server; the log says so once.
+    fn still_the_opened_file(&mut self) -> Result<(), AuditError> {
+        if !self.replaced && self.identity.is_some() && file_identity(&self.path) != self.identity {
+            self.replaced = true;
+            tracing::error!(
+                audit_db = %self.path.display(),
+                "the audit database file was deleted or replaced while in use: refusing every answer until the server is restarted (records committed since then would be lost)"
+            );
+        }
+        if self.replaced {
+            return Err(AuditError::Store(format!(
+                "the audit database {} was deleted or replaced while in use; restart the server",
+                self.path.display()
+            )));
+        }
+        Ok(())
+    }
+
     fn stored_last_hash(&self) -> Result<[u8; 32], AuditError> {
         let hash: Option<Vec<u8>> = self
             .connection
@@ -302,11 +421,15 @@ impl Store for SqliteStore {
             }
         }
         transaction.commit().map_err(store_error)?;
+        // Checked after the commit, so that a file deleted at any moment before it fails the
+        // batch: its callers are refused rather than answered from an unreadable file.
+        self.still_the_opened_file()?;
         self.last_hash = Some(previous);
         Ok(())
     }
 
     fn probe(&mut self) -> Result<(), AuditError> {
+        self.still_the_opened_file()?;
         self.connection
             .execute(
                 "INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?1)",

@@ -633,7 +633,10 @@ fn dose_finding<'p>(judging: &Judging<'_, 'p>, schedule_matched: bool) -> Findin
     } else if tolerance.exceeds(e3, fail_above) {
         (
             Verdict::Fail,
-            format!("E3 exceeds {factor:.2} x MAX3 = {} Gy", dose_text(fail_above)),
+            format!(
+                "E3 exceeds {factor:.2} x MAX3 = {} Gy",
+                dose_text(fail_above)
+            ),
         )
     } else if tolerance.exceeds(e3, max3) {
         (

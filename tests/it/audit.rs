@@ -2041,3 +2041,120 @@ async fn a_record_keeps_the_request_as_read_not_fields_the_contract_does_not_def
     assert_eq!(stored, canonical, "prost's encoding of what was read");
     assert!(!stored.windows(4).any(|window| window == b"Jane"));
 }
+
+/// A recommendation over `url`, for the tests that drive server processes.
+async fn recommend_over(url: &str, case_id: &str) -> Result<pb::Plan, tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connects");
+    RecommendationServiceClient::new(channel)
+        .recommend(with_case_id("iliac-marginal", case_id))
+        .await
+        .map(|response| response.into_inner().plan.expect("plan"))
+}
+
+#[tokio::test]
+async fn a_second_server_on_one_sqlite_file_is_refused_naming_the_file_and_its_holder() {
+    let target = Target::sqlite();
+    let Target::Sqlite(path) = &target else {
+        unreachable!("sqlite")
+    };
+    let (mut first, url) = spawn_replica(&target);
+    recommend_over(&url, "one-owner").await.expect("answered");
+    let second = Command::new(env!("CARGO_BIN_EXE_vlms-rt-server"))
+        .args(["--listen", "127.0.0.1:0"])
+        .args(target.args())
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} is in use by another process", path.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("vlms-rt-server pid {}", first.id())),
+        "the holder is named: {stderr}"
+    );
+    // The first server goes on, alone on its chain.
+    for index in 0..6 {
+        recommend_over(&url, &format!("one-owner-{index}"))
+            .await
+            .expect("answered");
+    }
+    first.kill().expect("kill");
+    first.wait().expect("ended");
+    let (code, report) = verify(&target);
+    assert_eq!(code, 0, "{report}");
+    assert!(report.contains("intact: 7 records"), "{report}");
+    // With the holder gone, the lock is free again.
+    let (mut next, url) = spawn_replica(&target);
+    recommend_over(&url, "after").await.expect("answered");
+    next.kill().expect("kill");
+    next.wait().expect("ended");
+}
+
+#[tokio::test]
+async fn a_deleted_audit_file_fails_closed_instead_of_answering_into_the_void() {
+    let target = Target::sqlite();
+    let Target::Sqlite(path) = &target else {
+        unreachable!("sqlite")
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vlms-rt-server"))
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(target.args())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("server starts");
+    let (address, log) = crate::support::wait_for_address_and_log(&mut child);
+    let url = format!("http://{address}");
+    recommend_over(&url, "before").await.expect("answered");
+    std::fs::remove_file(path).expect("delete the audit file");
+    for index in 0..3 {
+        let status = recommend_over(&url, &format!("after-{index}"))
+            .await
+            .expect_err("no answer without its record");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    }
+    let channel = tonic::transport::Endpoint::from_shared(url.clone())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connects");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    wait_for_health(
+        &mut health,
+        "vlms.rt.v1.RecommendationService",
+        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32,
+        10,
+        "NOT_SERVING once the audit file is gone",
+    )
+    .await;
+    // A new file at the path does not make the server whole: it keeps refusing until restarted.
+    std::fs::write(path, b"").expect("a new file");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = recommend_over(&url, "still")
+        .await
+        .expect_err("still refused");
+    assert_eq!(status.code(), Code::Unavailable);
+    child.kill().expect("kill");
+    child.wait().expect("ended");
+    // The log thread has read everything once the pipe closes; give it a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let log = loop {
+        let text = log.lock().expect("log").join("\n");
+        if text.contains("deleted or replaced") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        log.matches("the audit database file was deleted or replaced while in use")
+            .count(),
+        1,
+        "said once: {log}"
+    );
+}

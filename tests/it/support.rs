@@ -450,9 +450,20 @@ impl TestServer {
 
 /// Reads a server process's JSON log until it reports its address.
 pub fn wait_for_address(child: &mut std::process::Child) -> String {
+    wait_for_address_and_log(child).0
+}
+
+/// A server process's log lines, collected as they come.
+pub type ServerLog = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Reads a server process's JSON log until it reports its address, and goes on collecting the
+/// log's lines.
+pub fn wait_for_address_and_log(child: &mut std::process::Child) -> (String, ServerLog) {
     use std::io::BufRead;
     let stderr = child.stderr.take().expect("stderr piped");
     let (sender, receiver) = std::sync::mpsc::channel();
+    let log = ServerLog::default();
+    let collected = std::sync::Arc::clone(&log);
     std::thread::spawn(move || {
         let mut sent = false;
         for line in std::io::BufReader::new(stderr)
@@ -464,11 +475,15 @@ pub fn wait_for_address(child: &mut std::process::Child) -> String {
                 let _ = sender.send(record["listen"].as_str().unwrap_or_default().to_string());
                 sent = true;
             }
+            if let Ok(mut lines) = collected.lock() {
+                lines.push(line);
+            }
         }
     });
-    receiver
+    let address = receiver
         .recv_timeout(std::time::Duration::from_secs(30))
-        .expect("server reports its address")
+        .expect("server reports its address");
+    (address, log)
 }
 
 /// A plain HTTP/1.1 GET (the metrics endpoint); the whole response, status line included.
