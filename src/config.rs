@@ -105,6 +105,23 @@ pub enum ServerCommand {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// Token-file maintenance.
+    Tokens {
+        #[command(subcommand)]
+        action: TokensAction,
+    },
+}
+
+/// Token-file maintenance actions.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum TokensAction {
+    /// Read a token file as the server would and say what it admits (exit 2 when the server would
+    /// refuse it). Run it before a reload: the systemd unit's ExecReload does, so that
+    /// `systemctl reload` fails on a broken file instead of logging it.
+    Check {
+        /// The token file (`caller-name:sha256-hex` lines).
+        path: PathBuf,
+    },
 }
 
 /// Audit-trail maintenance actions.

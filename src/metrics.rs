@@ -55,6 +55,8 @@ pub struct Metrics {
     in_flight: IntGauge,
     shed: IntCounterVec,
     plans: IntCounterVec,
+    token_reloads: IntCounterVec,
+    tokens: IntGauge,
     resolved: Arc<Resolved>,
     audit: Option<AuditGauges>,
 }
@@ -118,6 +120,19 @@ impl Metrics {
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(shed.clone()))?;
         registry.register(Box::new(plans.clone()))?;
+        let token_reloads = IntCounterVec::new(
+            Opts::new(
+                "vlms_rt_token_reloads_total",
+                "Token-file reloads (SIGHUP) by result: ok, or failed (the tokens in force stay).",
+            ),
+            &["result"],
+        )?;
+        let tokens = IntGauge::new(
+            "vlms_rt_auth_tokens",
+            "Bearer tokens in force (0 with a token file that holds none: every call refused).",
+        )?;
+        registry.register(Box::new(token_reloads.clone()))?;
+        registry.register(Box::new(tokens.clone()))?;
         let audit = match audit {
             Some(stats) => {
                 let batches = IntGauge::new(
@@ -175,8 +190,24 @@ impl Metrics {
             in_flight,
             shed,
             plans,
+            token_reloads,
+            tokens,
             resolved: Arc::default(),
         })
+    }
+
+    /// The outcome of a token-file reload, and the tokens in force after it.
+    pub fn token_reload(&self, succeeded: bool, tokens_in_force: usize) {
+        self.token_reloads
+            .with_label_values(&[if succeeded { "ok" } else { "failed" }])
+            .inc();
+        self.set_tokens(tokens_in_force);
+    }
+
+    /// The number of bearer tokens in force.
+    pub fn set_tokens(&self, tokens_in_force: usize) {
+        self.tokens
+            .set(i64::try_from(tokens_in_force).unwrap_or(i64::MAX));
     }
 
     /// Records a finished call.

@@ -142,6 +142,7 @@ pub struct RunningServer {
     /// store, whose SQLite lock is then released).
     stopping: tokio::sync::watch::Sender<bool>,
     tokens: Option<Arc<TokenStore>>,
+    metrics: Arc<Metrics>,
     grace: Duration,
     shutdown: Option<oneshot::Sender<()>>,
     metrics_shutdown: Option<oneshot::Sender<()>>,
@@ -161,12 +162,15 @@ pub enum Drain {
 }
 
 impl RunningServer {
-    /// Re-reads the token file (no-op without one). The tokens in force stay on error.
+    /// Re-reads the token file (no-op without one). The tokens in force stay on error; a file
+    /// with no token revokes them all. The outcome is counted in the metrics.
     pub fn reload_tokens(&self) -> Result<Option<usize>, crate::auth::TokenFileError> {
-        self.tokens
-            .as_ref()
-            .map(|tokens| tokens.reload())
-            .transpose()
+        let Some(tokens) = &self.tokens else {
+            return Ok(None);
+        };
+        let result = tokens.reload();
+        self.metrics.token_reload(result.is_ok(), tokens.len());
+        result.map(Some)
     }
 
     /// Graceful shutdown: health flips to NOT_SERVING, new calls are refused, in-flight calls
@@ -243,6 +247,9 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         None => (None, None),
     };
 
+    if let Some(tokens) = &settings.tokens {
+        metrics.set_tokens(tokens.len());
+    }
     let limits = settings.limits.clone();
     let service = Service::new(
         Arc::clone(&settings.profile),
@@ -259,7 +266,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         .max_decoding_message_size(limits.max_request_bytes);
     let recommendation = crate::codec::ClientFault::new(
         recommendation,
-        metrics,
+        Arc::clone(&metrics),
         Authenticator::new(settings.tokens.clone()),
     );
 
@@ -343,6 +350,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
         health,
         stopping,
         tokens: settings.tokens,
+        metrics,
         grace: limits.shutdown_grace,
         shutdown: Some(sender),
         metrics_shutdown,

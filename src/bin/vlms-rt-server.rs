@@ -104,6 +104,27 @@ fn open_audit(
     )))
 }
 
+/// `tokens check PATH`: what the server would make of a token file.
+fn check_tokens(path: &std::path::Path) -> ExitCode {
+    match TokenStore::load(path) {
+        Ok(tokens) if tokens.is_empty() => {
+            println!(
+                "{}: no token: every call will be refused (all tokens revoked)",
+                path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(tokens) => {
+            println!("{}: {} tokens", path.display(), tokens.len());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("vlms-rt-server: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn verify(audit_db: &str, audit_db_ca: Option<&std::path::Path>) -> ExitCode {
     let described = vlms_rt::audit::describe(audit_db);
     let result = read_ca(audit_db_ca).and_then(|ca_pem| {
@@ -178,6 +199,12 @@ async fn serve(config: ServerConfig) -> ExitCode {
     {
         return verify(audit_db, audit_db_ca.as_deref());
     }
+    if let Some(vlms_rt::config::ServerCommand::Tokens {
+        action: vlms_rt::config::TokensAction::Check { path },
+    }) = &config.command
+    {
+        return check_tokens(path);
+    }
 
     let settings = match settings(&config) {
         Ok(settings) => settings,
@@ -190,6 +217,15 @@ async fn serve(config: ServerConfig) -> ExitCode {
     let version = settings.profile.version().to_string();
     let sha256 = settings.profile.sha256().to_string();
     let authenticated = settings.tokens.is_some();
+    if settings
+        .tokens
+        .as_ref()
+        .is_some_and(|tokens| tokens.is_empty())
+    {
+        tracing::warn!(
+            "the token file holds no token: every call is refused until one is added and the server reloaded"
+        );
+    }
     let tls = settings.tls.as_ref().map_or("off", |tls| {
         if tls.client_ca_pem.is_some() {
             "mutual"
@@ -231,9 +267,10 @@ async fn run_until_signalled(mut server: startup::RunningServer) -> ExitCode {
     loop {
         tokio::select! {
             _ = hangup.recv() => match server.reload_tokens() {
+                Ok(Some(0)) => tracing::warn!(tokens = 0, "token file reloaded: it holds no token, so every call is refused (all tokens revoked)"),
                 Ok(Some(count)) => tracing::info!(tokens = count, "token file reloaded"),
                 Ok(None) => tracing::info!("SIGHUP: no token file configured"),
-                Err(error) => tracing::error!(%error, "token file reload failed; the previous tokens stay in force"),
+                Err(error) => tracing::error!(%error, "token file reload failed; the previous tokens stay in force (vlms_rt_token_reloads_total{{result=\"failed\"}})"),
             },
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,

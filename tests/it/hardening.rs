@@ -476,7 +476,13 @@ async fn sighup_reloads_the_token_file_without_dropping_connections() {
         format!("old-caller:{}\n", token_sha256_hex("old-token")),
     )
     .expect("write");
-    let server = ServerProcess::start(&["--auth-tokens", path.to_str().expect("utf-8")]);
+    let server = ServerProcess::start(&[
+        "--auth-tokens",
+        path.to_str().expect("utf-8"),
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
+    let metrics = server.metrics.clone().expect("metrics address");
     let channel = connect(&server.url()).await;
     let mut client = RecommendationServiceClient::new(channel.clone());
     client
@@ -538,17 +544,89 @@ async fn sighup_reloads_the_token_file_without_dropping_connections() {
     drop(sender);
     assert!(responses.message().await.expect("clean end").is_none());
 
-    // A broken token file on reload keeps the tokens in force.
+    // A broken token file on reload keeps the tokens in force, and says so in the metrics; the
+    // check that the systemd unit runs before the signal refuses it (so `systemctl reload` fails).
     std::fs::write(&path, "garbage\n").expect("rewrite");
+    let check = tokens_check(&path);
+    assert_eq!(check.0, 2, "{}", check.1);
+    assert!(check.1.contains("line 1"), "{}", check.1);
     server.signal("HUP");
+    wait_for_series(&metrics, "vlms_rt_token_reloads_total{result=\"failed\"} 1").await;
     for _ in 0..20 {
         client
             .recommend(with_authorization(Some("Bearer new-token")))
             .await
             .expect("tokens in force stay");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // One hash under two callers is refused the same way.
+    let duplicated = format!("a:{hash}\nb:{hash}\n", hash = token_sha256_hex("new-token"));
+    std::fs::write(&path, duplicated).expect("rewrite");
+    let check = tokens_check(&path);
+    assert_eq!(check.0, 2, "{}", check.1);
+    assert!(check.1.contains("already listed on line 1"), "{}", check.1);
+    server.signal("HUP");
+    wait_for_series(&metrics, "vlms_rt_token_reloads_total{result=\"failed\"} 2").await;
+
+    // An empty file (or comments only) revokes every token.
+    std::fs::write(&path, "# every token revoked\n").expect("rewrite");
+    let check = tokens_check(&path);
+    assert_eq!(check.0, 0, "{}", check.1);
+    assert!(
+        check.1.contains("every call will be refused"),
+        "{}",
+        check.1
+    );
+    server.signal("HUP");
+    wait_for_series(&metrics, "vlms_rt_auth_tokens 0").await;
+    let status = client
+        .recommend(with_authorization(Some("Bearer new-token")))
+        .await
+        .expect_err("revoked");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let text = http_get(&metrics, "/metrics").await;
+    assert!(
+        text.contains("vlms_rt_token_reloads_total{result=\"ok\"} 2"),
+        "{text}"
+    );
+    let log = server.log.lock().expect("log").join("\n");
+    assert!(
+        log.contains("it holds no token, so every call is refused"),
+        "{log}"
+    );
     let _ = std::fs::remove_file(&path);
+}
+
+/// `vlms-rt-server tokens check PATH`: its exit code and its output.
+fn tokens_check(path: &std::path::Path) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_vlms-rt-server"))
+        .args(["tokens", "check"])
+        .arg(path)
+        .output()
+        .expect("runs");
+    (
+        output.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+/// Scrapes `metrics` until it holds the line `series`; fails after 10 s.
+async fn wait_for_series(metrics: &str, series: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = http_get(metrics, "/metrics").await;
+        if text.lines().any(|line| line == series) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never saw {series}: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
