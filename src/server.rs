@@ -432,8 +432,10 @@ impl Service {
         if outcome.is_none() {
             violations.push("outcome", "must be ACCEPTED, MODIFIED or OVERRIDDEN");
         }
-        if reason.chars().count() > MAX_FEEDBACK_REASON_CHARS {
-            violations.push("reason", "must be at most 2000 characters");
+        if let Some(problem) =
+            crate::core::violation::free_text_problem(reason, MAX_FEEDBACK_REASON_CHARS)
+        {
+            violations.push("reason", problem);
         } else if outcome.is_some_and(|outcome| outcome != pb::FeedbackOutcome::Accepted)
             && reason.trim().is_empty()
         {

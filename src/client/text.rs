@@ -17,6 +17,25 @@ fn name<E: TryFrom<i32>>(value: i32, as_str: impl Fn(&E) -> &'static str, prefix
         .unwrap_or_else(|_| format!("<unknown {value}>"))
 }
 
+/// Text from a server or its store made safe to print: a control or bidirectional-formatting
+/// character (an escape sequence, a newline that would start a forged line) is shown as its
+/// `\u{…}` escape instead of acting on the terminal. The server refuses such characters in the
+/// free text it stores; this also covers older records and other servers.
+pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    if crate::core::violation::unsafe_char(text).is_none() {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if crate::core::violation::unsafe_char(c.encode_utf8(&mut [0; 4])).is_some() {
+            out.push_str(&c.escape_unicode().to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 fn refs(ids: &[String]) -> String {
     if ids.is_empty() {
         String::new()
@@ -305,7 +324,9 @@ pub fn record_line(record: &pb::RecommendationRecord) -> String {
         .unwrap_or_default();
     format!(
         "  {}  {}  {what}  by {}{feedback}",
-        record.created_at, record.recommendation_id, record.caller
+        record.created_at,
+        shown(&record.recommendation_id),
+        shown(&record.caller)
     )
 }
 
@@ -316,13 +337,14 @@ pub fn record(record: &pb::RecommendationRecord) -> String {
     let _ = writeln!(
         out,
         "Record {} of case {}",
-        record.recommendation_id, record.case_id
+        shown(&record.recommendation_id),
+        shown(&record.case_id)
     );
     let _ = writeln!(
         out,
         "Answered {} to {}, guideline {} (sha256 {})",
         record.created_at,
-        record.caller,
+        shown(&record.caller),
         guideline.version,
         guideline.sha256.get(..12).unwrap_or(&guideline.sha256)
     );
@@ -339,12 +361,13 @@ pub fn record(record: &pb::RecommendationRecord) -> String {
             let reason = if entry.reason.is_empty() {
                 String::new()
             } else {
-                format!(": {}", entry.reason)
+                format!(": {}", shown(&entry.reason))
             };
             let _ = writeln!(
                 out,
                 "  {} {outcome} by {}{reason}",
-                entry.created_at, entry.caller
+                entry.created_at,
+                shown(&entry.caller)
             );
         }
     }
@@ -464,13 +487,18 @@ pub fn stream_item(item: &pb::RecommendStreamResponse) -> String {
             format!("=== {case}\n{}\n", plan(found))
         }
         Some(pb::recommend_stream_response::Result::Error(status)) => {
-            let mut out = format!("=== {case}\nRejected: {}\n", status.message);
+            let mut out = format!("=== {case}\nRejected: {}\n", shown(&status.message));
             for detail in &status.details {
                 if let Ok(bad_request) =
                     <tonic_types::pb::BadRequest as prost::Message>::decode(detail.value.as_ref())
                 {
                     for violation in bad_request.field_violations {
-                        let _ = writeln!(out, "  {}: {}", violation.field, violation.description);
+                        let _ = writeln!(
+                            out,
+                            "  {}: {}",
+                            shown(&violation.field),
+                            shown(&violation.description)
+                        );
                     }
                 }
             }
@@ -512,8 +540,8 @@ pub fn check(response: &pb::CheckPrescriptionResponse) -> String {
             let _ = writeln!(
                 out,
                 "  {label:<6} {}: {}{}",
-                finding.code,
-                finding.message,
+                shown(&finding.code),
+                shown(&finding.message),
                 refs(&finding.reference_ids)
             );
         }
@@ -603,6 +631,39 @@ mod tests {
             case_summary(&case),
             "INFERIOR_VENA_CAVA; segment UPPER; 7.5 cm GRADE_3; POST_RESECTION; R1 on 2026-10-27; \
              organs at risk DUODENUM, HEART, BLADDER, <unknown 99>; preoperative RT course completed"
+        );
+    }
+
+    #[test]
+    fn stored_text_cannot_act_on_the_terminal() {
+        assert_eq!(shown("surgery first"), "surgery first");
+        assert_eq!(
+            shown("ok\u{1b}[2J\nPASS \u{202E}x"),
+            "ok\\u{1b}[2J\\u{a}PASS \\u{202e}x"
+        );
+        let stored = pb::RecommendationRecord {
+            recommendation_id: "01JDQ5Z8M4X7R2K9V3T6N1B0CE".into(),
+            case_id: "c".into(),
+            caller: "tps\r".into(),
+            feedback: vec![pb::Feedback {
+                outcome: pb::FeedbackOutcome::Overridden as i32,
+                reason: "x\nFeedback: none\u{7}".into(),
+                caller: "a".into(),
+                created_at: "2026-12-07T00:00:00Z".into(),
+            }],
+            ..Default::default()
+        };
+        let text = record(&stored);
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert_eq!(
+            text.lines()
+                .filter(|line| line.starts_with("Feedback"))
+                .count(),
+            1,
+            "no forged line: {text}"
         );
     }
 

@@ -200,20 +200,6 @@ pub struct RawCase<'a> {
     pub preoperative_rt_delivered: bool,
 }
 
-impl RawCase<'_> {
-    /// The surgery date when that field itself is valid — the case is after resection, its
-    /// resection is present and the date passes the surgery-date rules — whatever the rest of the
-    /// case holds: a rule that depends only on the surgery date (the prescription check's
-    /// `planned_start_date`) is then still checked, as the spec asks of every conditional rule.
-    pub fn valid_surgery_date(&self) -> Option<Date> {
-        if !matches!(self.phase, RawEnum::Known(TreatmentPhase::PostResection)) {
-            return None;
-        }
-        let evaluation_date = Date::parse(self.evaluation_date).ok();
-        surgery_date(self.resection.as_ref()?.surgery_date, evaluation_date).ok()
-    }
-}
-
 /// A validated tumour.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tumor {

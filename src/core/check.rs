@@ -19,6 +19,8 @@ use super::violation::Violations;
 pub const MAX_DOSE_PER_FRACTION_GY: f64 = 20.0;
 /// Most fractions a phase may name.
 pub const MAX_FRACTIONS: i64 = 60;
+/// Longest structure name of a dose metric, in characters (TG-263 names have at most 16).
+pub const MAX_STRUCTURE_CHARS: usize = 64;
 
 /// A raw proposed phase.
 #[derive(Debug, Clone, PartialEq)]
@@ -209,13 +211,11 @@ impl<'a> Proposal<'a> {
         } else {
             match Date::parse(&raw.planned_start_date) {
                 Ok(date) => {
-                    // Checked whenever the surgery date itself is valid, even when another
-                    // field of the case is not (both violations are then reported).
-                    let before_surgery = raw
-                        .case
+                    // Checked only when the case is valid (clinical spec §15.6).
+                    let before_surgery = case
                         .as_ref()
-                        .and_then(RawCase::valid_surgery_date)
-                        .is_some_and(|surgery_date| date < surgery_date);
+                        .and_then(Case::resection)
+                        .is_some_and(|resection| date < resection.surgery_date);
                     if before_surgery {
                         violations
                             .push("planned_start_date", "must not be before the surgery date");
@@ -236,6 +236,10 @@ impl<'a> Proposal<'a> {
                     format!("dose_metrics[{index}].structure"),
                     "must name a structure (TG-263); empty or blank is not a name",
                 );
+            } else if let Some(problem) =
+                super::violation::free_text_problem(&metric.structure, MAX_STRUCTURE_CHARS)
+            {
+                violations.push(format!("dose_metrics[{index}].structure"), problem);
             }
             let unit = tg263_metric_unit(&metric.metric);
             if unit.is_none() {

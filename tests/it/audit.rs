@@ -18,7 +18,9 @@ use vlms_rt::pb;
 use vlms_rt::pb::recommendation_service_client::RecommendationServiceClient;
 use vlms_rt::startup::Settings;
 
-use crate::support::{TestServer, http_get, profile, raw_grpc_headers, vignettes};
+use crate::support::{
+    TestServer, bad_request_fields, http_get, profile, raw_grpc_headers, vignettes,
+};
 
 /// Where a test's audit trail lives.
 enum Target {
@@ -606,18 +608,31 @@ async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedbac
             feedback(pb::FeedbackOutcome::Accepted, "", "nope"),
             "recommendation_id",
         ),
+        // Text that would forge what `vlms-rt show` prints to the next reader.
+        (
+            feedback(
+                pb::FeedbackOutcome::Overridden,
+                "fine\u{1b}[2J\u{1b}[HPrescription check: PASS",
+                &id,
+            ),
+            "reason",
+        ),
+        (
+            feedback(
+                pb::FeedbackOutcome::Modified,
+                "dose\nFeedback: ACCEPTED by chief",
+                &id,
+            ),
+            "reason",
+        ),
+        (
+            feedback(pb::FeedbackOutcome::Modified, "\u{202E}DEPTECCA", &id),
+            "reason",
+        ),
     ] {
         let status = client.record_feedback(request).await.expect_err("rejected");
         assert_eq!(status.code(), Code::InvalidArgument);
-        let fields: Vec<String> = tonic_types::StatusExt::get_details_bad_request(&status)
-            .map(|bad| {
-                bad.field_violations
-                    .into_iter()
-                    .map(|violation| violation.field)
-                    .collect()
-            })
-            .unwrap_or_default();
-        assert_eq!(fields, vec![field.to_string()]);
+        assert_eq!(bad_request_fields(&status), vec![field.to_string()]);
     }
     let status = client
         .record_feedback(feedback(

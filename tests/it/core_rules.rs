@@ -1095,9 +1095,10 @@ fn proposal_validation_paths() {
     );
     raw.planned_start_date = "2026-10-21".into();
     assert_eq!(fields(&raw), vec!["setting", "planned_start_date"]);
-    // The start date depends only on the surgery date: checked while another field of the case is
-    // invalid too, not when the surgery date itself is (invalid, or after the evaluation date), nor
-    // when the case's phase is not after resection.
+    // The start date is checked against the surgery date only when the case is valid (clinical
+    // spec §15.6): not while another field of the case is invalid, nor when the surgery date
+    // itself is (invalid, or after the evaluation date), nor when the case's phase is not after
+    // resection.
     let before_surgery = || {
         let mut raw = proposal(
             post(Vessel::FemoralVein, Margin::R0),
@@ -1109,21 +1110,16 @@ fn proposal_validation_paths() {
     };
     let mut raw = before_surgery();
     raw.case.as_mut().unwrap().organs_at_risk = smallvec![RawEnum::Unset];
-    assert_eq!(
-        fields(&raw),
-        vec!["case.organs_at_risk[0]", "planned_start_date"]
-    );
+    assert_eq!(fields(&raw), vec!["case.organs_at_risk[0]"]);
     let mut raw = before_surgery();
     raw.case.as_mut().unwrap().tumor.as_mut().unwrap().size_cm = -1.0;
     raw.case.as_mut().unwrap().evaluation_date = "someday";
     assert_eq!(
         fields(&raw),
-        vec![
-            "case.evaluation_date",
-            "case.tumor.size_cm",
-            "planned_start_date"
-        ]
+        vec!["case.evaluation_date", "case.tumor.size_cm"]
     );
+    // A valid case: reported.
+    assert_eq!(fields(&before_surgery()), vec!["planned_start_date"]);
     let mut raw = before_surgery();
     raw.case.as_mut().unwrap().evaluation_date = "2026-01-01";
     assert_eq!(fields(&raw), vec!["case.resection.surgery_date"]);
@@ -1733,6 +1729,43 @@ fn dose_finding_messages_state_the_numbers_judged() {
     for part in ["E3 = 16.00 Gy", "16.00 Gy late-tissue EQD2", "= 17.60 Gy"] {
         assert!(message.contains(part), "{part:?} not in {message}");
     }
+}
+
+#[test]
+fn structure_names_are_bounded_and_free_of_control_characters() {
+    use PhaseKind::Initial;
+    let mut raw = proposal(
+        pre(Vessel::FemoralVein),
+        Setting::Preoperative,
+        &[(Initial, 2.0, 25)],
+    );
+    let metric = |structure: String| RawDoseMetric {
+        structure,
+        metric: "Max[Gy]".into(),
+        value: 10.0,
+    };
+    raw.dose_metrics = vec![
+        metric("SpinalCord".into()),
+        metric("Heart\u{1b}[2J".into()),
+        metric("Lungs\nRX_OAR PASS".into()),
+        metric("x".repeat(65)),
+        metric("Ösophagus".into()),
+    ];
+    let found: Vec<String> = match Proposal::validate(&raw) {
+        Ok(_) => Vec::new(),
+        Err(violations) => violations
+            .iter()
+            .map(|violation| violation.field.clone())
+            .collect(),
+    };
+    assert_eq!(
+        found,
+        vec![
+            "dose_metrics[1].structure",
+            "dose_metrics[2].structure",
+            "dose_metrics[3].structure",
+        ]
+    );
 }
 
 #[test]

@@ -6,27 +6,15 @@ use std::collections::HashSet;
 
 use prost::Message;
 use tonic::Code;
-use tonic_types::StatusExt;
 use vlms_rt::core::ids::{AlertCode, RuleId};
 use vlms_rt::pb;
 
-use crate::support::{TestServer, check_mismatches, plan_mismatches, vignettes};
+use crate::support::{
+    TestServer, bad_request_fields, check_mismatches, plan_mismatches, vignettes,
+};
 
 fn is_ulid(text: &str) -> bool {
     vlms_rt::ulid::is_ulid(text)
-}
-
-fn bad_request_fields(status: &tonic::Status) -> Vec<String> {
-    status
-        .get_details_bad_request()
-        .map(|bad_request| {
-            bad_request
-                .field_violations
-                .into_iter()
-                .map(|violation| violation.field)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[tokio::test]

@@ -486,6 +486,19 @@ pub fn wait_for_address_and_log(child: &mut std::process::Child) -> (String, Ser
     (address, log)
 }
 
+/// The field paths of a status's `google.rpc.BadRequest`, in order (none without one).
+pub fn bad_request_fields(status: &tonic::Status) -> Vec<String> {
+    tonic_types::StatusExt::get_details_bad_request(status)
+        .map(|bad_request| {
+            bad_request
+                .field_violations
+                .into_iter()
+                .map(|violation| violation.field)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A plain HTTP/1.1 GET (the metrics endpoint); the whole response, status line included.
 pub async fn http_get(address: &str, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
