@@ -40,28 +40,28 @@ pub struct ServerConfig {
     pub auth_tokens: Option<PathBuf>,
 
     /// Largest request message in bytes (a RecommendStream item counts alone).
-    #[arg(long, env = "VLMS_RT_MAX_REQUEST_BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, env = "VLMS_RT_MAX_REQUEST_BYTES", default_value_t = 64 * 1024, value_parser = parse_request_bytes)]
     pub max_request_bytes: usize,
 
     /// Most items per RecommendStream call.
-    #[arg(long, env = "VLMS_RT_MAX_STREAM_ITEMS", default_value_t = 10_000)]
+    #[arg(long, env = "VLMS_RT_MAX_STREAM_ITEMS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_stream_items: u64,
 
     /// Server-side call timeout (a shorter client deadline wins); also the longest wait for the
     /// next stream item. Examples: 5s, 500ms.
-    #[arg(long, env = "VLMS_RT_CALL_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "VLMS_RT_CALL_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
     pub call_timeout: Duration,
 
     /// Calls in flight across the process; beyond it calls are shed with RESOURCE_EXHAUSTED.
-    #[arg(long, env = "VLMS_RT_MAX_CONCURRENT_CALLS", default_value_t = 256)]
+    #[arg(long, env = "VLMS_RT_MAX_CONCURRENT_CALLS", default_value_t = 256, value_parser = parse_positive_count)]
     pub max_concurrent_calls: usize,
 
     /// Connections are closed gracefully after this age so clients rebalance across replicas.
-    #[arg(long, env = "VLMS_RT_MAX_CONNECTION_AGE", default_value = "300s", value_parser = parse_duration)]
+    #[arg(long, env = "VLMS_RT_MAX_CONNECTION_AGE", default_value = "300s", value_parser = parse_positive_duration)]
     pub max_connection_age: Duration,
 
     /// HTTP/2 keepalive ping interval.
-    #[arg(long, env = "VLMS_RT_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "VLMS_RT_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_positive_duration)]
     pub keepalive_interval: Duration,
 
     /// How long in-flight calls may run after SIGTERM or SIGINT, or after their connection
@@ -136,6 +136,44 @@ pub enum AuditAction {
         #[arg(long, env = "VLMS_RT_AUDIT_DB_CA")]
         audit_db_ca: Option<PathBuf>,
     },
+}
+
+/// Smallest and largest `--max-request-bytes`: below 1 KiB no case with its dose metrics fits; above
+/// 16 MiB one request could hold the memory of thousands of calls.
+pub const REQUEST_BYTES_RANGE: std::ops::RangeInclusive<usize> = 1024..=16 * 1024 * 1024;
+
+fn parse_request_bytes(text: &str) -> Result<usize, String> {
+    let bytes: usize = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a whole number of bytes"))?;
+    if REQUEST_BYTES_RANGE.contains(&bytes) {
+        Ok(bytes)
+    } else {
+        Err(format!(
+            "{bytes} bytes is outside {}..={} (1 KiB to 16 MiB)",
+            REQUEST_BYTES_RANGE.start(),
+            REQUEST_BYTES_RANGE.end()
+        ))
+    }
+}
+
+fn parse_positive_count(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(count) => Ok(count),
+        Err(_) => Err(format!("{text:?} is not a whole number")),
+    }
+}
+
+/// A duration (see [`parse_duration`]) that is not zero.
+pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() {
+        Err("must be longer than zero".into())
+    } else {
+        Ok(duration)
+    }
 }
 
 /// Parses `10s`, `500ms`, `2m` or a bare number of seconds.

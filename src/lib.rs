@@ -18,5 +18,6 @@ pub mod pb;
 pub mod server;
 pub mod startup;
 pub mod telemetry;
+pub mod tls;
 pub mod ulid;
 pub mod wire;

@@ -223,6 +223,15 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
 /// Binds `settings.listen` (and the metrics port) and starts serving in the background.
 pub async fn start(settings: Settings) -> Result<RunningServer, StartError> {
     let listener = bind(settings.listen).await?;
+    start_on(listener, settings).await
+}
+
+/// Starts serving on a listener already bound to `settings.listen` (so that a busy port is
+/// found before anything else, the audit store included, is touched).
+pub async fn start_on(
+    listener: TcpListener,
+    settings: Settings,
+) -> Result<RunningServer, StartError> {
     let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
         address: settings.listen,
         source,

@@ -19,24 +19,55 @@ fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|error| format!("cannot read {what} {}: {error}", path.display()))
 }
 
+/// The TLS files, read and checked (each file what it should be, the key the certificate's); a
+/// certificate outside its validity period is logged, not refused.
+fn tls_material(config: &ServerConfig) -> Result<Option<TlsMaterial>, String> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    let material = TlsMaterial {
+        cert_pem: read(cert, "TLS certificate")?,
+        key_pem: read(key, "TLS key")?,
+        client_ca_pem: config
+            .tls_client_ca
+            .as_deref()
+            .map(|path| read(path, "client CA"))
+            .transpose()?,
+    };
+    let validity = vlms_rt::tls::check(
+        (cert, &material.cert_pem),
+        (key, &material.key_pem),
+        config
+            .tls_client_ca
+            .as_deref()
+            .zip(material.client_ca_pem.as_deref()),
+    )?;
+    let now = std::time::SystemTime::now();
+    match validity.problem_at(now) {
+        Some(problem) => tracing::warn!(
+            certificate = %cert.display(),
+            not_before = %time::OffsetDateTime::from(validity.not_before),
+            not_after = %time::OffsetDateTime::from(validity.not_after),
+            "the server's TLS certificate {problem}: clients that check it will refuse every connection"
+        ),
+        None => tracing::info!(
+            certificate = %cert.display(),
+            days_left = vlms_rt::tls::days_between(now, validity.not_after),
+            "TLS certificate checked"
+        ),
+    }
+    Ok(Some(material))
+}
+
+/// Everything but the audit trail, checked before anything is bound or opened: a broken input
+/// stops start-up (exit 2) having touched nothing.
 fn settings(config: &ServerConfig) -> Result<Settings, String> {
     let profile = match &config.guideline {
         Some(path) => guideline::from_path(path),
         None => guideline::embedded(),
     }
     .map_err(|error| error.to_string())?;
-    let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Some(TlsMaterial {
-            cert_pem: read(cert, "TLS certificate")?,
-            key_pem: read(key, "TLS key")?,
-            client_ca_pem: config
-                .tls_client_ca
-                .as_deref()
-                .map(|path| read(path, "client CA"))
-                .transpose()?,
-        }),
-        _ => None,
-    };
+    let tls = tls_material(config)?;
     let tokens = config
         .auth_tokens
         .as_deref()
@@ -44,12 +75,6 @@ fn settings(config: &ServerConfig) -> Result<Settings, String> {
         .transpose()
         .map_err(|error| error.to_string())?
         .map(Arc::new);
-    let audit = open_audit(
-        &config.audit_db,
-        config.audit_db_ca.as_deref(),
-        &profile,
-        vlms_rt::server::audit_queue_limit(config.max_concurrent_calls.max(1)),
-    )?;
     Ok(Settings {
         listen: config.listen,
         profile: Arc::new(profile),
@@ -59,14 +84,14 @@ fn settings(config: &ServerConfig) -> Result<Settings, String> {
             max_request_bytes: config.max_request_bytes,
             max_stream_items: config.max_stream_items,
             call_timeout: config.call_timeout,
-            max_concurrent_calls: config.max_concurrent_calls.max(1),
+            max_concurrent_calls: config.max_concurrent_calls,
             keepalive_interval: config.keepalive_interval,
             max_connection_age: config.max_connection_age,
             shutdown_grace: config.shutdown_grace,
             ..Limits::default()
         },
         metrics_listen: config.metrics_listen,
-        audit,
+        audit: None,
         health_listen: config.health_listen,
     })
 }
@@ -91,7 +116,11 @@ fn open_audit(
         return Ok(None);
     }
     let ca_pem = read_ca(audit_db_ca)?;
-    let described = vlms_rt::audit::describe(audit_db);
+    // A relative SQLite path is logged as the file it resolves to.
+    let described = match std::path::absolute(audit_db) {
+        Ok(path) if !vlms_rt::audit::postgres::is_url(audit_db) => path.display().to_string(),
+        _ => vlms_rt::audit::describe(audit_db),
+    };
     let dictionary = vlms_rt::audit::dictionary::plan_dictionary(profile);
     let (store, reader) = vlms_rt::audit::open(audit_db, ca_pem.as_deref(), Some(&dictionary))
         .map_err(|error| format!("cannot open the audit database {described}: {error}"))?;
@@ -206,13 +235,29 @@ async fn serve(config: ServerConfig) -> ExitCode {
         return check_tokens(path);
     }
 
-    let settings = match settings(&config) {
+    let refuse = |error: String, code: u8| {
+        eprintln!("vlms-rt-server: {error}");
+        tracing::error!(%error, "refusing to start");
+        ExitCode::from(code)
+    };
+    let mut settings = match settings(&config) {
         Ok(settings) => settings,
-        Err(error) => {
-            eprintln!("vlms-rt-server: {error}");
-            tracing::error!(%error, "refusing to start");
-            return ExitCode::from(2);
-        }
+        Err(error) => return refuse(error, 2),
+    };
+    // The port is bound before the audit store is opened (or migrated): a second start on a
+    // busy port changes nothing.
+    let listener = match startup::bind(config.listen).await {
+        Ok(listener) => listener,
+        Err(error) => return refuse(error.to_string(), 1),
+    };
+    settings.audit = match open_audit(
+        &config.audit_db,
+        config.audit_db_ca.as_deref(),
+        &settings.profile,
+        vlms_rt::server::audit_queue_limit(config.max_concurrent_calls),
+    ) {
+        Ok(audit) => audit,
+        Err(error) => return refuse(error, 2),
     };
     let version = settings.profile.version().to_string();
     let sha256 = settings.profile.sha256().to_string();
@@ -233,7 +278,7 @@ async fn serve(config: ServerConfig) -> ExitCode {
             "on"
         }
     });
-    let server = match startup::start(settings).await {
+    let server = match startup::start_on(listener, settings).await {
         Ok(server) => server,
         Err(error) => {
             eprintln!("vlms-rt-server: {error}");

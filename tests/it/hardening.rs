@@ -1422,3 +1422,149 @@ fn an_unreachable_or_unverifiable_postgres_audit_database_refuses_to_start() {
         "{stderr}"
     );
 }
+
+/// The server binary run to its exit with `args`: exit code and stderr.
+fn server_exit(args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_vlms-rt-server"))
+        .args(args)
+        .env_remove("VLMS_RT_AUDIT_DB")
+        .output()
+        .expect("runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn broken_tls_files_stop_start_up_naming_the_file_before_the_audit_store_is_touched() {
+    let dir = std::env::temp_dir().join(format!("vlms-rt-tls-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    };
+    let one = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+    let cert = write("server.crt", &one.cert.pem());
+    let key = write("server.key", &one.signing_key.serialize_pem());
+    let other_key = write("other.key", &other.signing_key.serialize_pem());
+    let garbage = write("garbage.crt", "not a certificate\n");
+    let audit_db = dir.join("audit.sqlite3");
+    for (cert_file, key_file, expected) in [
+        (
+            &cert,
+            &other_key,
+            format!(
+                "TLS key {} does not belong to the certificate {}",
+                other_key.display(),
+                cert.display()
+            ),
+        ),
+        (
+            &key,
+            &cert,
+            format!("TLS certificate {} holds no PEM certificate", key.display()),
+        ),
+        (
+            &garbage,
+            &key,
+            format!(
+                "TLS certificate {} holds no PEM certificate",
+                garbage.display()
+            ),
+        ),
+    ] {
+        let (code, stderr) = server_exit(&[
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--tls-cert".as_ref(),
+            cert_file.as_os_str(),
+            "--tls-key".as_ref(),
+            key_file.as_os_str(),
+            "--audit-db".as_ref(),
+            audit_db.as_os_str(),
+        ]);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains(&expected), "{expected}: {stderr}");
+        assert!(!stderr.contains("transport error"), "{stderr}");
+        assert!(
+            !audit_db.exists(),
+            "the audit database was created before the TLS files were checked"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_busy_port_is_found_before_the_audit_store_is_created() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = taken.local_addr().expect("address").to_string();
+    let audit_db =
+        std::env::temp_dir().join(format!("vlms-rt-audit-{}.sqlite3", uuid::Uuid::new_v4()));
+    let (code, stderr) = server_exit(&[
+        "--listen".as_ref(),
+        address.as_ref(),
+        "--audit-db".as_ref(),
+        audit_db.as_os_str(),
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {address}")),
+        "{stderr}"
+    );
+    assert!(!audit_db.exists(), "migrated a database it would not serve");
+}
+
+#[test]
+fn nonsensical_limits_are_refused_at_start_up() {
+    for (flag, value) in [
+        ("--max-request-bytes", "0"),
+        ("--max-request-bytes", "100"),
+        ("--max-stream-items", "0"),
+        ("--max-concurrent-calls", "0"),
+        ("--call-timeout", "0s"),
+        ("--keepalive-interval", "0"),
+        ("--max-connection-age", "0ms"),
+    ] {
+        let (code, stderr) = server_exit(&[
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--audit-db".as_ref(),
+            "none".as_ref(),
+            flag.as_ref(),
+            value.as_ref(),
+        ]);
+        assert_eq!(code, Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+    }
+}
+
+#[test]
+fn an_expired_server_certificate_is_warned_about_at_start_up() {
+    let dir = std::env::temp_dir().join(format!("vlms-rt-tls-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let key = KeyPair::generate().expect("key");
+    let cert = params.self_signed(&key).expect("cert");
+    let cert_path = dir.join("expired.crt");
+    let key_path = dir.join("expired.key");
+    std::fs::write(&cert_path, cert.pem()).expect("write");
+    std::fs::write(&key_path, key.serialize_pem()).expect("write");
+    let server = ServerProcess::start(&[
+        "--tls-cert",
+        cert_path.to_str().expect("utf-8"),
+        "--tls-key",
+        key_path.to_str().expect("utf-8"),
+    ]);
+    let log = server.log.lock().expect("log").join("\n");
+    assert!(
+        log.contains("the server's TLS certificate has expired"),
+        "{log}"
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
