@@ -2,7 +2,8 @@
 //!
 //! Exit codes: 0 success; 1 the server answered with an error other than bad input; 2 usage or
 //! local input error (unreadable file, invalid JSON); 3 the server rejected the input
-//! (INVALID_ARGUMENT, every field violation printed); 4 the server could not be reached.
+//! (INVALID_ARGUMENT, every field violation printed); 4 the server could not be reached; 5 `check
+//! --fail-on` and the verdict reached it.
 
 use std::process::ExitCode;
 

@@ -50,6 +50,8 @@ pub const EXIT_UNREACHABLE: u8 = 4;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code: any other failure.
 pub const EXIT_FAILURE: u8 = 1;
+/// Exit code: `check --fail-on` and the verdict reached it.
+pub const EXIT_CHECK_VERDICT: u8 = 5;
 
 /// `vlms-rt`: radiotherapy recommendations for venous leiomyosarcoma from a vlms-rt server.
 #[derive(Debug, clap::Parser)]
@@ -57,7 +59,7 @@ pub const EXIT_FAILURE: u8 = 1;
     name = "vlms-rt",
     version,
     about,
-    after_help = "Exit codes: 0 ok, 1 server error, 2 usage or local input error, 3 input rejected by the server, 4 server unreachable."
+    after_help = "Exit codes: 0 ok, 1 server error, 2 usage or local input error, 3 input rejected by the server, 4 server unreachable, 5 check verdict at or past --fail-on."
 )]
 pub struct Cli {
     /// Server URL.
@@ -126,6 +128,10 @@ pub enum Command {
         /// Evaluation date (YYYY-MM-DD) when the case has none; defaults to today.
         #[arg(long)]
         evaluation_date: Option<String>,
+        /// Exit 5 (after printing the answer) when the verdict is this or worse: `fail`, or
+        /// `review` (REVIEW or FAIL). Without it the exit code is 0 whatever the verdict.
+        #[arg(long, value_enum)]
+        fail_on: Option<FailOn>,
     },
     /// Show the guideline: version, rules with statements and references, alert codes.
     Guideline,
@@ -156,6 +162,26 @@ pub enum Command {
         #[arg(long, default_value = "vlms.rt.v1.RecommendationService")]
         service: String,
     },
+}
+
+/// The verdict from which `check --fail-on` exits non-zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailOn {
+    /// FAIL only.
+    Fail,
+    /// REVIEW or FAIL.
+    Review,
+}
+
+impl FailOn {
+    /// Whether `verdict` (a `pb::Verdict` number) is at or past this threshold.
+    pub fn reached_by(self, verdict: i32) -> bool {
+        let fail = verdict == pb::Verdict::Fail as i32;
+        match self {
+            FailOn::Fail => fail,
+            FailOn::Review => fail || verdict == pb::Verdict::Review as i32,
+        }
+    }
 }
 
 /// Feedback outcomes on the command line.
@@ -261,8 +287,10 @@ pub fn failure_from_status(status: &Status) -> Failure {
                 })
                 .unwrap_or_default(),
         },
-        Code::Unavailable | Code::DeadlineExceeded => Failure::Unreachable(format!(
-            "{}: {}",
+        // The server answered: it is reachable, but could not serve the call (its audit store
+        // cannot record, or it is draining) or did not finish it in time.
+        Code::Unavailable | Code::DeadlineExceeded => Failure::Other(format!(
+            "{}: {} (the server answered but could not serve the call; retry later)",
             code_name(status.code()),
             status.message()
         )),
@@ -317,6 +345,12 @@ fn read_pem(path: &PathBuf, what: &str) -> Result<Vec<u8>, Failure> {
 pub const MAX_FRAME_SIZE: u32 = 64 * 1024;
 
 async fn connect(cli: &Cli) -> Result<Authed, Failure> {
+    if !(cli.server.starts_with("http://") || cli.server.starts_with("https://")) {
+        return Err(Failure::Usage(format!(
+            "--server {:?} has no scheme: add http:// (plaintext) or https:// (TLS), e.g. http://{}",
+            cli.server, cli.server
+        )));
+    }
     let mut endpoint = Endpoint::from_shared(cli.server.clone())
         .map_err(|error| {
             Failure::Usage(format!("--server {:?} is not a URL: {error}", cli.server))
@@ -505,6 +539,8 @@ fn refuse_empty_evaluation_date(case: &Value, prefix: &str, where_: &str) -> Res
 /// - a number with a zero fraction or an exponent (`25.0`, `2.5e1`) is accepted where an integer
 ///   is expected.
 fn read_json(text: &str, where_: &str) -> Result<Value, Failure> {
+    // A byte-order mark, as some Windows editors write it, is no part of the JSON.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut deserializer = serde_json::Deserializer::from_str(text);
     serde::Deserialize::deserialize(&mut deserializer)
         .and_then(|UniqueNames| deserializer.end())
@@ -784,6 +820,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Check {
             file,
             evaluation_date,
+            fail_on,
         } => {
             let text = read_input(file)?;
             let where_ = file.display().to_string();
@@ -800,6 +837,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             match cli.output {
                 OutputFormat::Json => outln!("{}", json(&response, true)),
                 OutputFormat::Text => out!("{}", text::check(&response)),
+            }
+            if fail_on.is_some_and(|threshold| threshold.reached_by(response.verdict)) {
+                return Ok(ExitCode::from(EXIT_CHECK_VERDICT));
             }
             Ok(ExitCode::SUCCESS)
         }

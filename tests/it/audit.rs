@@ -2173,3 +2173,25 @@ async fn a_deleted_audit_file_fails_closed_instead_of_answering_into_the_void() 
         "said once: {log}"
     );
 }
+
+#[tokio::test]
+async fn an_audit_store_refusal_is_not_reported_as_an_unreachable_server() {
+    let target = Target::sqlite();
+    let (server, failing) = audited_server(&target).await;
+    failing.store(true, Ordering::SeqCst);
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_vlms-rt"))
+        .arg("--server")
+        .arg(&server.url)
+        .args(["recommend"])
+        .arg(crate::support::vignette_dir().join("iliac-marginal.json"))
+        .env_remove("VLMS_RT_SERVER")
+        .output()
+        .await
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("UNAVAILABLE"), "{stderr}");
+    assert!(!stderr.contains("unreachable"), "{stderr}");
+    failing.store(false, Ordering::SeqCst);
+    server.stop().await;
+}

@@ -298,6 +298,69 @@ async fn an_unreachable_server_exits_4_and_a_broken_file_exits_2() {
 }
 
 #[tokio::test]
+async fn a_server_without_a_scheme_is_a_usage_error_and_a_byte_order_mark_is_read() {
+    let output = client(
+        "127.0.0.1:50051",
+        &["recommend", &vignette_path("femoral-postop-r0")],
+        None,
+    )
+    .await;
+    assert_eq!(output.code, 2, "{}", output.stderr);
+    assert!(
+        output
+            .stderr
+            .contains("add http:// (plaintext) or https:// (TLS)"),
+        "{}",
+        output.stderr
+    );
+    let server = TestServer::start().await;
+    let text = std::fs::read_to_string(vignette_path("femoral-postop-r0")).expect("read");
+    let output = client(
+        &server.url,
+        &["--output", "json", "recommend", "-"],
+        Some(&format!("\u{feff}{text}")),
+    )
+    .await;
+    assert_eq!(output.code, 0, "{}", output.stderr);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn check_exits_5_when_the_verdict_reaches_fail_on() {
+    let server = TestServer::start().await;
+    for (vignette, fail_on, code) in [
+        ("check-popliteal-r1-six-gy-fractions-fail", None, 0),
+        ("check-popliteal-r1-six-gy-fractions-fail", Some("fail"), 5),
+        (
+            "check-popliteal-r1-six-gy-fractions-fail",
+            Some("review"),
+            5,
+        ),
+        ("check-femoral-preop-hypofractionated", Some("fail"), 0),
+        ("check-femoral-preop-hypofractionated", Some("review"), 5),
+        ("check-femoral-postop-60gy-pass", Some("review"), 0),
+    ] {
+        let path = vignette_path(vignette);
+        let mut args = vec!["check", path.as_str()];
+        if let Some(threshold) = fail_on {
+            args.extend(["--fail-on", threshold]);
+        }
+        let output = client(&server.url, &args, None).await;
+        assert_eq!(
+            output.code, code,
+            "{vignette} {fail_on:?}: {}",
+            output.stderr
+        );
+        assert!(
+            output.stdout.starts_with("Prescription check: "),
+            "the answer is printed whatever the code: {}",
+            output.stdout
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn stdin_with_default_evaluation_date_stream_check_guideline_and_health() {
     let server = TestServer::start().await;
     let mut case = vignettes()
