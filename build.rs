@@ -8,7 +8,10 @@ use anyhow::Context;
 use prost::Message;
 
 const PROTO_ROOT: &str = "proto";
-const PROTO_FILES: [&str; 3] = [
+const PROTO_FILES: [&str; 4] = [
+    // Vendored like status.proto: the field violations of every INVALID_ARGUMENT are a
+    // google.rpc.BadRequest, and reflection must describe it for grpcurl, grpcui and Postman.
+    "proto/google/rpc/error_details.proto",
     "proto/vlms/rt/v1/case.proto",
     "proto/vlms/rt/v1/plan.proto",
     "proto/vlms/rt/v1/recommendation_service.proto",
@@ -32,6 +35,7 @@ fn main() -> anyhow::Result<()> {
         .codec_path("crate::codec::ProtoCodec")
         // pbjson_types carries the serde impls that proto3 JSON of google.rpc.Status needs.
         .extern_path(".google.protobuf.Any", "::pbjson_types::Any")
+        .extern_path(".google.protobuf.Duration", "::pbjson_types::Duration")
         .compile_fds(descriptor_set.clone())
         .context("generating the Rust code")?;
 
@@ -57,6 +61,7 @@ fn main() -> anyhow::Result<()> {
         .extern_path(".vlms.rt.v1", "crate::pb::vlms::rt::v1")
         .extern_path(".google.rpc", "crate::pb::google::rpc")
         .extern_path(".google.protobuf.Any", "::pbjson_types::Any")
+        .extern_path(".google.protobuf.Duration", "::pbjson_types::Duration")
         .compile_fds(descriptor_set)
         .context("generating the server code")?;
 

@@ -625,7 +625,7 @@ pub fn verify(
 /// An `--audit-db` value fit for logs and messages (a URL loses its password).
 pub fn describe(audit_db: &str) -> String {
     if postgres::is_url(audit_db) {
-        audit_db
+        postgres::normalized_url(audit_db)
             .parse::<tokio_postgres::Config>()
             .map(|config| postgres::describe(&config))
             .unwrap_or_else(|_| "an unparsable PostgreSQL URL".into())

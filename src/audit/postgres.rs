@@ -107,7 +107,36 @@ fn store_error(error: impl std::error::Error) -> AuditError {
 
 /// Whether an `--audit-db` value names a PostgreSQL database.
 pub fn is_url(audit_db: &str) -> bool {
-    audit_db.starts_with("postgres://") || audit_db.starts_with("postgresql://")
+    scheme_end(audit_db).is_some()
+}
+
+/// Where the `postgres://` or `postgresql://` scheme of a URL ends, in any letter case.
+fn scheme_end(audit_db: &str) -> Option<usize> {
+    ["postgres://", "postgresql://"].iter().find_map(|scheme| {
+        audit_db
+            .get(..scheme.len())
+            .filter(|start| start.eq_ignore_ascii_case(scheme))
+            .map(|_| scheme.len())
+    })
+}
+
+/// The URL with its scheme in lower case, as the PostgreSQL client reads it (`POSTGRES://` is
+/// the same URL, and must never be taken for a SQLite file name, which would print it whole).
+pub fn normalized_url(audit_db: &str) -> std::borrow::Cow<'_, str> {
+    match scheme_end(audit_db) {
+        Some(end)
+            if !audit_db[..end]
+                .bytes()
+                .all(|byte| !byte.is_ascii_uppercase()) =>
+        {
+            std::borrow::Cow::Owned(format!(
+                "{}{}",
+                audit_db[..end].to_ascii_lowercase(),
+                &audit_db[end..]
+            ))
+        }
+        _ => std::borrow::Cow::Borrowed(audit_db),
+    }
 }
 
 /// The database a URL names, without its password, for messages and logs.
@@ -195,7 +224,7 @@ fn configure(
     url: &str,
     ca_pem: Option<&[u8]>,
 ) -> Result<(tokio_postgres::Config, Option<rustls::ClientConfig>), AuditError> {
-    let mut config: tokio_postgres::Config = url
+    let mut config: tokio_postgres::Config = normalized_url(url)
         .parse()
         .map_err(|error| AuditError::Store(format!("--audit-db is not a valid URL: {error}")))?;
     if config.get_connect_timeout().is_none() {
@@ -664,6 +693,28 @@ pub fn verify(url: &str, ca_pem: Option<&[u8]>) -> Result<Result<u64, BrokenLink
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_is_recognised_in_any_letter_case_and_described_without_its_password() {
+        for url in [
+            "postgres://vlms:s3cret@db.example/audit",
+            "POSTGRES://vlms:s3cret@db.example/audit",
+            "PostgreSQL://vlms:s3cret@db.example/audit",
+        ] {
+            assert!(is_url(url), "{url}");
+            let described = crate::audit::describe(url);
+            assert!(described.contains("db.example"), "{described}");
+            assert!(!described.contains("s3cret"), "{described}");
+            assert!(configure(url, None).is_ok(), "{url}");
+        }
+        for not_a_url in ["audit.sqlite3", "postgres:/x", "./postgres://x", ""] {
+            assert!(!is_url(not_a_url), "{not_a_url}");
+        }
+        assert_eq!(
+            normalized_url("POSTGRES://Vlms@Db/Audit"),
+            "postgres://Vlms@Db/Audit"
+        );
+    }
 
     #[test]
     fn tls_policy_is_explicit() {

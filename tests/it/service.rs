@@ -559,6 +559,15 @@ async fn reflection_v1_and_v1alpha_list_the_service_and_resolve_case() {
                 ),
             ),
         },
+        // The details of every rejected call, so generic tools can show the field violations.
+        v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(
+                v1::server_reflection_request::MessageRequest::FileContainingSymbol(
+                    "google.rpc.BadRequest".into(),
+                ),
+            ),
+        },
     ];
     let mut responses = client
         .server_reflection_info(tokio_stream::iter(requests))
@@ -600,6 +609,26 @@ async fn reflection_v1_and_v1alpha_list_the_service_and_resolve_case() {
                     .message_type
                     .iter()
                     .any(|message| message.name() == "Case")
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let details = responses.message().await.expect("ok").expect("response");
+    match details.message_response {
+        Some(v1::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) => {
+            let details_file = files
+                .file_descriptor_proto
+                .iter()
+                .map(|bytes| {
+                    prost_types::FileDescriptorProto::decode(bytes.as_slice()).expect("descriptor")
+                })
+                .find(|file| file.name() == "google/rpc/error_details.proto")
+                .expect("error_details.proto served");
+            assert!(
+                details_file
+                    .message_type
+                    .iter()
+                    .any(|message| message.name() == "BadRequest")
             );
         }
         other => panic!("unexpected {other:?}"),
