@@ -50,6 +50,10 @@ pub const MAX_FEEDBACK_REASON_CHARS: usize = 2000;
 /// Default and largest page of `ListRecommendations`.
 pub const DEFAULT_PAGE_SIZE: usize = 20;
 pub const MAX_PAGE_SIZE: usize = 100;
+/// Most bytes of records in one `ListRecommendations` page: a quarter of the 4 MiB that gRPC
+/// clients accept by default, so that large stored checks cannot make a case's history unreadable.
+/// A page holds at least one record, whatever its size.
+pub const MAX_PAGE_BYTES: usize = 1024 * 1024;
 
 /// The service over one guideline profile.
 #[derive(Debug, Clone)]
@@ -396,17 +400,30 @@ impl Service {
             .map_err(|error| {
                 Status::unavailable(format!("the audit store cannot be read: {error}"))
             })?;
-        let more = records.len() > page_size;
+        let mut more = records.len() > page_size;
         records.truncate(page_size);
-        let next_page_token = match (more, records.last()) {
-            (true, Some(last)) => page_token(&request.case_id, last.record.seq),
+        // Bounded in bytes as well as records: the page ends before the record that would take
+        // it past MAX_PAGE_BYTES, and the token continues from there.
+        let mut page = Vec::with_capacity(records.len());
+        let (mut bytes, mut last_seq) = (0_usize, None);
+        for record in records {
+            let seq = record.record.seq;
+            let record = record_out(record)?;
+            let size = Message::encoded_len(&record);
+            if !page.is_empty() && bytes + size > MAX_PAGE_BYTES {
+                more = true;
+                break;
+            }
+            bytes += size;
+            last_seq = Some(seq);
+            page.push(record);
+        }
+        let next_page_token = match (more, last_seq) {
+            (true, Some(seq)) => page_token(&request.case_id, seq),
             _ => String::new(),
         };
         Ok(pb::ListRecommendationsResponse {
-            records: records
-                .into_iter()
-                .map(record_out)
-                .collect::<Result<Vec<_>, _>>()?,
+            records: page,
             next_page_token,
         })
     }

@@ -2195,3 +2195,93 @@ async fn an_audit_store_refusal_is_not_reported_as_an_unreachable_server() {
     failing.store(false, Ordering::SeqCst);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_history_of_large_checks_comes_in_pages_every_client_can_read() {
+    let target = Target::sqlite();
+    let (server, _) = audited_server(&target).await;
+    let mut client = server.client().await;
+    // Checks carrying as many dose metrics as a 64 KiB request holds: each stored record (the
+    // request, and the answer with one finding per metric) is a few hundred KB.
+    let mut case = case_named("ivc-middle-postop-r1");
+    case.case_id = "large-history".into();
+    let request = pb::CheckPrescriptionRequest {
+        case: Some(case),
+        setting: pb::Setting::Postoperative as i32,
+        phases: vec![pb::Phase {
+            kind: pb::PhaseKind::Initial as i32,
+            dose_per_fraction_gy: 1.8,
+            fractions: 25,
+            dose_gy: 0.0,
+        }],
+        planned_start_date: String::new(),
+        dose_metrics: (0..1800)
+            .map(|index| pb::DoseMetric {
+                structure: format!("PTV_{index}"),
+                metric: "Max[Gy]".into(),
+                value: 1.0,
+            })
+            .collect(),
+    };
+    let mut ids = Vec::new();
+    for _ in 0..15 {
+        let response = client
+            .check_prescription(request.clone())
+            .await
+            .expect("checked")
+            .into_inner();
+        ids.push(response.recommendation_id);
+    }
+    let mut listed = Vec::new();
+    let mut page_token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = client
+            .list_recommendations(pb::ListRecommendationsRequest {
+                case_id: "large-history".into(),
+                page_size: 100,
+                page_token: page_token.clone(),
+            })
+            .await
+            .expect("a page within the receive limit")
+            .into_inner();
+        pages += 1;
+        assert!(
+            page.encoded_len() <= vlms_rt::server::MAX_PAGE_BYTES + 1024,
+            "page {pages} holds {} bytes",
+            page.encoded_len()
+        );
+        assert!(!page.records.is_empty());
+        listed.extend(
+            page.records
+                .into_iter()
+                .map(|record| record.recommendation_id),
+        );
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert!(pages > 1, "the records did not need paging");
+    ids.reverse();
+    assert_eq!(listed, ids, "every record once, newest first");
+    // The client pages through by itself.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_vlms-rt"))
+        .arg("--server")
+        .arg(&server.url)
+        .args(["history", "large-history"])
+        .env_remove("VLMS_RT_SERVER")
+        .output()
+        .await
+        .expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    for id in &ids {
+        assert!(text.contains(id.as_str()), "{id} missing: {text}");
+    }
+    server.stop().await;
+}
