@@ -52,6 +52,11 @@ pub struct ServerConfig {
     #[arg(long, env = "VLMS_RT_CALL_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
     pub call_timeout: Duration,
 
+    /// Open health Watch streams across the process; beyond it a Watch is refused with
+    /// RESOURCE_EXHAUSTED (Check, which probes use, is never limited).
+    #[arg(long, env = "VLMS_RT_MAX_HEALTH_WATCHES", default_value_t = 64, value_parser = parse_positive_count)]
+    pub max_health_watches: usize,
+
     /// Calls in flight across the process; beyond it calls are shed with RESOURCE_EXHAUSTED.
     #[arg(long, env = "VLMS_RT_MAX_CONCURRENT_CALLS", default_value_t = 256, value_parser = parse_positive_count)]
     pub max_concurrent_calls: usize,

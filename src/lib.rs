@@ -13,6 +13,7 @@ pub mod convert;
 pub mod core;
 pub mod deadline;
 pub mod guideline;
+pub mod health_gate;
 pub mod metrics;
 pub mod pb;
 pub mod server;

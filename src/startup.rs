@@ -42,6 +42,8 @@ pub struct Limits {
     pub max_concurrent_calls: usize,
     /// HTTP/2 streams per connection.
     pub max_concurrent_streams_per_connection: u32,
+    /// Open `grpc.health.v1.Health/Watch` streams across the process (see `health_gate`).
+    pub max_health_watches: usize,
     /// HTTP/2 keepalive ping interval and the time to wait for its answer.
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
@@ -60,6 +62,7 @@ impl Default for Limits {
             call_timeout: Duration::from_secs(5),
             max_concurrent_calls: 256,
             max_concurrent_streams_per_connection: 128,
+            max_health_watches: 64,
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
             max_connection_age: Duration::from_secs(300),
@@ -289,6 +292,14 @@ pub async fn start_on(
     health
         .set_service_status(LIVENESS_SERVICE_NAME, ServingStatus::Serving)
         .await;
+    // Check stays open for probes; Watch streams need a token (with a token file) and a place.
+    let watch_places = Arc::new(tokio::sync::Semaphore::new(limits.max_health_watches));
+    let health_service = crate::health_gate::HealthGate::new(
+        health_service,
+        Authenticator::new(settings.tokens.clone()),
+        Arc::clone(&watch_places),
+        limits.max_health_watches,
+    );
     let (stopping, stopped) = tokio::sync::watch::channel(false);
     if let Some(audit) = settings.audit.clone() {
         tokio::spawn(follow_audit_health(audit, health.clone(), stopped));

@@ -1568,3 +1568,74 @@ fn an_expired_server_certificate_is_warned_about_at_start_up() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn health_watch_streams_are_limited_and_need_a_token() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let path = std::env::temp_dir().join(format!("vlms-rt-tokens-{}", uuid::Uuid::new_v4()));
+    std::fs::write(&path, format!("watcher:{}\n", token_sha256_hex("w-token"))).expect("write");
+    let mut limited = settings();
+    limited.tokens = Some(Arc::new(TokenStore::load(&path).expect("tokens")));
+    limited.limits.max_health_watches = 3;
+    let server = TestServer::start_with(limited).await;
+    let channel = server.channel().await;
+    let watch = |token: Option<&'static str>| {
+        let mut client = HealthClient::new(channel.clone());
+        async move {
+            let mut request = tonic::Request::new(HealthCheckRequest {
+                service: String::new(),
+            });
+            if let Some(token) = token {
+                request.metadata_mut().insert(
+                    "authorization",
+                    format!("Bearer {token}").parse().expect("ascii"),
+                );
+            }
+            let mut stream = client.watch(request).await?.into_inner();
+            // The first status arrives at once on an admitted stream.
+            stream.message().await?;
+            Ok::<_, tonic::Status>(stream)
+        }
+    };
+    let status = watch(None).await.err().expect("no token");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(watch(Some("w-token")).await.expect("admitted"));
+    }
+    let status = watch(Some("w-token")).await.err().expect("full");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    // Check, which probes use, needs no token and no place.
+    let mut health = HealthClient::new(channel.clone());
+    for _ in 0..5 {
+        health
+            .check(HealthCheckRequest {
+                service: "vlms.rt.v1.RecommendationService".into(),
+            })
+            .await
+            .expect("check is open");
+    }
+    // A stream that ends gives its place back.
+    drop(open.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match watch(Some("w-token")).await {
+            Ok(stream) => {
+                open.push(stream);
+                break;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted);
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the place never came back"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    drop(open);
+    server.stop_allowing_cut().await;
+    let _ = std::fs::remove_file(&path);
+}
