@@ -1598,13 +1598,13 @@ async fn health_watch_streams_are_limited_and_need_a_token() {
             Ok::<_, tonic::Status>(stream)
         }
     };
-    let status = watch(None).await.err().expect("no token");
+    let status = watch(None).await.expect_err("no token");
     assert_eq!(status.code(), Code::Unauthenticated);
     let mut open = Vec::new();
     for _ in 0..3 {
         open.push(watch(Some("w-token")).await.expect("admitted"));
     }
-    let status = watch(Some("w-token")).await.err().expect("full");
+    let status = watch(Some("w-token")).await.expect_err("full");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     // Check, which probes use, needs no token and no place.
     let mut health = HealthClient::new(channel.clone());
