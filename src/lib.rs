@@ -12,6 +12,7 @@ pub mod config;
 pub mod convert;
 pub mod core;
 pub mod deadline;
+pub mod framing;
 pub mod guideline;
 pub mod health_gate;
 pub mod metrics;

@@ -274,8 +274,10 @@ pub async fn start_on(
             audit_wait: audit_wait(limits.call_timeout),
         },
     );
-    let recommendation = RecommendationServiceServer::new(service)
-        .max_decoding_message_size(limits.max_request_bytes);
+    let recommendation = crate::framing::CheckFrames(
+        RecommendationServiceServer::new(service)
+            .max_decoding_message_size(limits.max_request_bytes),
+    );
     let recommendation = crate::codec::ClientFault::new(
         recommendation,
         Arc::clone(&metrics),

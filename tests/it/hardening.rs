@@ -1056,6 +1056,31 @@ async fn truncated_frames_repeated_fields_silent_and_unread_streams_leave_the_se
         Some("3"),
         "a truncated stream item is INVALID_ARGUMENT: {message:?}"
     );
+    // Whole items first, then a truncated last one: the stream does not end OK as if nothing was
+    // missing.
+    let whole = {
+        let encoded = request().encode_to_vec();
+        let mut frame = vec![0_u8];
+        frame.extend_from_slice(&u32::try_from(encoded.len()).expect("small").to_be_bytes());
+        frame.extend_from_slice(&encoded);
+        frame
+    };
+    for cut in [3_usize, 5, 12] {
+        let mut body = whole.clone();
+        body.extend_from_slice(&whole);
+        body.extend_from_slice(&whole[..cut]);
+        let (status, message) = raw_grpc(
+            &address,
+            "/vlms.rt.v1.RecommendationService/RecommendStream",
+            body,
+        )
+        .await;
+        assert_eq!(
+            status.as_deref(),
+            Some("3"),
+            "a truncated last item ({cut} bytes) is INVALID_ARGUMENT: {message:?}"
+        );
+    }
     // A compressed-flag frame we never negotiated, and a frame header cut short.
     for body in [vec![1_u8, 0, 0, 0, 2, 0x08, 0x01], vec![0_u8, 0, 0]] {
         let (status, message) = raw_grpc(&address, path, body).await;
