@@ -222,6 +222,40 @@ impl Authenticator {
     }
 }
 
+/// The caller a client certificate names: its subject as an RFC 4514 string
+/// (`CN=ris-gateway,O=Hospital`), for a call that carries no bearer token over mutual TLS. The
+/// certificate was verified against the client CA during the handshake; characters that could
+/// forge a log line are replaced.
+pub fn certificate_caller(der: &[u8]) -> Option<Caller> {
+    use x509_cert::der::Decode;
+    let certificate = x509_cert::Certificate::from_der(der).ok()?;
+    let subject = certificate.tbs_certificate.subject.to_string();
+    if subject.is_empty() {
+        return None;
+    }
+    let subject: String = subject
+        .chars()
+        .map(|c| {
+            if crate::core::violation::unsafe_char(c.encode_utf8(&mut [0; 4])).is_some() {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect();
+    Some(Caller(subject))
+}
+
+/// The caller of a request when no token named one: the subject of the client certificate of a
+/// mutual-TLS connection, if there is one.
+pub fn tls_caller(extensions: &http::Extensions) -> Option<Caller> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let certificates = extensions
+        .get::<TlsConnectInfo<TcpConnectInfo>>()?
+        .peer_certs()?;
+    certificate_caller(certificates.first()?.as_ref())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -250,6 +250,8 @@ where
         let rpc = crate::metrics::rpc_label(request.uri().path().rsplit('/').next().unwrap_or(""));
         let answer = match self.auth.authenticate(request.headers()) {
             Ok(caller) => {
+                // A token names the caller; without one, a client certificate does.
+                let caller = caller.or_else(|| crate::auth::tls_caller(request.extensions()));
                 if let Some(caller) = caller {
                     request.extensions_mut().insert(caller);
                 }

@@ -63,6 +63,12 @@ fn leaf(issuer: &CertifiedIssuer<'static, KeyPair>, names: &[&str]) -> (String, 
             .collect::<Vec<_>>(),
     )
     .expect("params");
+    let mut params = params;
+    // The subject names the holder (rcgen's default is the same for every certificate).
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, names.first().copied().unwrap_or("leaf"));
     let cert = params.signed_by(&key, issuer).expect("signed");
     (cert.pem(), key.serialize_pem())
 }
@@ -154,14 +160,28 @@ async fn tls_serves_and_mutual_tls_admits_only_our_clients() {
         key_pem: pki.server_key_pem.clone().into_bytes(),
         client_ca_pem: Some(pki.ca_pem.clone().into_bytes()),
     });
+    // Audited, to see who the call is recorded for.
+    let audit_db =
+        std::env::temp_dir().join(format!("vlms-rt-audit-{}.sqlite3", uuid::Uuid::new_v4()));
+    let (store, reader) =
+        vlms_rt::audit::open(audit_db.to_str().expect("utf-8"), None, None).expect("audit store");
+    let auditor = vlms_rt::audit::Auditor::start(store, reader);
+    mutual.audit = Some(auditor.clone());
     let server = TestServer::start_with(mutual).await;
-    tls_call(
+    let plan = tls_call(
         &server.url,
         &pki.ca_pem,
         Some((&pki.client_cert_pem, &pki.client_key_pem)),
     )
     .await
     .expect("our client gets in");
+    // Without a token, the client certificate's subject is the caller.
+    let record = auditor
+        .get(plan.recommendation_id.clone())
+        .await
+        .expect("readable")
+        .expect("recorded");
+    assert_eq!(record.record.record.caller, "CN=ris-gateway");
     assert!(
         tls_call(&server.url, &pki.ca_pem, None).await.is_err(),
         "no client certificate"
