@@ -57,6 +57,12 @@ pub struct ServerConfig {
     #[arg(long, env = "VLMS_RT_MAX_HEALTH_WATCHES", default_value_t = 64, value_parser = parse_positive_count)]
     pub max_health_watches: usize,
 
+    /// Calls in flight for one caller (an authenticated caller, or one connection without
+    /// authentication), so that one caller cannot take every place; beyond it that caller's calls
+    /// are shed with RESOURCE_EXHAUSTED. Default: half of --max-concurrent-calls.
+    #[arg(long, env = "VLMS_RT_MAX_CALLS_PER_CALLER", value_parser = parse_positive_count)]
+    pub max_calls_per_caller: Option<usize>,
+
     /// Calls in flight across the process; beyond it calls are shed with RESOURCE_EXHAUSTED.
     #[arg(long, env = "VLMS_RT_MAX_CONCURRENT_CALLS", default_value_t = 256, value_parser = parse_positive_count)]
     pub max_concurrent_calls: usize,

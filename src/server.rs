@@ -64,42 +64,71 @@ pub struct Service {
     options: ServiceOptions,
 }
 
-/// Process-wide admission without a queue: a count of the calls in flight and its limit, kept
-/// beside the in-flight gauge. A call is admitted or shed at once and never waits, so a counter is
-/// all it takes (tokio's semaphore takes a lock on every release, for waiters this service never
-/// has).
+/// Process-wide admission without a queue: the calls in flight, at most `max` of them, and at most
+/// `per_caller` for any one caller (an authenticated caller by name, an anonymous one by its
+/// connection), so that one caller cannot take every place while others are shed. A call is
+/// admitted or shed at once and never waits.
 #[derive(Debug)]
 pub struct Limiter {
     in_flight: AtomicUsize,
     max: usize,
+    per_caller: usize,
+    by_caller: std::sync::Mutex<std::collections::HashMap<String, usize>>,
     gauge: prometheus::IntGauge,
 }
 
+/// Why a call was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// Every place is taken.
+    Full,
+    /// This caller holds its share.
+    CallerShare,
+}
+
 impl Limiter {
-    /// Admits at most `max` calls at once; keeps `metrics`' in-flight gauge.
-    pub fn new(max: usize, metrics: &Metrics) -> Limiter {
+    /// Admits at most `max` calls at once, and at most `per_caller` of one caller; keeps
+    /// `metrics`' in-flight gauge.
+    pub fn new(max: usize, per_caller: usize, metrics: &Metrics) -> Limiter {
         Limiter {
             in_flight: AtomicUsize::new(0),
             max,
+            per_caller: per_caller.max(1),
+            by_caller: std::sync::Mutex::default(),
             gauge: metrics.in_flight().clone(),
         }
     }
 
-    /// Takes a place if one is free.
-    fn try_acquire(&self) -> bool {
-        let taken = self
-            .in_flight
+    /// Takes a place for `caller` if one is free and the caller has not used up its share.
+    fn try_acquire(&self, caller: &str) -> Result<(), Refusal> {
+        let mut by_caller = match self.by_caller.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if by_caller.get(caller).copied().unwrap_or(0) >= self.per_caller {
+            return Err(Refusal::CallerShare);
+        }
+        self.in_flight
             .fetch_update(Ordering::Acquire, Ordering::Relaxed, |in_flight| {
                 (in_flight < self.max).then_some(in_flight + 1)
             })
-            .is_ok();
-        if taken {
-            self.gauge.inc();
-        }
-        taken
+            .map_err(|_| Refusal::Full)?;
+        *by_caller.entry(caller.to_string()).or_default() += 1;
+        self.gauge.inc();
+        Ok(())
     }
 
-    fn release(&self) {
+    fn release(&self, caller: &str) {
+        let mut by_caller = match self.by_caller.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(held) = by_caller.get_mut(caller) {
+            *held -= 1;
+            if *held == 0 {
+                by_caller.remove(caller);
+            }
+        }
         // The gauge first: a call admitted into the freed place then never finds it one high.
         self.gauge.dec();
         self.in_flight.fetch_sub(1, Ordering::Release);
@@ -112,12 +141,22 @@ impl Limiter {
 }
 
 /// An admitted call's place, given back when it is dropped: borrowed from the service for a unary
-/// call, shared for a stream that outlives its handler.
-struct Admission<L: std::ops::Deref<Target = Limiter>>(L);
+/// call, shared for a stream that outlives its handler. It names the caller whose share it counts
+/// in.
+struct Admission<L: std::ops::Deref<Target = Limiter>>(L, String);
 
 impl<L: std::ops::Deref<Target = Limiter>> Drop for Admission<L> {
     fn drop(&mut self) {
-        self.0.release();
+        self.0.release(&self.1);
+    }
+}
+
+/// Whose share of the places a call counts in: an authenticated caller's name, or for an
+/// anonymous call its connection (the peer address).
+fn admission_key<T>(request: &Request<T>, caller: &str) -> String {
+    match request.remote_addr() {
+        Some(address) if caller == ANONYMOUS => format!("{ANONYMOUS} via {address}"),
+        _ => caller.to_string(),
     }
 }
 
@@ -133,31 +172,43 @@ impl Service {
     }
 
     /// Admits a call or sheds it at once (no queue): overload answers fast instead of piling up.
-    fn admit(&self, rpc: &'static str, caller: &str) -> Result<Admission<&Limiter>, Status> {
-        if self.options.limiter.try_acquire() {
-            Ok(Admission(&self.options.limiter))
-        } else {
-            self.shed(rpc, caller)
+    fn admit<T>(
+        &self,
+        rpc: &'static str,
+        request: &Request<T>,
+        caller: &str,
+    ) -> Result<Admission<&Limiter>, Status> {
+        let key = admission_key(request, caller);
+        match self.options.limiter.try_acquire(&key) {
+            Ok(()) => Ok(Admission(&self.options.limiter, key)),
+            Err(refusal) => self.shed(rpc, caller, refusal),
         }
     }
 
     /// `admit` for a call whose place outlives the handler (a stream).
-    fn admit_shared(
+    fn admit_shared<T>(
         &self,
         rpc: &'static str,
+        request: &Request<T>,
         caller: &str,
     ) -> Result<Admission<Arc<Limiter>>, Status> {
-        if self.options.limiter.try_acquire() {
-            Ok(Admission(Arc::clone(&self.options.limiter)))
-        } else {
-            self.shed(rpc, caller)
+        let key = admission_key(request, caller);
+        match self.options.limiter.try_acquire(&key) {
+            Ok(()) => Ok(Admission(Arc::clone(&self.options.limiter), key)),
+            Err(refusal) => self.shed(rpc, caller, refusal),
         }
     }
 
-    fn shed<T>(&self, rpc: &'static str, caller: &str) -> Result<T, Status> {
+    fn shed<T>(&self, rpc: &'static str, caller: &str, refusal: Refusal) -> Result<T, Status> {
         self.options.metrics.shed(rpc);
-        tracing::info!(rpc, code = ?Code::ResourceExhausted, caller, "shed");
-        Err(overloaded())
+        tracing::info!(rpc, code = ?Code::ResourceExhausted, caller, reason = ?refusal, "shed");
+        Err(match refusal {
+            Refusal::Full => overloaded(),
+            Refusal::CallerShare => Status::resource_exhausted(format!(
+                "this caller already has {} calls in flight, its share of the server; retry with backoff",
+                self.options.limiter.per_caller
+            )),
+        })
     }
 
     /// `Recommend`'s plan, encoded straight from the core's values (see `crate::wire`).
@@ -831,7 +882,7 @@ impl RecommendationService for Service {
     ) -> Result<Response<EncodedRecommendResponse>, Status> {
         let started = Instant::now();
         let caller = caller_of(&request);
-        let _admission = self.admit("Recommend", &caller)?;
+        let _admission = self.admit("Recommend", &request, &caller)?;
         let wait = self.audit_wait(&request);
         let request = request.into_inner();
         let case_id = loggable_case_id(request_case_id(&request));
@@ -860,7 +911,7 @@ impl RecommendationService for Service {
     ) -> Result<Response<Self::RecommendStreamStream>, Status> {
         let started = Instant::now();
         let caller = caller_of(&request);
-        let admission = self.admit_shared("RecommendStream", &caller)?;
+        let admission = self.admit_shared("RecommendStream", &request, &caller)?;
         // Shared by the stream's items: one reference count each, not a copy of every handle the
         // service holds (profile, metrics, limiter, audit trail) and of the caller's name.
         let service = Arc::new(self.clone());
@@ -962,7 +1013,7 @@ impl RecommendationService for Service {
     ) -> Result<Response<pb::CheckPrescriptionResponse>, Status> {
         let started = Instant::now();
         let caller = caller_of(&request);
-        let _admission = self.admit("CheckPrescription", &caller)?;
+        let _admission = self.admit("CheckPrescription", &request, &caller)?;
         let wait = self.audit_wait(&request);
         let request = request.into_inner();
         let case_id = loggable_case_id(request.case.as_ref().map_or("", |case| &case.case_id));
@@ -1008,7 +1059,7 @@ impl RecommendationService for Service {
     ) -> Result<Response<pb::Guideline>, Status> {
         let started = Instant::now();
         let caller = caller_of(&request);
-        let _admission = self.admit("GetGuideline", &caller)?;
+        let _admission = self.admit("GetGuideline", &request, &caller)?;
         let guideline = convert::guideline_out(&self.profile);
         self.finish("GetGuideline", Code::Ok, started, &caller, "");
         Ok(Response::new(guideline))
@@ -1020,7 +1071,7 @@ impl RecommendationService for Service {
     ) -> Result<Response<pb::RecommendationRecord>, Status> {
         let started = Instant::now();
         let caller = caller_of(&request);
-        let _admission = self.admit("GetRecommendation", &caller)?;
+        let _admission = self.admit("GetRecommendation", &request, &caller)?;
         let request = request.into_inner();
         let result = self
             .get_record(&request.recommendation_id)
@@ -1042,7 +1093,7 @@ impl RecommendationService for Service {
     ) -> Result<Response<pb::ListRecommendationsResponse>, Status> {
         let started = Instant::now();
         let caller = caller_of(&request);
-        let _admission = self.admit("ListRecommendations", &caller)?;
+        let _admission = self.admit("ListRecommendations", &request, &caller)?;
         let request = request.into_inner();
         let case_id = if is_valid_case_id(&request.case_id) {
             request.case_id.clone()
@@ -1066,7 +1117,7 @@ impl RecommendationService for Service {
     ) -> Result<Response<pb::RecordFeedbackResponse>, Status> {
         let started = Instant::now();
         let caller = caller_of(&request);
-        let _admission = self.admit("RecordFeedback", &caller)?;
+        let _admission = self.admit("RecordFeedback", &request, &caller)?;
         let wait = self.audit_wait(&request);
         let request = request.into_inner();
         let result = self
@@ -1224,21 +1275,48 @@ mod tests {
     #[test]
     fn the_limiter_admits_up_to_its_limit_and_takes_places_back() {
         let metrics = Metrics::new(None).expect("metrics");
-        let limiter = Arc::new(Limiter::new(2, &metrics));
-        let first = limiter.try_acquire().then(|| Admission(&*limiter));
-        let second = limiter
-            .try_acquire()
-            .then(|| Admission(Arc::clone(&limiter)));
-        assert!(first.is_some() && second.is_some());
-        assert!(!limiter.try_acquire(), "a third call is shed");
+        let limiter = Arc::new(Limiter::new(2, 2, &metrics));
+        let admit = |caller: &str| {
+            limiter
+                .try_acquire(caller)
+                .map(|()| Admission(Arc::clone(&limiter), caller.to_string()))
+        };
+        let first = admit("a");
+        let second = admit("b");
+        assert!(first.is_ok() && second.is_ok());
+        assert_eq!(
+            admit("c").err(),
+            Some(Refusal::Full),
+            "a third call is shed"
+        );
         assert_eq!((limiter.in_flight(), metrics.in_flight().get()), (2, 2));
         drop(second);
         assert_eq!((limiter.in_flight(), metrics.in_flight().get()), (1, 1));
-        let third = limiter.try_acquire().then(|| Admission(&*limiter));
-        assert!(third.is_some());
-        assert!(!limiter.try_acquire());
+        let third = admit("c");
+        assert!(third.is_ok());
+        assert!(admit("d").is_err());
         drop((first, third));
         assert_eq!((limiter.in_flight(), metrics.in_flight().get()), (0, 0));
+    }
+
+    #[test]
+    fn one_caller_cannot_take_every_place() {
+        let metrics = Metrics::new(None).expect("metrics");
+        let limiter = Arc::new(Limiter::new(4, 2, &metrics));
+        let admit = |caller: &str| {
+            limiter
+                .try_acquire(caller)
+                .map(|()| Admission(Arc::clone(&limiter), caller.to_string()))
+        };
+        let greedy = [admit("greedy"), admit("greedy")];
+        assert!(greedy.iter().all(Result::is_ok));
+        assert_eq!(admit("greedy").err(), Some(Refusal::CallerShare));
+        let others = [admit("ris"), admit("tps")];
+        assert!(others.iter().all(Result::is_ok), "the others still get in");
+        assert_eq!(admit("third").err(), Some(Refusal::Full));
+        drop(greedy);
+        assert!(admit("greedy").is_ok(), "the share comes back");
+        drop(others);
     }
 
     #[test]

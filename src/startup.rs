@@ -42,6 +42,9 @@ pub struct Limits {
     pub max_concurrent_calls: usize,
     /// HTTP/2 streams per connection.
     pub max_concurrent_streams_per_connection: u32,
+    /// Calls in flight for one caller (an authenticated caller, or one connection without
+    /// authentication); `None`: half of `max_concurrent_calls` (at least one).
+    pub max_calls_per_caller: Option<usize>,
     /// Open `grpc.health.v1.Health/Watch` streams across the process (see `health_gate`).
     pub max_health_watches: usize,
     /// HTTP/2 keepalive ping interval and the time to wait for its answer.
@@ -63,6 +66,7 @@ impl Default for Limits {
             max_concurrent_calls: 256,
             max_concurrent_streams_per_connection: 128,
             max_health_watches: 64,
+            max_calls_per_caller: None,
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
             max_connection_age: Duration::from_secs(300),
@@ -267,7 +271,13 @@ pub async fn start_on(
         Arc::clone(&settings.profile),
         ServiceOptions {
             metrics: Arc::clone(&metrics),
-            limiter: Arc::new(Limiter::new(limits.max_concurrent_calls, &metrics)),
+            limiter: Arc::new(Limiter::new(
+                limits.max_concurrent_calls,
+                limits
+                    .max_calls_per_caller
+                    .unwrap_or(limits.max_concurrent_calls / 2),
+                &metrics,
+            )),
             max_stream_items: limits.max_stream_items,
             stream_idle_timeout: limits.call_timeout,
             audit: settings.audit.clone(),

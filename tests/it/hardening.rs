@@ -1684,3 +1684,63 @@ async fn health_watch_streams_are_limited_and_need_a_token() {
     server.stop_allowing_cut().await;
     let _ = std::fs::remove_file(&path);
 }
+
+#[tokio::test]
+async fn one_caller_flooding_streams_leaves_room_for_the_others() {
+    let path = std::env::temp_dir().join(format!("vlms-rt-tokens-{}", uuid::Uuid::new_v4()));
+    std::fs::write(
+        &path,
+        format!(
+            "greedy:{}\nris-gateway:{}\n",
+            token_sha256_hex("greedy-token"),
+            token_sha256_hex("ris-token")
+        ),
+    )
+    .expect("write");
+    let mut limited = settings();
+    limited.tokens = Some(Arc::new(TokenStore::load(&path).expect("tokens")));
+    limited.limits.max_concurrent_calls = 4;
+    let server = TestServer::start_with(limited).await;
+    let mut client = RecommendationServiceClient::new(server.channel().await);
+    // The greedy caller opens streams and keeps them open: each holds a place.
+    let mut held = Vec::new();
+    let mut shed = None;
+    for _ in 0..6 {
+        let (sender, receiver) = mpsc::channel(4);
+        let mut stream_request = tonic::Request::new(ReceiverStream::new(receiver));
+        stream_request.metadata_mut().insert(
+            "authorization",
+            "Bearer greedy-token".parse().expect("ascii"),
+        );
+        sender.send(request()).await.expect("send");
+        match client.recommend_stream(stream_request).await {
+            Ok(response) => {
+                let mut responses = response.into_inner();
+                assert!(responses.message().await.expect("item").is_some());
+                held.push((sender, responses));
+            }
+            Err(status) => {
+                shed = Some(status);
+                break;
+            }
+        }
+    }
+    let status = shed.expect("the greedy caller is held to its share");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(
+        status.message().contains("its share"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(held.len(), 2, "half of the four places");
+    // Another caller is still served.
+    for _ in 0..3 {
+        client
+            .recommend(with_authorization(Some("Bearer ris-token")))
+            .await
+            .expect("the other caller gets in");
+    }
+    drop(held);
+    server.stop_allowing_cut().await;
+    let _ = std::fs::remove_file(&path);
+}
