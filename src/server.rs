@@ -994,6 +994,16 @@ impl RecommendationService for Service {
         } else {
             Box::pin(inbound.then(answer))
         };
+        let place = Arc::new(StreamPlace {
+            admission: std::sync::Mutex::new(Some(admission)),
+            last_polled: std::sync::Mutex::new(Instant::now()),
+            released: std::sync::atomic::AtomicBool::new(false),
+        });
+        tokio::spawn(reclaim_unread(
+            Arc::downgrade(&place),
+            self.options.stream_idle_timeout * 2,
+            caller.to_string(),
+        ));
         let logged = StreamCall {
             inner: outbound,
             service: self.clone(),
@@ -1002,7 +1012,7 @@ impl RecommendationService for Service {
             items: 0,
             rejected: 0,
             done: false,
-            _admission: admission,
+            place,
         };
         Ok(Response::new(Box::pin(logged)))
     }
@@ -1145,7 +1155,49 @@ struct StreamCall {
     items: u64,
     rejected: u64,
     done: bool,
-    _admission: Admission<Arc<Limiter>>,
+    place: Arc<StreamPlace>,
+}
+
+/// A stream's admission, and when the stream was last asked for an answer. A client that stops
+/// reading stops HTTP/2 from taking answers, and then nothing asks the stream for one: no timer of
+/// the stream's own runs. [`reclaim_unread`] watches from outside and gives the place back.
+struct StreamPlace {
+    admission: std::sync::Mutex<Option<Admission<Arc<Limiter>>>>,
+    last_polled: std::sync::Mutex<Instant>,
+    released: std::sync::atomic::AtomicBool,
+}
+
+/// Gives a stream's place back once its answers have not been taken for `unread_for` (twice the
+/// call timeout: longer than any wait of a stream that is being read), and ends the stream if it
+/// is ever asked again. Ends with the stream.
+async fn reclaim_unread(place: std::sync::Weak<StreamPlace>, unread_for: Duration, caller: String) {
+    let period = (unread_for / 4).max(Duration::from_millis(50));
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(place) = place.upgrade() else {
+            return;
+        };
+        let idle = match place.last_polled.lock() {
+            Ok(last) => last.elapsed(),
+            Err(poisoned) => poisoned.into_inner().elapsed(),
+        };
+        if idle < unread_for {
+            continue;
+        }
+        place.released.store(true, Ordering::SeqCst);
+        let admission = match place.admission.lock() {
+            Ok(mut slot) => slot.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        drop(admission);
+        tracing::info!(
+            rpc = "RecommendStream",
+            caller = %caller,
+            unread_s = idle.as_secs(),
+            "a stream whose answers were not read gave its place back"
+        );
+        return;
+    }
 }
 
 impl StreamCall {
@@ -1178,6 +1230,16 @@ impl Stream for StreamCall {
     fn poll_next(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.done {
             return Poll::Ready(None);
+        }
+        if self.place.released.load(Ordering::SeqCst) {
+            self.log(Code::DeadlineExceeded);
+            return Poll::Ready(Some(Err(Status::deadline_exceeded(
+                "the client did not read the stream's answers; its place was given back",
+            ))));
+        }
+        match self.place.last_polled.lock() {
+            Ok(mut last) => *last = Instant::now(),
+            Err(poisoned) => *poisoned.into_inner() = Instant::now(),
         }
         let polled = self.inner.as_mut().poll_next(context);
         match &polled {

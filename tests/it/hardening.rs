@@ -1744,3 +1744,50 @@ async fn one_caller_flooding_streams_leaves_room_for_the_others() {
     server.stop_allowing_cut().await;
     let _ = std::fs::remove_file(&path);
 }
+
+#[tokio::test]
+async fn a_stream_whose_answers_are_not_read_gives_its_place_back_in_seconds() {
+    let mut limited = settings();
+    limited.limits.call_timeout = Duration::from_secs(1);
+    limited.limits.max_concurrent_calls = 1;
+    let server = TestServer::start_with(limited).await;
+    // A client that sends a lot and never reads its answers.
+    let (sender, receiver) = mpsc::channel(64);
+    let mut greedy = RecommendationServiceClient::new(server.channel().await);
+    let _unread = greedy
+        .recommend_stream(ReceiverStream::new(receiver))
+        .await
+        .expect("stream");
+    let pump = tokio::spawn(async move {
+        for _ in 0..2_000 {
+            if tokio::time::timeout(Duration::from_secs(5), sender.send(request()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        sender
+    });
+    // While it holds the only place, others are shed; within a few seconds it is given back.
+    let mut other = RecommendationServiceClient::new(server.channel().await);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut shed_meanwhile = 0;
+    loop {
+        match other.recommend(request()).await {
+            Ok(_) => break,
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                shed_meanwhile += 1;
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the unread stream kept its place"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    assert!(shed_meanwhile > 0, "the unread stream never held the place");
+    pump.abort();
+    server.stop_allowing_cut().await;
+}
