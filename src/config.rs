@@ -57,6 +57,11 @@ pub struct ServerConfig {
     #[arg(long, env = "VLMS_RT_MAX_HEALTH_WATCHES", default_value_t = 64, value_parser = parse_positive_count)]
     pub max_health_watches: usize,
 
+    /// How long a new connection may take to finish its TLS handshake, and then to send the HTTP/2
+    /// preface, before it is closed (refused handshakes are logged and counted).
+    #[arg(long, env = "VLMS_RT_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub handshake_timeout: Duration,
+
     /// Calls in flight for one caller (an authenticated caller, or one connection without
     /// authentication), so that one caller cannot take every place; beyond it that caller's calls
     /// are shed with RESOURCE_EXHAUSTED. Default: half of --max-concurrent-calls.

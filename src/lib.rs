@@ -4,6 +4,7 @@
 //! generated contract, [`convert`] maps between the two, [`server`] implements the service and
 //! [`startup`] binds and serves it.
 
+pub mod accept;
 pub mod audit;
 pub mod auth;
 pub mod client;

@@ -57,6 +57,8 @@ pub struct Metrics {
     plans: IntCounterVec,
     token_reloads: IntCounterVec,
     tokens: IntGauge,
+    refused_handshakes: IntCounter,
+    silent_connections: IntCounter,
     resolved: Arc<Resolved>,
     audit: Option<AuditGauges>,
 }
@@ -131,6 +133,17 @@ impl Metrics {
             "vlms_rt_auth_tokens",
             "Bearer tokens in force (0 with a token file that holds none: every call refused).",
         )?;
+        let refused_handshakes = IntCounter::new(
+            "vlms_rt_tls_handshakes_refused_total",
+            "TLS handshakes that failed (a bad or missing client certificate, not TLS at all) or \
+             did not finish within --handshake-timeout; the connection was closed.",
+        )?;
+        let silent_connections = IntCounter::new(
+            "vlms_rt_silent_connections_closed_total",
+            "Connections closed because no HTTP/2 preface arrived within --handshake-timeout.",
+        )?;
+        registry.register(Box::new(refused_handshakes.clone()))?;
+        registry.register(Box::new(silent_connections.clone()))?;
         registry.register(Box::new(token_reloads.clone()))?;
         registry.register(Box::new(tokens.clone()))?;
         let audit = match audit {
@@ -192,6 +205,8 @@ impl Metrics {
             plans,
             token_reloads,
             tokens,
+            refused_handshakes,
+            silent_connections,
             resolved: Arc::default(),
         })
     }
@@ -202,6 +217,14 @@ impl Metrics {
             .with_label_values(&[if succeeded { "ok" } else { "failed" }])
             .inc();
         self.set_tokens(tokens_in_force);
+    }
+
+    /// The counters of the accept loop.
+    pub fn accept_counters(&self) -> crate::accept::Counters {
+        crate::accept::Counters {
+            refused_handshakes: self.refused_handshakes.clone(),
+            silent_connections: self.silent_connections.clone(),
+        }
     }
 
     /// The number of bearer tokens in force.

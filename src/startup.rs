@@ -9,8 +9,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -45,6 +44,9 @@ pub struct Limits {
     /// Calls in flight for one caller (an authenticated caller, or one connection without
     /// authentication); `None`: half of `max_concurrent_calls` (at least one).
     pub max_calls_per_caller: Option<usize>,
+    /// How long a new connection may take to finish its TLS handshake, and then to send the
+    /// HTTP/2 preface, before it is closed (see `accept`).
+    pub handshake_timeout: Duration,
     /// Open `grpc.health.v1.Health/Watch` streams across the process (see `health_gate`).
     pub max_health_watches: usize,
     /// HTTP/2 keepalive ping interval and the time to wait for its answer.
@@ -66,6 +68,7 @@ impl Default for Limits {
             max_concurrent_calls: 256,
             max_concurrent_streams_per_connection: 128,
             max_health_watches: 64,
+            handshake_timeout: Duration::from_secs(10),
             max_calls_per_caller: None,
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
@@ -131,7 +134,7 @@ pub enum StartError {
     Reflection(#[from] tonic_reflection::server::Error),
     /// The TLS material was refused.
     #[error("invalid TLS configuration: {0}")]
-    Tls(#[source] tonic::transport::Error),
+    Tls(String),
     /// The metrics registry or endpoint failed.
     #[error("cannot start metrics: {0}")]
     Metrics(String),
@@ -326,7 +329,7 @@ pub async fn start_on(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let mut builder = Server::builder()
+    let builder = Server::builder()
         .max_concurrent_streams(limits.max_concurrent_streams_per_connection)
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
@@ -336,14 +339,11 @@ pub async fn start_on(
         // stops the server reading the client's items too, so no idle timer runs) held its
         // connection and its admission for as long as the client kept the connection open.
         .max_connection_age_grace(limits.shutdown_grace);
-    if let Some(tls) = &settings.tls {
-        let mut config =
-            ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
-        if let Some(client_ca) = &tls.client_ca_pem {
-            config = config.client_ca_root(Certificate::from_pem(client_ca));
-        }
-        builder = builder.tls_config(config).map_err(StartError::Tls)?;
-    }
+    // TLS is done by the accept loop (`accept`), which bounds and counts handshakes.
+    let tls_config = match &settings.tls {
+        Some(tls) => Some(crate::accept::server_config(tls).map_err(StartError::Tls)?),
+        None => None,
+    };
     let (health_addr, health_shutdown) = match settings.health_listen {
         Some(address) => {
             let health_listener = bind(address).await?;
@@ -353,7 +353,11 @@ pub async fn start_on(
             let (sender, receiver) = oneshot::channel::<()>();
             let health_only = Server::builder().add_service(health_service.clone());
             tokio::spawn(health_only.serve_with_incoming_shutdown(
-                TcpIncoming::from(health_listener).with_nodelay(Some(true)),
+                crate::accept::plain(
+                    health_listener,
+                    limits.handshake_timeout,
+                    metrics.accept_counters(),
+                ),
                 async {
                     let _ = receiver.await;
                 },
@@ -371,11 +375,22 @@ pub async fn start_on(
         .add_service(reflection_v1alpha);
 
     let (sender, receiver) = oneshot::channel::<()>();
-    // TCP_NODELAY: without it, small gRPC frames wait on Nagle and delayed ACKs (~40 ms a call).
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+    // TCP_NODELAY is set on every accepted socket: without it, small gRPC frames wait on Nagle and
+    // delayed ACKs (~40 ms a call).
+    let shutdown = async {
         let _ = receiver.await;
-    }));
+    };
+    let counters = metrics.accept_counters();
+    let task = match tls_config {
+        Some(config) => tokio::spawn(router.serve_with_incoming_shutdown(
+            crate::accept::tls(listener, config, limits.handshake_timeout, counters),
+            shutdown,
+        )),
+        None => tokio::spawn(router.serve_with_incoming_shutdown(
+            crate::accept::plain(listener, limits.handshake_timeout, counters),
+            shutdown,
+        )),
+    };
     Ok(RunningServer {
         local_addr,
         metrics_addr,

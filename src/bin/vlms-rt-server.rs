@@ -86,6 +86,7 @@ fn settings(config: &ServerConfig) -> Result<Settings, String> {
             call_timeout: config.call_timeout,
             max_concurrent_calls: config.max_concurrent_calls,
             max_health_watches: config.max_health_watches,
+            handshake_timeout: config.handshake_timeout,
             max_calls_per_caller: config.max_calls_per_caller,
             keepalive_interval: config.keepalive_interval,
             max_connection_age: config.max_connection_age,

@@ -1791,3 +1791,122 @@ async fn a_stream_whose_answers_are_not_read_gives_its_place_back_in_seconds() {
     pump.abort();
     server.stop_allowing_cut().await;
 }
+
+/// Opens `count` TCP connections to `address` that send `first` (maybe nothing) and then wait;
+/// returns how many the server closed within `within`.
+async fn closed_by_server(address: &str, count: usize, first: &[u8], within: Duration) -> usize {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sockets = Vec::new();
+    for _ in 0..count {
+        let mut socket = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connects");
+        if !first.is_empty() {
+            socket.write_all(first).await.expect("write");
+        }
+        sockets.push(socket);
+    }
+    let mut closed = 0;
+    for mut socket in sockets {
+        let mut buffer = vec![0_u8; 4096];
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, socket.read(&mut buffer)).await {
+                Ok(Ok(0) | Err(_)) => {
+                    closed += 1;
+                    break;
+                }
+                // The server's own HTTP/2 settings, or a TLS alert: read on.
+                Ok(Ok(_)) => continue,
+                Err(_) => break,
+            }
+        }
+    }
+    closed
+}
+
+#[tokio::test]
+async fn silent_connections_and_refused_handshakes_are_closed_and_counted() {
+    let mut quick = settings();
+    quick.limits.handshake_timeout = Duration::from_millis(300);
+    quick.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
+    let server = TestServer::start_with(quick).await;
+    let address = server.url.trim_start_matches("http://").to_string();
+    let metrics = server.metrics_addr();
+    assert_eq!(
+        closed_by_server(&address, 50, b"", Duration::from_secs(10)).await,
+        50,
+        "silent plaintext connections are closed"
+    );
+    wait_for_series(&metrics, "vlms_rt_silent_connections_closed_total 50").await;
+    // A real client is served all the while.
+    server
+        .client()
+        .await
+        .recommend(request())
+        .await
+        .expect("served");
+    server.stop().await;
+
+    let pki = pki();
+    let mut tls = settings();
+    tls.tls = Some(TlsMaterial {
+        cert_pem: pki.server_cert_pem.clone().into_bytes(),
+        key_pem: pki.server_key_pem.clone().into_bytes(),
+        client_ca_pem: Some(pki.ca_pem.clone().into_bytes()),
+    });
+    tls.limits.handshake_timeout = Duration::from_millis(300);
+    tls.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
+    let server = TestServer::start_with(tls).await;
+    let address = server.url.trim_start_matches("https://").to_string();
+    let metrics = server.metrics_addr();
+    // Sockets that never start a handshake, and ones that send something that is not TLS.
+    assert_eq!(
+        closed_by_server(&address, 20, b"", Duration::from_secs(10)).await,
+        20
+    );
+    assert_eq!(
+        closed_by_server(
+            &address,
+            5,
+            b"GET / HTTP/1.1\r\n\r\n",
+            Duration::from_secs(10)
+        )
+        .await,
+        5
+    );
+    // A client without a certificate, and one from another CA, over mutual TLS.
+    assert!(tls_call(&server.url, &pki.ca_pem, None).await.is_err());
+    assert!(
+        tls_call(
+            &server.url,
+            &pki.ca_pem,
+            Some((&pki.stranger_cert_pem, &pki.stranger_key_pem))
+        )
+        .await
+        .is_err()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = http_get(&metrics, "/metrics").await;
+        let refused = text
+            .lines()
+            .find_map(|line| line.strip_prefix("vlms_rt_tls_handshakes_refused_total "))
+            .and_then(|value| value.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if refused >= 27.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Our client still gets in.
+    tls_call(
+        &server.url,
+        &pki.ca_pem,
+        Some((&pki.client_cert_pem, &pki.client_key_pem)),
+    )
+    .await
+    .expect("served");
+    server.stop().await;
+}
