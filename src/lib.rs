@@ -17,6 +17,7 @@ pub mod framing;
 pub mod guideline;
 pub mod health_gate;
 pub mod metrics;
+pub mod never_internal;
 pub mod pb;
 pub mod server;
 pub mod startup;

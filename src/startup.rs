@@ -15,7 +15,9 @@ use tonic_health::server::HealthReporter;
 
 use crate::auth::{Authenticator, TokenStore};
 use crate::core::Profile;
+use crate::framing::CheckFrames;
 use crate::metrics::Metrics;
+use crate::never_internal::NeverInternal;
 use crate::pb;
 use crate::pb::server::recommendation_service_server::RecommendationServiceServer;
 use crate::server::{Limiter, Service, ServiceOptions};
@@ -287,7 +289,7 @@ pub async fn start_on(
             audit_wait: audit_wait(limits.call_timeout),
         },
     );
-    let recommendation = crate::framing::CheckFrames(
+    let recommendation = CheckFrames(
         RecommendationServiceServer::new(service)
             .max_decoding_message_size(limits.max_request_bytes),
     );
@@ -309,12 +311,13 @@ pub async fn start_on(
         .await;
     // Check stays open for probes; Watch streams need a token (with a token file) and a place.
     let watch_places = Arc::new(tokio::sync::Semaphore::new(limits.max_health_watches));
-    let health_service = crate::health_gate::HealthGate::new(
-        health_service,
+    // Health and reflection keep the service's request limit and its "never INTERNAL" promise.
+    let health_service = NeverInternal(crate::health_gate::HealthGate::new(
+        CheckFrames(health_service.max_decoding_message_size(limits.max_request_bytes)),
         Authenticator::new(settings.tokens.clone()),
         Arc::clone(&watch_places),
         limits.max_health_watches,
-    );
+    ));
     let (stopping, stopped) = tokio::sync::watch::channel(false);
     if let Some(audit) = settings.audit.clone() {
         tokio::spawn(follow_audit_health(audit, health.clone(), stopped));
@@ -323,11 +326,15 @@ pub async fn start_on(
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+        .build_v1()?
+        .max_decoding_message_size(limits.max_request_bytes);
+    let reflection_v1 = NeverInternal(CheckFrames(reflection_v1));
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+        .build_v1alpha()?
+        .max_decoding_message_size(limits.max_request_bytes);
+    let reflection_v1alpha = NeverInternal(CheckFrames(reflection_v1alpha));
 
     let builder = Server::builder()
         .max_concurrent_streams(limits.max_concurrent_streams_per_connection)

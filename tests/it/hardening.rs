@@ -1910,3 +1910,35 @@ async fn silent_connections_and_refused_handshakes_are_closed_and_counted() {
     .expect("served");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn health_and_reflection_keep_the_never_internal_promise() {
+    let server = TestServer::start().await;
+    let address = server.url.trim_start_matches("http://").to_string();
+    for path in [
+        "/grpc.health.v1.Health/Check",
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    ] {
+        // Not protobuf, a frame cut short, and a frame over the request limit.
+        let mut too_large = vec![0_u8, 0, 2, 0, 0];
+        too_large.extend(std::iter::repeat_n(0x0a, 128 * 1024));
+        for body in [
+            vec![0_u8, 0, 0, 0, 3, 0xff, 0xff, 0xff],
+            vec![0_u8, 0, 0, 0, 100, 0x0a],
+            too_large,
+        ] {
+            let first = body.get(5).copied();
+            let (status, message) = raw_grpc(&address, path, body).await;
+            let code = status.expect("a grpc-status");
+            assert_ne!(code, "13", "{path} ({first:?}): {message:?}");
+            // tonic-reflection ends its stream quietly at any request it cannot read; health
+            // answers every refusal with an error status.
+            assert!(
+                code != "0" || path.contains("Reflection"),
+                "{path} ({first:?}): {code} {message:?}"
+            );
+        }
+    }
+    server.stop().await;
+}
