@@ -8,6 +8,7 @@ pub mod accept;
 pub mod audit;
 pub mod auth;
 pub mod client;
+pub mod client_deadline;
 pub mod codec;
 pub mod config;
 pub mod convert;

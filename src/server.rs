@@ -912,6 +912,13 @@ impl RecommendationService for Service {
         let started = Instant::now();
         let caller = caller_of(&request);
         let admission = self.admit_shared("RecommendStream", &request, &caller)?;
+        // The caller's deadline bounds the whole stream (tonic applies it to the answer's headers
+        // only, which a stream sends at once).
+        let deadline = request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|value| crate::client_deadline::parse_grpc_timeout(value.as_bytes()))
+            .map(|deadline| Box::pin(tokio::time::sleep(deadline)));
         // Shared by the stream's items: one reference count each, not a copy of every handle the
         // service holds (profile, metrics, limiter, audit trail) and of the caller's name.
         let service = Arc::new(self.clone());
@@ -1013,6 +1020,7 @@ impl RecommendationService for Service {
             rejected: 0,
             done: false,
             place,
+            deadline,
         };
         Ok(Response::new(Box::pin(logged)))
     }
@@ -1156,6 +1164,8 @@ struct StreamCall {
     rejected: u64,
     done: bool,
     place: Arc<StreamPlace>,
+    /// The caller's deadline, if it sent one.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// A stream's admission, and when the stream was last asked for an answer. A client that stops
@@ -1242,6 +1252,15 @@ impl Stream for StreamCall {
             Err(poisoned) => *poisoned.into_inner() = Instant::now(),
         }
         let polled = self.inner.as_mut().poll_next(context);
+        if polled.is_pending()
+            && let Some(deadline) = self.deadline.as_mut()
+            && deadline.as_mut().poll(context).is_ready()
+        {
+            self.log(Code::DeadlineExceeded);
+            return Poll::Ready(Some(Err(Status::deadline_exceeded(
+                "the caller's deadline passed before the stream ended",
+            ))));
+        }
         match &polled {
             Poll::Ready(Some(Ok(response))) => {
                 self.items += 1;

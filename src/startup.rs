@@ -376,6 +376,9 @@ pub async fn start_on(
     // The call timeout, armed only for calls that wait (see `deadline`), in place of tonic's.
     let router = builder
         .layer(crate::deadline::CallTimeoutLayer::new(limits.call_timeout))
+        .layer(crate::client_deadline::ClientDeadlineLayer::new(
+            Arc::clone(&metrics),
+        ))
         .add_service(recommendation)
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -1942,3 +1942,72 @@ async fn health_and_reflection_keep_the_never_internal_promise() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_callers_deadline_ends_the_call_with_deadline_exceeded_logged_and_counted() {
+    let mut with_metrics = settings();
+    with_metrics.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
+    let server = TestServer::start_with(with_metrics).await;
+    let metrics = server.metrics_addr();
+    let mut client = server.client().await;
+    // (The tonic client applies the deadline to the answer's headers only, which a stream sends
+    // at once, so the server's end of the stream is what the client sees.)
+    for deadline in [Duration::from_millis(500)] {
+        // A stream that never sends an item waits for one until the caller's deadline.
+        let (_sender, receiver) = mpsc::channel::<pb::RecommendRequest>(1);
+        let mut request = tonic::Request::new(ReceiverStream::new(receiver));
+        request.set_timeout(deadline);
+        let started = std::time::Instant::now();
+        let status = match client.recommend_stream(request).await {
+            Ok(response) => response
+                .into_inner()
+                .message()
+                .await
+                .expect_err("ended at the deadline"),
+            Err(status) => status,
+        };
+        assert_eq!(
+            status.code(),
+            Code::DeadlineExceeded,
+            "{deadline:?}: {status:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "not the server's own timeout"
+        );
+    }
+    // A deadline already gone when the call arrives (the tonic client would time out on its
+    // own first, so the request is written by hand).
+    let address = server.url.trim_start_matches("http://").to_string();
+    let (response, _body) = crate::support::raw_grpc_request(
+        &address,
+        "/vlms.rt.v1.RecommendationService/RecommendStream",
+        &[("grpc-timeout", "0n")],
+    )
+    .await;
+    let response = tokio::time::timeout(Duration::from_secs(4), response)
+        .await
+        .expect("answered at once")
+        .expect("response");
+    let status = match response.headers().get("grpc-status") {
+        Some(status) => status.to_str().expect("ascii").to_string(),
+        None => {
+            let mut body = response.into_body();
+            while let Some(chunk) = tokio::time::timeout(Duration::from_secs(4), body.data())
+                .await
+                .expect("not hung")
+            {
+                let _ = chunk.expect("data");
+            }
+            let trailers = body.trailers().await.expect("trailers").expect("trailers");
+            trailers["grpc-status"].to_str().expect("ascii").to_string()
+        }
+    };
+    assert_eq!(status, "4", "DEADLINE_EXCEEDED");
+    wait_for_series(
+        &metrics,
+        "vlms_rt_calls_total{code=\"DEADLINE_EXCEEDED\",rpc=\"RecommendStream\"} 2",
+    )
+    .await;
+    server.stop_allowing_cut().await;
+}

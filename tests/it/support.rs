@@ -523,18 +523,29 @@ pub async fn raw_grpc_headers(
     address: &str,
     path: &str,
 ) -> (h2::client::ResponseFuture, h2::SendStream<bytes::Bytes>) {
+    raw_grpc_request(address, path, &[]).await
+}
+
+/// [`raw_grpc_headers`] with `extra` headers (a `grpc-timeout`, say).
+pub async fn raw_grpc_request(
+    address: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+) -> (h2::client::ResponseFuture, h2::SendStream<bytes::Bytes>) {
     let tcp = tokio::net::TcpStream::connect(address).await.expect("tcp");
     let (sender, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
     tokio::spawn(async move {
         let _ = connection.await;
     });
     let mut sender = sender.ready().await.expect("ready");
-    let request = http::Request::builder()
+    let mut request = http::Request::builder()
         .method("POST")
         .uri(format!("http://{address}{path}"))
         .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .expect("request");
+        .header("te", "trailers");
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(()).expect("request");
     sender.send_request(request, false).expect("send")
 }
