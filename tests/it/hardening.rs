@@ -2011,3 +2011,28 @@ async fn a_callers_deadline_ends_the_call_with_deadline_exceeded_logged_and_coun
     .await;
     server.stop_allowing_cut().await;
 }
+
+#[test]
+fn the_start_up_log_names_the_audit_database_by_its_absolute_path() {
+    let dir = std::env::temp_dir().join(format!("vlms-rt-cwd-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vlms-rt-server"))
+        .current_dir(&dir)
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--audit-db", "relative-audit.sqlite3"])
+        .env_remove("VLMS_RT_AUDIT_DB")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("server starts");
+    let (_, log) = crate::support::wait_for_address_and_log(&mut child);
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = log.lock().expect("log").join("\n");
+    let absolute = dir.join("relative-audit.sqlite3");
+    assert!(
+        log.contains(&format!("\"audit_db\":\"{}\"", absolute.display())),
+        "{log}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
