@@ -390,9 +390,7 @@ impl Service {
             .auditor()?
             .get(canonical_recommendation_id(recommendation_id))
             .await
-            .map_err(|error| {
-                Status::unavailable(format!("the audit store cannot be read: {error}"))
-            })?;
+            .map_err(|error| read_failure(&error))?;
         match found {
             Some(record) => record_out(record),
             None => Err(Status::not_found(format!(
@@ -448,9 +446,7 @@ impl Service {
             .auditor()?
             .list(request.case_id.clone(), before, page_size + 1)
             .await
-            .map_err(|error| {
-                Status::unavailable(format!("the audit store cannot be read: {error}"))
-            })?;
+            .map_err(|error| read_failure(&error))?;
         let mut more = records.len() > page_size;
         records.truncate(page_size);
         // Bounded in bytes as well as records: the page ends before the record that would take
@@ -516,9 +512,7 @@ impl Service {
             .auditor()?
             .get(canonical_recommendation_id(recommendation_id))
             .await
-            .map_err(|error| {
-                Status::unavailable(format!("the audit store cannot be read: {error}"))
-            })?
+            .map_err(|error| read_failure(&error))?
             .ok_or_else(|| Status::not_found(format!("no recommendation {recommendation_id}")))?;
         self.record(
             &new_recommendation_id(),
@@ -645,6 +639,20 @@ fn is_recommendation_id(text: &str) -> bool {
 /// The status of a shed call.
 pub fn overloaded() -> Status {
     Status::resource_exhausted("the server is at its concurrency limit; retry with backoff")
+}
+
+/// The status of a read of the audit trail that failed: DATA_LOSS for a record that no longer
+/// matches its hash (refused, not served), UNAVAILABLE otherwise.
+fn read_failure(error: &crate::audit::AuditError) -> Status {
+    match error {
+        crate::audit::AuditError::Corrupt(problem) => {
+            tracing::error!(%problem, "an audit record was changed after it was written; refused");
+            Status::data_loss(format!(
+                "the stored record was changed after it was written and is not served: {problem}"
+            ))
+        }
+        other => Status::unavailable(format!("the audit store cannot be read: {other}")),
+    }
 }
 
 /// The description of the entry that stands for the violations left out of a long list.

@@ -120,6 +120,44 @@ pub enum AuditError {
     /// retry.
     #[error("audit writer is behind: its queue of records waiting to be committed is full")]
     Backlog,
+    /// A stored record no longer matches its hash or its place in the chain: it was changed
+    /// after it was written, and is refused rather than served.
+    #[error("audit record changed: {0}")]
+    Corrupt(String),
+}
+
+impl From<BrokenLink> for AuditError {
+    fn from(broken: BrokenLink) -> AuditError {
+        AuditError::Corrupt(format!(
+            "record {} (recommendation_id {}): {}; run `vlms-rt-server audit verify`",
+            broken.seq, broken.recommendation_id, broken.problem
+        ))
+    }
+}
+
+/// Checks a record read for an answer against the chain: its own hash (over `hashed`, the record
+/// in the form its hash covers), the hash of the record before it (`previous`, zeros for the
+/// first) and the previous-hash of the record after it (`next_prev_hash`, if there is one).
+pub(crate) fn check_read(
+    previous: &[u8; 32],
+    hashed: &StoredRecord,
+    kind: &str,
+    prev_hash: &[u8],
+    hash: &[u8],
+    next_prev_hash: Option<&[u8]>,
+) -> Result<(), AuditError> {
+    let expected = check_link(previous, hashed, kind, prev_hash, hash)?;
+    if next_prev_hash.is_some_and(|next| next != expected.as_slice()) {
+        return Err(BrokenLink {
+            seq: hashed.seq,
+            recommendation_id: hashed.record.recommendation_id.clone(),
+            problem: "the record after it names another previous hash (a record was changed \
+                      and its hash recomputed, or records were reordered)"
+                .into(),
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// The first broken link of a hash chain.

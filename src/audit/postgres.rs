@@ -552,23 +552,81 @@ fn row_to_record(row: &Row) -> Result<StoredRecord, AuditError> {
     })
 }
 
+/// A 32-byte hash a query selects for `seq`'s neighbour, if there is such a record.
+async fn neighbour_hash(
+    client: &deadpool_postgres::Client,
+    sql: &str,
+    seq: i64,
+) -> Result<Option<[u8; 32]>, AuditError> {
+    let statement = client.prepare_cached(sql).await.map_err(store_error)?;
+    let Some(row) = client
+        .query_opt(&statement, &[&seq])
+        .await
+        .map_err(store_error)?
+    else {
+        return Ok(None);
+    };
+    let bytes: Vec<u8> = row.try_get(0).map_err(store_error)?;
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map(Some)
+        .map_err(|_| {
+            AuditError::Corrupt(format!(
+                "the record next to {seq} holds a hash that is not 32 bytes"
+            ))
+        })
+}
+
+/// A row selected with `{COLUMNS}, prev_hash, hash`, checked against its hash and its neighbours
+/// in the chain as `audit verify` checks it: a changed record is refused, never served.
+async fn checked_record(
+    client: &deadpool_postgres::Client,
+    row: &Row,
+) -> Result<StoredRecord, AuditError> {
+    let record = row_to_record(row)?;
+    let kind: String = row.try_get(3).map_err(store_error)?;
+    let prev_hash: Vec<u8> = row.try_get(11).map_err(store_error)?;
+    let hash: Vec<u8> = row.try_get(12).map_err(store_error)?;
+    let previous = neighbour_hash(
+        client,
+        "SELECT hash FROM records WHERE seq < $1 ORDER BY seq DESC LIMIT 1",
+        record.seq,
+    )
+    .await?;
+    let next_prev_hash = neighbour_hash(
+        client,
+        "SELECT prev_hash FROM records WHERE seq > $1 ORDER BY seq LIMIT 1",
+        record.seq,
+    )
+    .await?;
+    super::check_read(
+        &previous.unwrap_or([0; 32]),
+        &record,
+        &kind,
+        &prev_hash,
+        &hash,
+        next_prev_hash.as_ref().map(<[u8; 32]>::as_slice),
+    )?;
+    Ok(record)
+}
+
 async fn with_feedback(
     client: &deadpool_postgres::Client,
     record: StoredRecord,
 ) -> Result<RecordWithFeedback, AuditError> {
     let statement = client
         .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM records WHERE subject_id = $1 AND kind = 'feedback' ORDER BY seq"
+            "SELECT {COLUMNS}, prev_hash, hash FROM records WHERE subject_id = $1 AND kind = 'feedback' ORDER BY seq"
         ))
         .await
         .map_err(store_error)?;
-    let feedback = client
+    let rows = client
         .query(&statement, &[&record.record.recommendation_id])
         .await
-        .map_err(store_error)?
-        .iter()
-        .map(row_to_record)
-        .collect::<Result<Vec<_>, _>>()?;
+        .map_err(store_error)?;
+    let mut feedback = Vec::with_capacity(rows.len());
+    for row in &rows {
+        feedback.push(checked_record(client, row).await?);
+    }
     Ok(RecordWithFeedback { record, feedback })
 }
 
@@ -579,7 +637,7 @@ impl Reader for PgReader {
             let client = pool.get().await.map_err(store_error)?;
             let statement = client
                 .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM records WHERE recommendation_id = $1 AND kind != 'feedback'"
+                    "SELECT {COLUMNS}, prev_hash, hash FROM records WHERE recommendation_id = $1 AND kind != 'feedback'"
                 ))
                 .await
                 .map_err(store_error)?;
@@ -589,7 +647,9 @@ impl Reader for PgReader {
                 .map_err(store_error)?;
             match row {
                 None => Ok(None),
-                Some(row) => Ok(Some(with_feedback(&client, row_to_record(&row)?).await?)),
+                Some(row) => Ok(Some(
+                    with_feedback(&client, checked_record(&client, &row).await?).await?,
+                )),
             }
         })
     }
@@ -607,7 +667,7 @@ impl Reader for PgReader {
             let client = pool.get().await.map_err(store_error)?;
             let statement = client
                 .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM records WHERE case_id = $1 AND kind != 'feedback' AND seq < $2 ORDER BY seq DESC LIMIT $3"
+                    "SELECT {COLUMNS}, prev_hash, hash FROM records WHERE case_id = $1 AND kind != 'feedback' AND seq < $2 ORDER BY seq DESC LIMIT $3"
                 ))
                 .await
                 .map_err(store_error)?;
@@ -617,7 +677,7 @@ impl Reader for PgReader {
                 .map_err(store_error)?;
             let mut records = Vec::with_capacity(rows.len());
             for row in &rows {
-                records.push(with_feedback(&client, row_to_record(row)?).await?);
+                records.push(with_feedback(&client, checked_record(&client, row).await?).await?);
             }
             Ok(records)
         })

@@ -83,6 +83,19 @@ fn store_error(error: impl std::fmt::Display) -> AuditError {
     AuditError::Store(error.to_string())
 }
 
+/// A value of another type than this program writes (text where it wrote a blob, as an edit with
+/// the sqlite3 shell easily leaves) is a changed record; anything else is the store's failure.
+fn corrupt_or_store(error: &rusqlite::Error) -> AuditError {
+    match error {
+        rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..) => AuditError::Corrupt(format!(
+            "a column holds a value of another type than was written ({error}): the record was changed; run `vlms-rt-server audit verify`"
+        )),
+        other => store_error(other),
+    }
+}
+
 fn connect(path: &Path) -> Result<Connection, AuditError> {
     let connection = Connection::open(path).map_err(store_error)?;
     // With plans stored compressed a record is a few hundred bytes: SQLite's default 4 KiB pages
@@ -567,6 +580,9 @@ impl Dictionaries {
 
 const COLUMNS: &str = "seq, recommendation_id, created_at, kind, caller, guideline_version, guideline_sha256, case_id, subject_id, request, response, response_dictionary";
 
+/// `COLUMNS` and what a read checks each record against: its previous hash, hash and chain version.
+const CHECKED_COLUMNS: &str = "seq, recommendation_id, created_at, kind, caller, guideline_version, guideline_sha256, case_id, subject_id, request, response, response_dictionary, prev_hash, hash, chain_version";
+
 /// A row as stored: the record with its response still as stored, and the dictionary it names.
 fn row_to_stored(row: &rusqlite::Row<'_>) -> rusqlite::Result<(StoredRecord, Option<i64>)> {
     let kind: String = row.get(3)?;
@@ -590,7 +606,9 @@ fn row_to_stored(row: &rusqlite::Row<'_>) -> rusqlite::Result<(StoredRecord, Opt
 }
 
 impl ReaderState {
-    /// The records a query selects (with `COLUMNS`), responses as they were sent.
+    /// The records a query selects (with `CHECKED_COLUMNS`), responses as they were sent. Each
+    /// is checked against its hash and its neighbours in the chain, as `audit verify` checks it:
+    /// a changed record is refused ([`AuditError::Corrupt`]), never served.
     fn records(
         &mut self,
         sql: &str,
@@ -600,31 +618,86 @@ impl ReaderState {
             .connection
             .prepare_cached(sql)
             .map_err(store_error)?
-            .query_map(params, row_to_stored)
-            .map_err(store_error)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(store_error)?;
-        rows.into_iter()
-            .map(|(mut stored, dictionary)| {
-                let response = std::mem::take(&mut stored.record.response);
-                stored.record.response = self
-                    .dictionaries
-                    .response(&self.connection, dictionary, response)
-                    .map_err(|unreadable| match unreadable {
-                        Unreadable::Store(error) => error,
-                        Unreadable::Changed(problem) => AuditError::Store(format!(
-                            "record {} cannot be read: {problem}; run `audit verify`",
-                            stored.seq
-                        )),
-                    })?;
-                Ok(stored)
+            .query_map(params, |row| {
+                Ok((
+                    row_to_stored(row)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, Vec<u8>>(12)?,
+                    row.get::<_, Vec<u8>>(13)?,
+                    row.get::<_, i64>(14)?,
+                ))
             })
-            .collect()
+            .map_err(|error| corrupt_or_store(&error))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| corrupt_or_store(&error))?;
+        let mut records = Vec::with_capacity(rows.len());
+        for ((mut stored, dictionary), kind, prev_hash, hash, version) in rows {
+            let unreadable = |unreadable: Unreadable, seq: i64| match unreadable {
+                Unreadable::Store(error) => error,
+                Unreadable::Changed(problem) => AuditError::Corrupt(format!(
+                    "record {seq} cannot be read: {problem}; run `vlms-rt-server audit verify`"
+                )),
+            };
+            let as_stored = std::mem::take(&mut stored.record.response);
+            let (hashed_response, response_dictionary) = as_hashed(
+                &mut self.dictionaries,
+                &self.connection,
+                version,
+                dictionary,
+                as_stored.clone(),
+            )
+            .map_err(|problem| unreadable(problem, stored.seq))?;
+            let mut hashed = stored.clone();
+            hashed.record.response = hashed_response;
+            hashed.record.response_dictionary = response_dictionary;
+            let previous = self.neighbour_hash(
+                "SELECT hash FROM records WHERE seq < ?1 ORDER BY seq DESC LIMIT 1",
+                stored.seq,
+            )?;
+            let next_prev_hash = self.neighbour_hash(
+                "SELECT prev_hash FROM records WHERE seq > ?1 ORDER BY seq LIMIT 1",
+                stored.seq,
+            )?;
+            super::check_read(
+                &previous.unwrap_or([0; 32]),
+                &hashed,
+                &kind,
+                &prev_hash,
+                &hash,
+                next_prev_hash.as_ref().map(<[u8; 32]>::as_slice),
+            )?;
+            stored.record.response = self
+                .dictionaries
+                .response(&self.connection, dictionary, as_stored)
+                .map_err(|problem| unreadable(problem, stored.seq))?;
+            records.push(stored);
+        }
+        Ok(records)
+    }
+
+    /// A 32-byte hash a query selects for `seq`'s neighbour, if there is such a record.
+    fn neighbour_hash(&self, sql: &str, seq: i64) -> Result<Option<[u8; 32]>, AuditError> {
+        let found: Option<Vec<u8>> = self
+            .connection
+            .prepare_cached(sql)
+            .map_err(store_error)?
+            .query_row([seq], |row| row.get(0))
+            .optional()
+            .map_err(|error| corrupt_or_store(&error))?;
+        found
+            .map(|bytes| {
+                <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+                    AuditError::Corrupt(format!(
+                        "the record next to {seq} holds a hash that is not 32 bytes"
+                    ))
+                })
+            })
+            .transpose()
     }
 
     fn with_feedback(&mut self, record: StoredRecord) -> Result<RecordWithFeedback, AuditError> {
         let feedback = self.records(
-            &format!("SELECT {COLUMNS} FROM records WHERE subject_id = ?1 AND kind = 'feedback' ORDER BY seq"),
+            &format!("SELECT {CHECKED_COLUMNS} FROM records WHERE subject_id = ?1 AND kind = 'feedback' ORDER BY seq"),
             [&record.record.recommendation_id],
         )?;
         Ok(RecordWithFeedback { record, feedback })
@@ -650,7 +723,7 @@ impl Reader for SqliteReader {
         let record = state
             .records(
                 &format!(
-                    "SELECT {COLUMNS} FROM records WHERE recommendation_id = ?1 AND kind != 'feedback'"
+                    "SELECT {CHECKED_COLUMNS} FROM records WHERE recommendation_id = ?1 AND kind != 'feedback'"
                 ),
                 [recommendation_id],
             )?
@@ -667,7 +740,7 @@ impl Reader for SqliteReader {
         let mut state = self.state()?;
         let records = state.records(
             &format!(
-                "SELECT {COLUMNS} FROM records WHERE case_id = ?1 AND kind != 'feedback' AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+                "SELECT {CHECKED_COLUMNS} FROM records WHERE case_id = ?1 AND kind != 'feedback' AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
             ),
             params![
                 case_id,

@@ -1427,6 +1427,84 @@ async fn verify_names_a_record_changed_in_the_file(target: Target) {
         output.contains(&ids[1]) && output.contains("record 2"),
         "{output}"
     );
+    // Every read checks the record's hash as verify does: the changed record is refused on
+    // purpose (DATA_LOSS), not served and not left to whether its bytes still decompress.
+    let (server, _) = audited_server(&target).await;
+    let mut client = server.client().await;
+    let get = |id: &str| pb::GetRecommendationRequest {
+        recommendation_id: id.to_string(),
+    };
+    let status = client
+        .get_recommendation(get(&ids[1]))
+        .await
+        .expect_err("a changed record is refused");
+    assert_eq!(status.code(), Code::DataLoss, "{status:?}");
+    assert!(status.message().contains("changed"), "{status:?}");
+    for untouched in [&ids[0], &ids[2]] {
+        client
+            .get_recommendation(get(untouched))
+            .await
+            .expect("its neighbours are intact");
+    }
+    let status = client
+        .list_recommendations(pb::ListRecommendationsRequest {
+            case_id: "tamper".into(),
+            page_size: 10,
+            page_token: String::new(),
+        })
+        .await
+        .expect_err("a page holding the changed record is refused");
+    assert_eq!(status.code(), Code::DataLoss, "{status:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_byte_flipped_inside_a_compressed_response_is_refused_on_read() {
+    let target = Target::sqlite();
+    let Target::Sqlite(path) = &target else {
+        unreachable!("sqlite")
+    };
+    let (server, _) = audited_server(&target).await;
+    let mut client = server.client().await;
+    let id = client
+        .recommend(with_case_id("ivc-middle-postop-r1", "flip"))
+        .await
+        .expect("ok")
+        .into_inner()
+        .plan
+        .expect("plan")
+        .recommendation_id;
+    server.stop().await;
+    // One bit in the middle of the stored (compressed) bytes.
+    let connection = rusqlite::Connection::open(path).expect("open");
+    let (mut response, dictionary): (Vec<u8>, Option<i64>) = connection
+        .query_row(
+            "SELECT response, response_dictionary FROM records WHERE recommendation_id = ?1",
+            [&id],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .expect("row");
+    assert!(dictionary.is_some(), "the response is stored compressed");
+    let middle = response.len() / 2;
+    response[middle] ^= 0x10;
+    connection
+        .execute(
+            "UPDATE records SET response = ?1 WHERE recommendation_id = ?2",
+            rusqlite::params![response, id],
+        )
+        .expect("tamper");
+    drop(connection);
+    let (server, _) = audited_server(&target).await;
+    let status = server
+        .client()
+        .await
+        .get_recommendation(pb::GetRecommendationRequest {
+            recommendation_id: id.clone(),
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::DataLoss, "{status:?}");
+    server.stop().await;
 }
 
 async fn the_client_shows_lists_and_records_feedback(target: Target) {
