@@ -8,6 +8,7 @@ mod contract;
 mod core_rules;
 mod fuzz;
 mod hardening;
+mod plan_coverage;
 mod properties;
 mod service;
 mod support;
