@@ -3,9 +3,10 @@
 
 Usage: read-audit-record.py AUDIT_DB RECOMMENDATION_ID OUT_FILE
 
-Needs only Python's standard library for plans (stored as frames of the dictionary's parts) and
-responses stored as sent; a response stored as a zstd frame (a prescription check's answer) is
-handed to the `zstd` command with the record's dictionary. The output is a serialized
+Needs only Python's standard library for responses stored as sent and for the parts frames that
+builds before 2026-12 wrote for plans; a response stored as a zstd frame (every compressed record
+written since, and an earlier build's check answers) is handed to the `zstd` command with the
+record's dictionary, which also checks the frame's content checksum. The output is a serialized
 `vlms.rt.v1.Plan` for a recommendation, `vlms.rt.v1.CheckPrescriptionResponse` for a check. This
 reads the bytes; `vlms-rt-server audit verify` is what checks they were not changed.
 

@@ -1,9 +1,9 @@
-//! Compression of stored responses against the store's dictionary ([`super::dictionary`]): a plan
-//! as a frame of the dictionary's parts ([`super::parts`]), anything else (a check's answer, a plan
-//! the parts do not cover) with zstd against the dictionary's sample plans. Done on the thread that
-//! answers the call, before the record is queued for the committer: its serial path then
-//! hashes and stores a few hundred bytes instead of the whole plan, and the plan's buffer never
-//! crosses threads.
+//! Compression of stored responses against the store's dictionary ([`super::dictionary`]): a
+//! standard zstd frame with its content checksum on, read back and compared before it is kept, or
+//! the bytes as sent. Done on the thread that answers the call, before the record is queued for
+//! the committer: its serial path then hashes and stores a few hundred bytes instead of the whole
+//! plan, and the plan's buffer never crosses threads. The parts frames of earlier builds
+//! ([`super::parts`]) are read, never written.
 //!
 //! A record compressed here carries the dictionary's SHA-256 ([`super::NewRecord::response_dictionary`]);
 //! its link in the hash chain covers the compressed frame and that SHA-256 (chain version 2), which
@@ -16,7 +16,6 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::AuditError;
-use super::parts::PartIndex;
 
 /// zstd settings. A fast negative level does nearly as well as level 1 here, because nearly all of
 /// a plan is found in the dictionary: over the 16 vignettes' plans, level 1 took 4.0 µs a plan for
@@ -27,10 +26,6 @@ use super::parts::PartIndex;
 const COMPRESSION_LEVEL: i32 = -3;
 const WINDOW_LOG: u32 = 19;
 const HASH_LOG: u32 = 17;
-
-/// A parts frame is kept only when it is at most this fraction of the response (1/8): a plan the
-/// profile's parts cover comes to ~2% of its size; one that is mostly its own bytes goes to zstd.
-const PARTS_FRAME_SHARE: usize = 8;
 
 /// Largest response compressed (a plan is a few KB): a larger one is stored as sent, since the
 /// readers (the stores, `audit verify`, `scripts/read-audit-record.py`) refuse frames that claim
@@ -43,8 +38,6 @@ pub const MAX_RESPONSE: usize = 16 * 1024 * 1024;
 pub struct Compression {
     dictionary: Arc<[u8]>,
     sha256: [u8; 32],
-    /// The dictionary's parts section, when it has one.
-    parts: Option<PartIndex>,
 }
 
 thread_local! {
@@ -87,7 +80,6 @@ impl Compression {
         let compression = Compression {
             dictionary: Arc::from(dictionary),
             sha256: Sha256::digest(dictionary).into(),
-            parts: PartIndex::new(dictionary),
         };
         // Fail at start-up, not on the first call, if zstd cannot load it.
         compression.compressor()?;
@@ -113,6 +105,9 @@ impl Compression {
             CParameter::WindowLog(WINDOW_LOG),
             CParameter::HashLog(HASH_LOG),
             CParameter::ContentSizeFlag(true),
+            // The frame carries a checksum of its content (zstd's own, XXH64), so any reader,
+            // the zstd tool included, notices a changed frame by itself.
+            CParameter::ChecksumFlag(true),
         ] {
             compressor.set_parameter(parameter).map_err(|e| error(&e))?;
         }
@@ -123,39 +118,11 @@ impl Compression {
         Ok(compressor)
     }
 
-    /// `response` as a parts frame against the dictionary when the parts cover nearly all of it,
-    /// else as a zstd frame when that is smaller; `None` otherwise (incompressible bytes, a zstd
-    /// error, or a frame that does not read back as `response`: the response is then stored as
-    /// sent). Either frame is kept only after it was read back and compared with `response`.
+    /// `response` as a zstd frame against the dictionary when that is smaller; `None` otherwise
+    /// (incompressible bytes, a zstd error, or a frame that does not read back as `response`: the
+    /// response is then stored as sent). A frame is kept only after it was read back and compared
+    /// with `response`.
     pub fn compress(&self, response: &[u8]) -> Option<Vec<u8>> {
-        self.compress_with(response, |parts| {
-            parts.frame(
-                &self.dictionary,
-                response,
-                response.len() / PARTS_FRAME_SHARE,
-            )
-        })
-    }
-
-    /// [`Compression::compress`] with the parts frame made by `frame` (a test gives a wrong one).
-    fn compress_with(
-        &self,
-        response: &[u8],
-        frame: impl FnOnce(&PartIndex) -> Option<Vec<u8>>,
-    ) -> Option<Vec<u8>> {
-        if let Some(parts) = &self.parts
-            && let Some(frame) = frame(parts)
-        {
-            // Read back before it is kept (a comparison, +0.33 µs for a plan by criterion): a
-            // frame that did not stand for the very bytes sent would falsify the trail. It never
-            // happens with a correct index; if it did, the response goes to zstd and the error is
-            // logged once.
-            if parts.reproduces(&self.dictionary, &frame, response) {
-                return Some(frame);
-            }
-            static LOGGED: std::sync::Once = std::sync::Once::new();
-            report_unreadable("parts", &LOGGED);
-        }
         let frame = COMPRESSOR.with(|cell| {
             let mut cell = cell.borrow_mut();
             if cell
@@ -277,7 +244,7 @@ mod tests {
     }
 
     #[test]
-    fn a_parts_frame_that_does_not_read_back_is_not_kept() {
+    fn a_plan_is_stored_as_a_checksummed_zstd_frame_read_back_before_it_is_kept() {
         let profile = crate::guideline::embedded().expect("profile");
         let dictionary = super::super::dictionary::plan_dictionary(&profile);
         let compression = Compression::new(&dictionary)
@@ -293,29 +260,22 @@ mod tests {
             &crate::core::recommend(&profile, &case),
             "01KB0000000000000000000000",
         );
-        let index = compression.parts.as_ref().expect("a parts section");
-        let good = index
-            .frame(&dictionary, &plan, plan.len())
-            .expect("the parts cover a plan");
-        assert!(index.reproduces(&dictionary, &good, &plan));
-        assert_eq!(compression.compress(&plan), Some(good.clone()));
-        // The same frame with its last byte changed (a literal's or a part number's): it no longer
-        // stands for the plan, so the plan goes to zstd and still reads back exactly.
-        let mut wrong = good;
-        *wrong.last_mut().expect("not empty") ^= 0x02;
-        assert!(!index.reproduces(&dictionary, &wrong, &plan));
-        let stored = compression
-            .compress_with(&plan, |_| Some(wrong))
-            .expect("compressed");
+        let stored = compression.compress(&plan).expect("compressed");
+        assert!(
+            stored.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]),
+            "a zstd frame"
+        );
         assert!(!stored.starts_with(super::super::parts::FRAME_MAGIC));
+        // The frame header's descriptor (after the magic) has its checksum flag (bit 2) set.
+        assert_ne!(stored[4] & 0b100, 0, "content checksum on");
         let mut decompressor =
             zstd::bulk::Decompressor::with_dictionary(&dictionary).expect("decompressor");
         assert_eq!(
             decompressor.decompress(&stored, plan.len()).expect("frame"),
             plan
         );
-        // That zstd frame is itself read back before it is kept: a changed one, or one for other
-        // bytes, is not taken for the plan.
+        // A frame is read back before it is kept: a changed one, or one for other bytes, is not
+        // taken for the plan.
         assert!(compression.zstd_reproduces(&stored, &plan));
         let mut changed = stored.clone();
         let middle = changed.len() / 2;

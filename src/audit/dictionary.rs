@@ -1,10 +1,10 @@
-//! The compression dictionary of the SQLite audit store. It opens with a parts section
-//! ([`super::parts`]): the profile's plan sub-messages, each encoded once exactly as a plan carries
-//! it, which a stored plan names by index. After it come plans this service would give for a
+//! The compression dictionary of the SQLite audit store: plans this service would give for a
 //! spread of synthetic cases (every vessel and IVC segment, resectable or not, every margin, every
-//! organ at risk), for zstd to find what the parts do not cover (a check's answer holds a whole
-//! plan). Either way the bytes SQLite writes twice (WAL, then checkpoint) and syncs shrink many
-//! times over. The synthetic cases only feed compression; no plan is answered from them.
+//! organ at risk), against which zstd compresses each stored response (a plan, or a check's answer,
+//! which holds a whole plan), so the bytes SQLite writes twice (WAL, then checkpoint) and syncs
+//! shrink many times over. The synthetic cases only feed compression; no plan is answered from
+//! them. Dictionaries of builds before 2026-12 opened with a parts section ([`super::parts`]);
+//! the records compressed with them are still read.
 //!
 //! The dictionary is data like any other: the store keeps each one it has used, by SHA-256, and a
 //! record names the one its plan was compressed with, so a record stays readable after an upgrade
@@ -22,7 +22,7 @@ const SURGERY_DATE: &str = "2025-12-16";
 const MAX_LEN: usize = 384 * 1024;
 
 pub(crate) fn sample_cases() -> Vec<pb::Case> {
-    let organs: Vec<i32> = (1..=7).collect();
+    let organs: Vec<i32> = (1..=12).collect();
     let mut cases = Vec::new();
     for vessel in 1..=9 {
         let segments: &[i32] = if vessel == pb::Vessel::InferiorVenaCava as i32 {
@@ -74,64 +74,25 @@ pub(crate) fn sample_cases() -> Vec<pb::Case> {
     cases
 }
 
-/// The dictionary for `profile`: a parts section ([`super::parts`]) listing the top-level fields of
-/// the sample cases' plans that do not name the call (all but its id, case id, evaluation date and
-/// start window), most frequent first, then the profile's other parts
-/// ([`crate::wire::ProfileParts::fields`], and every alert at every severity); then, for zstd, the encoded plans of the sample cases
-/// the profile accepts, most distinctive last (zstd reaches the end of a dictionary most cheaply),
-/// at most 384 KiB of them.
+/// The dictionary for `profile`: the plans of the sample cases the profile accepts, each encoded
+/// by prost as the contract defines the message (nothing of the service's own encoder), most
+/// distinctive last (zstd reaches the end of a dictionary most cheaply), at most 384 KiB of them.
 pub fn plan_dictionary(profile: &Profile) -> Vec<u8> {
-    let plans: Vec<Vec<u8>> = sample_cases()
-        .into_iter()
-        .filter_map(|case| {
-            let request = pb::RecommendRequest { case: Some(case) };
-            let case = crate::convert::case_from_request(&request).ok()?;
-            let plan = crate::core::recommend(profile, &case);
-            Some(crate::wire::encode_plan(
-                &plan,
-                "00000000000000000000000000",
-            ))
-        })
-        .collect();
-    // Plan fields 1, 3, 4 and 9 hold the call's id, case id, evaluation date and start window.
-    const OWN_FIELDS: [u32; 4] = [1, 3, 4, 9];
-    let mut counted: Vec<(&[u8], usize)> = Vec::new();
-    let mut position = std::collections::HashMap::new();
-    for plan in &plans {
-        for (tag, range) in super::parts::fields(plan).unwrap_or_default() {
-            let field = &plan[range];
-            if OWN_FIELDS.contains(&tag) || field[0] & 7 != 2 {
-                continue;
-            }
-            let at = *position.entry(field).or_insert_with(|| {
-                counted.push((field, 0));
-                counted.len() - 1
-            });
-            counted[at].1 += 1;
-        }
-    }
-    // Stable: equally frequent parts keep their first appearance's order.
-    counted.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
-    let profile_parts = crate::wire::ProfileParts::new(std::sync::Arc::new(profile.clone()));
-    let mut listed: Vec<&[u8]> = counted.iter().map(|(field, _)| *field).collect();
-    let alerts = crate::wire::alert_fields(profile);
-    for field in profile_parts
-        .fields()
-        .chain(alerts.iter().map(Vec::as_slice))
-    {
-        if !position.contains_key(field) {
-            position.insert(field, listed.len());
-            listed.push(field);
-        }
-    }
-    let mut dictionary = super::parts::section(listed.iter().copied());
-    let mut samples = 0;
-    for plan in &plans {
-        if samples + plan.len() > MAX_LEN {
+    use prost::Message;
+    let mut dictionary = Vec::new();
+    for case in sample_cases() {
+        let request = pb::RecommendRequest { case: Some(case) };
+        let Ok(case) = crate::convert::case_from_request(&request) else {
             continue;
+        };
+        let plan = crate::convert::plan_out(
+            &crate::core::recommend(profile, &case),
+            "00000000000000000000000000".into(),
+        )
+        .encode_to_vec();
+        if dictionary.len() + plan.len() <= MAX_LEN {
+            dictionary.extend_from_slice(&plan);
         }
-        samples += plan.len();
-        dictionary.extend_from_slice(plan);
     }
     dictionary
 }
@@ -154,19 +115,7 @@ mod tests {
         // zstd's window (2^19 bytes, see `compress`) reaches all of it.
         assert!(dictionary.len() <= 1 << 19, "{}", dictionary.len());
         assert_eq!(dictionary, plan_dictionary(&profile));
-        // Every part the profile defines is listed, once.
-        let parts = super::super::parts::parse_section(&dictionary)
-            .expect("well-formed")
-            .expect("a parts section");
-        let listed: Vec<&[u8]> = parts
-            .iter()
-            .map(|range| &dictionary[range.clone()])
-            .collect();
-        let profile_parts = crate::wire::ProfileParts::new(std::sync::Arc::new(profile.clone()));
-        for field in profile_parts.fields() {
-            assert!(listed.contains(&field));
-        }
-        let distinct: std::collections::HashSet<&[u8]> = listed.iter().copied().collect();
-        assert_eq!(distinct.len(), listed.len());
+        // No parts section: new records are zstd frames, never parts frames.
+        assert_eq!(super::super::parts::parse_section(&dictionary), Ok(None));
     }
 }

@@ -1,4 +1,6 @@
-//! Plans stored as references to the guideline's own parts.
+//! Plans stored as references to the guideline's own parts: the read-only decoder of the records
+//! builds before 2026-12 wrote this way (new records are standard zstd frames, see
+//! [`super::compress`]). The encoder is kept for the tests only, which make frames to read back.
 //!
 //! Nearly every byte of a plan is a sub-message the guideline profile fixes: a rule firing, an
 //! alert, a volume, a prescription option, an organ-at-risk constraint, an outcome, a reference,
@@ -20,11 +22,15 @@
 //! to the end: a varint `n << 1` followed by `n` literal bytes, or a varint `index << 1 | 1` naming
 //! a part. A zstd frame opens with the bytes 28 B5 2F FD, so the two never look alike.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
 
-use prost::encoding::{decode_varint, encode_varint};
+use prost::encoding::decode_varint;
+#[cfg(test)]
+use prost::encoding::encode_varint;
+#[cfg(test)]
+use std::collections::HashMap;
+#[cfg(test)]
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// Opens a dictionary that begins with a parts section.
 pub const SECTION_MAGIC: &[u8] = b"vlms-rt plan parts v1\n";
@@ -36,7 +42,8 @@ pub const FRAME_MAGIC: &[u8; 4] = b"VLP\x01";
 const MAX_PARTS: u64 = 1 << 16;
 
 /// A parts section listing `fields` (duplicates are the caller's to avoid: the first of equal
-/// parts is the one frames name).
+/// parts is the one frames name). Only tests write sections now.
+#[cfg(test)]
 pub fn section<'a>(fields: impl ExactSizeIterator<Item = &'a [u8]>) -> Vec<u8> {
     let mut section = SECTION_MAGIC.to_vec();
     encode_varint(fields.len() as u64, &mut section);
@@ -75,6 +82,7 @@ pub fn parse_section(dictionary: &[u8]) -> Result<Option<Vec<Range<usize>>>, &'s
 /// The end of the protobuf field that starts at `at` in `message`, and whether it is
 /// length-delimited; `None` when no well-formed field starts there (groups included: no
 /// message of this service has one).
+#[cfg(test)]
 fn field_end(message: &[u8], at: usize) -> Option<(usize, bool)> {
     let mut rest = message.get(at..)?;
     let key = decode_varint(&mut rest).ok()?;
@@ -97,6 +105,7 @@ fn field_end(message: &[u8], at: usize) -> Option<(usize, bool)> {
 
 /// The top-level fields of `message`, as (tag, byte range of the whole field); `None` unless the
 /// whole message is well-formed fields.
+#[cfg(test)]
 pub fn fields(message: &[u8]) -> Option<Vec<(u32, Range<usize>)>> {
     let mut fields = Vec::new();
     let mut at = 0;
@@ -113,8 +122,10 @@ pub fn fields(message: &[u8]) -> Option<Vec<(u32, Range<usize>)>> {
 /// A field's bucket: its length and its first and last eight bytes (a plan's parts of one kind
 /// share their first bytes, and rarely their length and last bytes too). Whole fields are compared
 /// within a bucket.
+#[cfg(test)]
 type Key = (u32, u64, u64);
 
+#[cfg(test)]
 fn key(field: &[u8]) -> Key {
     let mut head = [0; 8];
     let mut tail = [0; 8];
@@ -131,15 +142,18 @@ fn key(field: &[u8]) -> Key {
 /// A multiply-rotate hash for the three integers of a key: the table is built once from the
 /// profile, and a lookup the bytes of a request could steer into one bucket still compares only
 /// against the few hundred parts there are.
+#[cfg(test)]
 #[derive(Default)]
 struct KeyHasher(u64);
 
+#[cfg(test)]
 impl KeyHasher {
     fn add(&mut self, value: u64) {
         self.0 = (self.0.rotate_left(5) ^ value).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
     }
 }
 
+#[cfg(test)]
 impl Hasher for KeyHasher {
     fn finish(&self) -> u64 {
         self.0
@@ -160,6 +174,7 @@ impl Hasher for KeyHasher {
     }
 }
 
+#[cfg(test)]
 /// The parts of a dictionary, found by their bytes.
 #[derive(Debug)]
 pub struct PartIndex {
@@ -167,6 +182,7 @@ pub struct PartIndex {
     by_key: HashMap<Key, Vec<u32>, BuildHasherDefault<KeyHasher>>,
 }
 
+#[cfg(test)]
 impl PartIndex {
     /// The index of `dictionary`'s parts section; `None` when it has none (or a malformed one).
     pub fn new(dictionary: &[u8]) -> Option<PartIndex> {

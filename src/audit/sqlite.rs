@@ -1280,7 +1280,7 @@ mod tests {
     }
 
     #[test]
-    fn plans_are_stored_as_parts_frames_that_read_back_exactly_and_verify() {
+    fn plans_are_stored_as_checksummed_zstd_frames_that_read_back_exactly_and_verify() {
         let path = temp_db();
         let profile = crate::guideline::embedded().expect("profile");
         let dictionary = super::super::dictionary::plan_dictionary(&profile);
@@ -1305,7 +1305,7 @@ mod tests {
                 prepared(&store, new)
             })
             .collect();
-        // A check's answer (here: a plan nested in field 1) is not made of parts: zstd keeps it.
+        // A check's answer (here: a plan nested in field 1) is compressed the same way.
         let mut check = record("check", "x", Kind::Check, None);
         check.response = vec![0x0a];
         prost::encoding::encode_varint(plans[0].1.len() as u64, &mut check.response);
@@ -1324,9 +1324,13 @@ mod tests {
                     |row| row.get(0),
                 )
                 .expect("row");
-            assert!(stored.starts_with(super::super::parts::FRAME_MAGIC));
             assert!(
-                stored.len() * 16 < plan.len(),
+                stored.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]),
+                "a zstd frame"
+            );
+            assert_ne!(stored[4] & 0b100, 0, "with its content checksum");
+            assert!(
+                stored.len() * 4 < plan.len(),
                 "{} of {}",
                 stored.len(),
                 plan.len()
@@ -1337,14 +1341,10 @@ mod tests {
         let count = plans.len() as u64 + 1;
         assert_eq!(verify(&path).expect("verify"), Ok(count));
 
-        // Reopened with a dictionary that has no parts section (as a version before them wrote),
-        // the frames still read: each names the dictionary it was written against.
+        // Reopened with another dictionary (a later build's), the frames still read: each names
+        // the dictionary it was written against.
         drop((store, reader));
-        let section_end = super::super::parts::parse_section(&dictionary)
-            .expect("well-formed")
-            .and_then(|parts| parts.last().map(|last| last.end))
-            .expect("a section");
-        let (_, reader) = open(&path, Some(&dictionary[section_end..])).expect("reopen");
+        let (_, reader) = open(&path, Some(&dictionary[1000..])).expect("reopen");
         assert_eq!(response_of(&reader, &plans[3].0), plans[3].1);
 
         // One byte of a frame changed: verify names that record.

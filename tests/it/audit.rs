@@ -2363,3 +2363,92 @@ async fn a_history_of_large_checks_comes_in_pages_every_client_can_read() {
     }
     server.stop().await;
 }
+
+/// A trail written by the build of 2026-12-07, whose plans are parts frames (the format before
+/// standard zstd frames): a plan, a check and a feedback entry, with the answers as the client
+/// received them. Every record must still read back byte for byte, and verify.
+#[tokio::test]
+async fn records_written_as_parts_frames_by_an_earlier_build_still_read_exactly() {
+    use prost::Message;
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let compressed =
+        std::fs::read(fixtures.join("audit-parts-frames-2026-12-07.sqlite3.zst")).expect("fixture");
+    let database = zstd::stream::decode_all(compressed.as_slice()).expect("zstd");
+    let path = std::env::temp_dir().join(format!("vlms-rt-audit-{}.sqlite3", uuid::Uuid::new_v4()));
+    std::fs::write(&path, database).expect("write");
+    let target = Target::Sqlite(path.clone());
+    {
+        let connection = rusqlite::Connection::open(&path).expect("open");
+        let first: Vec<u8> = connection
+            .query_row("SELECT response FROM records WHERE seq = 1", [], |row| {
+                row.get(0)
+            })
+            .expect("row");
+        assert!(first.starts_with(vlms_rt::audit::parts::FRAME_MAGIC));
+    }
+    let (code, report) = verify(&target);
+    assert_eq!(code, 0, "{report}");
+    assert!(report.contains("intact: 3 records"), "{report}");
+    let read = |name: &str| {
+        std::fs::read_to_string(fixtures.join(format!("audit-parts-frames-2026-12-07.{name}.json")))
+            .expect("fixture")
+    };
+    let plan: pb::Plan = serde_json::from_str(&read("plan")).expect("plan JSON");
+    let check: pb::CheckPrescriptionResponse =
+        serde_json::from_str(&read("check")).expect("check JSON");
+    // Served by today's server (which adds its own dictionary beside the old one).
+    let (server, _) = audited_server(&target).await;
+    let mut client = server.client().await;
+    let record = client
+        .get_recommendation(pb::GetRecommendationRequest {
+            recommendation_id: plan.recommendation_id.clone(),
+        })
+        .await
+        .expect("readable")
+        .into_inner();
+    match record.content {
+        Some(pb::recommendation_record::Content::Recommend(stored)) => {
+            assert_eq!(
+                stored.plan.expect("plan").encode_to_vec(),
+                plan.encode_to_vec()
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(record.feedback.len(), 1);
+    assert_eq!(record.feedback[0].reason, "45 Gy given");
+    let record = client
+        .get_recommendation(pb::GetRecommendationRequest {
+            recommendation_id: check.recommendation_id.clone(),
+        })
+        .await
+        .expect("readable")
+        .into_inner();
+    match record.content {
+        Some(pb::recommendation_record::Content::Check(stored)) => {
+            assert_eq!(
+                stored.response.expect("response").encode_to_vec(),
+                check.encode_to_vec()
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // A new record beside them is a zstd frame, and the chain goes on intact.
+    client
+        .recommend(with_case_id("iliac-marginal", "after-upgrade"))
+        .await
+        .expect("ok");
+    server.stop().await;
+    let (code, report) = verify(&target);
+    assert_eq!(code, 0, "{report}");
+    let connection = rusqlite::Connection::open(&path).expect("open");
+    let newest: Vec<u8> = connection
+        .query_row(
+            "SELECT response FROM records ORDER BY seq DESC LIMIT 1",
+            [],
+            |row| row.get(0),
+        )
+        .expect("row");
+    assert!(newest.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]), "{newest:?}");
+    let _ = std::fs::remove_file(&path);
+}

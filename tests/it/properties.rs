@@ -200,14 +200,13 @@ fn cited_ids(plan: &Plan<'_>) -> BTreeSet<String> {
     ids
 }
 
-/// The audit store's dictionary, its compression and where its parts lie.
+/// The audit store's dictionary and its compression, made once.
 type AuditDictionary = (
     Vec<u8>,
     std::sync::Arc<vlms_rt::audit::compress::Compression>,
-    Vec<std::ops::Range<usize>>,
 );
 
-/// The audit store's dictionary for the test profile, its compression and its parts, made once.
+/// The audit store's dictionary for the test profile and its compression, made once.
 fn audit_dictionary() -> &'static AuditDictionary {
     static MADE: std::sync::OnceLock<AuditDictionary> = std::sync::OnceLock::new();
     MADE.get_or_init(|| {
@@ -215,10 +214,7 @@ fn audit_dictionary() -> &'static AuditDictionary {
         let compression = vlms_rt::audit::compress::Compression::new(&dictionary)
             .expect("loads")
             .expect("not empty");
-        let parts = vlms_rt::audit::parts::parse_section(&dictionary)
-            .expect("well-formed")
-            .expect("a parts section");
-        (dictionary, compression, parts)
+        (dictionary, compression)
     })
 }
 
@@ -317,29 +313,20 @@ proptest! {
     }
 
     #[test]
-    fn every_plan_is_audited_as_a_small_parts_frame_that_reads_back_exactly(raw in valid_case(), id in "[0-9A-Z]{26}") {
+    fn every_plan_is_audited_as_a_checksummed_zstd_frame_that_reads_back_exactly(raw in valid_case(), id in "[0-9A-Z]{26}") {
         let profile = profile();
         let case = Case::validate(&raw, "case").expect("valid");
         let plan = core::recommend(&profile, &case);
-        let (dictionary, compression, parts) = audit_dictionary();
+        let (dictionary, compression) = audit_dictionary();
         let sent = vlms_rt::wire::encode_plan(&plan, &id);
         let stored = compression.compress(&sent).expect("compressed");
-        // A parts frame, a few percent of the plan: every field but the call's own (its id, case
-        // id, evaluation date, indication, setting, site group and start window) is a listed part.
-        prop_assert!(stored.starts_with(vlms_rt::audit::parts::FRAME_MAGIC));
-        prop_assert!(stored.len() < 200, "{} of {} bytes", stored.len(), sent.len());
-        let listed: std::collections::HashSet<&[u8]> =
-            parts.iter().map(|range| &dictionary[range.clone()]).collect();
-        for (tag, range) in vlms_rt::audit::parts::fields(&sent).expect("fields") {
-            prop_assert!(
-                [1, 3, 4, 5, 6, 7, 9].contains(&tag) || listed.contains(&sent[range]),
-                "field {} is not a listed part", tag
-            );
-        }
-        prop_assert_eq!(
-            vlms_rt::audit::parts::decode(parts, dictionary, &stored, 1 << 24),
-            Some(sent)
-        );
+        // A standard zstd frame (magic 28 B5 2F FD) with its content checksum on, a small part of
+        // the plan, never a parts frame.
+        prop_assert!(stored.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]));
+        prop_assert!(stored[4] & 0b100 != 0, "no content checksum");
+        prop_assert!(stored.len() < sent.len(), "{} of {} bytes", stored.len(), sent.len());
+        let mut decompressor = zstd::bulk::Decompressor::with_dictionary(dictionary).expect("decompressor");
+        prop_assert_eq!(decompressor.decompress(&stored, sent.len()).expect("frame"), sent);
     }
 
     #[test]

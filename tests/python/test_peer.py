@@ -1,5 +1,6 @@
 """A Python client that shares no code with the server, built from the .proto files alone."""
 
+import hashlib
 import json
 import pathlib
 import shutil
@@ -109,8 +110,9 @@ def test_recommend_stream_in_order_with_in_band_errors(stubs, stub):
 
 
 def test_audited_answers_read_back_from_the_file_without_the_service(stubs, stub, audit_db, tmp_path):
-    """scripts/read-audit-record.py (standard library only for plans) gives back the plan as
-    received, and a check's answer through the zstd command when it is installed."""
+    """scripts/read-audit-record.py gives back the plan and the check's answer as received (zstd
+    frames, through the zstd command), and refuses changed frames of either format (zstd, and the
+    parts frames that builds before 2026-12 wrote)."""
     script = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "read-audit-record.py"
     for name, data in PLANS:
         plan = stub.Recommend(stubs.service.RecommendRequest(case=case_message(stubs, data)), timeout=10).plan
@@ -148,11 +150,19 @@ def test_audited_answers_read_back_from_the_file_without_the_service(stubs, stub
         out.append(value)
         return bytes(out)
 
-    def refused(frames_and_messages):
-        """Stores each frame as a plan's response in the copy; the script must refuse each record
-        with its message, no traceback and no output file."""
+    # An earlier build's dictionary, which opens with a parts section (one part, "abc").
+    section = b"vlms-rt plan parts v1\n" + varint(1) + varint(3) + b"abc"
+    with sqlite3.connect(str(copy)) as target:
+        parts_dictionary = target.execute(
+            "INSERT INTO dictionaries (sha256, content) VALUES (?, ?)",
+            (hashlib.sha256(section).digest(), section),
+        ).lastrowid
+
+    def refused(frames_and_messages, dictionary=1):
+        """Stores each frame as a plan's response in the copy, compressed against `dictionary`;
+        the script must refuse each record with its message, no traceback and no output file."""
         with sqlite3.connect(str(copy)) as target:
-            target.execute("UPDATE records SET response_dictionary = 1")
+            target.execute("UPDATE records SET response_dictionary = ?", (dictionary,))
             rows = target.execute("SELECT recommendation_id FROM records WHERE kind = 'recommend' LIMIT 2").fetchall()
             assert len(rows) == len(frames_and_messages)
             for (recommendation_id,), (frame, _) in zip(rows, frames_and_messages):
@@ -170,7 +180,8 @@ def test_audited_answers_read_back_from_the_file_without_the_service(stubs, stub
         [
             (b"VLP\x01" + varint(5) + varint(10**6 << 1 | 1), b"names a part"),
             (b"VLP\x01" + varint(1 << 30) + varint(2 << 1) + b"ab", b"larger than"),
-        ]
+        ],
+        dictionary=parts_dictionary,
     )
     if shutil.which("zstd"):
         name, data = CHECKS[0]
