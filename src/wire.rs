@@ -406,22 +406,6 @@ pub fn encode_plan_with(
     encode(plan, Some(parts), recommendation_id)
 }
 
-/// Every alert of `profile` at every severity, each encoded as a whole field of
-/// `vlms.rt.v1.Plan`. The encoder copies an alert only at its defined severity
-/// ([`ProfileParts`]); the audit store's dictionary also lists the others (RT_START_OVERDUE, for
-/// one, is raised at a severity of its own past 90 days).
-pub fn alert_fields(profile: &core::Profile) -> Vec<Vec<u8>> {
-    use crate::core::ids::{AlertCode, Severity};
-    AlertCode::ALL
-        .iter()
-        .flat_map(|&code| {
-            Severity::ALL
-                .iter()
-                .map(move |&severity| alert_field(profile, code, severity))
-        })
-        .collect()
-}
-
 /// The alert `code` of `profile` raised at `severity`, encoded as a whole field of
 /// `vlms.rt.v1.Plan`.
 fn alert_field(
@@ -524,20 +508,6 @@ impl ProfileParts {
             constraints,
             references,
         }
-    }
-
-    /// Every part, encoded as a whole field of `vlms.rt.v1.Plan` (key, length, body), in a fixed
-    /// order: what the audit store's plan dictionary is built from ([`crate::audit::dictionary`]).
-    pub fn fields(&self) -> impl Iterator<Item = &[u8]> {
-        self.firings
-            .iter()
-            .chain(self.statements.iter().flatten())
-            .chain(&self.alerts)
-            .chain(&self.volumes)
-            .chain(&self.prescriptions)
-            .chain(&self.constraints)
-            .chain(&self.references)
-            .map(Vec::as_slice)
     }
 
     /// A prescription is the profile's when its label, phases and reference list are one option's
