@@ -1018,6 +1018,36 @@ async fn metrics_count_calls_codes_plans_and_shed_calls() {
 
 /// Sends one raw gRPC request over HTTP/2 and returns (grpc-status, grpc-message) from the
 /// trailers (or trailers-only headers).
+/// A `RecommendStream` whose client sends up to 2,000 cases and never reads an answer: the open
+/// stream, and the task sending (it reports whether back-pressure stopped it, waiting at most
+/// `patience` for room to send each case).
+async fn flood_without_reading(
+    server: &TestServer,
+    patience: Duration,
+) -> (
+    tonic::Response<tonic::Streaming<pb::RecommendStreamResponse>>,
+    tokio::task::JoinHandle<&'static str>,
+) {
+    let (sender, receiver) = mpsc::channel(64);
+    let mut greedy = RecommendationServiceClient::new(server.channel().await);
+    let unread = greedy
+        .recommend_stream(ReceiverStream::new(receiver))
+        .await
+        .expect("stream");
+    let pump = tokio::spawn(async move {
+        for _ in 0..2_000 {
+            if tokio::time::timeout(patience, sender.send(request()))
+                .await
+                .is_err()
+            {
+                return "back-pressured";
+            }
+        }
+        "sent everything"
+    });
+    (unread, pump)
+}
+
 async fn raw_grpc(address: &str, path: &str, body: Vec<u8>) -> (Option<String>, Option<String>) {
     let (response, mut stream) = raw_grpc_headers(address, path).await;
     stream
@@ -1143,23 +1173,7 @@ async fn truncated_frames_repeated_fields_silent_and_unread_streams_leave_the_se
         .recommend_stream(ReceiverStream::new(silent_receiver))
         .await
         .expect("stream");
-    let (sender, receiver) = mpsc::channel(64);
-    let mut greedy = RecommendationServiceClient::new(server.channel().await);
-    let _unread = greedy
-        .recommend_stream(ReceiverStream::new(receiver))
-        .await
-        .expect("stream");
-    let pump = tokio::spawn(async move {
-        for _ in 0..2_000 {
-            if tokio::time::timeout(Duration::from_secs(2), sender.send(request()))
-                .await
-                .is_err()
-            {
-                return "back-pressured";
-            }
-        }
-        "sent everything"
-    });
+    let (unread, pump) = flood_without_reading(&server, Duration::from_secs(2)).await;
     // Other clients are served meanwhile.
     let mut other = RecommendationServiceClient::new(server.channel().await);
     for _ in 0..20 {
@@ -1172,8 +1186,7 @@ async fn truncated_frames_repeated_fields_silent_and_unread_streams_leave_the_se
     // the server: the calls above and below are the check.
     let _ = pump.await.expect("pump");
     drop(silent_sender);
-    drop(_unread);
-    drop(greedy);
+    drop(unread);
     other.recommend(request()).await.expect("still healthy");
     // The hostile streams must not keep the server from shutting down within its grace period.
     let server_handle = server;
@@ -1754,23 +1767,7 @@ async fn a_stream_whose_answers_are_not_read_gives_its_place_back_in_seconds() {
     limited.limits.max_concurrent_calls = 1;
     let server = TestServer::start_with(limited).await;
     // A client that sends a lot and never reads its answers.
-    let (sender, receiver) = mpsc::channel(64);
-    let mut greedy = RecommendationServiceClient::new(server.channel().await);
-    let _unread = greedy
-        .recommend_stream(ReceiverStream::new(receiver))
-        .await
-        .expect("stream");
-    let pump = tokio::spawn(async move {
-        for _ in 0..2_000 {
-            if tokio::time::timeout(Duration::from_secs(5), sender.send(request()))
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
-        sender
-    });
+    let (_unread, pump) = flood_without_reading(&server, Duration::from_secs(5)).await;
     // While it holds the only place, others are shed; within a few seconds it is given back.
     let mut other = RecommendationServiceClient::new(server.channel().await);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
