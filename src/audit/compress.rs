@@ -108,6 +108,10 @@ impl Compression {
             // The frame carries a checksum of its content (zstd's own, XXH64), so any reader,
             // the zstd tool included, notices a changed frame by itself.
             CParameter::ChecksumFlag(true),
+            // Compress against the dictionary's tables in place. zstd's default copies them into
+            // the context for inputs past 8 KB — a plan is about that size — and the copy (the
+            // 512 KiB hash table) cost more than the compression itself.
+            CParameter::ForceAttachDict(zstd::zstd_safe::DictAttachPref::ForceAttach),
         ] {
             compressor.set_parameter(parameter).map_err(|e| error(&e))?;
         }
