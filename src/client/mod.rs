@@ -746,227 +746,265 @@ fn json<T: serde::Serialize>(value: &T, pretty: bool) -> String {
     rendered.unwrap_or_else(|error| format!("{{\"error\":\"cannot render JSON: {error}\"}}"))
 }
 
-/// Runs one command.
+/// Runs one command: one function per subcommand.
 pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match &cli.command {
         Command::Recommend {
             file,
             evaluation_date,
-        } => {
-            let text = read_input(file)?;
-            let mut case = parse_case(&text, &file.display().to_string())?;
-            apply_evaluation_date(
-                &mut case,
-                evaluation_date.as_deref(),
-                &file.display().to_string(),
-            )?;
-            let mut client = RecommendationServiceClient::new(connect(&cli).await?);
-            let response = client
-                .recommend(pb::RecommendRequest { case: Some(case) })
-                .await
-                .map_err(|status| failure_from_status(&status))?
-                .into_inner();
-            let plan = response.plan.unwrap_or_default();
-            match cli.output {
-                OutputFormat::Json => outln!("{}", json(&plan, true)),
-                OutputFormat::Text => out!("{}", text::plan(&plan)),
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => recommend(&cli, file, evaluation_date.as_deref()).await,
         Command::Stream {
             file,
             evaluation_date,
-        } => {
-            let text = read_input(file)?;
-            let mut requests = Vec::new();
-            for (number, line) in text.lines().enumerate() {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let where_ = format!("{} line {}", file.display(), number + 1);
-                let mut case = parse_case(line, &where_)?;
-                apply_evaluation_date(&mut case, evaluation_date.as_deref(), &where_)?;
-                requests.push(pb::RecommendRequest { case: Some(case) });
-            }
-            let mut client = RecommendationServiceClient::new(connect(&cli).await?);
-            let mut responses = client
-                .recommend_stream(tokio_stream::iter(requests))
-                .await
-                .map_err(|status| failure_from_status(&status))?
-                .into_inner();
-            let mut rejected = 0_u32;
-            while let Some(item) = responses
-                .message()
-                .await
-                .map_err(|status| failure_from_status(&status))?
-            {
-                if matches!(
-                    item.result,
-                    Some(pb::recommend_stream_response::Result::Error(_))
-                ) {
-                    rejected += 1;
-                }
-                match cli.output {
-                    OutputFormat::Json => outln!("{}", stream_item_json(&item)),
-                    OutputFormat::Text => out!("{}", text::stream_item(&item)),
-                }
-            }
-            Ok(if rejected > 0 {
-                ExitCode::from(EXIT_BAD_INPUT)
-            } else {
-                ExitCode::SUCCESS
-            })
-        }
+        } => stream(&cli, file, evaluation_date.as_deref()).await,
         Command::Check {
             file,
             evaluation_date,
             fail_on,
-        } => {
-            let text = read_input(file)?;
-            let where_ = file.display().to_string();
-            let mut request = parse_check_request(&text, &where_)?;
-            if let Some(case) = request.case.as_mut() {
-                apply_evaluation_date(case, evaluation_date.as_deref(), &where_)?;
-            }
-            let mut client = RecommendationServiceClient::new(connect(&cli).await?);
-            let response = client
-                .check_prescription(request)
-                .await
-                .map_err(|status| failure_from_status(&status))?
-                .into_inner();
-            match cli.output {
-                OutputFormat::Json => outln!("{}", json(&response, true)),
-                OutputFormat::Text => out!("{}", text::check(&response)),
-            }
-            if fail_on.is_some_and(|threshold| threshold.reached_by(response.verdict)) {
-                return Ok(ExitCode::from(EXIT_CHECK_VERDICT));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Guideline => {
-            let mut client = RecommendationServiceClient::new(connect(&cli).await?);
-            let guideline = client
-                .get_guideline(pb::GetGuidelineRequest {})
-                .await
-                .map_err(|status| failure_from_status(&status))?
-                .into_inner();
-            match cli.output {
-                OutputFormat::Json => outln!("{}", json(&guideline, true)),
-                OutputFormat::Text => out!("{}", text::guideline(&guideline)),
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Show { recommendation_id } => {
-            let mut client = RecommendationServiceClient::new(connect(&cli).await?);
-            let record = client
-                .get_recommendation(pb::GetRecommendationRequest {
-                    recommendation_id: recommendation_id.clone(),
-                })
-                .await
-                .map_err(|status| failure_from_status(&status))?
-                .into_inner();
-            match cli.output {
-                OutputFormat::Json => outln!("{}", json(&record, true)),
-                OutputFormat::Text => out!("{}", text::record(&record)),
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::History { case_id } => {
-            let mut client = RecommendationServiceClient::new(connect(&cli).await?);
-            let mut page_token = String::new();
-            let mut first = true;
-            loop {
-                let page = client
-                    .list_recommendations(pb::ListRecommendationsRequest {
-                        case_id: case_id.clone(),
-                        page_size: 100,
-                        page_token: page_token.clone(),
-                    })
-                    .await
-                    .map_err(|status| failure_from_status(&status))?
-                    .into_inner();
-                // The heading once the server has accepted the case id, not before a refusal.
-                if std::mem::take(&mut first) && cli.output == OutputFormat::Text {
-                    outln!("History of case {case_id}, newest first:");
-                }
-                for record in &page.records {
-                    match cli.output {
-                        OutputFormat::Json => outln!("{}", json(record, false)),
-                        OutputFormat::Text => outln!("{}", text::record_line(record)),
-                    }
-                }
-                if page.next_page_token.is_empty() {
-                    break;
-                }
-                page_token = page.next_page_token;
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => check(&cli, file, evaluation_date.as_deref(), *fail_on).await,
+        Command::Guideline => guideline(&cli).await,
+        Command::Show { recommendation_id } => show(&cli, recommendation_id).await,
+        Command::History { case_id } => history(&cli, case_id).await,
         Command::Feedback {
             recommendation_id,
             outcome,
             reason,
-        } => {
-            let mut client = RecommendationServiceClient::new(connect(&cli).await?);
-            let outcome = match outcome {
-                FeedbackChoice::Accepted => pb::FeedbackOutcome::Accepted,
-                FeedbackChoice::Modified => pb::FeedbackOutcome::Modified,
-                FeedbackChoice::Overridden => pb::FeedbackOutcome::Overridden,
-            };
-            client
-                .record_feedback(pb::RecordFeedbackRequest {
-                    recommendation_id: recommendation_id.clone(),
-                    outcome: outcome as i32,
-                    reason: reason.clone(),
-                })
-                .await
-                .map_err(|status| failure_from_status(&status))?;
-            if cli.output == OutputFormat::Text {
-                outln!(
-                    "feedback recorded on {recommendation_id}: {}",
-                    outcome
-                        .as_str_name()
-                        .trim_start_matches("FEEDBACK_OUTCOME_")
-                );
-            } else {
-                outln!(
-                    "{}",
-                    serde_json::json!({ "recommendationId": recommendation_id, "outcome": outcome.as_str_name() })
-                );
-            }
-            Ok(ExitCode::SUCCESS)
+        } => feedback(&cli, recommendation_id, *outcome, reason).await,
+        Command::Health { service } => health(&cli, service).await,
+    }
+}
+
+/// Prints `message` as the output format asks: canonical proto3 JSON, or `text`'s rendering.
+fn print<M: serde::Serialize>(cli: &Cli, message: &M, text: impl FnOnce(&M) -> String) {
+    match cli.output {
+        OutputFormat::Json => outln!("{}", json(message, true)),
+        OutputFormat::Text => out!("{}", text(message)),
+    }
+}
+
+/// A client of the recommendation service on a connection to `cli.server`.
+async fn service(cli: &Cli) -> Result<RecommendationServiceClient<Authed>, Failure> {
+    Ok(RecommendationServiceClient::new(connect(cli).await?))
+}
+
+/// The failure a refused call stands for.
+fn refused(status: Status) -> Failure {
+    failure_from_status(&status)
+}
+
+/// `recommend FILE`: one plan.
+async fn recommend(
+    cli: &Cli,
+    file: &PathBuf,
+    evaluation_date: Option<&str>,
+) -> Result<ExitCode, Failure> {
+    let text = read_input(file)?;
+    let where_ = file.display().to_string();
+    let mut case = parse_case(&text, &where_)?;
+    apply_evaluation_date(&mut case, evaluation_date, &where_)?;
+    let response = service(cli)
+        .await?
+        .recommend(pb::RecommendRequest { case: Some(case) })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    print(cli, &response.plan.unwrap_or_default(), text::plan);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `stream FILE`: one plan per JSON line over one `RecommendStream`; exit 3 when a line was
+/// rejected.
+async fn stream(
+    cli: &Cli,
+    file: &PathBuf,
+    evaluation_date: Option<&str>,
+) -> Result<ExitCode, Failure> {
+    let text = read_input(file)?;
+    let mut requests = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
         }
-        Command::Health { service } => {
-            let mut client =
-                tonic_health::pb::health_client::HealthClient::new(connect(&cli).await?);
-            let response = client
-                .check(tonic_health::pb::HealthCheckRequest {
-                    service: service.clone(),
-                })
-                .await
-                .map_err(|status| failure_from_status(&status))?
-                .into_inner();
-            let status =
-                tonic_health::pb::health_check_response::ServingStatus::try_from(response.status)
-                    .map(|status| status.as_str_name())
-                    .unwrap_or("UNKNOWN");
-            let shown = if service.is_empty() {
-                "(server)"
-            } else {
-                service.as_str()
-            };
-            match cli.output {
-                OutputFormat::Json => outln!(
-                    "{}",
-                    serde_json::json!({ "service": service, "status": status })
-                ),
-                OutputFormat::Text => outln!("{shown}: {status}"),
-            }
-            Ok(if status == "SERVING" {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(EXIT_FAILURE)
-            })
+        let where_ = format!("{} line {}", file.display(), number + 1);
+        let mut case = parse_case(line, &where_)?;
+        apply_evaluation_date(&mut case, evaluation_date, &where_)?;
+        requests.push(pb::RecommendRequest { case: Some(case) });
+    }
+    let mut responses = service(cli)
+        .await?
+        .recommend_stream(tokio_stream::iter(requests))
+        .await
+        .map_err(refused)?
+        .into_inner();
+    let mut rejected = 0_u32;
+    while let Some(item) = responses.message().await.map_err(refused)? {
+        if matches!(
+            item.result,
+            Some(pb::recommend_stream_response::Result::Error(_))
+        ) {
+            rejected += 1;
+        }
+        match cli.output {
+            OutputFormat::Json => outln!("{}", stream_item_json(&item)),
+            OutputFormat::Text => out!("{}", text::stream_item(&item)),
         }
     }
+    Ok(if rejected > 0 {
+        ExitCode::from(EXIT_BAD_INPUT)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `check FILE`: a prescription check; exit 5 when the verdict reaches `fail_on`.
+async fn check(
+    cli: &Cli,
+    file: &PathBuf,
+    evaluation_date: Option<&str>,
+    fail_on: Option<FailOn>,
+) -> Result<ExitCode, Failure> {
+    let text = read_input(file)?;
+    let where_ = file.display().to_string();
+    let mut request = parse_check_request(&text, &where_)?;
+    if let Some(case) = request.case.as_mut() {
+        apply_evaluation_date(case, evaluation_date, &where_)?;
+    }
+    let response = service(cli)
+        .await?
+        .check_prescription(request)
+        .await
+        .map_err(refused)?
+        .into_inner();
+    print(cli, &response, text::check);
+    if fail_on.is_some_and(|threshold| threshold.reached_by(response.verdict)) {
+        return Ok(ExitCode::from(EXIT_CHECK_VERDICT));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `guideline`: the profile the server runs on.
+async fn guideline(cli: &Cli) -> Result<ExitCode, Failure> {
+    let guideline = service(cli)
+        .await?
+        .get_guideline(pb::GetGuidelineRequest {})
+        .await
+        .map_err(refused)?
+        .into_inner();
+    print(cli, &guideline, text::guideline);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `show ID`: one stored record with its feedback.
+async fn show(cli: &Cli, recommendation_id: &str) -> Result<ExitCode, Failure> {
+    let record = service(cli)
+        .await?
+        .get_recommendation(pb::GetRecommendationRequest {
+            recommendation_id: recommendation_id.to_string(),
+        })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    print(cli, &record, text::record);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `history CASE_ID`: every record of a case, newest first, page after page.
+async fn history(cli: &Cli, case_id: &str) -> Result<ExitCode, Failure> {
+    let mut client = service(cli).await?;
+    let mut page_token = String::new();
+    let mut first = true;
+    loop {
+        let page = client
+            .list_recommendations(pb::ListRecommendationsRequest {
+                case_id: case_id.to_string(),
+                page_size: 100,
+                page_token: page_token.clone(),
+            })
+            .await
+            .map_err(refused)?
+            .into_inner();
+        // The heading once the server has accepted the case id, not before a refusal.
+        if std::mem::take(&mut first) && cli.output == OutputFormat::Text {
+            outln!("History of case {case_id}, newest first:");
+        }
+        for record in &page.records {
+            match cli.output {
+                OutputFormat::Json => outln!("{}", json(record, false)),
+                OutputFormat::Text => outln!("{}", text::record_line(record)),
+            }
+        }
+        if page.next_page_token.is_empty() {
+            return Ok(ExitCode::SUCCESS);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// `feedback ID --outcome … --reason …`: what the clinician did with a plan.
+async fn feedback(
+    cli: &Cli,
+    recommendation_id: &str,
+    outcome: FeedbackChoice,
+    reason: &str,
+) -> Result<ExitCode, Failure> {
+    let outcome = match outcome {
+        FeedbackChoice::Accepted => pb::FeedbackOutcome::Accepted,
+        FeedbackChoice::Modified => pb::FeedbackOutcome::Modified,
+        FeedbackChoice::Overridden => pb::FeedbackOutcome::Overridden,
+    };
+    service(cli)
+        .await?
+        .record_feedback(pb::RecordFeedbackRequest {
+            recommendation_id: recommendation_id.to_string(),
+            outcome: outcome as i32,
+            reason: reason.to_string(),
+        })
+        .await
+        .map_err(refused)?;
+    if cli.output == OutputFormat::Text {
+        outln!(
+            "feedback recorded on {recommendation_id}: {}",
+            outcome
+                .as_str_name()
+                .trim_start_matches("FEEDBACK_OUTCOME_")
+        );
+    } else {
+        outln!(
+            "{}",
+            serde_json::json!({ "recommendationId": recommendation_id, "outcome": outcome.as_str_name() })
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `health`: whether the server's health service says the service is serving (exit 1 if not).
+async fn health(cli: &Cli, service: &str) -> Result<ExitCode, Failure> {
+    let mut client = tonic_health::pb::health_client::HealthClient::new(connect(cli).await?);
+    let response = client
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.to_string(),
+        })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    let status = tonic_health::pb::health_check_response::ServingStatus::try_from(response.status)
+        .map(|status| status.as_str_name())
+        .unwrap_or("UNKNOWN");
+    let shown = if service.is_empty() {
+        "(server)"
+    } else {
+        service
+    };
+    match cli.output {
+        OutputFormat::Json => outln!(
+            "{}",
+            serde_json::json!({ "service": service, "status": status })
+        ),
+        OutputFormat::Text => outln!("{shown}: {status}"),
+    }
+    Ok(if status == "SERVING" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILURE)
+    })
 }
