@@ -243,11 +243,13 @@ impl Service {
             return Ok(());
         }
         self.record_bytes(
-            &encoded.recommendation_id,
-            Kind::Recommend,
-            caller,
-            request_case_id(request),
-            None,
+            Answered {
+                recommendation_id: &encoded.recommendation_id,
+                kind: Kind::Recommend,
+                caller,
+                case_id: request_case_id(request),
+                subject_id: None,
+            },
             // prost's encoding of what was read: fields the contract does not define carry
             // nothing the service read and never reach the audit trail.
             request.encode_to_vec(),
@@ -258,14 +260,9 @@ impl Service {
     }
 
     /// Writes a record before its answer leaves; fails closed (UNAVAILABLE) when it cannot.
-    #[allow(clippy::too_many_arguments)]
     async fn record(
         &self,
-        recommendation_id: &str,
-        kind: Kind,
-        caller: &str,
-        case_id: &str,
-        subject_id: Option<String>,
+        answered: Answered<'_>,
         request: &impl Message,
         response: &impl Message,
         wait: Duration,
@@ -276,11 +273,7 @@ impl Service {
             return Ok(());
         }
         self.record_bytes(
-            recommendation_id,
-            kind,
-            caller,
-            case_id,
-            subject_id,
+            answered,
             request.encode_to_vec(),
             &response.encode_to_vec(),
             wait,
@@ -290,14 +283,9 @@ impl Service {
 
     /// `record` with the request and response already encoded. The response is put in the form the
     /// store keeps (compressed, for SQLite) here, on the thread answering the call.
-    #[allow(clippy::too_many_arguments)]
     async fn record_bytes(
         &self,
-        recommendation_id: &str,
-        kind: Kind,
-        caller: &str,
-        case_id: &str,
-        subject_id: Option<String>,
+        answered: Answered<'_>,
         request: Vec<u8>,
         response: &[u8],
         wait: Duration,
@@ -307,14 +295,14 @@ impl Service {
         };
         let (response, response_dictionary) = audit.stored_response(response);
         let record = NewRecord {
-            recommendation_id: recommendation_id.to_string(),
+            recommendation_id: answered.recommendation_id.to_string(),
             created_at: crate::audit::now_rfc3339(),
-            kind,
-            caller: caller.to_string(),
+            kind: answered.kind,
+            caller: answered.caller.to_string(),
             guideline_version: self.profile.version().to_string(),
             guideline_sha256: self.profile.sha256().to_string(),
-            case_id: case_id.to_string(),
-            subject_id,
+            case_id: answered.case_id.to_string(),
+            subject_id: answered.subject_id,
             request,
             response,
             response_dictionary,
@@ -515,11 +503,13 @@ impl Service {
             .map_err(|error| read_failure(&error))?
             .ok_or_else(|| Status::not_found(format!("no recommendation {recommendation_id}")))?;
         self.record(
-            &new_recommendation_id(),
-            Kind::Feedback,
-            caller,
-            &target.record.record.case_id,
-            Some(target.record.record.recommendation_id.clone()),
+            Answered {
+                recommendation_id: &new_recommendation_id(),
+                kind: Kind::Feedback,
+                caller,
+                case_id: &target.record.record.case_id,
+                subject_id: Some(target.record.record.recommendation_id.clone()),
+            },
             request,
             &pb::RecordFeedbackResponse {},
             wait,
@@ -867,6 +857,16 @@ pub fn audit_queue_limit(max_concurrent_calls: usize) -> usize {
 }
 
 /// A plan encoded for `Recommend`, with its id for the audit trail.
+/// Who an audit record is for: the answer's id and kind, its caller and case, and (feedback) the
+/// record it is about.
+struct Answered<'a> {
+    recommendation_id: &'a str,
+    kind: Kind,
+    caller: &'a str,
+    case_id: &'a str,
+    subject_id: Option<String>,
+}
+
 /// The request's `case_id` as sent ("" without a case).
 fn request_case_id(request: &pb::RecommendRequest) -> &str {
     request
@@ -1055,11 +1055,13 @@ impl RecommendationService for Service {
                     recommendation_id.to_string(),
                 );
                 self.record(
-                    &response.recommendation_id,
-                    Kind::Check,
-                    &caller,
-                    proposal.case().case_id(),
-                    None,
+                    Answered {
+                        recommendation_id: &response.recommendation_id,
+                        kind: Kind::Check,
+                        caller: &caller,
+                        case_id: proposal.case().case_id(),
+                        subject_id: None,
+                    },
                     &request,
                     &response,
                     wait,
