@@ -73,7 +73,7 @@ impl Compression {
             return Ok(None);
         }
         if super::parts::parse_section(dictionary).is_err() {
-            return Err(AuditError::Store(
+            return Err(AuditError::Unavailable(
                 "the compression dictionary's parts section is malformed".into(),
             ));
         }
@@ -98,7 +98,7 @@ impl Compression {
 
     fn compressor(&self) -> Result<zstd::bulk::Compressor<'static>, AuditError> {
         use zstd::zstd_safe::CParameter;
-        let error = |error: &dyn std::fmt::Display| AuditError::Store(error.to_string());
+        let error = |error: &dyn std::fmt::Display| AuditError::Unavailable(error.to_string());
         let mut compressor =
             zstd::bulk::Compressor::new(COMPRESSION_LEVEL).map_err(|e| error(&e))?;
         for parameter in [

@@ -109,9 +109,16 @@ pub struct RecordWithFeedback {
 /// Audit failures.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AuditError {
-    /// The store could not be written or read.
+    /// The store could not be written or read (a connection lost, a file missing, a failed
+    /// statement).
     #[error("audit store: {0}")]
-    Store(String),
+    Unavailable(String),
+    /// The store is held by another writer (SQLite's lock), and stayed so past the busy timeout.
+    #[error("audit store busy: {0}")]
+    Busy(String),
+    /// The disk or the database is full.
+    #[error("audit store full: {0}")]
+    Full(String),
     /// The committer ended without committing the record (the runtime shutting down).
     #[error("audit committer stopped before the record was committed")]
     WriterGone,
@@ -309,7 +316,7 @@ impl Shared {
     ) -> Result<T, AuditError> {
         let mut slot = lock(&self.store);
         let result = if slot.broken {
-            Err(AuditError::Store(
+            Err(AuditError::Unavailable(
                 "an earlier write to the audit store panicked; restart the server".into(),
             ))
         } else {
@@ -321,7 +328,7 @@ impl Shared {
                     tracing::error!(
                         "a write to the audit store panicked; no more records until a restart"
                     );
-                    Err(AuditError::Store(
+                    Err(AuditError::Unavailable(
                         "a write to the audit store panicked; restart the server".into(),
                     ))
                 }
@@ -605,7 +612,7 @@ impl Auditor {
         let reader = Arc::clone(&self.reader);
         tokio::task::spawn_blocking(move || reader.get(&recommendation_id))
             .await
-            .map_err(|error| AuditError::Store(error.to_string()))?
+            .map_err(|error| AuditError::Unavailable(error.to_string()))?
     }
 
     /// Plans and checks of a case, newest first.
@@ -618,7 +625,7 @@ impl Auditor {
         let reader = Arc::clone(&self.reader);
         tokio::task::spawn_blocking(move || reader.list(&case_id, before, limit))
             .await
-            .map_err(|error| AuditError::Store(error.to_string()))?
+            .map_err(|error| AuditError::Unavailable(error.to_string()))?
     }
 }
 
@@ -639,7 +646,7 @@ pub fn open(
         Ok((Box::new(store), Arc::new(reader)))
     } else {
         if ca_pem.is_some() {
-            return Err(AuditError::Store(
+            return Err(AuditError::Unavailable(
                 "--audit-db-ca applies to a PostgreSQL audit database only".into(),
             ));
         }
@@ -683,7 +690,7 @@ fn refuse_newer_schema(newest: Option<i64>, migrations: &[(i64, &str)]) -> Resul
         .max()
         .unwrap_or(0);
     match newest {
-        Some(version) if version > known => Err(AuditError::Store(format!(
+        Some(version) if version > known => Err(AuditError::Unavailable(format!(
             "the audit database has schema version {version}, newer than the {known} this build knows: \
              it was written by a newer vlms-rt; run that version or a later one (restoring a backup \
              taken before the upgrade would lose every record written since)"
@@ -735,10 +742,10 @@ mod tests {
                 let _ = release.recv();
             }
             self.batch_sizes.lock().expect("sizes").push(records.len());
-            Err(AuditError::Store("injected write failure".into()))
+            Err(AuditError::Unavailable("injected write failure".into()))
         }
         fn probe(&mut self) -> Result<(), AuditError> {
-            Err(AuditError::Store("injected write failure".into()))
+            Err(AuditError::Unavailable("injected write failure".into()))
         }
         fn compression(&self) -> Option<Arc<compress::Compression>> {
             None
@@ -842,14 +849,14 @@ mod tests {
                 let first = tokio::time::timeout(Duration::from_secs(10), auditor.append(record("a")))
                     .await
                     .expect("answered");
-                assert!(matches!(&first, Err(AuditError::Store(message)) if message.contains("panicked")), "{first:?}");
+                assert!(matches!(&first, Err(AuditError::Unavailable(message)) if message.contains("panicked")), "{first:?}");
                 assert_eq!(auditor.stats().failed_batches.load(Ordering::Relaxed), 1);
                 for id in ["b", "c"] {
                     let later = tokio::time::timeout(Duration::from_secs(10), auditor.append(record(id)))
                         .await
                         .expect("answered, not left waiting on a dead committer");
                     assert!(
-                        matches!(&later, Err(AuditError::Store(message)) if message.contains("panicked")),
+                        matches!(&later, Err(AuditError::Unavailable(message)) if message.contains("panicked")),
                         "{later:?}"
                     );
                 }
@@ -958,7 +965,7 @@ mod tests {
         for call in [first, second, third] {
             assert!(matches!(
                 call.await.expect("join"),
-                Err(AuditError::Store(_))
+                Err(AuditError::Unavailable(_))
             ));
         }
         assert_eq!(*batch_sizes.lock().expect("sizes"), [1, 2]);

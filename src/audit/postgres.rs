@@ -102,7 +102,7 @@ fn store_error(error: impl std::error::Error) -> AuditError {
         }
         source = cause.source();
     }
-    AuditError::Store(text)
+    AuditError::Unavailable(text)
 }
 
 /// Whether an `--audit-db` value names a PostgreSQL database.
@@ -174,7 +174,7 @@ impl Shared {
         let handle = self
             .runtime
             .as_ref()
-            .ok_or_else(|| AuditError::Store("the audit store is shut down".into()))?
+            .ok_or_else(|| AuditError::Unavailable("the audit store is shut down".into()))?
             .handle()
             .clone();
         if tokio::runtime::Handle::try_current().is_ok() {
@@ -182,7 +182,7 @@ impl Shared {
                 scope
                     .spawn(move || handle.block_on(future))
                     .join()
-                    .map_err(|_| AuditError::Store("an audit database task panicked".into()))
+                    .map_err(|_| AuditError::Unavailable("an audit database task panicked".into()))
             })
         } else {
             Ok(handle.block_on(future))
@@ -199,7 +199,7 @@ impl Shared {
             tokio::time::timeout(OPERATION_TIMEOUT, operation)
                 .await
                 .map_err(|_| {
-                    AuditError::Store(format!(
+                    AuditError::Unavailable(format!(
                         "the audit database did not answer within {} s",
                         OPERATION_TIMEOUT.as_secs()
                     ))
@@ -224,9 +224,9 @@ fn configure(
     url: &str,
     ca_pem: Option<&[u8]>,
 ) -> Result<(tokio_postgres::Config, Option<rustls::ClientConfig>), AuditError> {
-    let mut config: tokio_postgres::Config = normalized_url(url)
-        .parse()
-        .map_err(|error| AuditError::Store(format!("--audit-db is not a valid URL: {error}")))?;
+    let mut config: tokio_postgres::Config = normalized_url(url).parse().map_err(|error| {
+        AuditError::Unavailable(format!("--audit-db is not a valid URL: {error}"))
+    })?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
     }
@@ -260,7 +260,7 @@ fn configure(
     config.options(options);
     let Some(ca_pem) = ca_pem else {
         if config.get_ssl_mode() == SslMode::Require {
-            return Err(AuditError::Store(
+            return Err(AuditError::Unavailable(
                 "sslmode=require needs --audit-db-ca (the CA that signed the database server's certificate)".into(),
             ));
         }
@@ -269,7 +269,7 @@ fn configure(
         return Ok((config, None));
     };
     if config.get_ssl_mode() == SslMode::Disable {
-        return Err(AuditError::Store(
+        return Err(AuditError::Unavailable(
             "--audit-db-ca was given but the URL says sslmode=disable".into(),
         ));
     }
@@ -278,16 +278,16 @@ fn configure(
     use rustls::pki_types::pem::PemObject;
     for certificate in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem) {
         let certificate = certificate.map_err(|error| {
-            AuditError::Store(format!("--audit-db-ca is not a PEM certificate: {error}"))
+            AuditError::Unavailable(format!("--audit-db-ca is not a PEM certificate: {error}"))
         })?;
         roots.add(certificate).map_err(|error| {
-            AuditError::Store(format!(
+            AuditError::Unavailable(format!(
                 "--audit-db-ca holds an unusable certificate: {error}"
             ))
         })?;
     }
     if roots.is_empty() {
-        return Err(AuditError::Store(
+        return Err(AuditError::Unavailable(
             "--audit-db-ca holds no certificate".into(),
         ));
     }
@@ -410,7 +410,7 @@ async fn append(pool: &Pool, records: &[NewRecord]) -> Result<(), AuditError> {
         .iter()
         .any(|record| record.response_dictionary.is_some())
     {
-        return Err(AuditError::Store(
+        return Err(AuditError::Unavailable(
             "a record was compressed, but the PostgreSQL store keeps responses as sent".into(),
         ));
     }
@@ -432,9 +432,9 @@ async fn append(pool: &Pool, records: &[NewRecord]) -> Result<(), AuditError> {
         None => (0_i64, [0_u8; 32]),
         Some(row) => {
             let hash: Vec<u8> = row.try_get(1).map_err(store_error)?;
-            let hash: [u8; 32] = hash
-                .try_into()
-                .map_err(|_| AuditError::Store("the last record's hash is not 32 bytes".into()))?;
+            let hash: [u8; 32] = hash.try_into().map_err(|_| {
+                AuditError::Unavailable("the last record's hash is not 32 bytes".into())
+            })?;
             (row.try_get(0).map_err(store_error)?, hash)
         }
     };
@@ -715,7 +715,7 @@ pub fn verify(url: &str, ca_pem: Option<&[u8]>) -> Result<Result<u64, BrokenLink
             refuse_newer_schema(&transaction).await?;
         }
         if !exists("records").await? {
-            return Err(AuditError::Store(
+            return Err(AuditError::Unavailable(
                 "no audit trail in this database (the records table does not exist)".into(),
             ));
         }

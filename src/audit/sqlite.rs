@@ -80,7 +80,25 @@ const CHAIN_COMPRESSED: i64 = 2;
 const MAX_RESPONSE: u64 = super::compress::MAX_RESPONSE as u64;
 
 fn store_error(error: impl std::fmt::Display) -> AuditError {
-    AuditError::Store(error.to_string())
+    AuditError::Unavailable(error.to_string())
+}
+
+/// A SQLite error as the kind of audit failure it is: busy, full, corrupt or unavailable.
+fn sqlite_error(error: rusqlite::Error) -> AuditError {
+    use rusqlite::ErrorCode;
+    let code = match &error {
+        rusqlite::Error::SqliteFailure(failure, _) => Some(failure.code),
+        _ => None,
+    };
+    let message = error.to_string();
+    match code {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => AuditError::Busy(message),
+        Some(ErrorCode::DiskFull) => AuditError::Full(message),
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+            AuditError::Corrupt(format!("{message}; run `vlms-rt-server audit verify`"))
+        }
+        _ => AuditError::Unavailable(message),
+    }
 }
 
 /// A value of another type than this program writes (text where it wrote a blob, as an edit with
@@ -127,7 +145,7 @@ fn create_private(path: &Path) -> Result<(), AuditError> {
     match options.open(path) {
         Ok(_) => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(error) => Err(AuditError::Store(format!(
+        Err(error) => Err(AuditError::Unavailable(format!(
             "cannot create {}: {error}",
             path.display()
         ))),
@@ -199,7 +217,7 @@ fn lock_exclusively(path: &Path) -> Result<std::fs::File, AuditError> {
         options.mode(0o600);
     }
     let mut file = options.open(&lock_path).map_err(|error| {
-        AuditError::Store(format!(
+        AuditError::Unavailable(format!(
             "cannot open the lock file {}: {error}",
             lock_path.display()
         ))
@@ -210,7 +228,7 @@ fn lock_exclusively(path: &Path) -> Result<std::fs::File, AuditError> {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
             let holder = holder.trim();
-            return Err(AuditError::Store(format!(
+            return Err(AuditError::Unavailable(format!(
                 "{} is in use by another process ({}); one audit database takes one server (lock file {})",
                 path.display(),
                 if holder.is_empty() {
@@ -222,7 +240,7 @@ fn lock_exclusively(path: &Path) -> Result<std::fs::File, AuditError> {
             )));
         }
         Err(std::fs::TryLockError::Error(error)) => {
-            return Err(AuditError::Store(format!(
+            return Err(AuditError::Unavailable(format!(
                 "cannot lock {}: {error}",
                 lock_path.display()
             )));
@@ -238,7 +256,7 @@ fn lock_exclusively(path: &Path) -> Result<std::fs::File, AuditError> {
         .and_then(|()| file.rewind())
         .and_then(|()| file.write_all(holder.as_bytes()));
     written.map_err(|error| {
-        AuditError::Store(format!(
+        AuditError::Unavailable(format!(
             "cannot write the lock file {}: {error}",
             lock_path.display()
         ))
@@ -350,7 +368,7 @@ impl SqliteStore {
             );
         }
         if self.replaced {
-            return Err(AuditError::Store(format!(
+            return Err(AuditError::Unavailable(format!(
                 "the audit database {} was deleted or replaced while in use; restart the server",
                 self.path.display()
             )));
@@ -370,9 +388,9 @@ impl SqliteStore {
             .map_err(store_error)?;
         match hash {
             None => Ok([0; 32]),
-            Some(bytes) => bytes
-                .try_into()
-                .map_err(|_| AuditError::Store("the last record's hash is not 32 bytes".into())),
+            Some(bytes) => bytes.try_into().map_err(|_| {
+                AuditError::Unavailable("the last record's hash is not 32 bytes".into())
+            }),
         }
     }
 }
@@ -385,7 +403,7 @@ impl Store for SqliteStore {
         };
         // Forget the cached hash until this batch commits: a failed batch leaves the chain as stored.
         self.last_hash = None;
-        let transaction = self.connection.transaction().map_err(store_error)?;
+        let transaction = self.connection.transaction().map_err(sqlite_error)?;
         {
             let mut insert = transaction
                 .prepare_cached(
@@ -405,7 +423,7 @@ impl Store for SqliteStore {
                             (Some(*id), CHAIN_COMPRESSED)
                         }
                         (Some(_), _) => {
-                            return Err(AuditError::Store(
+                            return Err(AuditError::Unavailable(
                             "a record was compressed with a dictionary this store does not hold"
                                 .into(),
                         ));
@@ -429,11 +447,11 @@ impl Store for SqliteStore {
                         dictionary,
                         chain_version,
                     ])
-                    .map_err(store_error)?;
+                    .map_err(sqlite_error)?;
                 previous = hash;
             }
         }
-        transaction.commit().map_err(store_error)?;
+        transaction.commit().map_err(sqlite_error)?;
         // Checked after the commit, so that a file deleted at any moment before it fails the
         // batch: its callers are refused rather than answered from an unreadable file.
         self.still_the_opened_file()?;
@@ -448,7 +466,7 @@ impl Store for SqliteStore {
                 "INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?1)",
                 [super::now_rfc3339()],
             )
-            .map_err(store_error)?;
+            .map_err(sqlite_error)?;
         Ok(())
     }
 
@@ -708,7 +726,7 @@ impl SqliteReader {
     fn state(&self) -> Result<std::sync::MutexGuard<'_, ReaderState>, AuditError> {
         self.state
             .lock()
-            .map_err(|_| AuditError::Store("reader lock poisoned".into()))
+            .map_err(|_| AuditError::Unavailable("reader lock poisoned".into()))
     }
 
     /// The database file.
@@ -776,7 +794,7 @@ fn as_hashed(
 /// chain version.
 pub fn verify(path: &Path) -> Result<Result<u64, BrokenLink>, AuditError> {
     if !path.exists() {
-        return Err(AuditError::Store(format!(
+        return Err(AuditError::Unavailable(format!(
             "no audit database at {}",
             path.display()
         )));
@@ -889,6 +907,36 @@ pub fn verify(path: &Path) -> Result<Result<u64, BrokenLink>, AuditError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sqlite_failures_keep_their_kind() {
+        let failure = |code| {
+            sqlite_error(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                None,
+            ))
+        };
+        assert!(matches!(
+            failure(rusqlite::ffi::SQLITE_BUSY),
+            AuditError::Busy(_)
+        ));
+        assert!(matches!(
+            failure(rusqlite::ffi::SQLITE_LOCKED),
+            AuditError::Busy(_)
+        ));
+        assert!(matches!(
+            failure(rusqlite::ffi::SQLITE_FULL),
+            AuditError::Full(_)
+        ));
+        assert!(matches!(
+            failure(rusqlite::ffi::SQLITE_CORRUPT),
+            AuditError::Corrupt(_)
+        ));
+        assert!(matches!(
+            failure(rusqlite::ffi::SQLITE_IOERR),
+            AuditError::Unavailable(_)
+        ));
+    }
 
     fn temp_db() -> PathBuf {
         std::env::temp_dir().join(format!("vlms-rt-audit-{}.sqlite3", uuid::Uuid::new_v4()))

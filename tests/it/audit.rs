@@ -221,13 +221,13 @@ struct Switchable {
 impl Store for Switchable {
     fn append(&mut self, records: &[NewRecord]) -> Result<(), AuditError> {
         if self.failing.load(Ordering::SeqCst) {
-            return Err(AuditError::Store("injected write failure".into()));
+            return Err(AuditError::Unavailable("injected write failure".into()));
         }
         self.inner.append(records)
     }
     fn probe(&mut self) -> Result<(), AuditError> {
         if self.failing.load(Ordering::SeqCst) {
-            return Err(AuditError::Store("injected write failure".into()));
+            return Err(AuditError::Unavailable("injected write failure".into()));
         }
         self.inner.probe()
     }
