@@ -181,7 +181,8 @@ pub fn token_sha256_hex(token: &str) -> String {
         .collect()
 }
 
-/// The bearer-token check in front of the recommendation service (applied by `codec::ClientFault`).
+/// The bearer-token check in front of the recommendation service (applied by [`Authenticate`])
+/// and of health `Watch` (by `health_gate::HealthGate`).
 #[derive(Debug, Clone)]
 pub struct Authenticator {
     store: Option<Arc<TokenStore>>,
@@ -218,6 +219,61 @@ impl Authenticator {
                 tracing::warn!("call refused: missing or unknown bearer token");
                 Err(Status::unauthenticated("a valid bearer token is required"))
             }
+        }
+    }
+}
+
+/// A service behind the bearer-token check: a call with a token the store knows goes on with its
+/// [`Caller`] in the request's extensions; without a token file every call goes on, its caller the
+/// client certificate's subject on mutual TLS; a missing or unknown token is answered
+/// UNAUTHENTICATED here, before the service sees the call.
+#[derive(Debug, Clone)]
+pub struct Authenticate<S> {
+    inner: S,
+    auth: Authenticator,
+}
+
+impl<S> Authenticate<S> {
+    /// `inner` behind `auth`.
+    pub fn new(inner: S, auth: Authenticator) -> Self {
+        Self { inner, auth }
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for Authenticate<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B, R> tower_service::Service<http::Request<B>> for Authenticate<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    R: Default + Send + 'static,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<http::Response<R>, S::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(context)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        match self.auth.authenticate(request.headers()) {
+            Ok(caller) => {
+                // A token names the caller; without one, a client certificate does.
+                if let Some(caller) = caller.or_else(|| tls_caller(request.extensions())) {
+                    request.extensions_mut().insert(caller);
+                }
+                Box::pin(self.inner.call(request))
+            }
+            Err(status) => Box::pin(std::future::ready(Ok(status.into_http()))),
         }
     }
 }

@@ -11,7 +11,6 @@ use prost::bytes::Buf;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Status};
 
-use crate::auth::Authenticator;
 use crate::metrics::Metrics;
 
 /// Codec for every RPC of the contract.
@@ -175,27 +174,19 @@ impl<U: Message + Default> Decoder for StrictDecoder<U> {
 /// code never returns INTERNAL or OUT_OF_RANGE, so either one seen here came from decoding the
 /// request.
 ///
-/// It also checks the caller's bearer token first ([`Authenticator`]) when a token file is
-/// configured, and answers UNAUTHENTICATED itself; without one a call passes straight through.
-///
-/// Calls answered here without reaching the service's handlers (refused by the token check, a body
+/// Calls answered without reaching the service's handlers (refused by the token check, a body
 /// that is not protobuf, a request over the size limit, a method the service does not have) get
 /// the call log line and the `vlms_rt_calls_total` count the handlers give every other call.
 #[derive(Debug, Clone)]
 pub struct ClientFault<S> {
     inner: S,
     metrics: Arc<Metrics>,
-    auth: Authenticator,
 }
 
 impl<S> ClientFault<S> {
-    /// Wraps `inner` behind `auth`; calls answered before the handlers are counted in `metrics`.
-    pub fn new(inner: S, metrics: Arc<Metrics>, auth: Authenticator) -> Self {
-        Self {
-            inner,
-            metrics,
-            auth,
-        }
+    /// Wraps `inner`; calls answered before the handlers are counted in `metrics`.
+    pub fn new(inner: S, metrics: Arc<Metrics>) -> Self {
+        Self { inner, metrics }
     }
 }
 
@@ -245,50 +236,29 @@ where
         self.inner.poll_ready(context)
     }
 
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let started = Instant::now();
         let rpc = crate::metrics::rpc_label(request.uri().path().rsplit('/').next().unwrap_or(""));
-        let answer = match self.auth.authenticate(request.headers()) {
-            Ok(caller) => {
-                // A token names the caller; without one, a client certificate does.
-                let caller = caller.or_else(|| crate::auth::tls_caller(request.extensions()));
-                if let Some(caller) = caller {
-                    request.extensions_mut().insert(caller);
-                }
-                Answer::Called {
-                    future: self.inner.call(request),
-                }
-            }
-            Err(status) => Answer::Refused {
-                response: Some(status.into_http()),
-            },
-        };
         FaultFuture {
-            answer,
+            future: self.inner.call(request),
             started,
             rpc,
             metrics: Arc::clone(&self.metrics),
+            _body: std::marker::PhantomData,
         }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// A call through [`ClientFault`]: the service's answer, or the token check's refusal, with
-    /// the statuses set before the handlers mapped, logged and counted.
+    /// A call through [`ClientFault`]: the service's answer, with the statuses set before the
+    /// handlers mapped, logged and counted.
     pub struct FaultFuture<F, R> {
         #[pin]
-        answer: Answer<F, R>,
+        future: F,
         started: Instant,
         rpc: &'static str,
         metrics: Arc<Metrics>,
-    }
-}
-
-pin_project_lite::pin_project! {
-    #[project = AnswerProjection]
-    enum Answer<F, R> {
-        Called { #[pin] future: F },
-        Refused { response: Option<http::Response<R>> },
+        _body: std::marker::PhantomData<R>,
     }
 }
 
@@ -304,14 +274,7 @@ where
         context: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
         let this = self.project();
-        let mut response = match this.answer.project() {
-            AnswerProjection::Called { future } => std::task::ready!(future.poll(context))?,
-            // Polled again after it answered (a breach of the future contract that hyper does
-            // not commit): an error answer rather than a panic.
-            AnswerProjection::Refused { response } => response
-                .take()
-                .unwrap_or_else(|| Status::unknown("the call was already answered").into_http()),
-        };
+        let mut response = std::task::ready!(this.future.poll(context))?;
         let headers = response.headers_mut();
         // INTERNAL: the framing was malformed. OUT_OF_RANGE: the message exceeded the size
         // limit, which gRPC reports as RESOURCE_EXHAUSTED everywhere else.

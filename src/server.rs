@@ -589,7 +589,8 @@ pub(crate) fn code_log_name(code: Code) -> &'static str {
     }
 }
 
-/// The caller `codec::ClientFault` authenticated, or `anonymous` when no token file is configured.
+/// The caller `auth::Authenticate` found (a token's, or a client certificate's subject), or
+/// `anonymous`.
 fn caller_of<T>(request: &Request<T>) -> std::borrow::Cow<'static, str> {
     request
         .extensions()

@@ -293,10 +293,10 @@ pub async fn start_on(
         RecommendationServiceServer::new(service)
             .max_decoding_message_size(limits.max_request_bytes),
     );
+    // Outside in: refusals before the handlers counted and mapped, then the token check.
     let recommendation = crate::codec::ClientFault::new(
-        recommendation,
+        crate::auth::Authenticate::new(recommendation, Authenticator::new(settings.tokens.clone())),
         Arc::clone(&metrics),
-        Authenticator::new(settings.tokens.clone()),
     );
 
     let (health, health_service) = tonic_health::server::health_reporter();
