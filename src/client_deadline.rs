@@ -18,22 +18,25 @@ use crate::metrics::Metrics;
 /// How much earlier than tonic this layer ends a call: tokio's timers tick once a millisecond.
 const AHEAD: Duration = Duration::from_millis(1);
 
-/// A `grpc-timeout` value (`8` digits at most, then `H`, `M`, `S`, `m`, `u` or `n`).
+/// A `grpc-timeout` header value: at most eight digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`).
 pub fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let (&unit, digits) = value.split_last()?;
     if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let number: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
-    Some(match unit {
-        b"H" => Duration::from_secs(number * 3600),
-        b"M" => Duration::from_secs(number * 60),
-        b"S" => Duration::from_secs(number),
-        b"m" => Duration::from_millis(number),
-        b"u" => Duration::from_micros(number),
-        b"n" => Duration::from_nanos(number),
-        _ => return None,
-    })
+    // At most eight digits: no overflow below, even in hours.
+    let number = digits
+        .iter()
+        .fold(0_u64, |number, digit| number * 10 + u64::from(digit - b'0'));
+    match unit {
+        b'H' => Some(Duration::from_secs(number * 3600)),
+        b'M' => Some(Duration::from_secs(number * 60)),
+        b'S' => Some(Duration::from_secs(number)),
+        b'm' => Some(Duration::from_millis(number)),
+        b'u' => Some(Duration::from_micros(number)),
+        b'n' => Some(Duration::from_nanos(number)),
+        _ => None,
+    }
 }
 
 /// Wraps services in [`ClientDeadline`].
@@ -163,7 +166,21 @@ mod tests {
             Some(Duration::from_micros(99_999_999))
         );
         assert_eq!(parse_grpc_timeout(b"2H"), Some(Duration::from_secs(7200)));
-        for bad in [&b""[..], b"S", b"123456789S", b"1x", b"-1S", b"1.5S"] {
+        assert_eq!(
+            parse_grpc_timeout(b"99999999H"),
+            Some(Duration::from_secs(99_999_999 * 3600))
+        );
+        for bad in [
+            &b""[..],
+            b"S",
+            b"123456789S",
+            b"1x",
+            b"-1S",
+            b"1.5S",
+            b"5s",
+            b"5 S",
+            "\u{e9}S".as_bytes(),
+        ] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
         }
     }

@@ -15,6 +15,7 @@ use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
 use crate::audit::{Auditor, Kind, NewRecord, RecordWithFeedback};
 use crate::auth::{ANONYMOUS, Caller};
+use crate::client_deadline::parse_grpc_timeout;
 use crate::convert;
 use crate::core::{self, Profile, Proposal, Violations};
 use crate::metrics::Metrics;
@@ -352,8 +353,7 @@ impl Service {
         request
             .metadata()
             .get("grpc-timeout")
-            .and_then(|value| value.to_str().ok())
-            .and_then(parse_grpc_timeout)
+            .and_then(|value| parse_grpc_timeout(value.as_bytes()))
             .map_or(self.options.audit_wait, |deadline| {
                 self.options.audit_wait.min(deadline.mul_f64(0.8))
             })
@@ -542,27 +542,6 @@ impl Service {
         {
             tracing::info!(rpc, code, latency_us, caller, case_id, "call");
         }
-    }
-}
-
-/// A `grpc-timeout` header value: at most eight digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`).
-fn parse_grpc_timeout(text: &str) -> Option<Duration> {
-    let (&unit, digits) = text.as_bytes().split_last()?;
-    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    // At most eight digits: no overflow below, even in hours.
-    let value = digits
-        .iter()
-        .fold(0_u64, |value, digit| value * 10 + u64::from(digit - b'0'));
-    match unit {
-        b'H' => Some(Duration::from_secs(value * 3600)),
-        b'M' => Some(Duration::from_secs(value * 60)),
-        b'S' => Some(Duration::from_secs(value)),
-        b'm' => Some(Duration::from_millis(value)),
-        b'u' => Some(Duration::from_micros(value)),
-        b'n' => Some(Duration::from_nanos(value)),
-        _ => None,
     }
 }
 
@@ -926,7 +905,7 @@ impl RecommendationService for Service {
         let deadline = request
             .metadata()
             .get("grpc-timeout")
-            .and_then(|value| crate::client_deadline::parse_grpc_timeout(value.as_bytes()))
+            .and_then(|value| parse_grpc_timeout(value.as_bytes()))
             .map(|deadline| Box::pin(tokio::time::sleep(deadline)));
         // Shared by the stream's items: one reference count each, not a copy of every handle the
         // service holds (profile, metrics, limiter, audit trail) and of the caller's name.
@@ -1336,25 +1315,6 @@ mod tests {
             omitted_violations("02 more violations from here on are not listed"),
             None
         );
-    }
-
-    #[test]
-    fn grpc_timeout_headers_parse_and_malformed_ones_do_not() {
-        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
-        assert_eq!(
-            parse_grpc_timeout("1500m"),
-            Some(Duration::from_millis(1500))
-        );
-        assert_eq!(parse_grpc_timeout("3M"), Some(Duration::from_secs(180)));
-        assert_eq!(
-            parse_grpc_timeout("99999999H"),
-            Some(Duration::from_secs(99_999_999 * 3600))
-        );
-        assert_eq!(parse_grpc_timeout("250u"), Some(Duration::from_micros(250)));
-        assert_eq!(parse_grpc_timeout("7n"), Some(Duration::from_nanos(7)));
-        for bad in ["", "S", "123456789S", "5s", "5", "-5S", "5 S", "éS", "1.5S"] {
-            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
-        }
     }
 
     #[test]
