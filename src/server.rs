@@ -152,6 +152,32 @@ impl<L: std::ops::Deref<Target = Limiter>> Drop for Admission<L> {
     }
 }
 
+/// One unary call's bookkeeping: its place (given back when the guard is dropped) and the one log
+/// line and count it writes when it ends ([`Call::end`]). A call shed at admission gets no guard:
+/// `shed` logs and counts it.
+struct Call<'s> {
+    service: &'s Service,
+    rpc: &'static str,
+    started: Instant,
+    caller: std::borrow::Cow<'static, str>,
+    _admission: Admission<&'s Limiter>,
+}
+
+impl Call<'_> {
+    /// The caller the call is for.
+    fn caller(&self) -> &str {
+        &self.caller
+    }
+
+    /// Writes the call's log line and count for `result`, and hands `result` on.
+    fn end<T>(self, result: Result<T, Status>, case_id: &str) -> Result<T, Status> {
+        let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+        self.service
+            .finish(self.rpc, code, self.started, &self.caller, case_id);
+        result
+    }
+}
+
 /// Whose share of the places a call counts in: an authenticated caller's name, or for an
 /// anonymous call its connection (the peer address).
 fn admission_key<T>(request: &Request<T>, caller: &str) -> String {
@@ -173,6 +199,20 @@ impl Service {
     }
 
     /// Admits a call or sheds it at once (no queue): overload answers fast instead of piling up.
+    /// Starts a unary call: admits it (or sheds it) and returns its guard.
+    fn begin<T>(&self, rpc: &'static str, request: &Request<T>) -> Result<Call<'_>, Status> {
+        let started = Instant::now();
+        let caller = caller_of(request);
+        let admission = self.admit(rpc, request, &caller)?;
+        Ok(Call {
+            service: self,
+            rpc,
+            started,
+            caller,
+            _admission: admission,
+        })
+    }
+
     fn admit<T>(
         &self,
         rpc: &'static str,
@@ -868,27 +908,18 @@ impl RecommendationService for Service {
         &self,
         request: Request<pb::RecommendRequest>,
     ) -> Result<Response<EncodedRecommendResponse>, Status> {
-        let started = Instant::now();
-        let caller = caller_of(&request);
-        let _admission = self.admit("Recommend", &request, &caller)?;
+        let call = self.begin("Recommend", &request)?;
         let wait = self.audit_wait(&request);
         let request = request.into_inner();
         let case_id = loggable_case_id(request_case_id(&request));
         let result = match self.recommend_encoded(&request) {
             Ok(encoded) => self
-                .record_encoded_plan(&request, &encoded, &caller, wait)
+                .record_encoded_plan(&request, &encoded, call.caller(), wait)
                 .await
                 .map(|()| Response::new(EncodedRecommendResponse { plan: encoded.plan })),
             Err(violations) => Err(invalid_argument(&violations)),
         };
-        self.finish(
-            "Recommend",
-            result.as_ref().map_or_else(Status::code, |_| Code::Ok),
-            started,
-            &caller,
-            case_id,
-        );
-        result
+        call.end(result, case_id)
     }
 
     type RecommendStreamStream = StreamResult;
@@ -1017,9 +1048,7 @@ impl RecommendationService for Service {
         &self,
         request: Request<pb::CheckPrescriptionRequest>,
     ) -> Result<Response<pb::CheckPrescriptionResponse>, Status> {
-        let started = Instant::now();
-        let caller = caller_of(&request);
-        let _admission = self.admit("CheckPrescription", &request, &caller)?;
+        let call = self.begin("CheckPrescription", &request)?;
         let wait = self.audit_wait(&request);
         let request = request.into_inner();
         let case_id = loggable_case_id(request.case.as_ref().map_or("", |case| &case.case_id));
@@ -1038,7 +1067,7 @@ impl RecommendationService for Service {
                     Answered {
                         recommendation_id: &response.recommendation_id,
                         kind: Kind::Check,
-                        caller: &caller,
+                        caller: call.caller(),
                         case_id: proposal.case().case_id(),
                         subject_id: None,
                     },
@@ -1051,57 +1080,36 @@ impl RecommendationService for Service {
             }
             Err(violations) => Err(invalid_argument(&violations)),
         };
-        self.finish(
-            "CheckPrescription",
-            result.as_ref().map_or_else(Status::code, |_| Code::Ok),
-            started,
-            &caller,
-            case_id,
-        );
-        result
+        call.end(result, case_id)
     }
 
     async fn get_guideline(
         &self,
         request: Request<pb::GetGuidelineRequest>,
     ) -> Result<Response<pb::Guideline>, Status> {
-        let started = Instant::now();
-        let caller = caller_of(&request);
-        let _admission = self.admit("GetGuideline", &request, &caller)?;
+        let call = self.begin("GetGuideline", &request)?;
         let guideline = convert::guideline_out(&self.profile);
-        self.finish("GetGuideline", Code::Ok, started, &caller, "");
-        Ok(Response::new(guideline))
+        call.end(Ok(Response::new(guideline)), "")
     }
 
     async fn get_recommendation(
         &self,
         request: Request<pb::GetRecommendationRequest>,
     ) -> Result<Response<pb::RecommendationRecord>, Status> {
-        let started = Instant::now();
-        let caller = caller_of(&request);
-        let _admission = self.admit("GetRecommendation", &request, &caller)?;
+        let call = self.begin("GetRecommendation", &request)?;
         let request = request.into_inner();
         let result = self
             .get_record(&request.recommendation_id)
             .await
             .map(Response::new);
-        self.finish(
-            "GetRecommendation",
-            result.as_ref().map_or_else(Status::code, |_| Code::Ok),
-            started,
-            &caller,
-            "",
-        );
-        result
+        call.end(result, "")
     }
 
     async fn list_recommendations(
         &self,
         request: Request<pb::ListRecommendationsRequest>,
     ) -> Result<Response<pb::ListRecommendationsResponse>, Status> {
-        let started = Instant::now();
-        let caller = caller_of(&request);
-        let _admission = self.admit("ListRecommendations", &request, &caller)?;
+        let call = self.begin("ListRecommendations", &request)?;
         let request = request.into_inner();
         let case_id = if is_valid_case_id(&request.case_id) {
             request.case_id.clone()
@@ -1109,37 +1117,21 @@ impl RecommendationService for Service {
             String::from("<invalid>")
         };
         let result = self.list_records(&request).await.map(Response::new);
-        self.finish(
-            "ListRecommendations",
-            result.as_ref().map_or_else(Status::code, |_| Code::Ok),
-            started,
-            &caller,
-            &case_id,
-        );
-        result
+        call.end(result, &case_id)
     }
 
     async fn record_feedback(
         &self,
         request: Request<pb::RecordFeedbackRequest>,
     ) -> Result<Response<pb::RecordFeedbackResponse>, Status> {
-        let started = Instant::now();
-        let caller = caller_of(&request);
-        let _admission = self.admit("RecordFeedback", &request, &caller)?;
+        let call = self.begin("RecordFeedback", &request)?;
         let wait = self.audit_wait(&request);
         let request = request.into_inner();
         let result = self
-            .feedback(&request, &caller, wait)
+            .feedback(&request, call.caller(), wait)
             .await
             .map(Response::new);
-        self.finish(
-            "RecordFeedback",
-            result.as_ref().map_or_else(Status::code, |_| Code::Ok),
-            started,
-            &caller,
-            "",
-        );
-        result
+        call.end(result, "")
     }
 }
 
