@@ -1,6 +1,10 @@
 //! The tonic service: admit, decode, call the core, encode. Every error becomes a `Status` in one
 //! place ([`invalid_argument`] for bad input, [`overloaded`] for shed calls), and every call writes
 //! one log line with its RPC, status code, latency, caller and case_id (never other case content).
+//!
+//! Read in order: the RPCs (`impl RecommendationService for Service`), then admission (`Limiter`,
+//! the `Call` guard), the service's own steps (`impl Service`), the status mapping and helpers, and
+//! the running `RecommendStream` (`StreamCall`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -63,6 +67,241 @@ pub struct Service {
     /// The profile's plan sub-messages, encoded once (see `wire::ProfileParts`).
     parts: Arc<ProfileParts>,
     options: ServiceOptions,
+}
+
+type StreamResult = Pin<Box<dyn Stream<Item = Result<EncodedStreamResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RecommendationService for Service {
+    async fn recommend(
+        &self,
+        request: Request<pb::RecommendRequest>,
+    ) -> Result<Response<EncodedRecommendResponse>, Status> {
+        let call = self.begin("Recommend", &request)?;
+        let wait = self.audit_wait(&request);
+        let request = request.into_inner();
+        let case_id = loggable_case_id(request_case_id(&request));
+        let result = match self.recommend_encoded(&request) {
+            Ok(encoded) => self
+                .record_encoded_plan(&request, &encoded, call.caller(), wait)
+                .await
+                .map(|()| Response::new(EncodedRecommendResponse { plan: encoded.plan })),
+            Err(violations) => Err(invalid_argument(&violations)),
+        };
+        call.end(result, case_id)
+    }
+
+    type RecommendStreamStream = StreamResult;
+
+    async fn recommend_stream(
+        &self,
+        request: Request<Streaming<pb::RecommendRequest>>,
+    ) -> Result<Response<Self::RecommendStreamStream>, Status> {
+        let started = Instant::now();
+        let caller = caller_of(&request);
+        let admission = self.admit_shared("RecommendStream", &request, &caller)?;
+        // The caller's deadline bounds the whole stream (tonic applies it to the answer's headers
+        // only, which a stream sends at once).
+        let deadline = request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|value| parse_grpc_timeout(value.as_bytes()))
+            .map(|deadline| Box::pin(tokio::time::sleep(deadline)));
+        // Shared by the stream's items: one reference count each, not a copy of every handle the
+        // service holds (profile, metrics, limiter, audit trail) and of the caller's name.
+        let service = Arc::new(self.clone());
+        let item_caller: Arc<str> = Arc::from(caller.as_ref());
+        let max_items = self.options.max_stream_items;
+        // A stream's items wait the configured time each: the caller's deadline, if any, bounds
+        // the whole stream, not one item.
+        let audit_wait = self.options.audit_wait;
+        let idle_timeout = self.options.stream_idle_timeout;
+        let mut received = 0_u64;
+        // Items are answered in request order; each plan is recorded before it is sent. With the
+        // audit trail on, up to STREAM_PIPELINE items are worked on at once, so that the records of
+        // consecutive items share a commit instead of waiting for one each; without it an item is
+        // done when it is read, and one at a time costs least. A transport or decode failure, a
+        // stream idle for longer than the call timeout, one item too many, or an audit store that
+        // cannot record ends the stream with that status at that item (items after it that were
+        // already recorded are not sent: recorded and unsent is the safe side).
+        let inbound = Box::pin(crate::deadline::IdleTimeout::new(
+            request.into_inner(),
+            idle_timeout,
+        ));
+        let answer = move |item: Result<Result<pb::RecommendRequest, Status>, _>| {
+            let item = item
+                .map_err(|_| {
+                    Status::deadline_exceeded(format!(
+                        "no stream item within {} s",
+                        idle_timeout.as_secs_f64()
+                    ))
+                })
+                .and_then(|item| {
+                    // tonic reports a malformed item as INTERNAL (the caller's fault) and one
+                    // over the size limit as OUT_OF_RANGE (RESOURCE_EXHAUSTED elsewhere in gRPC).
+                    item.map_err(|status| match status.code() {
+                        Code::Internal => Status::invalid_argument(format!(
+                            "malformed stream item: {}",
+                            status.message()
+                        )),
+                        Code::OutOfRange => Status::resource_exhausted(format!(
+                            "stream item too large: {}",
+                            status.message()
+                        )),
+                        _ => status,
+                    })
+                });
+            if item.is_ok() {
+                received += 1;
+            }
+            let too_many = received > max_items;
+            let service = Arc::clone(&service);
+            let caller = Arc::clone(&item_caller);
+            async move {
+                let item = item?;
+                if too_many {
+                    return Err(Status::resource_exhausted(format!(
+                        "a stream may carry at most {max_items} items"
+                    )));
+                }
+                let result = match service.recommend_encoded(&item) {
+                    Ok(encoded) => {
+                        service
+                            .record_encoded_plan(&item, &encoded, &caller, audit_wait)
+                            .await?;
+                        EncodedStreamResult::Plan(encoded.plan)
+                    }
+                    Err(violations) => {
+                        EncodedStreamResult::Error(in_band_status(&invalid_argument(&violations)))
+                    }
+                };
+                Ok(EncodedStreamResponse {
+                    case_id: request_case_id(&item).into(),
+                    result,
+                })
+            }
+        };
+        let outbound: StreamResult = if self.options.audit.is_some() {
+            Box::pin(futures_util::StreamExt::buffered(
+                inbound.map(answer),
+                STREAM_PIPELINE,
+            ))
+        } else {
+            Box::pin(inbound.then(answer))
+        };
+        let place = Arc::new(StreamPlace {
+            admission: std::sync::Mutex::new(Some(admission)),
+            last_polled: std::sync::Mutex::new(Instant::now()),
+            released: std::sync::atomic::AtomicBool::new(false),
+        });
+        tokio::spawn(reclaim_unread(
+            Arc::downgrade(&place),
+            self.options.stream_idle_timeout * 2,
+            caller.to_string(),
+        ));
+        let logged = StreamCall {
+            inner: outbound,
+            service: self.clone(),
+            started,
+            caller: caller.into_owned(),
+            items: 0,
+            rejected: 0,
+            done: false,
+            place,
+            deadline,
+        };
+        Ok(Response::new(Box::pin(logged)))
+    }
+
+    async fn check_prescription(
+        &self,
+        request: Request<pb::CheckPrescriptionRequest>,
+    ) -> Result<Response<pb::CheckPrescriptionResponse>, Status> {
+        let call = self.begin("CheckPrescription", &request)?;
+        let wait = self.audit_wait(&request);
+        let request = request.into_inner();
+        let case_id = loggable_case_id(request.case.as_ref().map_or("", |case| &case.case_id));
+        let result = match Proposal::validate(&convert::raw_proposal(&request)) {
+            Ok(proposal) => {
+                let report = core::check(&self.profile, &proposal);
+                // The plan inside the answer carries the check's own id: every id the service
+                // hands out names a stored record (this check's, which holds the plan).
+                let recommendation_id = new_recommendation_id();
+                let response = convert::report_out(
+                    &report,
+                    recommendation_id.to_string(),
+                    recommendation_id.to_string(),
+                );
+                self.record(
+                    Answered {
+                        recommendation_id: &response.recommendation_id,
+                        kind: Kind::Check,
+                        caller: call.caller(),
+                        case_id: proposal.case().case_id(),
+                        subject_id: None,
+                    },
+                    &request,
+                    &response,
+                    wait,
+                )
+                .await
+                .map(|()| Response::new(response))
+            }
+            Err(violations) => Err(invalid_argument(&violations)),
+        };
+        call.end(result, case_id)
+    }
+
+    async fn get_guideline(
+        &self,
+        request: Request<pb::GetGuidelineRequest>,
+    ) -> Result<Response<pb::Guideline>, Status> {
+        let call = self.begin("GetGuideline", &request)?;
+        let guideline = convert::guideline_out(&self.profile);
+        call.end(Ok(Response::new(guideline)), "")
+    }
+
+    async fn get_recommendation(
+        &self,
+        request: Request<pb::GetRecommendationRequest>,
+    ) -> Result<Response<pb::RecommendationRecord>, Status> {
+        let call = self.begin("GetRecommendation", &request)?;
+        let request = request.into_inner();
+        let result = self
+            .get_record(&request.recommendation_id)
+            .await
+            .map(Response::new);
+        call.end(result, "")
+    }
+
+    async fn list_recommendations(
+        &self,
+        request: Request<pb::ListRecommendationsRequest>,
+    ) -> Result<Response<pb::ListRecommendationsResponse>, Status> {
+        let call = self.begin("ListRecommendations", &request)?;
+        let request = request.into_inner();
+        let case_id = if is_valid_case_id(&request.case_id) {
+            request.case_id.clone()
+        } else {
+            String::from("<invalid>")
+        };
+        let result = self.list_records(&request).await.map(Response::new);
+        call.end(result, &case_id)
+    }
+
+    async fn record_feedback(
+        &self,
+        request: Request<pb::RecordFeedbackRequest>,
+    ) -> Result<Response<pb::RecordFeedbackResponse>, Status> {
+        let call = self.begin("RecordFeedback", &request)?;
+        let wait = self.audit_wait(&request);
+        let request = request.into_inner();
+        let result = self
+            .feedback(&request, call.caller(), wait)
+            .await
+            .map(Response::new);
+        call.end(result, "")
+    }
 }
 
 /// Process-wide admission without a queue: the calls in flight, at most `max` of them, and at most
@@ -898,241 +1137,6 @@ fn request_case_id(request: &pb::RecommendRequest) -> &str {
 struct EncodedPlan {
     recommendation_id: crate::ulid::Ulid,
     plan: Vec<u8>,
-}
-
-type StreamResult = Pin<Box<dyn Stream<Item = Result<EncodedStreamResponse, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl RecommendationService for Service {
-    async fn recommend(
-        &self,
-        request: Request<pb::RecommendRequest>,
-    ) -> Result<Response<EncodedRecommendResponse>, Status> {
-        let call = self.begin("Recommend", &request)?;
-        let wait = self.audit_wait(&request);
-        let request = request.into_inner();
-        let case_id = loggable_case_id(request_case_id(&request));
-        let result = match self.recommend_encoded(&request) {
-            Ok(encoded) => self
-                .record_encoded_plan(&request, &encoded, call.caller(), wait)
-                .await
-                .map(|()| Response::new(EncodedRecommendResponse { plan: encoded.plan })),
-            Err(violations) => Err(invalid_argument(&violations)),
-        };
-        call.end(result, case_id)
-    }
-
-    type RecommendStreamStream = StreamResult;
-
-    async fn recommend_stream(
-        &self,
-        request: Request<Streaming<pb::RecommendRequest>>,
-    ) -> Result<Response<Self::RecommendStreamStream>, Status> {
-        let started = Instant::now();
-        let caller = caller_of(&request);
-        let admission = self.admit_shared("RecommendStream", &request, &caller)?;
-        // The caller's deadline bounds the whole stream (tonic applies it to the answer's headers
-        // only, which a stream sends at once).
-        let deadline = request
-            .metadata()
-            .get("grpc-timeout")
-            .and_then(|value| parse_grpc_timeout(value.as_bytes()))
-            .map(|deadline| Box::pin(tokio::time::sleep(deadline)));
-        // Shared by the stream's items: one reference count each, not a copy of every handle the
-        // service holds (profile, metrics, limiter, audit trail) and of the caller's name.
-        let service = Arc::new(self.clone());
-        let item_caller: Arc<str> = Arc::from(caller.as_ref());
-        let max_items = self.options.max_stream_items;
-        // A stream's items wait the configured time each: the caller's deadline, if any, bounds
-        // the whole stream, not one item.
-        let audit_wait = self.options.audit_wait;
-        let idle_timeout = self.options.stream_idle_timeout;
-        let mut received = 0_u64;
-        // Items are answered in request order; each plan is recorded before it is sent. With the
-        // audit trail on, up to STREAM_PIPELINE items are worked on at once, so that the records of
-        // consecutive items share a commit instead of waiting for one each; without it an item is
-        // done when it is read, and one at a time costs least. A transport or decode failure, a
-        // stream idle for longer than the call timeout, one item too many, or an audit store that
-        // cannot record ends the stream with that status at that item (items after it that were
-        // already recorded are not sent: recorded and unsent is the safe side).
-        let inbound = Box::pin(crate::deadline::IdleTimeout::new(
-            request.into_inner(),
-            idle_timeout,
-        ));
-        let answer = move |item: Result<Result<pb::RecommendRequest, Status>, _>| {
-            let item = item
-                .map_err(|_| {
-                    Status::deadline_exceeded(format!(
-                        "no stream item within {} s",
-                        idle_timeout.as_secs_f64()
-                    ))
-                })
-                .and_then(|item| {
-                    // tonic reports a malformed item as INTERNAL (the caller's fault) and one
-                    // over the size limit as OUT_OF_RANGE (RESOURCE_EXHAUSTED elsewhere in gRPC).
-                    item.map_err(|status| match status.code() {
-                        Code::Internal => Status::invalid_argument(format!(
-                            "malformed stream item: {}",
-                            status.message()
-                        )),
-                        Code::OutOfRange => Status::resource_exhausted(format!(
-                            "stream item too large: {}",
-                            status.message()
-                        )),
-                        _ => status,
-                    })
-                });
-            if item.is_ok() {
-                received += 1;
-            }
-            let too_many = received > max_items;
-            let service = Arc::clone(&service);
-            let caller = Arc::clone(&item_caller);
-            async move {
-                let item = item?;
-                if too_many {
-                    return Err(Status::resource_exhausted(format!(
-                        "a stream may carry at most {max_items} items"
-                    )));
-                }
-                let result = match service.recommend_encoded(&item) {
-                    Ok(encoded) => {
-                        service
-                            .record_encoded_plan(&item, &encoded, &caller, audit_wait)
-                            .await?;
-                        EncodedStreamResult::Plan(encoded.plan)
-                    }
-                    Err(violations) => {
-                        EncodedStreamResult::Error(in_band_status(&invalid_argument(&violations)))
-                    }
-                };
-                Ok(EncodedStreamResponse {
-                    case_id: request_case_id(&item).into(),
-                    result,
-                })
-            }
-        };
-        let outbound: StreamResult = if self.options.audit.is_some() {
-            Box::pin(futures_util::StreamExt::buffered(
-                inbound.map(answer),
-                STREAM_PIPELINE,
-            ))
-        } else {
-            Box::pin(inbound.then(answer))
-        };
-        let place = Arc::new(StreamPlace {
-            admission: std::sync::Mutex::new(Some(admission)),
-            last_polled: std::sync::Mutex::new(Instant::now()),
-            released: std::sync::atomic::AtomicBool::new(false),
-        });
-        tokio::spawn(reclaim_unread(
-            Arc::downgrade(&place),
-            self.options.stream_idle_timeout * 2,
-            caller.to_string(),
-        ));
-        let logged = StreamCall {
-            inner: outbound,
-            service: self.clone(),
-            started,
-            caller: caller.into_owned(),
-            items: 0,
-            rejected: 0,
-            done: false,
-            place,
-            deadline,
-        };
-        Ok(Response::new(Box::pin(logged)))
-    }
-
-    async fn check_prescription(
-        &self,
-        request: Request<pb::CheckPrescriptionRequest>,
-    ) -> Result<Response<pb::CheckPrescriptionResponse>, Status> {
-        let call = self.begin("CheckPrescription", &request)?;
-        let wait = self.audit_wait(&request);
-        let request = request.into_inner();
-        let case_id = loggable_case_id(request.case.as_ref().map_or("", |case| &case.case_id));
-        let result = match Proposal::validate(&convert::raw_proposal(&request)) {
-            Ok(proposal) => {
-                let report = core::check(&self.profile, &proposal);
-                // The plan inside the answer carries the check's own id: every id the service
-                // hands out names a stored record (this check's, which holds the plan).
-                let recommendation_id = new_recommendation_id();
-                let response = convert::report_out(
-                    &report,
-                    recommendation_id.to_string(),
-                    recommendation_id.to_string(),
-                );
-                self.record(
-                    Answered {
-                        recommendation_id: &response.recommendation_id,
-                        kind: Kind::Check,
-                        caller: call.caller(),
-                        case_id: proposal.case().case_id(),
-                        subject_id: None,
-                    },
-                    &request,
-                    &response,
-                    wait,
-                )
-                .await
-                .map(|()| Response::new(response))
-            }
-            Err(violations) => Err(invalid_argument(&violations)),
-        };
-        call.end(result, case_id)
-    }
-
-    async fn get_guideline(
-        &self,
-        request: Request<pb::GetGuidelineRequest>,
-    ) -> Result<Response<pb::Guideline>, Status> {
-        let call = self.begin("GetGuideline", &request)?;
-        let guideline = convert::guideline_out(&self.profile);
-        call.end(Ok(Response::new(guideline)), "")
-    }
-
-    async fn get_recommendation(
-        &self,
-        request: Request<pb::GetRecommendationRequest>,
-    ) -> Result<Response<pb::RecommendationRecord>, Status> {
-        let call = self.begin("GetRecommendation", &request)?;
-        let request = request.into_inner();
-        let result = self
-            .get_record(&request.recommendation_id)
-            .await
-            .map(Response::new);
-        call.end(result, "")
-    }
-
-    async fn list_recommendations(
-        &self,
-        request: Request<pb::ListRecommendationsRequest>,
-    ) -> Result<Response<pb::ListRecommendationsResponse>, Status> {
-        let call = self.begin("ListRecommendations", &request)?;
-        let request = request.into_inner();
-        let case_id = if is_valid_case_id(&request.case_id) {
-            request.case_id.clone()
-        } else {
-            String::from("<invalid>")
-        };
-        let result = self.list_records(&request).await.map(Response::new);
-        call.end(result, &case_id)
-    }
-
-    async fn record_feedback(
-        &self,
-        request: Request<pb::RecordFeedbackRequest>,
-    ) -> Result<Response<pb::RecordFeedbackResponse>, Status> {
-        let call = self.begin("RecordFeedback", &request)?;
-        let wait = self.audit_wait(&request);
-        let request = request.into_inner();
-        let result = self
-            .feedback(&request, call.caller(), wait)
-            .await
-            .map(Response::new);
-        call.end(result, "")
-    }
 }
 
 /// A running `RecommendStream` call: holds its admission and writes the call's one log line when
