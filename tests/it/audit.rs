@@ -166,6 +166,27 @@ impl Target {
     }
 }
 
+/// The test `$name(target)` against each audit backend, as `$name::sqlite` and `$name::postgres`;
+/// the SQLite run on the runtime the second form names (two workers where the test needs them).
+macro_rules! on_both_backends {
+    ($name:ident) => {
+        on_both_backends!($name, tokio::test);
+    };
+    ($name:ident, $($sqlite:tt)+) => {
+        mod $name {
+            #[$($sqlite)+]
+            async fn sqlite() {
+                super::$name(super::Target::sqlite()).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(super::Target::postgres().await).await;
+            }
+        }
+    };
+}
+
 /// Makes the store fail from now on, or recover: for SQLite through the injected switch (a full
 /// or broken disk), for PostgreSQL for real — the database stops admitting connections and the
 /// replica's open ones are terminated, as in a database outage.
@@ -1621,73 +1642,25 @@ async fn the_client_shows_lists_and_records_feedback(target: Target) {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedback_sqlite() {
-    answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedback(Target::sqlite())
-        .await;
-}
+on_both_backends!(answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedback);
 
-#[tokio::test]
-async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedback_postgres() {
-    answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedback(
-        Target::postgres().await,
-    )
-    .await;
-}
+// On two workers for SQLite: its batches then commit on the runtime.
+on_both_backends!(
+    a_long_stream_is_answered_and_recorded_in_request_order,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
 
-/// On two workers, so that the records are committed on the runtime while the stream's next items
-/// are planned on the other worker.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_long_stream_is_answered_and_recorded_in_request_order_sqlite() {
-    a_long_stream_is_answered_and_recorded_in_request_order(Target::sqlite()).await;
-}
+// On two workers for SQLite: its batches then commit on the runtime.
+on_both_backends!(
+    an_unwritable_store_fails_closed_and_health_follows_it,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
 
-#[tokio::test]
-async fn a_long_stream_is_answered_and_recorded_in_request_order_postgres() {
-    a_long_stream_is_answered_and_recorded_in_request_order(Target::postgres().await).await;
-}
+on_both_backends!(every_answer_survives_kill_9_and_the_chain_stays_intact);
 
-/// On two workers, so that the SQLite store's batches are committed on the runtime (the
-/// PostgreSQL variant's run on a blocking thread).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unwritable_store_fails_closed_and_health_follows_it_sqlite() {
-    an_unwritable_store_fails_closed_and_health_follows_it(Target::sqlite()).await;
-}
+on_both_backends!(verify_names_a_record_changed_in_the_file);
 
-#[tokio::test]
-async fn an_unwritable_store_fails_closed_and_health_follows_it_postgres() {
-    an_unwritable_store_fails_closed_and_health_follows_it(Target::postgres().await).await;
-}
-
-#[tokio::test]
-async fn every_answer_survives_kill_9_and_the_chain_stays_intact_sqlite() {
-    every_answer_survives_kill_9_and_the_chain_stays_intact(Target::sqlite()).await;
-}
-
-#[tokio::test]
-async fn every_answer_survives_kill_9_and_the_chain_stays_intact_postgres() {
-    every_answer_survives_kill_9_and_the_chain_stays_intact(Target::postgres().await).await;
-}
-
-#[tokio::test]
-async fn verify_names_a_record_changed_in_the_file_sqlite() {
-    verify_names_a_record_changed_in_the_file(Target::sqlite()).await;
-}
-
-#[tokio::test]
-async fn verify_names_a_record_changed_in_the_file_postgres() {
-    verify_names_a_record_changed_in_the_file(Target::postgres().await).await;
-}
-
-#[tokio::test]
-async fn the_client_shows_lists_and_records_feedback_sqlite() {
-    the_client_shows_lists_and_records_feedback(Target::sqlite()).await;
-}
-
-#[tokio::test]
-async fn the_client_shows_lists_and_records_feedback_postgres() {
-    the_client_shows_lists_and_records_feedback(Target::postgres().await).await;
-}
+on_both_backends!(the_client_shows_lists_and_records_feedback);
 
 /// A database a newer build has migrated (a rollback after an upgrade): the server refuses to
 /// start on it and `audit verify` refuses to judge it (exit 2, not a reported break), naming the
@@ -1808,25 +1781,9 @@ async fn a_bare_database_from_a_newer_build_is_refused(target: Target) {
     assert_eq!(tables().await, before, "nothing was created");
 }
 
-#[tokio::test]
-async fn a_database_from_a_newer_build_is_refused_sqlite() {
-    a_database_from_a_newer_build_is_refused(Target::sqlite()).await;
-}
+on_both_backends!(a_database_from_a_newer_build_is_refused);
 
-#[tokio::test]
-async fn a_database_from_a_newer_build_is_refused_postgres() {
-    a_database_from_a_newer_build_is_refused(Target::postgres().await).await;
-}
-
-#[tokio::test]
-async fn a_bare_database_from_a_newer_build_is_refused_sqlite() {
-    a_bare_database_from_a_newer_build_is_refused(Target::sqlite()).await;
-}
-
-#[tokio::test]
-async fn a_bare_database_from_a_newer_build_is_refused_postgres() {
-    a_bare_database_from_a_newer_build_is_refused(Target::postgres().await).await;
-}
+on_both_backends!(a_bare_database_from_a_newer_build_is_refused);
 
 /// Starts a `vlms-rt-server` process on `target`, returning it and its URL.
 fn spawn_replica(target: &Target) -> (std::process::Child, String) {
