@@ -25,6 +25,11 @@ const PREFACE: usize = 24;
 /// Connections waiting to be served, at most (beyond it the accept loop waits for the server).
 const BACKLOG: usize = 128;
 
+/// TLS handshakes in progress, at most: beyond it a new connection is closed at once (and
+/// counted), so that sockets that never send a ClientHello cannot use up the process's file
+/// descriptors.
+const HANDSHAKES: usize = 4 * BACKLOG;
+
 /// The server's rustls configuration for `material` (ALPN h2; with a client CA, only clients with
 /// a certificate it signed get in). The material was checked at start-up (`crate::tls::check`).
 pub fn server_config(material: &TlsMaterial) -> Result<Arc<rustls::ServerConfig>, String> {
@@ -111,6 +116,7 @@ pub fn tls(
 ) -> ReceiverStream<io::Result<PrefaceDeadline<tokio_rustls::server::TlsStream<TcpStream>>>> {
     let (sender, receiver) = tokio::sync::mpsc::channel(BACKLOG);
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES));
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -124,15 +130,27 @@ pub fn tls(
                     continue;
                 }
             };
+            let Ok(place) = Arc::clone(&handshakes).try_acquire_owned() else {
+                counters.refused_handshakes.inc();
+                tracing::info!(peer = %peer, limit = HANDSHAKES, "TLS handshake refused: too many in progress");
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let acceptor = acceptor.clone();
             let sender = sender.clone();
             let counters = counters.clone();
             tokio::spawn(async move {
+                let _place = place;
                 let problem = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                     Ok(Ok(stream)) => {
                         let connection = PrefaceDeadline::new(stream, timeout, counters);
-                        let _ = sender.send(Ok(connection)).await;
+                        // Waits for the server to take it, within the same time.
+                        let _ = sender.send_timeout(Ok(connection), timeout).await;
+                        return;
+                    }
+                    // Closed before a ClientHello: a TCP probe, not a refused handshake.
+                    Ok(Err(error)) if error.kind() == io::ErrorKind::UnexpectedEof => {
+                        tracing::debug!(peer = %peer, "connection closed before a TLS handshake");
                         return;
                     }
                     Ok(Err(error)) => error.to_string(),
@@ -146,9 +164,16 @@ pub fn tls(
     ReceiverStream::new(receiver)
 }
 
-/// An `accept` that failed (out of file descriptors, most often): logged, and retried after a
-/// moment rather than in a tight loop.
+/// An `accept` that failed. One connection's failure (aborted or reset before it was taken) is
+/// passed over at once; anything else (out of file descriptors, most often) is logged and retried
+/// after a moment rather than in a tight loop.
 async fn accept_failed(error: &io::Error) {
+    if matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
     tracing::warn!(%error, "cannot accept a connection");
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
@@ -159,7 +184,10 @@ pin_project_lite::pin_project! {
     pub struct PrefaceDeadline<T> {
         #[pin]
         inner: T,
+        // Started at the first read (the server taking the connection), so that time queued for
+        // the server is not the client's; `armed` false once the preface has arrived.
         deadline: Option<Pin<Box<Sleep>>>,
+        armed: bool,
         read: usize,
         timeout: Duration,
         counters: Counters,
@@ -170,7 +198,8 @@ impl<T> PrefaceDeadline<T> {
     fn new(inner: T, timeout: Duration, counters: Counters) -> Self {
         Self {
             inner,
-            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+            deadline: None,
+            armed: true,
             read: 0,
             timeout,
             counters,
@@ -187,13 +216,18 @@ impl<T: AsyncRead> AsyncRead for PrefaceDeadline<T> {
         let this = self.project();
         let before = buf.filled().len();
         let polled = this.inner.poll_read(context, buf);
-        let Some(deadline) = this.deadline else {
+        if !*this.armed {
             return polled;
-        };
+        }
+        let timeout = *this.timeout;
+        let deadline = this
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
         match polled {
             Poll::Ready(Ok(())) => {
                 *this.read += buf.filled().len() - before;
                 if *this.read >= PREFACE {
+                    *this.armed = false;
                     *this.deadline = None;
                 }
                 Poll::Ready(Ok(()))
@@ -201,6 +235,7 @@ impl<T: AsyncRead> AsyncRead for PrefaceDeadline<T> {
             Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
             Poll::Pending => match deadline.as_mut().poll(context) {
                 Poll::Ready(()) => {
+                    *this.armed = false;
                     *this.deadline = None;
                     this.counters.silent_connections.inc();
                     Poll::Ready(Err(io::Error::new(

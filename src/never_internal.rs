@@ -20,10 +20,19 @@ impl<S: tonic::server::NamedService> tonic::server::NamedService for NeverIntern
     const NAME: &'static str = S::NAME;
 }
 
-/// Rewrites the status in `headers` (response headers or trailers), if it is one to rewrite.
+/// tonic's message for a request message it could not decode, as percent-encoded in
+/// `grpc-message`: the one INTERNAL that is the caller's fault.
+const UNDECODABLE: &[u8] = b"failed%20to%20decode";
+
+/// Rewrites the status in `headers` (response headers or trailers), if it is one to rewrite: an
+/// INTERNAL from decoding the request, and OUT_OF_RANGE (a request over the size limit; health and
+/// reflection never answer it themselves). Any other INTERNAL stays what it is.
 fn rewrite(headers: &mut http::HeaderMap) {
+    let undecodable = headers
+        .get("grpc-message")
+        .is_some_and(|message| message.as_bytes().starts_with(UNDECODABLE));
     let code = match headers.get("grpc-status").map(http::HeaderValue::as_bytes) {
-        Some(b"13") => "3",
+        Some(b"13") if undecodable => "3",
         Some(b"11") => "8",
         _ => return,
     };
@@ -119,14 +128,20 @@ mod tests {
         headers.insert("grpc-status", http::HeaderValue::from_static("13"));
         headers.insert(
             "grpc-message",
-            http::HeaderValue::from_static("bad%20varint"),
+            http::HeaderValue::from_static("failed%20to%20decode%20Protobuf%20message"),
         );
         rewrite(&mut headers);
         assert_eq!(headers["grpc-status"], "3");
         assert_eq!(
             headers["grpc-message"],
-            "malformed%20request:%20bad%20varint"
+            "malformed%20request:%20failed%20to%20decode%20Protobuf%20message"
         );
+        // An INTERNAL of another cause is not the caller's fault: left as it is.
+        let mut headers = http::HeaderMap::new();
+        headers.insert("grpc-status", http::HeaderValue::from_static("13"));
+        headers.insert("grpc-message", http::HeaderValue::from_static("oops"));
+        rewrite(&mut headers);
+        assert_eq!(headers["grpc-status"], "13");
         let mut headers = http::HeaderMap::new();
         headers.insert("grpc-status", http::HeaderValue::from_static("11"));
         rewrite(&mut headers);

@@ -418,10 +418,11 @@ impl Call<'_> {
 }
 
 /// Whose share of the places a call counts in: an authenticated caller's name, or for an
-/// anonymous call its connection (the peer address).
+/// anonymous call the address it comes from (its IP, whatever the port: more connections from one
+/// host do not make a bigger share; behind a proxy every anonymous call shares one).
 fn admission_key<T>(request: &Request<T>, caller: &str) -> String {
     match request.remote_addr() {
-        Some(address) if caller == ANONYMOUS => format!("{ANONYMOUS} via {address}"),
+        Some(address) if caller == ANONYMOUS => format!("{ANONYMOUS} from {}", address.ip()),
         _ => caller.to_string(),
     }
 }
