@@ -710,13 +710,20 @@ impl Service {
         if !violations.is_empty() {
             return Err(invalid_argument(&violations));
         }
-        let mut records = self
-            .auditor()?
-            .list(request.case_id.clone(), before, page_size + 1)
+        let auditor = self.auditor()?;
+        // Only the records served are read (and checked against the chain); whether an older
+        // one follows is asked without reading it.
+        let records = auditor
+            .list(request.case_id.clone(), before, page_size)
             .await
             .map_err(|error| read_failure(&error))?;
-        let mut more = records.len() > page_size;
-        records.truncate(page_size);
+        let mut more = match records.last() {
+            Some(last) if records.len() == page_size => auditor
+                .has_older(request.case_id.clone(), last.record.seq)
+                .await
+                .map_err(|error| read_failure(&error))?,
+            _ => false,
+        };
         // Bounded in bytes as well as records: the page ends before the record that would take
         // it past MAX_PAGE_BYTES, and the token continues from there.
         let mut page = Vec::with_capacity(records.len());

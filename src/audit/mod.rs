@@ -266,6 +266,9 @@ pub trait Reader: Send + Sync + 'static {
         before: Option<i64>,
         limit: usize,
     ) -> Result<Vec<RecordWithFeedback>, AuditError>;
+    /// Whether the case has a plan or check with `seq` below `before` (a page's next page), read
+    /// without reading the record itself.
+    fn has_older(&self, case_id: &str, before: i64) -> Result<bool, AuditError>;
 }
 
 /// A record waiting for its batch, with the caller to answer once the batch is committed.
@@ -627,6 +630,14 @@ impl Auditor {
             .await
             .map_err(|error| AuditError::Unavailable(error.to_string()))?
     }
+
+    /// Whether the case has a plan or check older than `before`.
+    pub async fn has_older(&self, case_id: String, before: i64) -> Result<bool, AuditError> {
+        let reader = Arc::clone(&self.reader);
+        tokio::task::spawn_blocking(move || reader.has_older(&case_id, before))
+            .await
+            .map_err(|error| AuditError::Unavailable(error.to_string()))?
+    }
 }
 
 /// A store with its reader, as `open` returns them.
@@ -724,6 +735,9 @@ mod tests {
             _: usize,
         ) -> Result<Vec<RecordWithFeedback>, AuditError> {
             Ok(Vec::new())
+        }
+        fn has_older(&self, _: &str, _: i64) -> Result<bool, AuditError> {
+            Ok(false)
         }
     }
 

@@ -682,6 +682,24 @@ impl Reader for PgReader {
             Ok(records)
         })
     }
+
+    fn has_older(&self, case_id: &str, before: i64) -> Result<bool, AuditError> {
+        let pool = &self.shared.pool;
+        self.shared.run(async move {
+            let client = pool.get().await.map_err(store_error)?;
+            let statement = client
+                .prepare_cached(
+                    "SELECT 1 FROM records WHERE case_id = $1 AND kind != 'feedback' AND seq < $2 LIMIT 1",
+                )
+                .await
+                .map_err(store_error)?;
+            Ok(client
+                .query_opt(&statement, &[&case_id, &before])
+                .await
+                .map_err(store_error)?
+                .is_some())
+        })
+    }
 }
 
 /// Walks the hash chain of the database at `url` in one consistent snapshot: the number of records

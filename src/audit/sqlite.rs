@@ -771,6 +771,18 @@ impl Reader for SqliteReader {
             .map(|record| state.with_feedback(record))
             .collect()
     }
+
+    fn has_older(&self, case_id: &str, before: i64) -> Result<bool, AuditError> {
+        let state = self.state()?;
+        state
+            .connection
+            .prepare_cached(
+                "SELECT 1 FROM records WHERE case_id = ?1 AND kind != 'feedback' AND seq < ?2 LIMIT 1",
+            )
+            .map_err(store_error)?
+            .exists(params![case_id, before])
+            .map_err(store_error)
+    }
 }
 
 /// A stored response in the form its record's hash covers: as sent (chain version 1), or as stored

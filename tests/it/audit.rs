@@ -1476,6 +1476,28 @@ async fn verify_names_a_record_changed_in_the_file(target: Target) {
         .await
         .expect_err("a page holding the changed record is refused");
     assert_eq!(status.code(), Code::DataLoss, "{status:?}");
+    // A page that holds only intact records is served, even when the record after it is the
+    // changed one: that one is not read until its own page is asked for.
+    let first = client
+        .list_recommendations(pb::ListRecommendationsRequest {
+            case_id: "tamper".into(),
+            page_size: 1,
+            page_token: String::new(),
+        })
+        .await
+        .expect("the newest record alone is intact")
+        .into_inner();
+    assert_eq!(first.records[0].recommendation_id, ids[2]);
+    assert!(!first.next_page_token.is_empty());
+    let status = client
+        .list_recommendations(pb::ListRecommendationsRequest {
+            case_id: "tamper".into(),
+            page_size: 1,
+            page_token: first.next_page_token,
+        })
+        .await
+        .expect_err("the changed record's own page is refused");
+    assert_eq!(status.code(), Code::DataLoss, "{status:?}");
     server.stop().await;
 }
 
