@@ -62,7 +62,7 @@ pub struct ServerConfig {
     #[arg(long, env = "VLMS_RT_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub handshake_timeout: Duration,
 
-    /// Calls in flight for one caller (an authenticated caller, or one connection without
+    /// Calls in flight for one caller (an authenticated caller, or one client IP without
     /// authentication), so that one caller cannot take every place; beyond it that caller's calls
     /// are shed with RESOURCE_EXHAUSTED. Default: half of --max-concurrent-calls.
     #[arg(long, env = "VLMS_RT_MAX_CALLS_PER_CALLER", value_parser = parse_positive_count)]

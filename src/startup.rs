@@ -43,7 +43,7 @@ pub struct Limits {
     pub max_concurrent_calls: usize,
     /// HTTP/2 streams per connection.
     pub max_concurrent_streams_per_connection: u32,
-    /// Calls in flight for one caller (an authenticated caller, or one connection without
+    /// Calls in flight for one caller (an authenticated caller, or one client IP without
     /// authentication); `None`: half of `max_concurrent_calls` (at least one).
     pub max_calls_per_caller: Option<usize>,
     /// How long a new connection may take to finish its TLS handshake, and then to send the
