@@ -552,52 +552,36 @@ fn row_to_record(row: &Row) -> Result<StoredRecord, AuditError> {
     })
 }
 
-/// A 32-byte hash a query selects for `seq`'s neighbour, if there is such a record.
-async fn neighbour_hash(
-    client: &deadpool_postgres::Client,
-    sql: &str,
-    seq: i64,
-) -> Result<Option<[u8; 32]>, AuditError> {
-    let statement = client.prepare_cached(sql).await.map_err(store_error)?;
-    let Some(row) = client
-        .query_opt(&statement, &[&seq])
-        .await
-        .map_err(store_error)?
-    else {
-        return Ok(None);
-    };
-    let bytes: Vec<u8> = row.try_get(0).map_err(store_error)?;
-    <[u8; 32]>::try_from(bytes.as_slice())
-        .map(Some)
-        .map_err(|_| {
-            AuditError::Corrupt(format!(
-                "the record next to {seq} holds a hash that is not 32 bytes"
-            ))
+/// What a read selects besides `COLUMNS`: the record's previous hash and hash, and its
+/// neighbours' links (the hash of the record before it and the previous hash of the one after),
+/// all in the one query, so that checking a page costs no round trip of its own.
+const CHECK_COLUMNS: &str = "prev_hash, hash, \
+    (SELECT older.hash FROM records older WHERE older.seq < records.seq ORDER BY older.seq DESC LIMIT 1), \
+    (SELECT newer.prev_hash FROM records newer WHERE newer.seq > records.seq ORDER BY newer.seq LIMIT 1)";
+
+/// A neighbour's 32-byte hash as a read selected it (`None`: no such record).
+fn neighbour_hash(row: &Row, index: usize, seq: i64) -> Result<Option<[u8; 32]>, AuditError> {
+    let bytes: Option<Vec<u8>> = row.try_get(index).map_err(store_error)?;
+    bytes
+        .map(|bytes| {
+            <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+                AuditError::Corrupt(format!(
+                    "the record next to {seq} holds a hash that is not 32 bytes"
+                ))
+            })
         })
+        .transpose()
 }
 
-/// A row selected with `{COLUMNS}, prev_hash, hash`, checked against its hash and its neighbours
+/// A row selected with `{COLUMNS}, {CHECK_COLUMNS}`, checked against its hash and its neighbours
 /// in the chain as `audit verify` checks it: a changed record is refused, never served.
-async fn checked_record(
-    client: &deadpool_postgres::Client,
-    row: &Row,
-) -> Result<StoredRecord, AuditError> {
+fn checked_record(row: &Row) -> Result<StoredRecord, AuditError> {
     let record = row_to_record(row)?;
     let kind: String = row.try_get(3).map_err(store_error)?;
     let prev_hash: Vec<u8> = row.try_get(11).map_err(store_error)?;
     let hash: Vec<u8> = row.try_get(12).map_err(store_error)?;
-    let previous = neighbour_hash(
-        client,
-        "SELECT hash FROM records WHERE seq < $1 ORDER BY seq DESC LIMIT 1",
-        record.seq,
-    )
-    .await?;
-    let next_prev_hash = neighbour_hash(
-        client,
-        "SELECT prev_hash FROM records WHERE seq > $1 ORDER BY seq LIMIT 1",
-        record.seq,
-    )
-    .await?;
+    let previous = neighbour_hash(row, 13, record.seq)?;
+    let next_prev_hash = neighbour_hash(row, 14, record.seq)?;
     super::check_read(
         &previous.unwrap_or([0; 32]),
         &record,
@@ -615,7 +599,7 @@ async fn with_feedback(
 ) -> Result<RecordWithFeedback, AuditError> {
     let statement = client
         .prepare_cached(&format!(
-            "SELECT {COLUMNS}, prev_hash, hash FROM records WHERE subject_id = $1 AND kind = 'feedback' ORDER BY seq"
+            "SELECT {COLUMNS}, {CHECK_COLUMNS} FROM records WHERE subject_id = $1 AND kind = 'feedback' ORDER BY seq"
         ))
         .await
         .map_err(store_error)?;
@@ -623,10 +607,10 @@ async fn with_feedback(
         .query(&statement, &[&record.record.recommendation_id])
         .await
         .map_err(store_error)?;
-    let mut feedback = Vec::with_capacity(rows.len());
-    for row in &rows {
-        feedback.push(checked_record(client, row).await?);
-    }
+    let feedback = rows
+        .iter()
+        .map(checked_record)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(RecordWithFeedback { record, feedback })
 }
 
@@ -637,7 +621,7 @@ impl Reader for PgReader {
             let client = pool.get().await.map_err(store_error)?;
             let statement = client
                 .prepare_cached(&format!(
-                    "SELECT {COLUMNS}, prev_hash, hash FROM records WHERE recommendation_id = $1 AND kind != 'feedback'"
+                    "SELECT {COLUMNS}, {CHECK_COLUMNS} FROM records WHERE recommendation_id = $1 AND kind != 'feedback'"
                 ))
                 .await
                 .map_err(store_error)?;
@@ -648,7 +632,7 @@ impl Reader for PgReader {
             match row {
                 None => Ok(None),
                 Some(row) => Ok(Some(
-                    with_feedback(&client, checked_record(&client, &row).await?).await?,
+                    with_feedback(&client, checked_record(&row)?).await?,
                 )),
             }
         })
@@ -667,7 +651,7 @@ impl Reader for PgReader {
             let client = pool.get().await.map_err(store_error)?;
             let statement = client
                 .prepare_cached(&format!(
-                    "SELECT {COLUMNS}, prev_hash, hash FROM records WHERE case_id = $1 AND kind != 'feedback' AND seq < $2 ORDER BY seq DESC LIMIT $3"
+                    "SELECT {COLUMNS}, {CHECK_COLUMNS} FROM records WHERE case_id = $1 AND kind != 'feedback' AND seq < $2 ORDER BY seq DESC LIMIT $3"
                 ))
                 .await
                 .map_err(store_error)?;
@@ -677,7 +661,7 @@ impl Reader for PgReader {
                 .map_err(store_error)?;
             let mut records = Vec::with_capacity(rows.len());
             for row in &rows {
-                records.push(with_feedback(&client, checked_record(&client, row).await?).await?);
+                records.push(with_feedback(&client, checked_record(row)?).await?);
             }
             Ok(records)
         })
