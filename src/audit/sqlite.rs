@@ -596,10 +596,27 @@ impl Dictionaries {
     }
 }
 
+/// A neighbour's hash as a read selected it, as 32 bytes (`None`: no such record).
+fn neighbour_hash(bytes: Option<Vec<u8>>, seq: i64) -> Result<Option<[u8; 32]>, AuditError> {
+    bytes
+        .map(|bytes| {
+            <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+                AuditError::Corrupt(format!(
+                    "the record next to {seq} holds a hash that is not 32 bytes"
+                ))
+            })
+        })
+        .transpose()
+}
+
 const COLUMNS: &str = "seq, recommendation_id, created_at, kind, caller, guideline_version, guideline_sha256, case_id, subject_id, request, response, response_dictionary";
 
 /// `COLUMNS` and what a read checks each record against: its previous hash, hash and chain version.
-const CHECKED_COLUMNS: &str = "seq, recommendation_id, created_at, kind, caller, guideline_version, guideline_sha256, case_id, subject_id, request, response, response_dictionary, prev_hash, hash, chain_version";
+/// The last two are the neighbours' links (the hash of the record before, the previous hash of the
+/// one after), selected in the same query.
+const CHECKED_COLUMNS: &str = "seq, recommendation_id, created_at, kind, caller, guideline_version, guideline_sha256, case_id, subject_id, request, response, response_dictionary, prev_hash, hash, chain_version, \
+    (SELECT older.hash FROM records AS older WHERE older.seq < records.seq ORDER BY older.seq DESC LIMIT 1), \
+    (SELECT newer.prev_hash FROM records AS newer WHERE newer.seq > records.seq ORDER BY newer.seq LIMIT 1)";
 
 /// A row as stored: the record with its response still as stored, and the dictionary it names.
 fn row_to_stored(row: &rusqlite::Row<'_>) -> rusqlite::Result<(StoredRecord, Option<i64>)> {
@@ -643,13 +660,17 @@ impl ReaderState {
                     row.get::<_, Vec<u8>>(12)?,
                     row.get::<_, Vec<u8>>(13)?,
                     row.get::<_, i64>(14)?,
+                    row.get::<_, Option<Vec<u8>>>(15)?,
+                    row.get::<_, Option<Vec<u8>>>(16)?,
                 ))
             })
             .map_err(|error| corrupt_or_store(&error))?
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| corrupt_or_store(&error))?;
         let mut records = Vec::with_capacity(rows.len());
-        for ((mut stored, dictionary), kind, prev_hash, hash, version) in rows {
+        for ((mut stored, dictionary), kind, prev_hash, hash, version, previous, next_prev_hash) in
+            rows
+        {
             let unreadable = |unreadable: Unreadable, seq: i64| match unreadable {
                 Unreadable::Store(error) => error,
                 Unreadable::Changed(problem) => AuditError::Corrupt(format!(
@@ -668,14 +689,8 @@ impl ReaderState {
             let mut hashed = stored.clone();
             hashed.record.response = hashed_response;
             hashed.record.response_dictionary = response_dictionary;
-            let previous = self.neighbour_hash(
-                "SELECT hash FROM records WHERE seq < ?1 ORDER BY seq DESC LIMIT 1",
-                stored.seq,
-            )?;
-            let next_prev_hash = self.neighbour_hash(
-                "SELECT prev_hash FROM records WHERE seq > ?1 ORDER BY seq LIMIT 1",
-                stored.seq,
-            )?;
+            let previous = neighbour_hash(previous, stored.seq)?;
+            let next_prev_hash = neighbour_hash(next_prev_hash, stored.seq)?;
             super::check_read(
                 &previous.unwrap_or([0; 32]),
                 &hashed,
@@ -691,26 +706,6 @@ impl ReaderState {
             records.push(stored);
         }
         Ok(records)
-    }
-
-    /// A 32-byte hash a query selects for `seq`'s neighbour, if there is such a record.
-    fn neighbour_hash(&self, sql: &str, seq: i64) -> Result<Option<[u8; 32]>, AuditError> {
-        let found: Option<Vec<u8>> = self
-            .connection
-            .prepare_cached(sql)
-            .map_err(store_error)?
-            .query_row([seq], |row| row.get(0))
-            .optional()
-            .map_err(|error| corrupt_or_store(&error))?;
-        found
-            .map(|bytes| {
-                <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
-                    AuditError::Corrupt(format!(
-                        "the record next to {seq} holds a hash that is not 32 bytes"
-                    ))
-                })
-            })
-            .transpose()
     }
 
     fn with_feedback(&mut self, record: StoredRecord) -> Result<RecordWithFeedback, AuditError> {
