@@ -650,10 +650,9 @@ fn encode(plan: &core::Plan<'_>, parts: Option<&ProfileParts>, recommendation_id
 const COPY_PIECE: usize = 1024;
 
 /// Copies an encoded plan into tonic's send buffer a kilobyte at a time. glibc copies 2,112 bytes
-/// or more with `rep movsb`, which on the development machine's AMD EPYC (under its hypervisor)
-/// moved the 5 KB plan at about 1.5 GB/s: that one copy was 8–9% of the service's CPU under
-/// load (perf), against 1.6% for the same bytes copied in pieces by the vector loop
-/// (docs/performance.md, item 15). The bytes written are the same.
+/// or more with `rep movsb`, which is slow on some virtual machines; pieces below that size keep
+/// glibc on its vector loop (docs/performance.md, "Optimisations in the code"). The bytes
+/// written are the same.
 fn put_in_pieces(bytes: &[u8], buf: &mut impl BufMut) {
     for piece in bytes.chunks(COPY_PIECE) {
         buf.put_slice(piece);

@@ -559,8 +559,8 @@ impl Auditor {
 
     /// Starts the committer, which commits batches until no record waits. A store on a local
     /// file is committed on the runtime when it can spare a worker ([`runtime_can_commit`]): on a
-    /// two-core machine that saves the hand-off to another thread and back, ~15% of an audited
-    /// call's cost (docs/performance.md). Otherwise, and for a store across the network, on a
+    /// two-core machine that saves the hand-off to another thread and back (docs/performance.md,
+    /// "Optimisations in the code"). Otherwise, and for a store across the network, on a
     /// blocking thread.
     fn start_committer(&self) {
         let mut committing = Committing {

@@ -11,7 +11,7 @@ use vlms_rt::startup::{Drain, Limits, Settings, TlsMaterial};
 use vlms_rt::{guideline, startup, telemetry};
 
 // mimalloc: a plan is a few hundred small allocations, and the system allocator's arena locks
-// showed up under load (see docs/performance.md).
+// showed up under load (docs/performance.md, "Optimisations in the code").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -185,9 +185,8 @@ fn verify(audit_db: &str, audit_db_ca: Option<&std::path::Path>) -> ExitCode {
 /// slot off when the build allows it (`tokio_unstable`, set in .cargo/config.toml). With the slot,
 /// a finished call wakes its connection's task straight after itself, so each answer tends to
 /// leave in a write of its own; without it the connection runs after the calls that were ready,
-/// and their answers leave together. Measured (docs/performance.md, item 18): 1.5 → 1.05 write
-/// calls per call at 16 × 32, +7–36% throughput at 4 × 8 and 16 × 32 (+23–58% with the audit
-/// trail on at 16 × 32), 3–10% less at 1 × 1.
+/// and their answers leave together: fewer write calls under load, a little slower for a single
+/// caller (docs/performance.md, "Optimisations in the code").
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
