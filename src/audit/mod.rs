@@ -167,6 +167,23 @@ pub(crate) fn check_read(
     Ok(())
 }
 
+/// A neighbour's hash as a read selected it, as 32 bytes (`None`: no such record); `seq` is the
+/// record read, named if the neighbour's hash has another length.
+pub(crate) fn neighbour_hash(
+    bytes: Option<Vec<u8>>,
+    seq: i64,
+) -> Result<Option<[u8; 32]>, AuditError> {
+    bytes
+        .map(|bytes| {
+            <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+                AuditError::Corrupt(format!(
+                    "the record next to {seq} holds a hash that is not 32 bytes"
+                ))
+            })
+        })
+        .transpose()
+}
+
 /// The first broken link of a hash chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokenLink {

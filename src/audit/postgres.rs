@@ -21,7 +21,7 @@ use tokio_postgres::{IsolationLevel, Row};
 
 use super::{
     AuditError, BrokenLink, Kind, NewRecord, Reader, RecordWithFeedback, Store, StoredRecord,
-    chain_hash, check_link,
+    chain_hash, check_link, neighbour_hash,
 };
 
 /// Advisory-lock key serialising appends to the chain ("vlms-rt" chain).
@@ -559,20 +559,6 @@ const CHECK_COLUMNS: &str = "prev_hash, hash, \
     (SELECT older.hash FROM records older WHERE older.seq < records.seq ORDER BY older.seq DESC LIMIT 1), \
     (SELECT newer.prev_hash FROM records newer WHERE newer.seq > records.seq ORDER BY newer.seq LIMIT 1)";
 
-/// A neighbour's 32-byte hash as a read selected it (`None`: no such record).
-fn neighbour_hash(row: &Row, index: usize, seq: i64) -> Result<Option<[u8; 32]>, AuditError> {
-    let bytes: Option<Vec<u8>> = row.try_get(index).map_err(store_error)?;
-    bytes
-        .map(|bytes| {
-            <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
-                AuditError::Corrupt(format!(
-                    "the record next to {seq} holds a hash that is not 32 bytes"
-                ))
-            })
-        })
-        .transpose()
-}
-
 /// A row selected with `{COLUMNS}, {CHECK_COLUMNS}`, checked against its hash and its neighbours
 /// in the chain as `audit verify` checks it: a changed record is refused, never served.
 fn checked_record(row: &Row) -> Result<StoredRecord, AuditError> {
@@ -580,8 +566,8 @@ fn checked_record(row: &Row) -> Result<StoredRecord, AuditError> {
     let kind: String = row.try_get(3).map_err(store_error)?;
     let prev_hash: Vec<u8> = row.try_get(11).map_err(store_error)?;
     let hash: Vec<u8> = row.try_get(12).map_err(store_error)?;
-    let previous = neighbour_hash(row, 13, record.seq)?;
-    let next_prev_hash = neighbour_hash(row, 14, record.seq)?;
+    let previous = neighbour_hash(row.try_get(13).map_err(store_error)?, record.seq)?;
+    let next_prev_hash = neighbour_hash(row.try_get(14).map_err(store_error)?, record.seq)?;
     super::check_read(
         &previous.unwrap_or([0; 32]),
         &record,

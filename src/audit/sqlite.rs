@@ -18,7 +18,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::compress::Compression;
 use super::{
     AuditError, BrokenLink, Kind, NewRecord, Reader, RecordWithFeedback, Store, StoredRecord,
-    chain_hash, check_link,
+    chain_hash, check_link, neighbour_hash,
 };
 
 /// Schema migrations, applied in order; a database records the versions it has.
@@ -594,19 +594,6 @@ impl Dictionaries {
             }
         })
     }
-}
-
-/// A neighbour's hash as a read selected it, as 32 bytes (`None`: no such record).
-fn neighbour_hash(bytes: Option<Vec<u8>>, seq: i64) -> Result<Option<[u8; 32]>, AuditError> {
-    bytes
-        .map(|bytes| {
-            <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
-                AuditError::Corrupt(format!(
-                    "the record next to {seq} holds a hash that is not 32 bytes"
-                ))
-            })
-        })
-        .transpose()
 }
 
 const COLUMNS: &str = "seq, recommendation_id, created_at, kind, caller, guideline_version, guideline_sha256, case_id, subject_id, request, response, response_dictionary";
