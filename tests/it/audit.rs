@@ -356,13 +356,7 @@ async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedbac
             .expect("plan");
         plans.push(plan);
     }
-    let record = client
-        .get_recommendation(pb::GetRecommendationRequest {
-            recommendation_id: plans[0].recommendation_id.clone(),
-        })
-        .await
-        .expect("found")
-        .into_inner();
+    let record = stored_record(&mut client, &plans[0].recommendation_id).await;
     assert_eq!(record.case_id, "mdt-0001");
     assert_eq!(record.caller, "anonymous");
     // The record names the guideline as the plan does, alpha/beta ratios included.
@@ -451,13 +445,7 @@ async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedbac
             .recommendation_id,
         response.recommendation_id
     );
-    let stored = client
-        .get_recommendation(pb::GetRecommendationRequest {
-            recommendation_id: response.recommendation_id.clone(),
-        })
-        .await
-        .expect("found")
-        .into_inner();
+    let stored = stored_record(&mut client, &response.recommendation_id).await;
     assert_eq!(stored.guideline, response.guideline);
     match stored.content.expect("content") {
         pb::recommendation_record::Content::Check(record) => {
@@ -676,13 +664,7 @@ async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedbac
         ))
         .await
         .expect("overridden");
-    let record = client
-        .get_recommendation(pb::GetRecommendationRequest {
-            recommendation_id: id.clone(),
-        })
-        .await
-        .expect("found")
-        .into_inner();
+    let record = stored_record(&mut client, &id).await;
     let outcomes: Vec<(i32, String)> = record
         .feedback
         .iter()
@@ -2343,6 +2325,20 @@ async fn a_history_of_large_checks_comes_in_pages_every_client_can_read() {
     server.stop().await;
 }
 
+/// The record of `id`, which the test expects to be there and readable.
+async fn stored_record(
+    client: &mut RecommendationServiceClient<tonic::transport::Channel>,
+    id: &str,
+) -> pb::RecommendationRecord {
+    client
+        .get_recommendation(pb::GetRecommendationRequest {
+            recommendation_id: id.to_owned(),
+        })
+        .await
+        .unwrap_or_else(|status| panic!("{id} not readable: {status:?}"))
+        .into_inner()
+}
+
 /// A trail written by the build of 2026-12-07, whose plans are parts frames (the format before
 /// standard zstd frames): a plan, a check and a feedback entry, with the answers as the client
 /// received them. Every record must still read back byte for byte, and verify.
@@ -2378,13 +2374,7 @@ async fn records_written_as_parts_frames_by_an_earlier_build_still_read_exactly(
     // Served by today's server (which adds its own dictionary beside the old one).
     let (server, _) = audited_server(&target).await;
     let mut client = server.client().await;
-    let record = client
-        .get_recommendation(pb::GetRecommendationRequest {
-            recommendation_id: plan.recommendation_id.clone(),
-        })
-        .await
-        .expect("readable")
-        .into_inner();
+    let record = stored_record(&mut client, &plan.recommendation_id).await;
     match record.content {
         Some(pb::recommendation_record::Content::Recommend(stored)) => {
             assert_eq!(
@@ -2396,13 +2386,7 @@ async fn records_written_as_parts_frames_by_an_earlier_build_still_read_exactly(
     }
     assert_eq!(record.feedback.len(), 1);
     assert_eq!(record.feedback[0].reason, "45 Gy given");
-    let record = client
-        .get_recommendation(pb::GetRecommendationRequest {
-            recommendation_id: check.recommendation_id.clone(),
-        })
-        .await
-        .expect("readable")
-        .into_inner();
+    let record = stored_record(&mut client, &check.recommendation_id).await;
     match record.content {
         Some(pb::recommendation_record::Content::Check(stored)) => {
             assert_eq!(
