@@ -108,9 +108,9 @@ impl Compression {
             // The frame carries a checksum of its content (zstd's own, XXH64), so any reader,
             // the zstd tool included, notices a changed frame by itself.
             CParameter::ChecksumFlag(true),
-            // Compress against the dictionary's tables in place. zstd's default copies them into
-            // the context for inputs past 8 KB — a plan is about that size — and the copy (the
-            // 512 KiB hash table) cost more than the compression itself.
+            // Compress against the dictionary's tables in place. By default zstd copies them into
+            // the context for inputs past 8 KB, which a plan can be; either way the frame decodes
+            // to the same bytes (docs/performance.md, "Optimisations in the code").
             CParameter::ForceAttachDict(zstd::zstd_safe::DictAttachPref::ForceAttach),
         ] {
             compressor.set_parameter(parameter).map_err(|e| error(&e))?;
