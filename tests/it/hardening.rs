@@ -1930,7 +1930,11 @@ async fn health_and_reflection_keep_the_never_internal_promise() {
             let first = body.get(5).copied();
             let (status, message) = raw_grpc(&address, path, body).await;
             let code = status.expect("a grpc-status");
-            assert_ne!(code, "13", "{path} ({first:?}): {message:?}");
+            // INVALID_ARGUMENT or RESOURCE_EXHAUSTED (never INTERNAL); OK only as below.
+            assert!(
+                matches!(code.as_str(), "0" | "3" | "8"),
+                "{path} ({first:?}): {code} {message:?}"
+            );
             // tonic-reflection ends its stream quietly at any request it cannot read; health
             // answers every refusal with an error status.
             assert!(
