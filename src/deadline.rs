@@ -119,8 +119,7 @@ pub struct Idle;
 pin_project_lite::pin_project! {
     /// A stream whose next item must come within `idle` of the moment the stream is found waiting
     /// for it. Unlike `tokio_stream`'s `timeout`, which restarts its timer at every item (a clock
-    /// read and a timer-wheel update each: ~1.5% of the server's CPU on a long `RecommendStream`,
-    /// perf), the timer is armed only when the inner stream is pending, so the items of a request
+    /// read and a timer-wheel update each), the timer is armed only when the inner stream is pending, so the items of a request
     /// already received in full pass without touching it. The wait is counted from when the
     /// server is ready for the next item (without the audit trail, once the previous answer is
     /// made; with it, once its pipeline has room) rather than from the previous item's arrival: a

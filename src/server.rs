@@ -548,8 +548,7 @@ impl Service {
         response: &impl Message,
         wait: Duration,
     ) -> Result<(), Status> {
-        // Encode only when auditing: with `--audit-db none` this used to cost a second encode of
-        // every plan for nothing (~9% of the service's CPU under load).
+        // Encode only when auditing: with `--audit-db none` there is nothing to encode for.
         if self.options.audit.is_none() {
             return Ok(());
         }
@@ -1104,8 +1103,8 @@ fn loggable_case_id(case_id: &str) -> &str {
 }
 
 /// How many items of one `RecommendStream` are worked on at once (answers still leave in request
-/// order). With the audit trail on, an item waits for its record's commit; one at a time, a stream
-/// ran at one commit (one fsync) per item, ~2,600 plans/s on the development machine.
+/// order). With the audit trail on, an item waits for its record's commit; working on several at
+/// once lets consecutive items share a commit instead of paying one fsync each.
 const STREAM_PIPELINE: usize = 32;
 
 /// The audit writer's queue limit for a server admitting `max_concurrent_calls` calls: twice the

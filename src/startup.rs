@@ -386,7 +386,7 @@ pub async fn start_on(
 
     let (sender, receiver) = oneshot::channel::<()>();
     // TCP_NODELAY is set on every accepted socket: without it, small gRPC frames wait on Nagle and
-    // delayed ACKs (~40 ms a call).
+    // delayed ACKs.
     let shutdown = async {
         let _ = receiver.await;
     };

@@ -18,9 +18,8 @@ use sha2::{Digest, Sha256};
 use super::AuditError;
 
 /// zstd settings. A fast negative level does nearly as well as level 1 here, because nearly all of
-/// a plan is found in the dictionary: over the 16 vignettes' plans, level 1 took 4.0 µs a plan for
-/// 15.9× smaller, -1 3.1 µs for 15.7×, -3 2.3 µs for 14.6×, -5 2.2 µs for 13.9×; -3 is the knee
-/// (every audited call pays this on its own thread). The window and hash table are set so the
+/// a plan is found in the dictionary; every audited call pays for it on its own thread (the
+/// levels compared: docs/perf/journal-2026-11.md). The window and hash table are set so the
 /// whole dictionary (under 512 KiB) stays reachable: left to itself zstd sizes both for the few-KB
 /// input and finds only the dictionary's last few KB.
 const COMPRESSION_LEVEL: i32 = -3;
