@@ -116,6 +116,30 @@ async fn tls_call(
         .map_err(|status| format!("{:?}: {}", status.code(), status.message()))
 }
 
+/// A client certificate's subject names the caller in logs and records: characters that could
+/// forge a log line or reorder what a reader sees come out as `?`.
+#[test]
+fn a_certificate_subject_cannot_forge_the_caller_name() {
+    let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "ris\ncaller=admin\u{202e}x");
+    let key = KeyPair::generate().expect("key");
+    let certificate = params.self_signed(&key).expect("certificate");
+    let caller = vlms_rt::auth::certificate_caller(certificate.der()).expect("a subject");
+    assert!(caller.0.starts_with("CN=ris"), "{:?}", caller.0);
+    // The line break is escaped by the RFC 4514 form itself; the bidi override is replaced.
+    assert!(
+        !caller.0.chars().any(|c| c.is_control()
+            || ('\u{202a}'..='\u{202e}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)),
+        "{:?}",
+        caller.0
+    );
+    assert!(caller.0.ends_with("admin?x"), "{:?}", caller.0);
+}
+
 #[tokio::test]
 async fn tls_serves_and_mutual_tls_admits_only_our_clients() {
     let pki = pki();
