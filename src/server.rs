@@ -1044,7 +1044,7 @@ fn record_out(stored: RecordWithFeedback) -> Result<pb::RecommendationRecord, St
                     .map_err(|_| damaged("response"))?,
             ),
         }),
-        Kind::Feedback => return Err(damaged("kind")),
+        Kind::Feedback | Kind::CdsCard => return Err(damaged("kind")),
     };
     let feedback = stored
         .feedback
@@ -1380,5 +1380,73 @@ mod tests {
             let code = Code::from_i32(number);
             assert_eq!(code_log_name(code), format!("{code:?}"));
         }
+    }
+}
+
+/// A CDS Hooks card to record: its uuid and the alert it is about (none for the plan card).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardLink {
+    pub card_uuid: String,
+    pub alert_code: Option<String>,
+}
+
+/// What the CDS Hooks front (`crate::cds`) uses: the gRPC path's own admission, validation, audit
+/// record and log line, called in-process.
+impl Service {
+    /// The guideline version plans report.
+    pub fn guideline_version(&self) -> &str {
+        self.profile.version()
+    }
+
+    /// `Recommend` for `case` on behalf of `caller`, exactly as a gRPC call (recorded before it
+    /// returns).
+    pub async fn recommend_in_process(
+        &self,
+        case: pb::Case,
+        caller: &str,
+    ) -> Result<pb::Plan, Status> {
+        let mut request = Request::new(pb::RecommendRequest { case: Some(case) });
+        request.extensions_mut().insert(Caller(caller.to_string()));
+        let response = RecommendationService::recommend(self, request).await?;
+        pb::Plan::decode(response.into_inner().plan.as_slice()).map_err(|error| {
+            tracing::error!(%error, "a plan this server encoded does not decode");
+            Status::internal("a plan this server encoded does not decode")
+        })
+    }
+
+    /// Records the cards shown for recommendation `recommendation_id` (one record per card, its
+    /// uuid as the record id), so feedback on a card finds its recommendation on any replica.
+    /// `context` is the hook invocation (hook, instance, FHIR server, user, EHR resources used).
+    pub async fn record_cards(
+        &self,
+        caller: &str,
+        recommendation_id: &str,
+        case_id: &str,
+        context: &serde_json::Value,
+        cards: &[CardLink],
+    ) -> Result<(), Status> {
+        let request = context.to_string().into_bytes();
+        let appends = cards.iter().map(|card| {
+            let response = serde_json::json!({ "alertCode": card.alert_code }).to_string();
+            let request = request.clone();
+            async move {
+                self.record_bytes(
+                    Answered {
+                        recommendation_id: &card.card_uuid,
+                        kind: Kind::CdsCard,
+                        caller,
+                        case_id,
+                        subject_id: Some(recommendation_id.to_string()),
+                    },
+                    request,
+                    response.as_bytes(),
+                    self.options.audit_wait,
+                )
+                .await
+            }
+        });
+        futures_util::future::try_join_all(appends)
+            .await
+            .map(|_| ())
     }
 }

@@ -48,6 +48,11 @@ pub enum Kind {
     Check,
     /// Clinician feedback on the record `subject_id`: request = RecordFeedbackRequest.
     Feedback,
+    /// A CDS Hooks card about the plan or check `subject_id`; its `recommendation_id` is the
+    /// card's uuid, so feedback on the card finds its recommendation on any replica. request =
+    /// the hook's context (JSON), response = the card's link (JSON: `alertCode` for an alert
+    /// card).
+    CdsCard,
 }
 
 impl Kind {
@@ -57,6 +62,7 @@ impl Kind {
             Kind::Recommend => "recommend",
             Kind::Check => "check",
             Kind::Feedback => "feedback",
+            Kind::CdsCard => "cds-card",
         }
     }
 
@@ -66,6 +72,7 @@ impl Kind {
             "recommend" => Some(Kind::Recommend),
             "check" => Some(Kind::Check),
             "feedback" => Some(Kind::Feedback),
+            "cds-card" => Some(Kind::CdsCard),
             _ => None,
         }
     }

@@ -607,7 +607,7 @@ impl Reader for PgReader {
             let client = pool.get().await.map_err(store_error)?;
             let statement = client
                 .prepare_cached(&format!(
-                    "SELECT {COLUMNS}, {CHECK_COLUMNS} FROM records WHERE recommendation_id = $1 AND kind != 'feedback'"
+                    "SELECT {COLUMNS}, {CHECK_COLUMNS} FROM records WHERE recommendation_id = $1 AND kind IN ('recommend', 'check')"
                 ))
                 .await
                 .map_err(store_error)?;
@@ -637,7 +637,7 @@ impl Reader for PgReader {
             let client = pool.get().await.map_err(store_error)?;
             let statement = client
                 .prepare_cached(&format!(
-                    "SELECT {COLUMNS}, {CHECK_COLUMNS} FROM records WHERE case_id = $1 AND kind != 'feedback' AND seq < $2 ORDER BY seq DESC LIMIT $3"
+                    "SELECT {COLUMNS}, {CHECK_COLUMNS} FROM records WHERE case_id = $1 AND kind IN ('recommend', 'check') AND seq < $2 ORDER BY seq DESC LIMIT $3"
                 ))
                 .await
                 .map_err(store_error)?;
@@ -659,7 +659,7 @@ impl Reader for PgReader {
             let client = pool.get().await.map_err(store_error)?;
             let statement = client
                 .prepare_cached(
-                    "SELECT 1 FROM records WHERE case_id = $1 AND kind != 'feedback' AND seq < $2 LIMIT 1",
+                    "SELECT 1 FROM records WHERE case_id = $1 AND kind IN ('recommend', 'check') AND seq < $2 LIMIT 1",
                 )
                 .await
                 .map_err(store_error)?;

@@ -723,7 +723,7 @@ impl Reader for SqliteReader {
         let record = state
             .records(
                 &format!(
-                    "SELECT {CHECKED_COLUMNS} FROM records WHERE recommendation_id = ?1 AND kind != 'feedback'"
+                    "SELECT {CHECKED_COLUMNS} FROM records WHERE recommendation_id = ?1 AND kind IN ('recommend', 'check')"
                 ),
                 [recommendation_id],
             )?
@@ -740,7 +740,7 @@ impl Reader for SqliteReader {
         let mut state = self.state()?;
         let records = state.records(
             &format!(
-                "SELECT {CHECKED_COLUMNS} FROM records WHERE case_id = ?1 AND kind != 'feedback' AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+                "SELECT {CHECKED_COLUMNS} FROM records WHERE case_id = ?1 AND kind IN ('recommend', 'check') AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
             ),
             params![
                 case_id,
@@ -759,7 +759,7 @@ impl Reader for SqliteReader {
         state
             .connection
             .prepare_cached(
-                "SELECT 1 FROM records WHERE case_id = ?1 AND kind != 'feedback' AND seq < ?2 LIMIT 1",
+                "SELECT 1 FROM records WHERE case_id = ?1 AND kind IN ('recommend', 'check') AND seq < ?2 LIMIT 1",
             )
             .map_err(store_error)?
             .exists(params![case_id, before])
