@@ -109,6 +109,70 @@ pub struct ServerConfig {
     #[arg(long, env = "VLMS_RT_HEALTH_LISTEN")]
     pub health_listen: Option<SocketAddr>,
 
+    /// Serve HL7 CDS Hooks 3.0 (FHIR R4) on this address, HTTP/1.1 and HTTP/2 with the gRPC
+    /// port's TLS settings; off by default. A non-loopback address needs --cds-hooks-issuers.
+    #[arg(long, env = "VLMS_RT_CDS_HOOKS_LISTEN")]
+    pub cds_hooks_listen: Option<SocketAddr>,
+
+    /// Trusted CDS clients: a JSON file of JWT issuers with their JWK sets (RS384 or ES384).
+    /// Reloaded on SIGHUP. Without it the CDS Hooks port accepts unauthenticated calls, and only
+    /// on a loopback address.
+    #[arg(long, env = "VLMS_RT_CDS_HOOKS_ISSUERS", requires = "cds_hooks_listen")]
+    pub cds_hooks_issuers: Option<PathBuf>,
+
+    /// The URL EHRs call the CDS Hooks port at (behind a proxy, its public URL): a JWT's `aud`
+    /// must be this plus the endpoint's path. Default: http(s)://ADDRESS of --cds-hooks-listen.
+    #[arg(
+        long,
+        env = "VLMS_RT_CDS_HOOKS_PUBLIC_URL",
+        requires = "cds_hooks_listen"
+    )]
+    pub cds_hooks_public_url: Option<String>,
+
+    /// The hospital's canonical base for the vlms-rt FHIR code systems, extensions, guideline and
+    /// recommendation pages (the design's example.org name is a placeholder).
+    #[arg(
+        long,
+        env = "VLMS_RT_CDS_HOOKS_CANONICAL_BASE",
+        default_value = "https://vlms-rt.example.org"
+    )]
+    pub cds_hooks_canonical_base: String,
+
+    /// Prefix of the CDS Hooks JSON extension keys (reverse domain notation).
+    #[arg(
+        long,
+        env = "VLMS_RT_CDS_HOOKS_EXTENSION_PREFIX",
+        default_value = "org.example.vlms-rt"
+    )]
+    pub cds_hooks_extension_prefix: String,
+
+    /// The facility's IANA time zone: a CDS Hooks request is evaluated as of the local date it
+    /// arrives, and chart date-times are compared as local dates.
+    #[arg(long, env = "VLMS_RT_FACILITY_TIME_ZONE", default_value = "UTC")]
+    pub facility_time_zone: String,
+
+    /// File holding the secret key (at least 32 bytes) of the CDS Hooks case-id HMAC; share it
+    /// between replicas so a patient's tumour keeps one case id. Without it a random key is used
+    /// per process.
+    #[arg(
+        long,
+        env = "VLMS_RT_CDS_HOOKS_CASE_ID_KEY",
+        requires = "cds_hooks_listen"
+    )]
+    pub cds_hooks_case_id_key: Option<PathBuf>,
+
+    /// Browser origins allowed to call the CDS Hooks port (CORS), comma-separated.
+    #[arg(long, env = "VLMS_RT_CDS_HOOKS_CORS_ORIGINS", value_delimiter = ',')]
+    pub cds_hooks_cors_origins: Vec<String>,
+
+    /// The SMART intake app the missing-data card links to.
+    #[arg(long, env = "VLMS_RT_CDS_HOOKS_INTAKE_URL")]
+    pub cds_hooks_intake_url: Option<String>,
+
+    /// Largest CDS Hooks request body in bytes.
+    #[arg(long, env = "VLMS_RT_CDS_HOOKS_MAX_BODY_BYTES", default_value_t = crate::cds::DEFAULT_MAX_BODY_BYTES, value_parser = parse_positive_count)]
+    pub cds_hooks_max_body_bytes: usize,
+
     #[command(subcommand)]
     pub command: Option<ServerCommand>,
 }

@@ -59,6 +59,7 @@ pub struct Metrics {
     tokens: IntGauge,
     refused_handshakes: IntCounter,
     silent_connections: IntCounter,
+    cds_requests: IntCounterVec,
     resolved: Arc<Resolved>,
     audit: Option<AuditGauges>,
 }
@@ -122,6 +123,14 @@ impl Metrics {
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(shed.clone()))?;
         registry.register(Box::new(plans.clone()))?;
+        let cds_requests = IntCounterVec::new(
+            Opts::new(
+                "vlms_rt_cds_hooks_requests_total",
+                "CDS Hooks port requests by service, HTTP status and outcome (plan, data-required, conflict, minor, no-card, discovery, refused).",
+            ),
+            &["service", "status", "outcome"],
+        )?;
+        registry.register(Box::new(cds_requests.clone()))?;
         let token_reloads = IntCounterVec::new(
             Opts::new(
                 "vlms_rt_token_reloads_total",
@@ -207,6 +216,7 @@ impl Metrics {
             tokens,
             refused_handshakes,
             silent_connections,
+            cds_requests,
             resolved: Arc::default(),
         })
     }
@@ -258,6 +268,11 @@ impl Metrics {
         self.calls
             .with_label_values(&[rpc, code_name(tonic::Code::ResourceExhausted)])
             .inc();
+    }
+
+    /// The CDS Hooks port's request counter (labels: service, status, outcome).
+    pub fn cds_requests(&self) -> IntCounterVec {
+        self.cds_requests.clone()
     }
 
     /// Records a plan made, by its `vlms.rt.v1.Indication` number (before its audit write).

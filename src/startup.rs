@@ -103,6 +103,8 @@ pub struct Settings {
     /// A plaintext port serving only `grpc.health.v1.Health`, for probes that speak no TLS (the
     /// main port may require mutual TLS).
     pub health_listen: Option<SocketAddr>,
+    /// The CDS Hooks / FHIR port (`crate::cds`), with the gRPC port's TLS settings.
+    pub cds_hooks: Option<crate::cds::CdsSettings>,
 }
 
 impl Settings {
@@ -117,6 +119,7 @@ impl Settings {
             metrics_listen: None,
             audit: None,
             health_listen: None,
+            cds_hooks: None,
         }
     }
 }
@@ -140,6 +143,9 @@ pub enum StartError {
     /// The metrics registry or endpoint failed.
     #[error("cannot start metrics: {0}")]
     Metrics(String),
+    /// The CDS Hooks port's settings were refused.
+    #[error("CDS Hooks port: {0}")]
+    CdsHooks(String),
 }
 
 /// A server running in the background.
@@ -161,6 +167,8 @@ pub struct RunningServer {
     /// The plaintext health port's address, when enabled.
     pub health_addr: Option<SocketAddr>,
     health_shutdown: Option<oneshot::Sender<()>>,
+    /// The CDS Hooks port, when enabled.
+    pub cds_hooks: Option<crate::cds::RunningFront>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
@@ -174,6 +182,13 @@ pub enum Drain {
 }
 
 impl RunningServer {
+    /// Re-reads the CDS Hooks issuers file (`None` without one); the issuers in force stay on error.
+    pub fn reload_cds_issuers(&self) -> Option<Result<usize, crate::cds::jwt::IssuersFileError>> {
+        self.cds_hooks
+            .as_ref()
+            .and_then(crate::cds::RunningFront::reload_issuers)
+    }
+
     /// Re-reads the token file (no-op without one). The tokens in force stay on error; a file
     /// with no token revokes them all. The outcome is counted in the metrics.
     pub fn reload_tokens(&self) -> Result<Option<usize>, crate::auth::TokenFileError> {
@@ -197,6 +212,9 @@ impl RunningServer {
             .await;
         if let Some(sender) = self.shutdown.take() {
             let _ = sender.send(());
+        }
+        if let Some(front) = &self.cds_hooks {
+            front.stop();
         }
         let drain = match tokio::time::timeout(self.grace, &mut self.task).await {
             Ok(joined) => {
@@ -289,6 +307,19 @@ pub async fn start_on(
             audit_wait: audit_wait(limits.call_timeout),
         },
     );
+    let cds_hooks = match settings.cds_hooks.clone() {
+        Some(cds) => Some(
+            start_cds_hooks(
+                cds,
+                service.clone(),
+                settings.tls.as_ref(),
+                &metrics,
+                &limits,
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let recommendation = CheckFrames(
         RecommendationServiceServer::new(service)
             .max_decoding_message_size(limits.max_request_bytes),
@@ -413,8 +444,42 @@ pub async fn start_on(
         metrics_shutdown,
         health_addr,
         health_shutdown,
+        cds_hooks,
         task,
     })
+}
+
+/// Binds and starts the CDS Hooks port. Refused on a non-loopback address without trusted
+/// issuers: an EHR front must authenticate its clients.
+async fn start_cds_hooks(
+    cds: crate::cds::CdsSettings,
+    service: Service,
+    tls: Option<&TlsMaterial>,
+    metrics: &Metrics,
+    limits: &Limits,
+) -> Result<crate::cds::RunningFront, StartError> {
+    if !cds.listen.ip().is_loopback() && cds.issuers.is_none() {
+        return Err(StartError::CdsHooks(format!(
+            "{} is not a loopback address: give --cds-hooks-issuers (the trusted JWT issuers)",
+            cds.listen
+        )));
+    }
+    let listener = bind(cds.listen).await?;
+    let tls = match tls {
+        Some(tls) => Some(crate::accept::server_config(tls).map_err(StartError::Tls)?),
+        None => None,
+    };
+    let address = cds.listen;
+    crate::cds::start(
+        listener,
+        cds,
+        service,
+        tls,
+        metrics,
+        limits.handshake_timeout,
+    )
+    .await
+    .map_err(|source| StartError::Bind { address, source })
 }
 
 /// How long a call waits for its audit record to commit: four fifths of the call timeout, so that a

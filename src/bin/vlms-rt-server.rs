@@ -96,7 +96,69 @@ fn settings(config: &ServerConfig) -> Result<Settings, String> {
         metrics_listen: config.metrics_listen,
         audit: None,
         health_listen: config.health_listen,
+        cds_hooks: cds_hooks(config)?,
     })
+}
+
+/// The CDS Hooks port's settings, its files read and checked.
+fn cds_hooks(config: &ServerConfig) -> Result<Option<vlms_rt::cds::CdsSettings>, String> {
+    let Some(listen) = config.cds_hooks_listen else {
+        return Ok(None);
+    };
+    let time_zone = jiff::tz::TimeZone::get(&config.facility_time_zone).map_err(|error| {
+        format!(
+            "--facility-time-zone {:?}: {error}",
+            config.facility_time_zone
+        )
+    })?;
+    let issuers = config
+        .cds_hooks_issuers
+        .as_deref()
+        .map(vlms_rt::cds::jwt::Issuers::load)
+        .transpose()
+        .map_err(|error| error.to_string())?
+        .map(Arc::new);
+    let case_id_key = match &config.cds_hooks_case_id_key {
+        Some(path) => {
+            let key = read(path, "CDS Hooks case-id key")?;
+            if key.len() < 32 {
+                return Err(format!(
+                    "{}: the case-id key must hold at least 32 bytes",
+                    path.display()
+                ));
+            }
+            key
+        }
+        None => {
+            tracing::warn!(
+                "no --cds-hooks-case-id-key: CDS Hooks case ids are stable only within this process"
+            );
+            let mut key = uuid::Uuid::new_v4().as_bytes().to_vec();
+            key.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+            key
+        }
+    };
+    for origin in &config.cds_hooks_cors_origins {
+        if !(origin.starts_with("https://") || origin.starts_with("http://"))
+            || origin.ends_with('/')
+        {
+            return Err(format!(
+                "--cds-hooks-cors-origins: {origin:?} is not an origin like https://ehr.example.org"
+            ));
+        }
+    }
+    Ok(Some(vlms_rt::cds::CdsSettings {
+        listen,
+        canonical_base: config.cds_hooks_canonical_base.clone(),
+        extension_prefix: config.cds_hooks_extension_prefix.clone(),
+        time_zone,
+        issuers,
+        public_url: config.cds_hooks_public_url.clone(),
+        case_id_key,
+        max_body_bytes: config.cds_hooks_max_body_bytes,
+        cors_origins: config.cds_hooks_cors_origins.clone(),
+        intake_url: config.cds_hooks_intake_url.clone(),
+    }))
 }
 
 fn read_ca(audit_db_ca: Option<&std::path::Path>) -> Result<Option<Vec<u8>>, String> {
@@ -291,6 +353,7 @@ async fn serve(config: ServerConfig) -> ExitCode {
         listen = %server.local_addr,
         metrics = %server.metrics_addr.map_or_else(|| String::from("off"), |addr| addr.to_string()),
         health_port = %server.health_addr.map_or_else(|| String::from("off"), |addr| addr.to_string()),
+        cds_hooks = %server.cds_hooks.as_ref().map_or_else(|| String::from("off"), |front| front.local_addr.to_string()),
         tls,
         authenticated,
         guideline_version = %version,
@@ -313,12 +376,18 @@ async fn run_until_signalled(mut server: startup::RunningServer) -> ExitCode {
     };
     loop {
         tokio::select! {
-            _ = hangup.recv() => match server.reload_tokens() {
+            _ = hangup.recv() => {
+                match server.reload_cds_issuers() {
+                    Some(Ok(count)) => tracing::info!(issuers = count, "CDS Hooks issuers file reloaded"),
+                    Some(Err(error)) => tracing::error!(%error, "CDS Hooks issuers file reload failed; the previous issuers stay in force"),
+                    None => {}
+                }
+                match server.reload_tokens() {
                 Ok(Some(0)) => tracing::warn!(tokens = 0, "token file reloaded: it holds no token, so every call is refused (all tokens revoked)"),
                 Ok(Some(count)) => tracing::info!(tokens = count, "token file reloaded"),
                 Ok(None) => tracing::info!("SIGHUP: no token file configured"),
                 Err(error) => tracing::error!(%error, "token file reload failed; the previous tokens stay in force (vlms_rt_token_reloads_total{{result=\"failed\"}})"),
-            },
+            }},
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             result = server.wait() => {

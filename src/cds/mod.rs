@@ -1,0 +1,901 @@
+//! The EHR front: HL7 CDS Hooks 3.0 with FHIR R4 data (`--cds-hooks-listen`), on the same service,
+//! profile and audit trail as gRPC. Design: `docs/ehr-integration.md` in the shared docs;
+//! integration guide: `docs/integrating.md`.
+//!
+//! A request goes: body limit → JWT check (`jwt`) → CDS Hooks request shape → prefetch → FHIR
+//! chart (`fhir`) → `Case` (`mapping`, which never guesses) → the service's own `Recommend` (so
+//! validation, admission and the audit record are the gRPC path's) → cards (`cards`) → the card
+//! uuids recorded in the audit trail (fail closed) → answer.
+
+pub mod cards;
+pub mod fhir;
+pub mod jwt;
+pub mod mapping;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use jiff::tz::TimeZone;
+use prometheus::IntCounterVec;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::server::Service;
+use cards::{Card, Site};
+use mapping::{Chart, Names, Outcome};
+
+/// The service ids and their hooks.
+pub const PLAN_SERVICE: &str = "vlms-rt-plan";
+pub const CHECK_SERVICE: &str = "vlms-rt-rx-check";
+
+/// The prefetch keys every service asks for (§1.2 of the design).
+pub const PREFETCH_KEYS: [&str; 7] = [
+    "patient",
+    "conditions",
+    "tumorSize",
+    "pathology",
+    "staging",
+    "assessments",
+    "procedures",
+];
+
+/// Settings of the CDS Hooks port.
+#[derive(Debug, Clone)]
+pub struct CdsSettings {
+    pub listen: SocketAddr,
+    /// The canonical base of the site's FHIR artefacts and pages (`https://vlms-rt.example.org`
+    /// in the design; a placeholder for the hospital's domain).
+    pub canonical_base: String,
+    /// Prefix of the JSON extension keys (`org.example.vlms-rt`).
+    pub extension_prefix: String,
+    /// The facility's time zone: the evaluation date is the local date a request arrives.
+    pub time_zone: TimeZone,
+    /// Trusted JWT issuers; `None` only on a loopback address (no authentication).
+    pub issuers: Option<Arc<jwt::Issuers>>,
+    /// The URL clients call, without a trailing slash (JWT `aud` = this + the endpoint's path);
+    /// `None`: `http(s)://` + the bound address.
+    pub public_url: Option<String>,
+    /// Key of the case-id HMAC (stable per patient and tumour across replicas when shared).
+    pub case_id_key: Vec<u8>,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Browser origins allowed by CORS.
+    pub cors_origins: Vec<String>,
+    /// The SMART intake app the missing-data card links to, if the site has one.
+    pub intake_url: Option<String>,
+}
+
+/// Default request-body limit: a prefetch of a whole sarcoma chart is well under 1 MiB; the
+/// design's largest example is 36 KB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+struct Front {
+    settings: CdsSettings,
+    site: Site,
+    names: Names,
+    service: Service,
+    guideline_version: String,
+    requests: IntCounterVec,
+}
+
+/// The CDS Hooks port, running.
+#[derive(Debug)]
+pub struct RunningFront {
+    pub local_addr: SocketAddr,
+    issuers: Option<Arc<jwt::Issuers>>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl RunningFront {
+    /// Stops accepting and closes the port's connections.
+    pub fn stop(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Re-reads the issuers file (`None` without one).
+    pub fn reload_issuers(&self) -> Option<Result<usize, jwt::IssuersFileError>> {
+        self.issuers.as_ref().map(|issuers| issuers.reload())
+    }
+}
+
+/// Binds and serves the CDS Hooks port over HTTP/1.1 and HTTP/2, with TLS when `tls` is given.
+pub async fn start(
+    listener: TcpListener,
+    settings: CdsSettings,
+    service: Service,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    metrics: &crate::metrics::Metrics,
+    handshake_timeout: Duration,
+) -> std::io::Result<RunningFront> {
+    let local_addr = listener.local_addr()?;
+    let mut settings = settings;
+    if settings.public_url.is_none() {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        settings.public_url = Some(format!("{scheme}://{local_addr}"));
+    }
+    let site = Site {
+        base: settings.canonical_base.trim_end_matches('/').to_string(),
+        extension_prefix: settings.extension_prefix.clone(),
+    };
+    let names = Names::new(&site.base);
+    let guideline_version = service.guideline_version().to_string();
+    let issuers = settings.issuers.clone();
+    let front = Arc::new(Front {
+        settings,
+        site,
+        names,
+        service,
+        guideline_version,
+        requests: metrics.cds_requests(),
+    });
+    let app = router(front);
+    let tls = tls.map(|config| {
+        let mut config = (*config).clone();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    });
+    let (shutdown, mut stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = stopped.wait_for(|stop| *stop) => return,
+            };
+            let Ok((stream, peer)) = accepted else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let app = app.clone();
+            let tls = tls.clone();
+            let mut stopped = stopped.clone();
+            tokio::spawn(async move {
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let builder = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                );
+                let served = match tls {
+                    Some(acceptor) => {
+                        match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
+                        {
+                            Ok(Ok(stream)) => {
+                                let connection = builder.serve_connection(
+                                    hyper_util::rt::TokioIo::new(stream),
+                                    service,
+                                );
+                                tokio::select! {
+                                    result = connection => result,
+                                    _ = stopped.wait_for(|stop| *stop) => Ok(()),
+                                }
+                            }
+                            _ => {
+                                tracing::info!(peer = %peer, "CDS Hooks port: TLS handshake refused");
+                                return;
+                            }
+                        }
+                    }
+                    None => {
+                        let connection =
+                            builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                        tokio::select! {
+                            result = connection => result,
+                            _ = stopped.wait_for(|stop| *stop) => Ok(()),
+                        }
+                    }
+                };
+                if let Err(error) = served {
+                    tracing::debug!(peer = %peer, %error, "CDS Hooks connection ended with an error");
+                }
+            });
+        }
+    });
+    Ok(RunningFront {
+        local_addr,
+        issuers,
+        shutdown,
+    })
+}
+
+fn router(front: Arc<Front>) -> axum::Router {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/cds-services", get(discovery).options(preflight))
+        .route("/cds-services/{id}", post(hook).options(preflight))
+        .route(
+            "/cds-services/{id}/feedback",
+            post(feedback).options(preflight),
+        )
+        .route("/fhir/$recommend", post(fhir_recommend).options(preflight))
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(front)
+}
+
+/// A refused request: its HTTP status and the OperationOutcome naming the problem.
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    body: Value,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/fhir+json")],
+            self.body.to_string(),
+        )
+            .into_response()
+    }
+}
+
+/// A refusal with one issue (`code` from the FHIR issue-type value set).
+fn outcome(status: StatusCode, code: &str, text: &str, expression: Option<&str>) -> Refusal {
+    let mut issue = json!({"severity": "error", "code": code, "diagnostics": text});
+    if let Some(expression) = expression {
+        issue["expression"] = json!([expression]);
+    }
+    Refusal {
+        status,
+        body: json!({"resourceType": "OperationOutcome", "issue": [issue]}),
+    }
+}
+
+fn json_response(body: &Value) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+impl Front {
+    fn count(&self, service: &str, status: StatusCode, result: &str) {
+        self.requests
+            .with_label_values(&[service, status.as_str(), result])
+            .inc();
+    }
+
+    /// CORS headers for an allowed browser origin (none otherwise).
+    fn cors(&self, headers: &HeaderMap, response: &mut Response) {
+        let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+            return;
+        };
+        if !self
+            .settings
+            .cors_origins
+            .iter()
+            .any(|allowed| allowed == origin)
+        {
+            return;
+        }
+        let h = response.headers_mut();
+        if let Ok(value) = HeaderValue::from_str(origin) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+        }
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("Authorization, Content-Type"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+    }
+
+    /// The client of a request: the verified JWT issuer, or none on a loopback-only front.
+    fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        path: &str,
+    ) -> Result<Option<jwt::Client>, Refusal> {
+        let Some(issuers) = &self.settings.issuers else {
+            return Ok(None);
+        };
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                outcome(
+                    StatusCode::UNAUTHORIZED,
+                    "login",
+                    "a CDS Hooks JWT is required: Authorization: Bearer <jwt>",
+                    None,
+                )
+            })?;
+        let base = self.settings.public_url.as_deref().unwrap_or_default();
+        let audience = format!("{}{path}", base.trim_end_matches('/'));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        issuers
+            .verify(token.trim(), &audience, now)
+            .map(Some)
+            .map_err(|problem| {
+                tracing::info!(problem, "CDS Hooks JWT refused");
+                outcome(
+                    StatusCode::UNAUTHORIZED,
+                    "login",
+                    &format!("JWT refused: {problem}"),
+                    None,
+                )
+            })
+    }
+
+    fn discovery(&self) -> Value {
+        let case_system = self.site.code_system("vlms-rt-case");
+        let assessments = [
+            "resectability-assessment",
+            "close-margin",
+            "re-excision-feasible",
+            "postoperative-hematoma",
+            "organs-adjacent-to-target",
+            "solitary-functioning-kidney",
+            "prior-radiotherapy-to-region",
+            "tumor-depth",
+            "preoperative-rt-delivered",
+        ]
+        .iter()
+        .map(|code| format!("{case_system}|{code}"))
+        .collect::<Vec<_>>()
+        .join(",");
+        let prefetch = json!({
+            "patient": "Patient/{{context.patientId}}",
+            "conditions": "Condition?patient={{context.patientId}}",
+            "tumorSize": "Observation?patient={{context.patientId}}&code=http://loinc.org|21889-1&_sort=-date&_count=20",
+            "pathology": "Observation?patient={{context.patientId}}&code=http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl|C18000,http://snomed.info/sct|17964000,http://loinc.org|84892-9&_sort=-date&_count=50",
+            "staging": "Observation?patient={{context.patientId}}&code=http://snomed.info/sct|399387003,http://snomed.info/sct|371497001,http://snomed.info/sct|277208005&_sort=-date&_count=20",
+            "assessments": format!("Observation?patient={{{{context.patientId}}}}&code={assessments}&_sort=-date&_count=100"),
+            "procedures": "Procedure?patient={{context.patientId}}&_sort=-date&_count=100",
+        });
+        let extension = json!({
+            self.site.extension_key("service"): {
+                "guidelineVersion": self.guideline_version,
+                "fhirVersion": "4.0.1",
+            }
+        });
+        let service = |hook: &str, id: &str, title: &str, description: &str| {
+            json!({
+                "hook": hook,
+                "hookVersion": "1.0",
+                "version": "3.0.0",
+                "id": id,
+                "title": title,
+                "description": description,
+                "usageRequirements": "Needs the vlms-rt-case assessment Observations and the resection Procedure extensions besides mCODE data; returns no card for patients without an ICD-O-3 8890/3 primary of a mapped vein.",
+                "prefetch": prefetch,
+                "extension": extension,
+            })
+        };
+        json!({"services": [
+            service("patient-view", PLAN_SERVICE,
+                "vlms-rt: radiotherapy recommendation for venous leiomyosarcoma",
+                "Radiotherapy decision support for adults with primary venous leiomyosarcoma (IVC, renal, gonadal, iliac, femoral, popliteal, saphenous or upper-limb vein). Every statement cites its rule and references. It never fills in missing facts: it says what is missing instead."),
+            service("order-select", CHECK_SERVICE,
+                "vlms-rt: radiotherapy prescription check",
+                "Checks a draft CodeX radiotherapy course prescription against the vlms-rt guideline while it is composed."),
+            service("order-sign", CHECK_SERVICE,
+                "vlms-rt: radiotherapy prescription check",
+                "Checks a CodeX radiotherapy course prescription against the vlms-rt guideline before it is signed."),
+        ]})
+    }
+
+    /// The evaluation date: the facility-local date now, or the request extension for clients
+    /// allowed to set it.
+    fn evaluation_date(
+        &self,
+        request: &Value,
+        client: Option<&jwt::Client>,
+    ) -> Result<jiff::civil::Date, Refusal> {
+        let key = self.site.extension_key("evaluation-date");
+        let Some(asked) = request.get("extension").and_then(|e| e.get(&key)) else {
+            return Ok(jiff::Timestamp::now()
+                .to_zoned(self.settings.time_zone.clone())
+                .date());
+        };
+        let allowed = match client {
+            None => true,
+            Some(client) => client.may_set_evaluation_date,
+        };
+        if !allowed {
+            return Err(outcome(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                &format!("this client may not set the evaluation date (extension {key})"),
+                Some(&format!("extension.{key}")),
+            ));
+        }
+        asked
+            .as_str()
+            .filter(|text| text.len() == 10)
+            .and_then(|text| text.parse::<jiff::civil::Date>().ok())
+            .ok_or_else(|| {
+                outcome(
+                    StatusCode::BAD_REQUEST,
+                    "value",
+                    &format!("extension {key} must be a date YYYY-MM-DD"),
+                    Some(&format!("extension.{key}")),
+                )
+            })
+    }
+
+    /// `case_id` = `cdsh:` + 26 characters of base32(HMAC-SHA256(key, fhirServer|patient|condition)).
+    fn case_id(&self, fhir_server: &str, patient_id: &str, condition_id: &str) -> String {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.settings.case_id_key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+        mac.update(format!("{fhir_server}|{patient_id}|{condition_id}").as_bytes());
+        let digest = mac.finalize().into_bytes();
+        let mut id = String::from("cdsh:");
+        id.push_str(&base32_lower(&digest)[..26]);
+        id
+    }
+}
+
+fn base32_lower(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut out = String::new();
+    let mut buffer = 0u32;
+    let mut bits = 0;
+    for &byte in bytes {
+        buffer = (buffer << 8) | u32::from(byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(char::from(ALPHABET[((buffer >> bits) & 31) as usize]));
+        }
+        buffer &= (1 << bits) - 1;
+    }
+    if bits > 0 {
+        out.push(char::from(ALPHABET[((buffer << (5 - bits)) & 31) as usize]));
+    }
+    out
+}
+
+async fn not_found(State(front): State<Arc<Front>>) -> Response {
+    front.count("none", StatusCode::NOT_FOUND, "refused");
+    outcome(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "no such endpoint: this server offers GET /cds-services, POST /cds-services/{id}, POST /cds-services/{id}/feedback and POST /fhir/$recommend",
+        None,
+    )
+    .into_response()
+}
+
+async fn preflight(State(front): State<Arc<Front>>, headers: HeaderMap) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    front.cors(&headers, &mut response);
+    response
+}
+
+async fn discovery(State(front): State<Arc<Front>>, headers: HeaderMap) -> Response {
+    let mut response = json_response(&front.discovery());
+    front.count("discovery", StatusCode::OK, "discovery");
+    front.cors(&headers, &mut response);
+    response
+}
+
+/// Reads a body up to the limit and parses it as JSON.
+fn parse_body(front: &Front, body: &Bytes) -> Result<Value, Refusal> {
+    if body.len() > front.settings.max_body_bytes {
+        return Err(outcome(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-costly",
+            &format!(
+                "request body of {} bytes is over the limit of {} bytes",
+                body.len(),
+                front.settings.max_body_bytes
+            ),
+            None,
+        ));
+    }
+    serde_json::from_slice(body).map_err(|error| {
+        outcome(
+            StatusCode::BAD_REQUEST,
+            "structure",
+            &format!("the body is not JSON: {error}"),
+            None,
+        )
+    })
+}
+
+async fn hook(
+    State(front): State<Arc<Front>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    let label = match id.as_str() {
+        PLAN_SERVICE => PLAN_SERVICE,
+        CHECK_SERVICE => CHECK_SERVICE,
+        _ => "unknown",
+    };
+    let (status, result, mut response) = match answer_hook(&front, &id, &headers, body).await {
+        Ok((result, response)) => (StatusCode::OK, result, response),
+        Err(refusal) => (refusal.status, "refused", refusal.into_response()),
+    };
+    front.count(label, status, result);
+    front.cors(&headers, &mut response);
+    response
+}
+
+/// Reads at most the body limit (a larger body is refused without reading it all).
+async fn read_body(front: &Front, body: axum::body::Body) -> Result<Bytes, Refusal> {
+    let limit = front.settings.max_body_bytes;
+    match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => Ok(bytes),
+        Err(_) => Err(outcome(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-costly",
+            &format!("request body is over the limit of {limit} bytes (or could not be read)"),
+            None,
+        )),
+    }
+}
+
+async fn answer_hook(
+    front: &Front,
+    id: &str,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> Result<(&'static str, Response), Refusal> {
+    let hooks: &[&str] = match id {
+        PLAN_SERVICE => &["patient-view"],
+        CHECK_SERVICE => &["order-select", "order-sign"],
+        _ => {
+            return Err(outcome(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                &format!("no CDS service {id:?}: see GET /cds-services"),
+                None,
+            ));
+        }
+    };
+    let client = front.authenticate(headers, &format!("/cds-services/{id}"))?;
+    let body = read_body(front, body).await?;
+    let request = parse_body(front, &body)?;
+    let request = HookRequest::read(&request, hooks)?;
+    let evaluation_date = front.evaluation_date(request.raw, client.as_ref())?;
+    let chart = request.chart()?;
+    if id == CHECK_SERVICE {
+        return Err(outcome(
+            StatusCode::NOT_IMPLEMENTED,
+            "not-supported",
+            "vlms-rt-rx-check (order-select, order-sign) is not available on this server yet",
+            None,
+        ));
+    }
+    let caller = client.as_ref().map_or_else(
+        || "cds-hooks".to_string(),
+        |c| format!("cds-hooks:{}", c.issuer),
+    );
+    let mapped = mapping::map(
+        &chart,
+        &front.names,
+        &front.settings.time_zone,
+        evaluation_date,
+        |condition| {
+            front.case_id(
+                request.fhir_server.unwrap_or(""),
+                request.patient_id,
+                condition,
+            )
+        },
+    );
+    let new_uuid = || uuid::Uuid::new_v4().to_string();
+    let cards_of =
+        |cards: Vec<Card>| json!({"cards": cards.into_iter().map(|c| c.json).collect::<Vec<_>>()});
+    match mapped {
+        Outcome::OutOfScope => Ok(("no-card", json_response(&json!({"cards": []})))),
+        Outcome::Minor { age, .. } => {
+            let card = cards::minor_card(&front.site, &front.guideline_version, age, new_uuid());
+            Ok(("minor", json_response(&cards_of(vec![card]))))
+        }
+        Outcome::Gaps {
+            missing,
+            conflicts,
+            used,
+            ..
+        } => {
+            let result = if conflicts.is_empty() {
+                "data-required"
+            } else {
+                "conflict"
+            };
+            let card = cards::data_card(
+                &front.site,
+                &front.guideline_version,
+                &missing,
+                &conflicts,
+                &used,
+                front.settings.intake_url.as_deref(),
+                new_uuid(),
+            );
+            Ok((result, json_response(&cards_of(vec![card]))))
+        }
+        Outcome::Case(mapped) => {
+            let plan = match front
+                .service
+                .recommend_in_process(mapped.case.clone(), &caller)
+                .await
+            {
+                Ok(plan) => plan,
+                Err(status) => {
+                    return refused_or_unavailable(front, &status, &mapped.used, cards_of);
+                }
+            };
+            let cards = cards::plan_cards(
+                &plan,
+                &front.site,
+                &mapped.used,
+                &mapped.notes,
+                Vec::new(),
+                new_uuid,
+            );
+            let context = json!({
+                "hook": request.hook,
+                "hookInstance": request.hook_instance,
+                "service": id,
+                "fhirServer": request.fhir_server,
+                "userId": request.user_id,
+                "evaluationDate": evaluation_date.to_string(),
+                "ehrResources": mapped.used.iter().map(|u| u.source.clone()).collect::<Vec<_>>(),
+            });
+            let links: Vec<crate::server::CardLink> = cards
+                .iter()
+                .map(|card| crate::server::CardLink {
+                    card_uuid: card.uuid.clone(),
+                    alert_code: card.alert_code.clone(),
+                })
+                .collect();
+            front
+                .service
+                .record_cards(
+                    &caller,
+                    &plan.recommendation_id,
+                    &mapped.case.case_id,
+                    &context,
+                    &links,
+                )
+                .await
+                .map_err(|status| {
+                    outcome(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "transient",
+                        status.message(),
+                        None,
+                    )
+                })?;
+            Ok(("plan", json_response(&cards_of(cards))))
+        }
+    }
+}
+
+/// A refused case becomes a warning card (the chart is wrong, the user must see it); a service
+/// that cannot answer now becomes a 503.
+fn refused_or_unavailable(
+    front: &Front,
+    status: &tonic::Status,
+    used: &[mapping::Used],
+    cards_of: impl Fn(Vec<Card>) -> Value,
+) -> Result<(&'static str, Response), Refusal> {
+    use tonic_types::StatusExt;
+    if status.code() == tonic::Code::InvalidArgument {
+        let violations: Vec<(String, String)> = status
+            .get_details_bad_request()
+            .map(|bad| {
+                bad.field_violations
+                    .into_iter()
+                    .map(|v| (v.field, v.description))
+                    .collect()
+            })
+            .unwrap_or_else(|| vec![(String::from("case"), status.message().to_string())]);
+        let card = cards::refused_card(
+            &front.site,
+            &front.guideline_version,
+            &violations,
+            used,
+            uuid::Uuid::new_v4().to_string(),
+        );
+        return Ok(("conflict", json_response(&cards_of(vec![card]))));
+    }
+    Err(outcome(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "transient",
+        &format!(
+            "vlms-rt cannot answer now ({:?}): {}",
+            status.code(),
+            status.message()
+        ),
+        None,
+    ))
+}
+
+/// The parts of a CDS Hooks request the service reads.
+struct HookRequest<'r> {
+    raw: &'r Value,
+    hook: &'r str,
+    hook_instance: &'r str,
+    fhir_server: Option<&'r str>,
+    fhir_authorization: bool,
+    patient_id: &'r str,
+    user_id: Option<&'r str>,
+    prefetch: Option<&'r serde_json::Map<String, Value>>,
+}
+
+impl<'r> HookRequest<'r> {
+    fn read(raw: &'r Value, hooks: &[&str]) -> Result<HookRequest<'r>, Refusal> {
+        let bad = |text: &str, expression: &str| {
+            outcome(StatusCode::BAD_REQUEST, "structure", text, Some(expression))
+        };
+        let hook = raw
+            .get("hook")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("not a CDS Hooks request: `hook` is missing", "hook"))?;
+        if !hooks.contains(&hook) {
+            return Err(bad(
+                &format!("this service answers {}, not {hook:?}", hooks.join(" and ")),
+                "hook",
+            ));
+        }
+        let hook_instance = raw
+            .get("hookInstance")
+            .and_then(Value::as_str)
+            .filter(|text| !text.is_empty() && text.len() <= 128)
+            .ok_or_else(|| {
+                bad(
+                    "`hookInstance` must be a non-empty string (a UUID)",
+                    "hookInstance",
+                )
+            })?;
+        let context = raw
+            .get("context")
+            .and_then(Value::as_object)
+            .ok_or_else(|| bad("`context` must be an object", "context"))?;
+        let patient_id = context
+            .get("patientId")
+            .and_then(Value::as_str)
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| bad("`context.patientId` is required", "context.patientId"))?;
+        let user_id = context.get("userId").and_then(Value::as_str);
+        let fhir_server = match raw.get("fhirServer") {
+            None => None,
+            Some(Value::String(url)) => Some(url.as_str()),
+            Some(_) => return Err(bad("`fhirServer` must be a URL string", "fhirServer")),
+        };
+        let fhir_authorization = raw.get("fhirAuthorization").is_some_and(Value::is_object);
+        if fhir_authorization && fhir_server.is_none() {
+            return Err(bad(
+                "`fhirAuthorization` needs `fhirServer`",
+                "fhirAuthorization",
+            ));
+        }
+        let prefetch = match raw.get("prefetch") {
+            None => None,
+            Some(Value::Object(map)) => Some(map),
+            Some(_) => return Err(bad("`prefetch` must be an object", "prefetch")),
+        };
+        Ok(HookRequest {
+            raw,
+            hook,
+            hook_instance,
+            fhir_server,
+            fhir_authorization,
+            patient_id,
+            user_id,
+            prefetch,
+        })
+    }
+
+    /// The chart from the prefetch. A key omitted (or answered with an OperationOutcome, or
+    /// paginated) that the service cannot fetch itself is a 412 naming every such key.
+    fn chart(&self) -> Result<Chart, Refusal> {
+        let mut chart = Chart::default();
+        let mut unavailable: Vec<String> = Vec::new();
+        for key in PREFETCH_KEYS {
+            let value = self.prefetch.and_then(|p| p.get(key));
+            match value {
+                None => unavailable.push(key.to_string()),
+                Some(Value::Null) => {}
+                Some(value) => {
+                    let path = format!("prefetch.{key}");
+                    let resources = fhir::resources_of(value, &path).map_err(|error| {
+                        outcome(
+                            StatusCode::BAD_REQUEST,
+                            "structure",
+                            &error.to_string(),
+                            Some(&error.path),
+                        )
+                    })?;
+                    if matches!(resources.as_slice(), [fhir::Resource::OperationOutcome])
+                        || fhir::has_next_page(value)
+                    {
+                        unavailable.push(key.to_string());
+                        continue;
+                    }
+                    for resource in resources {
+                        chart.add(resource);
+                    }
+                }
+            }
+        }
+        if !unavailable.is_empty() {
+            let why = if self.fhir_authorization {
+                "this server does not query the EHR's FHIR server itself yet"
+            } else {
+                "no fhirServer and fhirAuthorization were given to fetch them"
+            };
+            let issues: Vec<Value> = unavailable
+                .iter()
+                .map(|key| {
+                    json!({
+                        "severity": "error",
+                        "code": "required",
+                        "diagnostics": format!("prefetch key {key:?} was not sent (or was an OperationOutcome, or has more pages) and {why}"),
+                        "expression": [format!("prefetch.{key}")],
+                    })
+                })
+                .collect();
+            return Err(Refusal {
+                status: StatusCode::PRECONDITION_FAILED,
+                body: json!({"resourceType": "OperationOutcome", "issue": issues}),
+            });
+        }
+        Ok(chart)
+    }
+}
+
+async fn feedback(
+    State(front): State<Arc<Front>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let _ = id;
+    let mut response = outcome(
+        StatusCode::NOT_IMPLEMENTED,
+        "not-supported",
+        "feedback is not available on this server yet",
+        None,
+    )
+    .into_response();
+    front.count("feedback", response.status(), "refused");
+    front.cors(&headers, &mut response);
+    response
+}
+
+async fn fhir_recommend(State(front): State<Arc<Front>>, headers: HeaderMap) -> Response {
+    let mut response = outcome(
+        StatusCode::NOT_IMPLEMENTED,
+        "not-supported",
+        "the FHIR Bundle form is not available on this server yet",
+        None,
+    )
+    .into_response();
+    front.count("fhir-recommend", response.status(), "refused");
+    front.cors(&headers, &mut response);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base32_is_rfc4648_lowercase() {
+        assert_eq!(base32_lower(b"f"), "my");
+        assert_eq!(base32_lower(b"foobar"), "mzxw6ytboi");
+    }
+}
