@@ -1383,11 +1383,13 @@ mod tests {
     }
 }
 
-/// A CDS Hooks card to record: its uuid and the alert it is about (none for the plan card).
+/// A CDS Hooks card or suggestion to record: its uuid and what it shows (stored as JSON: the
+/// alert code of an alert card; the option label of a suggestion, and whether it is the preferred
+/// one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CardLink {
     pub card_uuid: String,
-    pub alert_code: Option<String>,
+    pub shows: serde_json::Value,
 }
 
 /// What the CDS Hooks front (`crate::cds`) uses: the gRPC path's own admission, validation, audit
@@ -1414,6 +1416,44 @@ impl Service {
         })
     }
 
+    /// `CheckPrescription` on behalf of `caller`, exactly as a gRPC call (recorded before it
+    /// returns).
+    pub async fn check_in_process(
+        &self,
+        request: pb::CheckPrescriptionRequest,
+        caller: &str,
+    ) -> Result<pb::CheckPrescriptionResponse, Status> {
+        let mut request = Request::new(request);
+        request.extensions_mut().insert(Caller(caller.to_string()));
+        RecommendationService::check_prescription(self, request)
+            .await
+            .map(Response::into_inner)
+    }
+
+    /// `RecordFeedback` on behalf of `caller`, exactly as a gRPC call.
+    pub async fn feedback_in_process(
+        &self,
+        request: pb::RecordFeedbackRequest,
+        caller: &str,
+    ) -> Result<(), Status> {
+        let mut request = Request::new(request);
+        request.extensions_mut().insert(Caller(caller.to_string()));
+        RecommendationService::record_feedback(self, request)
+            .await
+            .map(|_| ())
+    }
+
+    /// The CDS Hooks card or suggestion record with this uuid, hash-checked.
+    pub async fn card_record(
+        &self,
+        uuid: &str,
+    ) -> Result<Option<crate::audit::StoredRecord>, Status> {
+        self.auditor()?
+            .card(uuid.to_string())
+            .await
+            .map_err(|error| read_failure(&error))
+    }
+
     /// Records the cards shown for recommendation `recommendation_id` (one record per card, its
     /// uuid as the record id), so feedback on a card finds its recommendation on any replica.
     /// `context` is the hook invocation (hook, instance, FHIR server, user, EHR resources used).
@@ -1427,7 +1467,7 @@ impl Service {
     ) -> Result<(), Status> {
         let request = context.to_string().into_bytes();
         let appends = cards.iter().map(|card| {
-            let response = serde_json::json!({ "alertCode": card.alert_code }).to_string();
+            let response = card.shows.to_string();
             let request = request.clone();
             async move {
                 self.record_bytes(

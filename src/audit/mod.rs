@@ -293,6 +293,9 @@ pub trait Reader: Send + Sync + 'static {
     /// Whether the case has a plan or check with `seq` below `before` (a page's next page), read
     /// without reading the record itself.
     fn has_older(&self, case_id: &str, before: i64) -> Result<bool, AuditError>;
+    /// The CDS Hooks card (or suggestion) record with this uuid (its `subject_id` names the plan
+    /// or check it was shown for); `None` if there is none.
+    fn card(&self, uuid: &str) -> Result<Option<StoredRecord>, AuditError>;
 }
 
 /// A record waiting for its batch, with the caller to answer once the batch is committed.
@@ -642,6 +645,14 @@ impl Auditor {
             .map_err(|error| AuditError::Unavailable(error.to_string()))?
     }
 
+    /// The CDS Hooks card or suggestion record with this uuid.
+    pub async fn card(&self, uuid: String) -> Result<Option<StoredRecord>, AuditError> {
+        let reader = Arc::clone(&self.reader);
+        tokio::task::spawn_blocking(move || reader.card(&uuid))
+            .await
+            .map_err(|error| AuditError::Unavailable(error.to_string()))?
+    }
+
     /// Plans and checks of a case, newest first.
     pub async fn list(
         &self,
@@ -750,6 +761,10 @@ mod tests {
 
     impl Reader for NoReader {
         fn get(&self, _: &str) -> Result<Option<RecordWithFeedback>, AuditError> {
+            Ok(None)
+        }
+
+        fn card(&self, _: &str) -> Result<Option<StoredRecord>, AuditError> {
             Ok(None)
         }
         fn list(

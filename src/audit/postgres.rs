@@ -601,6 +601,24 @@ async fn with_feedback(
 }
 
 impl Reader for PgReader {
+    fn card(&self, uuid: &str) -> Result<Option<StoredRecord>, AuditError> {
+        let pool = &self.shared.pool;
+        self.shared.run(async move {
+            let client = pool.get().await.map_err(store_error)?;
+            let statement = client
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS}, {CHECK_COLUMNS} FROM records WHERE recommendation_id = $1 AND kind = 'cds-card'"
+                ))
+                .await
+                .map_err(store_error)?;
+            let row = client
+                .query_opt(&statement, &[&uuid])
+                .await
+                .map_err(store_error)?;
+            row.as_ref().map(checked_record).transpose()
+        })
+    }
+
     fn get(&self, recommendation_id: &str) -> Result<Option<RecordWithFeedback>, AuditError> {
         let pool = &self.shared.pool;
         self.shared.run(async move {

@@ -718,6 +718,18 @@ impl SqliteReader {
 }
 
 impl Reader for SqliteReader {
+    fn card(&self, uuid: &str) -> Result<Option<StoredRecord>, AuditError> {
+        let mut state = self.state()?;
+        Ok(state
+            .records(
+                &format!(
+                    "SELECT {CHECKED_COLUMNS} FROM records WHERE recommendation_id = ?1 AND kind = 'cds-card'"
+                ),
+                [uuid],
+            )?
+            .pop())
+    }
+
     fn get(&self, recommendation_id: &str) -> Result<Option<RecordWithFeedback>, AuditError> {
         let mut state = self.state()?;
         let record = state

@@ -423,6 +423,122 @@ pub fn plan_cards(
     cards
 }
 
+fn verdict_name(value: i32) -> &'static str {
+    enum_name(value, |e: pb::Verdict| e.as_str_name()).trim_start_matches("VERDICT_")
+}
+
+/// The prescription check's card (§3.4): indicator from the verdict, every finding in the detail.
+pub fn check_card(
+    check: &pb::CheckPrescriptionResponse,
+    phases: &[pb::Phase],
+    site: &Site,
+    used: &[Used],
+    uuid: String,
+) -> Card {
+    let guideline = check.guideline.clone().unwrap_or_default();
+    let count = |verdict: pb::Verdict| {
+        check
+            .findings
+            .iter()
+            .filter(|f| f.verdict == verdict as i32)
+            .count()
+    };
+    let verdict = verdict_name(check.verdict);
+    let summary = format!(
+        "Rx check {verdict}: {} Gy proposed ({} FAIL, {} REVIEW) vs vlms-rt {}",
+        gy(check.total_dose_gy),
+        count(pb::Verdict::Fail),
+        count(pb::Verdict::Review),
+        guideline.version
+    );
+    let proposal: Vec<String> = phases
+        .iter()
+        .map(|phase| {
+            let kind = enum_name(phase.kind, |e: pb::PhaseKind| e.as_str_name())
+                .trim_start_matches("PHASE_KIND_")
+                .to_lowercase();
+            format!(
+                "{} Gy × {} ({kind})",
+                gy(phase.dose_per_fraction_gy),
+                phase.fractions
+            )
+        })
+        .collect();
+    let mut detail = format!(
+        "Proposal: {}; total {} Gy; EQD2 {:.1} Gy (α/β {}), {:.1} Gy (α/β {}). Check `{}`.\n\n| Verdict | Finding | Message |\n|---|---|---|\n",
+        proposal.join(", "),
+        gy(check.total_dose_gy),
+        check.eqd2_tumor_gy,
+        gy(guideline.alpha_beta_tumor_gy),
+        check.eqd2_late_gy,
+        gy(guideline.alpha_beta_late_gy),
+        check.recommendation_id
+    );
+    for finding in &check.findings {
+        detail.push_str(&format!(
+            "| {} | `{}` | {} |\n",
+            verdict_name(finding.verdict),
+            finding.code,
+            escape_cell(&finding.message)
+        ));
+    }
+    detail.push('\n');
+    if let Some(plan) = &check.recommended_plan {
+        detail.push_str(&format!(
+            "**The guideline recommends**: {}\n\n",
+            plan_summary(plan)
+        ));
+    }
+    detail.push_str(&used_table(used));
+    let indicator = match pb::Verdict::try_from(check.verdict) {
+        Ok(pb::Verdict::Fail) => "critical",
+        Ok(pb::Verdict::Review) => "warning",
+        _ => "info",
+    };
+    let json = json!({
+        "uuid": uuid,
+        "summary": summary,
+        "indicator": indicator,
+        "detail": detail,
+        "source": source(site, &guideline.version, "rx-check", &site.code_system("vlms-rt-card-topic"), "Prescription check"),
+        "overrideReasons": override_reasons(),
+        "extension": {
+            site.extension_key("recommendation"): {
+                "recommendationId": check.recommendation_id,
+                "verdict": pb::Verdict::try_from(check.verdict).map_or("VERDICT_UNSPECIFIED", |v| v.as_str_name()),
+            }
+        },
+    });
+    Card {
+        uuid: json["uuid"].as_str().unwrap_or_default().to_string(),
+        alert_code: None,
+        json,
+    }
+}
+
+/// The card for draft orders the check cannot read exactly (a simultaneous integrated boost, an
+/// undeterminable phase order, several courses): nothing was checked.
+pub fn not_checkable_card(
+    site: &Site,
+    guideline_version: &str,
+    course: &str,
+    reason: &str,
+    uuid: String,
+) -> Card {
+    let json = json!({
+        "uuid": uuid,
+        "summary": "vlms-rt cannot check this prescription as drafted; nothing was checked",
+        "indicator": "warning",
+        "detail": format!("Draft {course}: {reason}."),
+        "source": source(site, guideline_version, "rx-check", &site.code_system("vlms-rt-card-topic"), "Prescription check"),
+    });
+    Card {
+        uuid: json["uuid"].as_str().unwrap_or_default().to_string(),
+        alert_code: None,
+        json,
+    }
+}
+
 /// The card shown instead of a plan when facts are missing (info) or contradict each other
 /// (warning): no plan, a table of what is needed, a SMART link to the intake form.
 pub fn data_card(

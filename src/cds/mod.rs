@@ -11,6 +11,7 @@ pub mod cards;
 pub mod fhir;
 pub mod jwt;
 pub mod mapping;
+pub mod orders;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use prometheus::IntCounterVec;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+use crate::pb;
 use crate::server::Service;
 use cards::{Card, Site};
 use mapping::{Chart, Names, Outcome};
@@ -569,19 +571,46 @@ async fn answer_hook(
     let request = parse_body(front, &body)?;
     let request = HookRequest::read(&request, hooks)?;
     let evaluation_date = front.evaluation_date(request.raw, client.as_ref())?;
-    let chart = request.chart()?;
-    if id == CHECK_SERVICE {
-        return Err(outcome(
-            StatusCode::NOT_IMPLEMENTED,
-            "not-supported",
-            "vlms-rt-rx-check (order-select, order-sign) is not available on this server yet",
-            None,
-        ));
-    }
     let caller = client.as_ref().map_or_else(
         || "cds-hooks".to_string(),
         |c| format!("cds-hooks:{}", c.issuer),
     );
+    // order-select and order-sign: what is drafted decides whether there is anything to check.
+    let drafts = if id == CHECK_SERVICE {
+        let draft_orders = request.draft_orders()?;
+        let selections = request.selections()?;
+        let drafts = orders::read(
+            draft_orders,
+            selections.as_deref(),
+            &front.names,
+            &front.settings.time_zone,
+        )
+        .map_err(|error| {
+            outcome(
+                StatusCode::BAD_REQUEST,
+                "structure",
+                &error.to_string(),
+                Some(&error.path),
+            )
+        })?;
+        match drafts {
+            orders::Drafts::Nothing => return Ok(("no-card", cards_response(Vec::new()))),
+            orders::Drafts::NotCheckable { course, reason } => {
+                let card = cards::not_checkable_card(
+                    &front.site,
+                    &front.guideline_version,
+                    &course,
+                    &reason,
+                    new_uuid(),
+                );
+                return Ok(("not-checkable", cards_response(vec![card])));
+            }
+            orders::Drafts::Course(course) => Some(course),
+        }
+    } else {
+        None
+    };
+    let chart = request.chart()?;
     let mapped = mapping::map(
         &chart,
         &front.names,
@@ -595,133 +624,228 @@ async fn answer_hook(
             )
         },
     );
-    let new_uuid = || uuid::Uuid::new_v4().to_string();
-    let cards_of =
-        |cards: Vec<Card>| json!({"cards": cards.into_iter().map(|c| c.json).collect::<Vec<_>>()});
-    match mapped {
-        Outcome::OutOfScope => Ok(("no-card", json_response(&json!({"cards": []})))),
+    let mapped = match mapped {
+        Outcome::OutOfScope => return Ok(("no-card", cards_response(Vec::new()))),
         Outcome::Minor { age, .. } => {
             let card = cards::minor_card(&front.site, &front.guideline_version, age, new_uuid());
-            Ok(("minor", json_response(&cards_of(vec![card]))))
+            return Ok(("minor", cards_response(vec![card])));
         }
         Outcome::Gaps {
             missing,
             conflicts,
             used,
             ..
-        } => {
-            let result = if conflicts.is_empty() {
-                "data-required"
-            } else {
-                "conflict"
-            };
-            let card = cards::data_card(
-                &front.site,
-                &front.guideline_version,
-                &missing,
-                &conflicts,
-                &used,
-                front.settings.intake_url.as_deref(),
-                new_uuid(),
-            );
-            Ok((result, json_response(&cards_of(vec![card]))))
-        }
-        Outcome::Case(mapped) => {
-            let plan = match front
-                .service
-                .recommend_in_process(mapped.case.clone(), &caller)
-                .await
-            {
-                Ok(plan) => plan,
-                Err(status) => {
-                    return refused_or_unavailable(front, &status, &mapped.used, cards_of);
-                }
-            };
-            let cards = cards::plan_cards(
-                &plan,
-                &front.site,
-                &mapped.used,
-                &mapped.notes,
-                Vec::new(),
-                new_uuid,
-            );
-            let context = json!({
-                "hook": request.hook,
-                "hookInstance": request.hook_instance,
-                "service": id,
-                "fhirServer": request.fhir_server,
-                "userId": request.user_id,
-                "evaluationDate": evaluation_date.to_string(),
-                "ehrResources": mapped.used.iter().map(|u| u.source.clone()).collect::<Vec<_>>(),
-            });
-            let links: Vec<crate::server::CardLink> = cards
-                .iter()
-                .map(|card| crate::server::CardLink {
-                    card_uuid: card.uuid.clone(),
-                    alert_code: card.alert_code.clone(),
-                })
-                .collect();
-            front
-                .service
-                .record_cards(
-                    &caller,
-                    &plan.recommendation_id,
-                    &mapped.case.case_id,
-                    &context,
-                    &links,
-                )
-                .await
-                .map_err(|status| {
-                    outcome(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "transient",
-                        status.message(),
-                        None,
-                    )
-                })?;
-            Ok(("plan", json_response(&cards_of(cards))))
-        }
+        } => return Ok(front.data_required(&missing, &conflicts, &used)),
+        Outcome::Case(mapped) => mapped,
+    };
+    let context = json!({
+        "hook": request.hook,
+        "hookInstance": request.hook_instance,
+        "service": id,
+        "fhirServer": request.fhir_server,
+        "userId": request.user_id,
+        "evaluationDate": evaluation_date.to_string(),
+        "ehrResources": mapped.used.iter().map(|u| u.source.clone()).collect::<Vec<_>>(),
+    });
+    match drafts {
+        None => front.plan(&mapped, &caller, &context).await,
+        Some(course) => front.check(&mapped, course, &caller, &context).await,
     }
 }
 
-/// A refused case becomes a warning card (the chart is wrong, the user must see it); a service
-/// that cannot answer now becomes a 503.
-fn refused_or_unavailable(
-    front: &Front,
-    status: &tonic::Status,
-    used: &[mapping::Used],
-    cards_of: impl Fn(Vec<Card>) -> Value,
-) -> Result<(&'static str, Response), Refusal> {
-    use tonic_types::StatusExt;
-    if status.code() == tonic::Code::InvalidArgument {
-        let violations: Vec<(String, String)> = status
-            .get_details_bad_request()
-            .map(|bad| {
-                bad.field_violations
-                    .into_iter()
-                    .map(|v| (v.field, v.description))
-                    .collect()
-            })
-            .unwrap_or_else(|| vec![(String::from("case"), status.message().to_string())]);
-        let card = cards::refused_card(
-            &front.site,
-            &front.guideline_version,
-            &violations,
+fn new_uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn cards_response(cards: Vec<Card>) -> Response {
+    json_response(&json!({"cards": cards.into_iter().map(|c| c.json).collect::<Vec<_>>()}))
+}
+
+impl Front {
+    /// The data-required (missing) or conflict card.
+    fn data_required(
+        &self,
+        missing: &[mapping::Gap],
+        conflicts: &[mapping::Gap],
+        used: &[mapping::Used],
+    ) -> (&'static str, Response) {
+        let result = if conflicts.is_empty() {
+            "data-required"
+        } else {
+            "conflict"
+        };
+        let card = cards::data_card(
+            &self.site,
+            &self.guideline_version,
+            missing,
+            conflicts,
             used,
-            uuid::Uuid::new_v4().to_string(),
+            self.settings.intake_url.as_deref(),
+            new_uuid(),
         );
-        return Ok(("conflict", json_response(&cards_of(vec![card]))));
+        (result, cards_response(vec![card]))
     }
-    Err(outcome(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "transient",
-        &format!(
-            "vlms-rt cannot answer now ({:?}): {}",
-            status.code(),
-            status.message()
-        ),
-        None,
-    ))
+
+    /// patient-view: the plan card and one card per alert, recorded before they are sent.
+    async fn plan(
+        &self,
+        mapped: &mapping::Mapped,
+        caller: &str,
+        context: &Value,
+    ) -> Result<(&'static str, Response), Refusal> {
+        let plan = match self
+            .service
+            .recommend_in_process(mapped.case.clone(), caller)
+            .await
+        {
+            Ok(plan) => plan,
+            Err(status) => return self.refused_or_unavailable(&status, &mapped.used),
+        };
+        let cards = cards::plan_cards(
+            &plan,
+            &self.site,
+            &mapped.used,
+            &mapped.notes,
+            Vec::new(),
+            new_uuid,
+        );
+        let links: Vec<crate::server::CardLink> = cards
+            .iter()
+            .map(|card| crate::server::CardLink {
+                card_uuid: card.uuid.clone(),
+                shows: json!({"card": if card.alert_code.is_some() { "alert" } else { "plan" }, "alertCode": card.alert_code}),
+            })
+            .collect();
+        self.record(
+            caller,
+            &plan.recommendation_id,
+            &mapped.case.case_id,
+            context,
+            &links,
+        )
+        .await?;
+        Ok(("plan", cards_response(cards)))
+    }
+
+    /// order-select / order-sign: the check's card, recorded before it is sent.
+    async fn check(
+        &self,
+        mapped: &mapping::Mapped,
+        course: orders::DraftCourse,
+        caller: &str,
+        context: &Value,
+    ) -> Result<(&'static str, Response), Refusal> {
+        let post = mapped.case.phase == pb::TreatmentPhase::PostResection as i32;
+        let setting = match course.setting {
+            Some(setting) => setting,
+            // After resection POSTOPERATIVE is the only setting the contract accepts: not a guess.
+            None if post => pb::Setting::Postoperative,
+            None => {
+                let gap = mapping::Gap {
+                    field: "setting",
+                    detail: format!(
+                        "the draft course {} states no vlms-rt-setting (preoperative or neoadjuvant-chemoradiation cannot be told apart before resection)",
+                        course.course
+                    ),
+                    sources: Vec::new(),
+                };
+                return Ok(self.data_required(&[gap], &[], &mapped.used));
+            }
+        };
+        if course.reirradiation == Some(true) && !mapped.case.prior_radiotherapy {
+            let gap = mapping::Gap {
+                field: "prior_radiotherapy",
+                detail: "the draft course says it involves re-irradiation, the chart says no prior radiotherapy to this region".into(),
+                sources: vec![course.course.clone()],
+            };
+            return Ok(self.data_required(&[], &[gap], &mapped.used));
+        }
+        let request = pb::CheckPrescriptionRequest {
+            case: Some(mapped.case.clone()),
+            setting: setting as i32,
+            phases: course.phases.clone(),
+            planned_start_date: course.planned_start.clone().unwrap_or_default(),
+            dose_metrics: Vec::new(),
+        };
+        let check = match self.service.check_in_process(request, caller).await {
+            Ok(check) => check,
+            Err(status) => return self.refused_or_unavailable(&status, &mapped.used),
+        };
+        let card = cards::check_card(&check, &course.phases, &self.site, &mapped.used, new_uuid());
+        let link = crate::server::CardLink {
+            card_uuid: card.uuid.clone(),
+            shows: json!({"card": "check", "course": course.course}),
+        };
+        self.record(
+            caller,
+            &check.recommendation_id,
+            &mapped.case.case_id,
+            context,
+            &[link],
+        )
+        .await?;
+        Ok(("check", cards_response(vec![card])))
+    }
+
+    async fn record(
+        &self,
+        caller: &str,
+        recommendation_id: &str,
+        case_id: &str,
+        context: &Value,
+        links: &[crate::server::CardLink],
+    ) -> Result<(), Refusal> {
+        self.service
+            .record_cards(caller, recommendation_id, case_id, context, links)
+            .await
+            .map_err(|status| {
+                outcome(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "transient",
+                    status.message(),
+                    None,
+                )
+            })
+    }
+
+    /// A refused case becomes a warning card (the chart holds values the guideline cannot take:
+    /// the user must see it); a service that cannot answer now becomes a 503.
+    fn refused_or_unavailable(
+        &self,
+        status: &tonic::Status,
+        used: &[mapping::Used],
+    ) -> Result<(&'static str, Response), Refusal> {
+        use tonic_types::StatusExt;
+        if status.code() == tonic::Code::InvalidArgument {
+            let violations: Vec<(String, String)> = status
+                .get_details_bad_request()
+                .map(|bad| {
+                    bad.field_violations
+                        .into_iter()
+                        .map(|v| (v.field, v.description))
+                        .collect()
+                })
+                .unwrap_or_else(|| vec![(String::from("case"), status.message().to_string())]);
+            let card = cards::refused_card(
+                &self.site,
+                &self.guideline_version,
+                &violations,
+                used,
+                new_uuid(),
+            );
+            return Ok(("refused-case", cards_response(vec![card])));
+        }
+        Err(outcome(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "transient",
+            &format!(
+                "vlms-rt cannot answer now ({:?}): {}",
+                status.code(),
+                status.message()
+            ),
+            None,
+        ))
+    }
 }
 
 /// The parts of a CDS Hooks request the service reads.
@@ -737,6 +861,47 @@ struct HookRequest<'r> {
 }
 
 impl<'r> HookRequest<'r> {
+    /// `context.draftOrders`: a Bundle of the draft orders (both order hooks require it).
+    fn draft_orders(&self) -> Result<&'r Value, Refusal> {
+        self.raw
+            .get("context")
+            .and_then(|c| c.get("draftOrders"))
+            .filter(|d| d.get("resourceType").and_then(Value::as_str) == Some("Bundle"))
+            .ok_or_else(|| {
+                outcome(
+                    StatusCode::BAD_REQUEST,
+                    "structure",
+                    "`context.draftOrders` must be a FHIR Bundle of the draft orders",
+                    Some("context.draftOrders"),
+                )
+            })
+    }
+
+    /// `context.selections` (order-select): the orders the user selected.
+    fn selections(&self) -> Result<Option<Vec<String>>, Refusal> {
+        if self.hook != "order-select" {
+            return Ok(None);
+        }
+        let bad = || {
+            outcome(
+                StatusCode::BAD_REQUEST,
+                "structure",
+                "`context.selections` must be an array of references (order-select)",
+                Some("context.selections"),
+            )
+        };
+        let list = self
+            .raw
+            .get("context")
+            .and_then(|c| c.get("selections"))
+            .and_then(Value::as_array)
+            .ok_or_else(bad)?;
+        list.iter()
+            .map(|item| item.as_str().map(str::to_string).ok_or_else(bad))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
     fn read(raw: &'r Value, hooks: &[&str]) -> Result<HookRequest<'r>, Refusal> {
         let bad = |text: &str, expression: &str| {
             outcome(StatusCode::BAD_REQUEST, "structure", text, Some(expression))
@@ -862,18 +1027,238 @@ async fn feedback(
     State(front): State<Arc<Front>>,
     Path(id): Path<String>,
     headers: HeaderMap,
+    body: axum::body::Body,
 ) -> Response {
-    let _ = id;
-    let mut response = outcome(
-        StatusCode::NOT_IMPLEMENTED,
-        "not-supported",
-        "feedback is not available on this server yet",
-        None,
-    )
-    .into_response();
-    front.count("feedback", response.status(), "refused");
+    let (status, result, mut response) = match answer_feedback(&front, &id, &headers, body).await {
+        Ok(count) => (
+            StatusCode::OK,
+            "feedback",
+            (
+                StatusCode::OK,
+                format!("{count} feedback item(s) recorded\n"),
+            )
+                .into_response(),
+        ),
+        Err(refusal) => (refusal.status, "refused", refusal.into_response()),
+    };
+    front.count("feedback", status, result);
     front.cors(&headers, &mut response);
     response
+}
+
+/// One feedback item as CDS Hooks sends it.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FeedbackItem {
+    card: String,
+    outcome: String,
+    #[serde(default)]
+    accepted_suggestions: Vec<AcceptedSuggestion>,
+    override_reason: Option<OverrideReason>,
+    outcome_timestamp: String,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct AcceptedSuggestion {
+    id: String,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OverrideReason {
+    reason: Option<fhir::Coding>,
+    user_comment: Option<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct FeedbackBody {
+    feedback: Vec<FeedbackItem>,
+}
+
+/// Feedback (§3.3): each item's card is looked up in the audit trail (any replica's); plan and
+/// check cards land as `RecordFeedback` on their recommendation, alert cards in the log only (the
+/// contract has no per-alert feedback). Every item is checked before any is recorded.
+async fn answer_feedback(
+    front: &Front,
+    id: &str,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> Result<usize, Refusal> {
+    if id != PLAN_SERVICE && id != CHECK_SERVICE {
+        return Err(outcome(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            &format!("no CDS service {id:?}: see GET /cds-services"),
+            None,
+        ));
+    }
+    let client = front.authenticate(headers, &format!("/cds-services/{id}/feedback"))?;
+    let caller = client.as_ref().map_or_else(
+        || "cds-hooks".to_string(),
+        |c| format!("cds-hooks:{}", c.issuer),
+    );
+    let body = read_body(front, body).await?;
+    let value = parse_body(front, &body)?;
+    let parsed: FeedbackBody = serde_path_to_error::deserialize(&value).map_err(|error| {
+        outcome(
+            StatusCode::BAD_REQUEST,
+            "structure",
+            &format!("not a CDS Hooks feedback body: {}", error.inner()),
+            Some(&error.path().to_string()),
+        )
+    })?;
+    let unavailable = |status: tonic::Status| {
+        outcome(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "transient",
+            status.message(),
+            None,
+        )
+    };
+    let mut requests: Vec<pb::RecordFeedbackRequest> = Vec::new();
+    for (index, item) in parsed.feedback.iter().enumerate() {
+        let at = |field: &str| format!("feedback[{index}].{field}");
+        let card = front
+            .service
+            .card_record(&item.card)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| {
+                outcome(
+                    StatusCode::NOT_FOUND,
+                    "not-found",
+                    &format!("no card {:?} was issued by vlms-rt", item.card),
+                    Some(&at("card")),
+                )
+            })?;
+        let shows: Value = serde_json::from_slice(&card.record.response).unwrap_or_default();
+        let recommendation_id = card.record.subject_id.clone().unwrap_or_default();
+        let kind = shows
+            .get("card")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if !["plan", "check", "alert"].contains(&kind) {
+            return Err(outcome(
+                StatusCode::BAD_REQUEST,
+                "value",
+                &format!("{:?} is not a card's uuid", item.card),
+                Some(&at("card")),
+            ));
+        }
+        let (outcome_code, reason) = match item.outcome.as_str() {
+            "accepted" => {
+                let mut alternative: Option<String> = None;
+                for (position, accepted) in item.accepted_suggestions.iter().enumerate() {
+                    let suggestion = front
+                        .service
+                        .card_record(&accepted.id)
+                        .await
+                        .map_err(unavailable)?
+                        .filter(|s| s.record.subject_id.as_deref() == Some(&recommendation_id))
+                        .ok_or_else(|| {
+                            outcome(
+                                StatusCode::BAD_REQUEST,
+                                "value",
+                                &format!("{:?} is not a suggestion of this card", accepted.id),
+                                Some(&at(&format!("acceptedSuggestions[{position}].id"))),
+                            )
+                        })?;
+                    let shown: Value =
+                        serde_json::from_slice(&suggestion.record.response).unwrap_or_default();
+                    if shown.get("preferred").and_then(Value::as_bool) != Some(true) {
+                        alternative = Some(
+                            shown
+                                .get("label")
+                                .and_then(Value::as_str)
+                                .unwrap_or("an alternative option")
+                                .to_string(),
+                        );
+                    }
+                }
+                match alternative {
+                    Some(label) => (
+                        pb::FeedbackOutcome::Modified,
+                        format!("accepted alternative option: {label}"),
+                    ),
+                    None => (
+                        pb::FeedbackOutcome::Accepted,
+                        String::from("accepted in the EHR"),
+                    ),
+                }
+            }
+            "overridden" => {
+                let reason = match &item.override_reason {
+                    Some(OverrideReason {
+                        reason: Some(coding),
+                        user_comment,
+                    }) => {
+                        let code = coding.code.clone().unwrap_or_default();
+                        let display = coding
+                            .display
+                            .clone()
+                            .or_else(|| cards::override_display(&code))
+                            .unwrap_or_else(|| code.clone());
+                        match user_comment {
+                            Some(comment) => format!("{display} ({code}) — {comment}"),
+                            None => format!("{display} ({code})"),
+                        }
+                    }
+                    Some(OverrideReason {
+                        reason: None,
+                        user_comment: Some(comment),
+                    }) => format!("overridden in the EHR — {comment}"),
+                    _ => String::from("overridden in the EHR, no reason given"),
+                };
+                (pb::FeedbackOutcome::Overridden, reason)
+            }
+            other => {
+                return Err(outcome(
+                    StatusCode::BAD_REQUEST,
+                    "value",
+                    &format!("outcome {other:?} is neither accepted nor overridden"),
+                    Some(&at("outcome")),
+                ));
+            }
+        };
+        if kind == "alert" {
+            // No per-alert feedback in the contract: the log keeps it.
+            let alert = shows
+                .get("alertCode")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            tracing::info!(
+                card = %item.card,
+                recommendation_id,
+                alert,
+                outcome = item.outcome,
+                reason,
+                at = item.outcome_timestamp,
+                caller,
+                "CDS Hooks feedback on an alert card"
+            );
+            continue;
+        }
+        requests.push(pb::RecordFeedbackRequest {
+            recommendation_id,
+            outcome: outcome_code as i32,
+            reason: format!("{reason} at {}", item.outcome_timestamp),
+        });
+    }
+    let count = parsed.feedback.len();
+    for request in requests {
+        front
+            .service
+            .feedback_in_process(request, &caller)
+            .await
+            .map_err(|status| {
+                if status.code() == tonic::Code::InvalidArgument {
+                    outcome(StatusCode::BAD_REQUEST, "value", status.message(), None)
+                } else {
+                    unavailable(status)
+                }
+            })?;
+    }
+    Ok(count)
 }
 
 async fn fhir_recommend(State(front): State<Arc<Front>>, headers: HeaderMap) -> Response {
