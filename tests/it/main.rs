@@ -6,6 +6,7 @@ mod audit;
 mod cli;
 mod contract;
 mod core_rules;
+mod fhir_chart;
 mod fuzz;
 mod hardening;
 mod plan_coverage;
