@@ -411,7 +411,8 @@ impl<'c> Mapper<'c> {
     }
 
     /// The latest dated candidate's value; candidates without a full date are left out, and so
-    /// are those dated before `not_before` (stale) or after the evaluation date.
+    /// are those dated before `not_before` (stale). Records dated after the evaluation date are
+    /// read as they are: the service refuses a surgery after it, and the card says so.
     fn pick<T: PartialEq + Clone>(
         &self,
         candidates: &[(&'c Observation, T)],
@@ -421,7 +422,6 @@ impl<'c> Mapper<'c> {
             .iter()
             .filter_map(|(o, v)| self.effective(o).map(|d| (d, *o, v)))
             .filter(|(d, _, _)| not_before.is_none_or(|floor| *d >= floor))
-            .filter(|(d, _, _)| *d <= self.evaluation_date)
             .collect();
         let Some(latest) = dated.iter().map(|(d, _, _)| *d).max() else {
             return Pick::None;
@@ -1210,7 +1210,6 @@ impl<'c> Mapper<'c> {
                     }
                 }
             }
-            organs.sort_by_key(|o| *o as i32);
             let value = match (any, organs.is_empty()) {
                 (false, _) => Some(Vec::new()),
                 (true, false) => Some(organs),
