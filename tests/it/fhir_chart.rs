@@ -1328,7 +1328,7 @@ impl<'a> Chart<'a> {
 
 /// The cases of the shared vignettes: plan and bad-case vignettes hold `case`, check vignettes
 /// hold `request.case`.
-fn vignette_cases() -> Vec<(String, pb::Case)> {
+pub fn vignette_cases() -> Vec<(String, pb::Case)> {
     let mut cases = Vec::new();
     for vignette in vignettes() {
         let json = if vignette.json.get("case").is_some() {
@@ -1347,7 +1347,7 @@ fn vignette_cases() -> Vec<(String, pb::Case)> {
 }
 
 /// The vignette cases a chart can carry, with options varying per case.
-fn chartable() -> Vec<(String, pb::Case)> {
+pub fn chartable() -> Vec<(String, pb::Case)> {
     vignette_cases()
         .into_iter()
         .filter(|(_, case)| try_prefetch(case, &ChartOptions::new("pat-1", "cond-lms-1")).is_ok())
@@ -2414,43 +2414,4 @@ fn the_ivc_r1_chart_carries_the_facts_of_the_example_request() {
 fn prefetch_without_refuses_an_unknown_field_name() {
     let (_, case) = chartable().into_iter().next().expect("a case");
     let _ = prefetch_without(&case, &ChartOptions::new("p", "c"), "tumor.size");
-}
-
-/// Writes patient-view requests for the offline validator (`validate.py request.json
-/// patient-view-missing-response.json`): every chartable vignette in every variant, and each with
-/// each fact removed. Run by hand: `VLMS_RT_CHART_OUT=dir cargo test --test it fhir_chart -- --ignored`.
-#[test]
-#[ignore = "writes files for the offline FHIR validator; run by hand"]
-fn write_requests_for_the_offline_validator() {
-    let Some(dir) = std::env::var_os("VLMS_RT_CHART_OUT") else {
-        panic!("set VLMS_RT_CHART_OUT to a directory");
-    };
-    let dir = std::path::PathBuf::from(dir);
-    std::fs::create_dir_all(&dir).expect("output directory");
-    let mut written = 0;
-    for (index, (name, case)) in vignette_cases().into_iter().enumerate() {
-        for (number, variant) in ChartVariant::all().into_iter().enumerate() {
-            let options = options(index, variant);
-            let Ok(prefetch) = try_prefetch(&case, &options) else {
-                continue;
-            };
-            let instance = format!("00000000-0000-4000-8000-{index:06}{number:06}");
-            let request = request_around(&case, &options, &instance, prefetch);
-            let path = dir.join(format!("{name}.v{number}.json"));
-            std::fs::write(&path, serde_json::to_string_pretty(&request).expect("json"))
-                .expect("write");
-            written += 1;
-            if number == 0 || number == 15 {
-                for field in chart_fields(&case, &options) {
-                    let without = prefetch_without(&case, &options, field).expect("charted");
-                    let request = request_around(&case, &options, &instance, without);
-                    let path = dir.join(format!("{name}.v{number}.without-{field}.json"));
-                    std::fs::write(&path, serde_json::to_string_pretty(&request).expect("json"))
-                        .expect("write");
-                    written += 1;
-                }
-            }
-        }
-    }
-    assert!(written > 0);
 }

@@ -3,6 +3,7 @@
 //! tidy checks on the source tree.
 
 mod audit;
+mod cds_hooks;
 mod cli;
 mod contract;
 mod core_rules;
