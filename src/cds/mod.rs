@@ -214,6 +214,7 @@ fn router(front: Arc<Front>) -> axum::Router {
         )
         .route("/fhir/$recommend", post(fhir_recommend).options(preflight))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(front)
 }
@@ -472,6 +473,17 @@ async fn not_found(State(front): State<Arc<Front>>) -> Response {
         StatusCode::NOT_FOUND,
         "not-found",
         "no such endpoint: this server offers GET /cds-services, POST /cds-services/{id}, POST /cds-services/{id}/feedback and POST /fhir/$recommend",
+        None,
+    )
+    .into_response()
+}
+
+async fn method_not_allowed(State(front): State<Arc<Front>>) -> Response {
+    front.count("none", StatusCode::METHOD_NOT_ALLOWED, "refused");
+    outcome(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "not-supported",
+        "method not allowed: discovery is GET, the services and feedback are POST",
         None,
     )
     .into_response()

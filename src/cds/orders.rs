@@ -233,7 +233,13 @@ fn course_of(
     };
     let kind_url = names.extension("vlms-rt-phase-kind");
     /// A phase as drafted: the order, fractions, Gy per fraction, volumes, kind if stated.
-    type ReadPhase<'a> = (&'a ServiceRequest, u32, f64, Vec<String>, Option<pb::PhaseKind>);
+    type ReadPhase<'a> = (
+        &'a ServiceRequest,
+        u32,
+        f64,
+        Vec<String>,
+        Option<pb::PhaseKind>,
+    );
     let mut read: Vec<ReadPhase> = Vec::new();
     for phase in phases {
         let Some(count) = fractions(phase) else {
