@@ -7,6 +7,7 @@
 pub mod accept;
 pub mod audit;
 pub mod auth;
+pub mod cds;
 pub mod client;
 pub mod client_deadline;
 pub mod codec;
