@@ -4,6 +4,7 @@
 
 mod audit;
 mod cli;
+mod codex;
 mod contract;
 mod core_rules;
 mod fuzz;
