@@ -8,6 +8,7 @@
 //! uuids recorded in the audit trail (fail closed) → answer.
 
 pub mod cards;
+pub mod codex;
 pub mod fhir;
 pub mod jwt;
 pub mod mapping;

@@ -5,6 +5,7 @@
 mod audit;
 mod cds_hooks;
 mod cli;
+mod codex;
 mod contract;
 mod core_rules;
 mod fhir_chart;
