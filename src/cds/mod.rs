@@ -661,7 +661,10 @@ async fn answer_hook(
         "ehrResources": mapped.used.iter().map(|u| u.source.clone()).collect::<Vec<_>>(),
     });
     match drafts {
-        None => front.plan(&mapped, &caller, &context).await,
+        None => {
+            let subject = front.subject(&request, &mapped);
+            front.plan(&mapped, &subject, &caller, &context).await
+        }
         Some(course) => front.check(&mapped, course, &caller, &context).await,
     }
 }
@@ -699,10 +702,28 @@ impl Front {
         (result, cards_response(vec![card]))
     }
 
-    /// patient-view: the plan card and one card per alert, recorded before they are sent.
+    /// Who and what the suggested orders are about.
+    fn subject(&self, request: &HookRequest<'_>, mapped: &mapping::Mapped) -> codex::Subject {
+        codex::Subject {
+            patient_id: request.patient_id.to_string(),
+            condition_id: mapped.primary_id.clone(),
+            user_id: request.user_id.map(str::to_string),
+            encounter_id: request.encounter_id.map(str::to_string),
+            fhir_server: request.fhir_server.map(str::to_string),
+            tumour_site: (
+                mapped.site.system.clone().unwrap_or_default(),
+                mapped.site.code.clone().unwrap_or_default(),
+                mapped.site.display.clone().unwrap_or_default(),
+            ),
+        }
+    }
+
+    /// patient-view: the plan card (with one draft-order suggestion per option) and one card per
+    /// alert, all recorded before they are sent.
     async fn plan(
         &self,
         mapped: &mapping::Mapped,
+        subject: &codex::Subject,
         caller: &str,
         context: &Value,
     ) -> Result<(&'static str, Response), Refusal> {
@@ -714,21 +735,30 @@ impl Front {
             Ok(plan) => plan,
             Err(status) => return self.refused_or_unavailable(&status, &mapped.used),
         };
+        let naming = codex::Naming {
+            site: self.site.base.clone(),
+        };
+        let (suggestions, options) =
+            codex::plan_suggestions(&plan, &naming, subject, &mut codex::RandomIds);
         let cards = cards::plan_cards(
             &plan,
             &self.site,
             &mapped.used,
             &mapped.notes,
-            Vec::new(),
+            suggestions,
             new_uuid,
         );
-        let links: Vec<crate::server::CardLink> = cards
+        let mut links: Vec<crate::server::CardLink> = cards
             .iter()
             .map(|card| crate::server::CardLink {
                 card_uuid: card.uuid.clone(),
                 shows: json!({"card": if card.alert_code.is_some() { "alert" } else { "plan" }, "alertCode": card.alert_code}),
             })
             .collect();
+        links.extend(options.iter().map(|option| crate::server::CardLink {
+            card_uuid: option.uuid.to_string(),
+            shows: json!({"card": "suggestion", "label": option.label, "preferred": option.preferred}),
+        }));
         self.record(
             caller,
             &plan.recommendation_id,
@@ -870,6 +900,7 @@ struct HookRequest<'r> {
     fhir_authorization: bool,
     patient_id: &'r str,
     user_id: Option<&'r str>,
+    encounter_id: Option<&'r str>,
     prefetch: Option<&'r serde_json::Map<String, Value>>,
 }
 
@@ -949,6 +980,7 @@ impl<'r> HookRequest<'r> {
             .filter(|id| !id.is_empty())
             .ok_or_else(|| bad("`context.patientId` is required", "context.patientId"))?;
         let user_id = context.get("userId").and_then(Value::as_str);
+        let encounter_id = context.get("encounterId").and_then(Value::as_str);
         let fhir_server = match raw.get("fhirServer") {
             None => None,
             Some(Value::String(url)) => Some(url.as_str()),
@@ -974,6 +1006,7 @@ impl<'r> HookRequest<'r> {
             fhir_authorization,
             patient_id,
             user_id,
+            encounter_id,
             prefetch,
         })
     }
@@ -1274,17 +1307,170 @@ async fn answer_feedback(
     Ok(count)
 }
 
-async fn fhir_recommend(State(front): State<Arc<Front>>, headers: HeaderMap) -> Response {
-    let mut response = outcome(
-        StatusCode::NOT_IMPLEMENTED,
-        "not-supported",
-        "the FHIR Bundle form is not available on this server yet",
-        None,
-    )
-    .into_response();
-    front.count("fhir-recommend", response.status(), "refused");
+async fn fhir_recommend(
+    State(front): State<Arc<Front>>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    let (status, result, mut response) = match answer_fhir_recommend(&front, &headers, body).await {
+        Ok((result, response)) => (StatusCode::OK, result, response),
+        Err(refusal) => (refusal.status, "refused", refusal.into_response()),
+    };
+    front.count("fhir-recommend", status, result);
     front.cors(&headers, &mut response);
     response
+}
+
+/// `POST /fhir/$recommend`: the patient-view request body, answered as the FHIR R4 Bundle form
+/// (§3.5). Missing facts give the Bundle with a `data-required` GuidanceResponse; conflicts, a
+/// case the guideline refuses, and a patient outside scope give a 422 OperationOutcome.
+async fn answer_fhir_recommend(
+    front: &Front,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> Result<(&'static str, Response), Refusal> {
+    let client = front.authenticate(headers, "/fhir/$recommend")?;
+    let body = read_body(front, body).await?;
+    let request = parse_body(front, &body)?;
+    let request = HookRequest::read(&request, &["patient-view"])?;
+    let evaluation_date = front.evaluation_date(request.raw, client.as_ref())?;
+    let caller = client.as_ref().map_or_else(
+        || "cds-hooks".to_string(),
+        |c| format!("cds-hooks:{}", c.issuer),
+    );
+    let chart = request.chart()?;
+    let mapped = mapping::map(
+        &chart,
+        &front.names,
+        &front.settings.time_zone,
+        evaluation_date,
+        |condition| {
+            front.case_id(
+                request.fhir_server.unwrap_or(""),
+                request.patient_id,
+                condition,
+            )
+        },
+    );
+    let unprocessable =
+        |text: String| outcome(StatusCode::UNPROCESSABLE_ENTITY, "processing", &text, None);
+    let naming = codex::Naming {
+        site: front.site.base.clone(),
+    };
+    let evaluated_at = jiff::Timestamp::now().to_string();
+    let mapped = match mapped {
+        Outcome::OutOfScope => {
+            return Err(unprocessable(
+                "no confirmed, active leiomyosarcoma (ICD-O-3 8890/3) primary: vlms-rt has no decision support for this patient".into(),
+            ));
+        }
+        Outcome::Minor { age, .. } => {
+            return Err(unprocessable(format!(
+                "the patient is {age} years old: the guideline covers adults only"
+            )));
+        }
+        Outcome::Gaps {
+            missing,
+            conflicts,
+            used,
+            primary_id,
+        } => {
+            if !conflicts.is_empty() {
+                let text = conflicts
+                    .iter()
+                    .map(|gap| {
+                        format!("{}: {} ({})", gap.field, gap.detail, gap.sources.join(", "))
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                return Err(unprocessable(format!(
+                    "the record contradicts itself, so no recommendation was made: {text}"
+                )));
+            }
+            let subject = codex::Subject {
+                patient_id: request.patient_id.to_string(),
+                condition_id: primary_id.unwrap_or_default(),
+                user_id: request.user_id.map(str::to_string),
+                encounter_id: request.encounter_id.map(str::to_string),
+                fhir_server: request.fhir_server.map(str::to_string),
+                tumour_site: Default::default(),
+            };
+            let required: Vec<(String, String)> = missing
+                .iter()
+                .map(|gap| (gap.field.to_string(), gap.detail.clone()))
+                .collect();
+            let sources: Vec<String> = used.iter().map(|u| u.source.clone()).collect();
+            let bundle = codex::bundle(
+                None,
+                &naming,
+                &subject,
+                request.hook_instance,
+                &evaluated_at,
+                &sources,
+                Some(&required),
+                &mut codex::RandomIds,
+            );
+            return Ok(("data-required", fhir_response(&bundle)));
+        }
+        Outcome::Case(mapped) => mapped,
+    };
+    let plan = match front
+        .service
+        .recommend_in_process(mapped.case.clone(), &caller)
+        .await
+    {
+        Ok(plan) => plan,
+        Err(status) if status.code() == tonic::Code::InvalidArgument => {
+            use tonic_types::StatusExt;
+            let problems = status
+                .get_details_bad_request()
+                .map(|bad| {
+                    bad.field_violations
+                        .into_iter()
+                        .map(|v| format!("{}: {}", v.field, v.description))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })
+                .unwrap_or_else(|| status.message().to_string());
+            return Err(unprocessable(format!(
+                "the record maps to a case the guideline cannot evaluate: {problems}"
+            )));
+        }
+        Err(status) => {
+            return Err(outcome(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "transient",
+                &format!(
+                    "vlms-rt cannot answer now ({:?}): {}",
+                    status.code(),
+                    status.message()
+                ),
+                None,
+            ));
+        }
+    };
+    let subject = front.subject(&request, &mapped);
+    let sources: Vec<String> = mapped.used.iter().map(|u| u.source.clone()).collect();
+    let bundle = codex::bundle(
+        Some(&plan),
+        &naming,
+        &subject,
+        request.hook_instance,
+        &evaluated_at,
+        &sources,
+        None,
+        &mut codex::RandomIds,
+    );
+    Ok(("plan", fhir_response(&bundle)))
+}
+
+fn fhir_response(body: &Value) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/fhir+json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 #[cfg(test)]

@@ -132,10 +132,15 @@ async fn http_with_head(
     (status, head.to_string(), body.to_string())
 }
 
-/// Saves a request and its answer for the offline validator.
-fn save(name: &str, request: &Value, response: &Value) {
+fn out_dir() -> std::path::PathBuf {
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/cds-out");
     std::fs::create_dir_all(&dir).expect("output directory");
+    dir
+}
+
+/// Saves a request and its answer for the offline validator.
+fn save(name: &str, request: &Value, response: &Value) {
+    let dir = out_dir();
     std::fs::write(
         dir.join(format!("{name}.request.json")),
         request.to_string(),
@@ -146,6 +151,15 @@ fn save(name: &str, request: &Value, response: &Value) {
         response.to_string(),
     )
     .expect("write response");
+}
+
+/// Saves the Bundle form of a saved exchange.
+fn save_bundle(name: &str, bundle: &Value) {
+    std::fs::write(
+        out_dir().join(format!("{name}.bundle.json")),
+        bundle.to_string(),
+    )
+    .expect("write bundle");
 }
 
 fn options(index: usize) -> ChartOptions {
@@ -263,6 +277,48 @@ async fn every_vignette_chart_gives_the_plan_recommend_gives() {
             let total = format!("{} Gy", trim(preferred.total_dose_gy));
             assert!(summary.contains(&total), "{name}: {summary}");
         }
+        // One draft-order suggestion per option; recommended only when the guideline indicates.
+        let suggestions = plan_card["suggestions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(suggestions.len(), direct.prescriptions.len(), "{name}");
+        let recommendable = matches!(
+            direct.indication(),
+            pb::Indication::Indicated | pb::Indication::Mandatory
+        );
+        let recommended = suggestions
+            .iter()
+            .filter(|s| s["isRecommended"] == json!(true))
+            .count();
+        assert_eq!(
+            recommended,
+            usize::from(recommendable && preferred.is_some()),
+            "{name}"
+        );
+        assert!(
+            suggestions
+                .iter()
+                .all(|s| s["isRecommended"] != json!(false)),
+            "{name}"
+        );
+        // The same request as the FHIR Bundle form.
+        let (status, bundle) = front
+            .post("/fhir/$recommend", request.to_string().as_bytes())
+            .await;
+        assert_eq!(status, 200, "{name}: {bundle}");
+        let bundle: Value = serde_json::from_str(&bundle).expect("Bundle");
+        save_bundle(&format!("plan-{name}"), &bundle);
+        let kinds: Vec<&str> = bundle["entry"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .filter_map(|e| e["resource"]["resourceType"].as_str())
+            .collect();
+        let count = |kind: &str| kinds.iter().filter(|k| **k == kind).count();
+        assert_eq!(count("GuidanceResponse"), 1, "{name}");
+        assert_eq!(count("DetectedIssue"), direct.alerts.len(), "{name}");
+        assert_eq!(count("Provenance"), 1, "{name}");
     }
     assert!(plans >= 20, "{plans} vignettes planned");
     assert!(refused >= 1, "{refused} vignettes refused");
@@ -881,6 +937,48 @@ async fn feedback_on_a_card_lands_on_its_recommendation() {
     assert_eq!(
         record.feedback[0].reason,
         "Advice from expert contradicts the recommended action (expert-contradicts) — Sarcoma MDT chose observation. at 2026-11-26T09:21:02Z"
+    );
+    // Accepting the alternative option is a modification of the recommendation.
+    let alternative = answer["cards"][0]["suggestions"]
+        .as_array()
+        .expect("suggestions")
+        .iter()
+        .find(|s| {
+            s["label"]
+                .as_str()
+                .is_some_and(|l| l.ends_with("(alternative)"))
+        })
+        .expect("an alternative option")
+        .clone();
+    let feedback = json!({"feedback": [
+        {"card": plan_card, "outcome": "accepted", "outcomeTimestamp": "2026-11-26T10:00:00Z",
+         "acceptedSuggestions": [{"id": alternative["uuid"]}]}
+    ]});
+    let (status, body) = front
+        .post(
+            "/cds-services/vlms-rt-plan/feedback",
+            feedback.to_string().as_bytes(),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let record = client
+        .get_recommendation(pb::GetRecommendationRequest {
+            recommendation_id: recommendation_id.clone(),
+        })
+        .await
+        .expect("record")
+        .into_inner();
+    assert_eq!(record.feedback.len(), 2);
+    assert_eq!(
+        record.feedback[1].outcome,
+        pb::FeedbackOutcome::Modified as i32
+    );
+    assert!(
+        record.feedback[1]
+            .reason
+            .starts_with("accepted alternative option: "),
+        "{}",
+        record.feedback[1].reason
     );
     // A card vlms-rt never issued, and a body that is not feedback.
     let (status, _) = front
