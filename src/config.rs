@@ -169,6 +169,11 @@ pub struct ServerConfig {
     #[arg(long, env = "VLMS_RT_CDS_HOOKS_INTAKE_URL")]
     pub cds_hooks_intake_url: Option<String>,
 
+    /// Let the CDS Hooks port fetch omitted prefetch over plain HTTP from a loopback FHIR server
+    /// (a local sandbox or tests); otherwise only https is used.
+    #[arg(long, env = "VLMS_RT_CDS_HOOKS_FHIR_LOOPBACK_HTTP")]
+    pub cds_hooks_fhir_loopback_http: bool,
+
     /// Largest CDS Hooks request body in bytes.
     #[arg(long, env = "VLMS_RT_CDS_HOOKS_MAX_BODY_BYTES", default_value_t = crate::cds::DEFAULT_MAX_BODY_BYTES, value_parser = parse_positive_count)]
     pub cds_hooks_max_body_bytes: usize,

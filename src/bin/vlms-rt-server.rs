@@ -158,6 +158,10 @@ fn cds_hooks(config: &ServerConfig) -> Result<Option<vlms_rt::cds::CdsSettings>,
         max_body_bytes: config.cds_hooks_max_body_bytes,
         cors_origins: config.cds_hooks_cors_origins.clone(),
         intake_url: config.cds_hooks_intake_url.clone(),
+        fetch: vlms_rt::cds::fetch::FetchPolicy {
+            allow_loopback_http: config.cds_hooks_fhir_loopback_http,
+            ..vlms_rt::cds::fetch::FetchPolicy::default()
+        },
     }))
 }
 

@@ -9,6 +9,7 @@
 
 pub mod cards;
 pub mod codex;
+pub mod fetch;
 pub mod fhir;
 pub mod jwt;
 pub mod mapping;
@@ -71,6 +72,8 @@ pub struct CdsSettings {
     pub cors_origins: Vec<String>,
     /// The SMART intake app the missing-data card links to, if the site has one.
     pub intake_url: Option<String>,
+    /// How prefetch the client omitted is fetched from its FHIR server.
+    pub fetch: fetch::FetchPolicy,
 }
 
 /// Default request-body limit: a prefetch of a whole sarcoma chart is well under 1 MiB; the
@@ -338,7 +341,8 @@ impl Front {
             })
     }
 
-    fn discovery(&self) -> Value {
+    /// The prefetch templates of every service (§1.2), by key, in `PREFETCH_KEYS` order.
+    fn prefetch_templates(&self) -> Vec<(&'static str, String)> {
         let case_system = self.site.code_system("vlms-rt-case");
         let assessments = [
             "resectability-assessment",
@@ -355,15 +359,23 @@ impl Front {
         .map(|code| format!("{case_system}|{code}"))
         .collect::<Vec<_>>()
         .join(",");
-        let prefetch = json!({
-            "patient": "Patient/{{context.patientId}}",
-            "conditions": "Condition?patient={{context.patientId}}",
-            "tumorSize": "Observation?patient={{context.patientId}}&code=http://loinc.org|21889-1&_sort=-date&_count=20",
-            "pathology": "Observation?patient={{context.patientId}}&code=http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl|C18000,http://snomed.info/sct|17964000,http://loinc.org|84892-9&_sort=-date&_count=50",
-            "staging": "Observation?patient={{context.patientId}}&code=http://snomed.info/sct|399387003,http://snomed.info/sct|371497001,http://snomed.info/sct|277208005&_sort=-date&_count=20",
-            "assessments": format!("Observation?patient={{{{context.patientId}}}}&code={assessments}&_sort=-date&_count=100"),
-            "procedures": "Procedure?patient={{context.patientId}}&_sort=-date&_count=100",
-        });
+        vec![
+            ("patient", "Patient/{{context.patientId}}".into()),
+            ("conditions", "Condition?patient={{context.patientId}}".into()),
+            ("tumorSize", "Observation?patient={{context.patientId}}&code=http://loinc.org|21889-1&_sort=-date&_count=20".into()),
+            ("pathology", "Observation?patient={{context.patientId}}&code=http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl|C18000,http://snomed.info/sct|17964000,http://loinc.org|84892-9&_sort=-date&_count=50".into()),
+            ("staging", "Observation?patient={{context.patientId}}&code=http://snomed.info/sct|399387003,http://snomed.info/sct|371497001,http://snomed.info/sct|277208005&_sort=-date&_count=20".into()),
+            ("assessments", format!("Observation?patient={{{{context.patientId}}}}&code={assessments}&_sort=-date&_count=100")),
+            ("procedures", "Procedure?patient={{context.patientId}}&_sort=-date&_count=100".into()),
+        ]
+    }
+
+    fn discovery(&self) -> Value {
+        let prefetch: serde_json::Map<String, Value> = self
+            .prefetch_templates()
+            .into_iter()
+            .map(|(key, template)| (key.to_string(), Value::String(template)))
+            .collect();
         let extension = json!({
             self.site.extension_key("service"): {
                 "guidelineVersion": self.guideline_version,
@@ -623,7 +635,7 @@ async fn answer_hook(
     } else {
         None
     };
-    let chart = request.chart()?;
+    let chart = request.chart(front).await?;
     let mapped = mapping::map(
         &chart,
         &front.names,
@@ -897,7 +909,8 @@ struct HookRequest<'r> {
     hook: &'r str,
     hook_instance: &'r str,
     fhir_server: Option<&'r str>,
-    fhir_authorization: bool,
+    /// `fhirAuthorization.access_token`.
+    fhir_token: Option<&'r str>,
     patient_id: &'r str,
     user_id: Option<&'r str>,
     encounter_id: Option<&'r str>,
@@ -986,11 +999,36 @@ impl<'r> HookRequest<'r> {
             Some(Value::String(url)) => Some(url.as_str()),
             Some(_) => return Err(bad("`fhirServer` must be a URL string", "fhirServer")),
         };
-        let fhir_authorization = raw.get("fhirAuthorization").is_some_and(Value::is_object);
-        if fhir_authorization && fhir_server.is_none() {
+        let fhir_token = match raw.get("fhirAuthorization") {
+            None | Some(Value::Null) => None,
+            Some(authorization) => Some(
+                authorization
+                    .get("access_token")
+                    .and_then(Value::as_str)
+                    .filter(|token| !token.is_empty())
+                    .ok_or_else(|| {
+                        bad(
+                            "`fhirAuthorization.access_token` must be a non-empty string",
+                            "fhirAuthorization.access_token",
+                        )
+                    })?,
+            ),
+        };
+        if fhir_token.is_some() && fhir_server.is_none() {
             return Err(bad(
                 "`fhirAuthorization` needs `fhirServer`",
                 "fhirAuthorization",
+            ));
+        }
+        // The id goes into FHIR query URLs: FHIR's own id syntax only.
+        if patient_id.len() > 64
+            || !patient_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        {
+            return Err(bad(
+                "`context.patientId` is not a FHIR id ([A-Za-z0-9-.]{1,64})",
+                "context.patientId",
             ));
         }
         let prefetch = match raw.get("prefetch") {
@@ -1003,7 +1041,7 @@ impl<'r> HookRequest<'r> {
             hook,
             hook_instance,
             fhir_server,
-            fhir_authorization,
+            fhir_token,
             patient_id,
             user_id,
             encounter_id,
@@ -1011,18 +1049,20 @@ impl<'r> HookRequest<'r> {
         })
     }
 
-    /// The chart from the prefetch. A key omitted (or answered with an OperationOutcome, or
-    /// paginated) that the service cannot fetch itself is a 412 naming every such key.
-    fn chart(&self) -> Result<Chart, Refusal> {
+    /// The chart from the prefetch, and from the client's FHIR server for what it did not send
+    /// when it gave `fhirServer` + `fhirAuthorization`. A key omitted (or answered with an
+    /// OperationOutcome, or paginated) that cannot be fetched is a 412 naming every such key.
+    async fn chart(&self, front: &Front) -> Result<Chart, Refusal> {
         let mut chart = Chart::default();
-        let mut unavailable: Vec<String> = Vec::new();
-        for key in PREFETCH_KEYS {
-            let value = self.prefetch.and_then(|p| p.get(key));
-            match value {
-                None => unavailable.push(key.to_string()),
-                Some(Value::Null) => {}
+        let mut unavailable: Vec<(String, String)> = Vec::new();
+        let templates = front.prefetch_templates();
+        for (key, template) in templates {
+            let path = format!("prefetch.{key}");
+            let sent = self.prefetch.and_then(|p| p.get(key));
+            let complete = match sent {
+                Some(Value::Null) => continue,
+                None => None,
                 Some(value) => {
-                    let path = format!("prefetch.{key}");
                     let resources = fhir::resources_of(value, &path).map_err(|error| {
                         outcome(
                             StatusCode::BAD_REQUEST,
@@ -1031,31 +1071,59 @@ impl<'r> HookRequest<'r> {
                             Some(&error.path),
                         )
                     })?;
-                    if matches!(resources.as_slice(), [fhir::Resource::OperationOutcome])
-                        || fhir::has_next_page(value)
-                    {
-                        unavailable.push(key.to_string());
+                    let usable =
+                        !matches!(resources.as_slice(), [fhir::Resource::OperationOutcome])
+                            && !fhir::has_next_page(value);
+                    usable.then_some(resources)
+                }
+            };
+            let resources = match complete {
+                Some(resources) => resources,
+                None => match (self.fhir_server, self.fhir_token) {
+                    (Some(base), Some(token)) => {
+                        let query = template.replace("{{context.patientId}}", self.patient_id);
+                        let source = fetch::Source { base, token };
+                        match fetch::fetch(&front.settings.fetch, &source, &query).await {
+                            Ok(value) => fhir::resources_of(&value, &format!("{path} (fetched)"))
+                                .map_err(|error| {
+                                outcome(
+                                    StatusCode::PRECONDITION_FAILED,
+                                    "required",
+                                    &format!("the FHIR server's answer cannot be read: {error}"),
+                                    Some(&path),
+                                )
+                            })?,
+                            Err(problem) => {
+                                tracing::info!(key, problem, "prefetch fetch failed");
+                                unavailable.push((
+                                    key.to_string(),
+                                    format!("was not sent, and fetching it from the FHIR server failed: {problem}"),
+                                ));
+                                continue;
+                            }
+                        }
+                    }
+                    _ => {
+                        unavailable.push((
+                            key.to_string(),
+                            "was not sent (or was an OperationOutcome, or has more pages) and no fhirServer with fhirAuthorization was given to fetch it".into(),
+                        ));
                         continue;
                     }
-                    for resource in resources {
-                        chart.add(resource);
-                    }
-                }
+                },
+            };
+            for resource in resources {
+                chart.add(resource);
             }
         }
         if !unavailable.is_empty() {
-            let why = if self.fhir_authorization {
-                "this server does not query the EHR's FHIR server itself yet"
-            } else {
-                "no fhirServer and fhirAuthorization were given to fetch them"
-            };
             let issues: Vec<Value> = unavailable
                 .iter()
-                .map(|key| {
+                .map(|(key, why)| {
                     json!({
                         "severity": "error",
                         "code": "required",
-                        "diagnostics": format!("prefetch key {key:?} was not sent (or was an OperationOutcome, or has more pages) and {why}"),
+                        "diagnostics": format!("prefetch key {key:?} {why}"),
                         "expression": [format!("prefetch.{key}")],
                     })
                 })
@@ -1338,7 +1406,7 @@ async fn answer_fhir_recommend(
         || "cds-hooks".to_string(),
         |c| format!("cds-hooks:{}", c.issuer),
     );
-    let chart = request.chart()?;
+    let chart = request.chart(front).await?;
     let mapped = mapping::map(
         &chart,
         &front.names,

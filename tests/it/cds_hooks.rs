@@ -77,6 +77,11 @@ fn cds_settings(issuers: Option<Arc<vlms_rt::cds::jwt::Issuers>>) -> vlms_rt::cd
         max_body_bytes: 256 * 1024,
         cors_origins: vec![ORIGIN.into()],
         intake_url: Some("https://intake.example.org/launch".into()),
+        fetch: vlms_rt::cds::fetch::FetchPolicy {
+            allow_loopback_http: true,
+            timeout: std::time::Duration::from_secs(5),
+            ..vlms_rt::cds::fetch::FetchPolicy::default()
+        },
     }
 }
 
@@ -1197,4 +1202,153 @@ fn every_alert_summary_fits_a_cds_hooks_card() {
         let length = alert.summary.chars().count();
         assert!(length < 140, "{}: {length} characters", alert.code);
     }
+}
+
+type Seen = Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// A FHIR server for the tests on `listener`: answers GET `path?query` from a table, records each
+/// request's target and Authorization header, and answers 404 for anything else.
+fn serve_fhir(
+    listener: tokio::net::TcpListener,
+    answers: std::collections::HashMap<String, (u16, Value)>,
+) -> Seen {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let seen: Seen = Arc::default();
+    let answers = Arc::new(answers);
+    let log = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let answers = Arc::clone(&answers);
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let target = head.split(' ').nth(1).unwrap_or_default().to_string();
+                let authorization = head
+                    .lines()
+                    .find_map(|line| {
+                        let (name, value) = line.split_once(':')?;
+                        name.eq_ignore_ascii_case("authorization")
+                            .then(|| value.trim().to_string())
+                    })
+                    .unwrap_or_default();
+                log.lock()
+                    .expect("log")
+                    .push((target.clone(), authorization));
+                let (status, body) = answers
+                    .get(&target)
+                    .cloned()
+                    .unwrap_or((404, json!({"resourceType": "OperationOutcome"})));
+                let body = body.to_string();
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/fhir+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    seen
+}
+
+async fn bind_fhir() -> (tokio::net::TcpListener, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}/fhir", listener.local_addr().expect("address"));
+    (listener, base)
+}
+
+#[tokio::test]
+async fn omitted_prefetch_is_fetched_from_the_clients_fhir_server() {
+    let front = Front::start(None).await;
+    let (case, options) = ivc_chart();
+    let full = prefetch(&case, &options);
+    let (_, discovery) = http(&front.cds, "GET", "/cds-services", &[], b"").await;
+    let discovery: Value = serde_json::from_str(&discovery).expect("discovery");
+    let template = |key: &str| {
+        format!(
+            "/fhir/{}",
+            discovery["services"][0]["prefetch"][key]
+                .as_str()
+                .expect("template")
+                .replace("{{context.patientId}}", &options.patient_id)
+        )
+    };
+    // `assessments` comes in two pages; `patient` is a plain read.
+    let (listener, base) = bind_fhir().await;
+    let all: Vec<Value> = full["assessments"]["entry"]
+        .as_array()
+        .expect("entries")
+        .clone();
+    let (head, tail) = all.split_at(all.len() / 2);
+    let mut first_page = full["assessments"].clone();
+    first_page["entry"] = json!(head);
+    first_page["link"] = json!([{"relation": "next", "url": format!("{base}/page-2")}]);
+    let mut second_page = full["assessments"].clone();
+    second_page["entry"] = json!(tail);
+    let mut answers = std::collections::HashMap::new();
+    answers.insert(template("assessments"), (200, first_page));
+    answers.insert("/fhir/page-2".to_string(), (200, second_page));
+    answers.insert(template("patient"), (200, full["patient"].clone()));
+    let seen = serve_fhir(listener, answers);
+
+    let mut request = patient_view_request(&case, &options, "ed8c2b11-0000-4000-8000-000000000001");
+    let sent = request["prefetch"].as_object_mut().expect("prefetch");
+    sent.remove("assessments");
+    sent.remove("patient");
+    request["fhirServer"] = json!(base);
+    request["fhirAuthorization"] = json!({"access_token": "sandbox-token", "token_type": "Bearer",
+        "expires_in": 300, "scope": "user/Patient.r user/Observation.rs", "subject": "vlms-rt"});
+    let (status, answer) = front.hook("vlms-rt-plan", &request).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer["cards"][0]["extension"]["org.example.vlms-rt.recommendation"].is_object(),
+        "{answer}"
+    );
+    save("fetched-prefetch", &request, &answer);
+    let seen = seen.lock().expect("log").clone();
+    let targets: Vec<&str> = seen.iter().map(|(target, _)| target.as_str()).collect();
+    assert!(
+        targets.contains(&template("patient").as_str()),
+        "{targets:?}"
+    );
+    assert!(
+        targets.contains(&template("assessments").as_str()),
+        "{targets:?}"
+    );
+    assert!(targets.contains(&"/fhir/page-2"), "{targets:?}");
+    assert!(
+        seen.iter().all(|(_, auth)| auth == "Bearer sandbox-token"),
+        "{seen:?}"
+    );
+
+    // The FHIR server failing is a 412 naming the key, never a guess.
+    let (listener, base) = bind_fhir().await;
+    let _ = serve_fhir(listener, std::collections::HashMap::new());
+    request["fhirServer"] = json!(base);
+    let (status, answer) = front.hook("vlms-rt-plan", &request).await;
+    assert_eq!(status, 412, "{answer}");
+    let text = answer.to_string();
+    assert!(
+        text.contains("prefetch.assessments") && text.contains("404"),
+        "{text}"
+    );
+
+    // Not https and not loopback: refused without a connection.
+    request["fhirServer"] = json!("http://ehr.example.org/fhir");
+    let (status, answer) = front.hook("vlms-rt-plan", &request).await;
+    assert_eq!(status, 412, "{answer}");
+    assert!(answer.to_string().contains("https"), "{answer}");
+    front.server.stop().await;
 }
