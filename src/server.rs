@@ -25,9 +25,7 @@ use crate::core::{self, Profile, Proposal, Violations};
 use crate::metrics::Metrics;
 use crate::pb;
 use crate::pb::server::recommendation_service_server::RecommendationService;
-use crate::wire::{
-    EncodedRecommendResponse, EncodedStreamResponse, EncodedStreamResult, ProfileParts,
-};
+use crate::wire::{EncodedRecommendResponse, EncodedStreamResponse, EncodedStreamResult};
 
 /// Most field violations reported for one request. Real cases have far fewer; the cap keeps a
 /// hostile request (thousands of bad list entries) from producing trailers no client can read.
@@ -64,8 +62,6 @@ pub const MAX_PAGE_BYTES: usize = 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct Service {
     profile: Arc<Profile>,
-    /// The profile's plan sub-messages, encoded once (see `wire::ProfileParts`).
-    parts: Arc<ProfileParts>,
     options: ServiceOptions,
 }
 
@@ -430,12 +426,7 @@ fn admission_key<T>(request: &Request<T>, caller: &str) -> String {
 impl Service {
     /// A service answering from `profile`.
     pub fn new(profile: Arc<Profile>, options: ServiceOptions) -> Self {
-        let parts = Arc::new(ProfileParts::new(Arc::clone(&profile)));
-        Self {
-            profile,
-            parts,
-            options,
-        }
+        Self { profile, options }
     }
 
     /// Admits a call or sheds it at once (no queue): overload answers fast instead of piling up.
@@ -497,7 +488,7 @@ impl Service {
         let case = convert::case_from_request(request)?;
         let plan = core::recommend(&self.profile, &case);
         let recommendation_id = new_recommendation_id();
-        let encoded = crate::wire::encode_plan_with(&self.parts, &plan, &recommendation_id);
+        let encoded = crate::wire::encode_plan(&plan, &recommendation_id);
         let indication = plan.indication;
         drop(plan);
         // Counted when made, before the audit write: a plan withheld because the store failed is
