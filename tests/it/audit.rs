@@ -19,7 +19,8 @@ use vlms_rt::pb::recommendation_service_client::RecommendationServiceClient;
 use vlms_rt::startup::Settings;
 
 use crate::support::{
-    TestServer, bad_request_fields, http_get, profile, raw_grpc_headers, vignettes,
+    TestServer, any_plan_vignette, bad_request_fields, http_get, profile, raw_grpc_headers,
+    vignette,
 };
 
 /// Where a test's audit trail lives.
@@ -220,11 +221,7 @@ async fn set_store_failing(target: &Target, switch: &AtomicBool, failing: bool) 
 }
 
 fn case_named(name: &str) -> pb::Case {
-    vignettes()
-        .into_iter()
-        .find(|vignette| vignette.name == name)
-        .expect("vignette")
-        .case()
+    vignette(name).case()
 }
 
 fn with_case_id(name: &str, case_id: &str) -> pb::RecommendRequest {
@@ -425,10 +422,7 @@ async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedbac
     }
 
     // A check is recorded with its own id.
-    let check = vignettes()
-        .into_iter()
-        .find(|vignette| vignette.name == "check-ivc-postop-boost-fails")
-        .expect("vignette");
+    let check = vignette("check-ivc-postop-boost-fails");
     let mut request = check.check_request();
     request.case.as_mut().expect("case").case_id = "mdt-0001".into();
     let response = client
@@ -1237,13 +1231,7 @@ async fn an_unwritable_store_fails_closed_and_health_follows_it(target: Target) 
         .expect_err("fails closed");
     assert_eq!(status.code(), Code::Unavailable);
     let status = client
-        .check_prescription(
-            vignettes()
-                .into_iter()
-                .find(|v| v.name == "check-femoral-postop-60gy-pass")
-                .expect("v")
-                .check_request(),
-        )
+        .check_prescription(vignette("check-femoral-postop-60gy-pass").check_request())
         .await
         .expect_err("fails closed");
     assert_eq!(status.code(), Code::Unavailable);
@@ -2054,13 +2042,7 @@ async fn a_record_keeps_the_request_as_read_not_fields_the_contract_does_not_def
     let (server, _failing) = audited_server(&target).await;
     let address = server.url.trim_start_matches("http://").to_string();
     let request = pb::RecommendRequest {
-        case: Some(
-            vignettes()
-                .into_iter()
-                .find(|vignette| vignette.is_plan())
-                .expect("a plan vignette")
-                .case(),
-        ),
+        case: Some(any_plan_vignette().case()),
     };
     let canonical = request.encode_to_vec();
     // The same request with a text under a field number the contract does not define, and with

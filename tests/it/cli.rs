@@ -7,7 +7,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 use vlms_rt::pb;
 
-use crate::support::{TestServer, vignette_dir, vignettes};
+use crate::support::{TestServer, vignette, vignette_dir};
 
 struct Output {
     code: i32,
@@ -68,10 +68,7 @@ async fn json_output_equals_the_plan_from_recommend() {
         assert_eq!(output.code, 0, "{name}: {}", output.stderr);
         let mut from_cli: pb::Plan =
             serde_json::from_str(&output.stdout).expect("canonical proto3 JSON of a Plan");
-        let vignette = vignettes()
-            .into_iter()
-            .find(|vignette| vignette.name == name)
-            .expect("vignette");
+        let vignette = vignette(name);
         let mut from_rpc = grpc
             .recommend(pb::RecommendRequest {
                 case: Some(vignette.case()),
@@ -363,11 +360,7 @@ async fn check_exits_5_when_the_verdict_reaches_fail_on() {
 #[tokio::test]
 async fn stdin_with_default_evaluation_date_stream_check_guideline_and_health() {
     let server = TestServer::start().await;
-    let mut case = vignettes()
-        .into_iter()
-        .find(|vignette| vignette.name == "femoral-preop-high-grade-deep-large")
-        .expect("vignette")
-        .case();
+    let mut case = vignette("femoral-preop-high-grade-deep-large").case();
     case.evaluation_date.clear();
     let json = serde_json::to_string(&case).expect("json");
     let output = client(

@@ -17,18 +17,14 @@ use vlms_rt::pb;
 use vlms_rt::pb::recommendation_service_client::RecommendationServiceClient;
 use vlms_rt::startup::{Limits, Settings, TlsMaterial};
 
-use crate::support::{TestServer, http_get, plan_mismatches, profile, raw_grpc_headers, vignettes};
+use crate::support::{TestServer, http_get, plan_mismatches, profile, raw_grpc_headers, vignette};
 
 fn settings() -> Settings {
     Settings::new("127.0.0.1:0".parse().expect("address"), profile())
 }
 
 fn a_case() -> pb::Case {
-    vignettes()
-        .into_iter()
-        .find(|vignette| vignette.name == "femoral-postop-r0")
-        .expect("vignette")
-        .case()
+    vignette("femoral-postop-r0").case()
 }
 
 fn request() -> pb::RecommendRequest {
@@ -153,17 +149,7 @@ async fn tls_serves_and_mutual_tls_admits_only_our_clients() {
     let plan = tls_call(&server.url, &pki.ca_pem, None)
         .await
         .expect("TLS call");
-    assert!(
-        plan_mismatches(
-            &plan,
-            vignettes()
-                .iter()
-                .find(|v| v.name == "femoral-postop-r0")
-                .expect("v")
-                .expected()
-        )
-        .is_empty()
-    );
+    assert!(plan_mismatches(&plan, vignette("femoral-postop-r0").expected()).is_empty());
     // A plaintext client cannot talk to the TLS port.
     let plaintext = Endpoint::from_shared(server.url.replace("https://", "http://"))
         .expect("url")
@@ -776,10 +762,7 @@ async fn a_stream_whose_client_stopped_reading_is_cut_off_after_its_connection_a
 #[tokio::test]
 async fn overload_sheds_fast_keeps_memory_bounded_and_recovers() {
     let server = ServerProcess::start(&["--max-concurrent-calls", "2"]);
-    let expected = vignettes()
-        .into_iter()
-        .find(|vignette| vignette.name == "femoral-postop-r0")
-        .expect("vignette");
+    let expected = vignette("femoral-postop-r0");
     let channel = connect(&server.url()).await;
     let stop_at = tokio::time::Instant::now() + Duration::from_secs(3);
     let mut tasks = Vec::new();

@@ -61,6 +61,23 @@ impl Vignette {
     }
 }
 
+/// The vignette called `name` (its file name without `.json`). Panics (fails the test) when
+/// there is none.
+pub fn vignette(name: &str) -> Vignette {
+    vignettes()
+        .into_iter()
+        .find(|vignette| vignette.name == name)
+        .unwrap_or_else(|| panic!("no vignette {name} in {}", vignette_dir().display()))
+}
+
+/// The first plan vignette, for a test that needs any valid case.
+pub fn any_plan_vignette() -> Vignette {
+    vignettes()
+        .into_iter()
+        .find(Vignette::is_plan)
+        .expect("a plan vignette")
+}
+
 /// Every vignette, sorted by name. Panics (fails the test) when the directory is missing or empty.
 pub fn vignettes() -> Vec<Vignette> {
     let dir = vignette_dir();
