@@ -378,7 +378,7 @@ struct ServerProcess {
     child: Child,
     address: String,
     metrics: Option<String>,
-    log: Arc<std::sync::Mutex<Vec<String>>>,
+    log: crate::support::ServerLog,
 }
 
 impl ServerProcess {
@@ -404,42 +404,11 @@ impl ServerProcess {
             .stderr(Stdio::piped())
             .spawn()
             .expect("server starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let (sender, receiver) = std::sync::mpsc::channel();
-        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let collected = Arc::clone(&log);
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(mut lines) = collected.lock() {
-                    lines.push(line.clone());
-                }
-                if !sent && line.contains("\"serving vlms.rt.v1.RecommendationService\"") {
-                    let record: serde_json::Value = serde_json::from_str(&line).expect("json log");
-                    let listen = record["listen"].as_str().unwrap_or_default().to_string();
-                    let metrics = record["metrics"]
-                        .as_str()
-                        .filter(|value| *value != "off")
-                        .map(str::to_string);
-                    let _ = sender.send((listen, metrics));
-                    sent = true;
-                } else if !sent && line.contains(" serving vlms.rt.v1.RecommendationService ") {
-                    // The text format: `… listen=ADDRESS … metrics=ADDRESS|off …`.
-                    let field = |name: &str| {
-                        line.split(' ')
-                            .find_map(|pair| pair.strip_prefix(name))
-                            .map(|value| value.trim_matches('"').to_string())
-                    };
-                    let listen = field("listen=").unwrap_or_default();
-                    let metrics = field("metrics=").filter(|value| value != "off");
-                    let _ = sender.send((listen, metrics));
-                    sent = true;
-                }
-            }
-        });
-        let (address, metrics) = receiver
-            .recv_timeout(Duration::from_secs(30))
-            .expect("server reports its address");
+        let crate::support::Serving {
+            address,
+            metrics,
+            log,
+        } = crate::support::wait_until_serving(&mut child);
         ServerProcess {
             child,
             address,

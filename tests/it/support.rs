@@ -465,17 +465,34 @@ impl TestServer {
     }
 }
 
-/// Reads a server process's JSON log until it reports its address.
+/// Reads a server process's log until it reports its address.
 pub fn wait_for_address(child: &mut std::process::Child) -> String {
-    wait_for_address_and_log(child).0
+    wait_until_serving(child).address
 }
 
 /// A server process's log lines, collected as they come.
 pub type ServerLog = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
-/// Reads a server process's JSON log until it reports its address, and goes on collecting the
+/// Reads a server process's log until it reports its address, and goes on collecting the
 /// log's lines.
 pub fn wait_for_address_and_log(child: &mut std::process::Child) -> (String, ServerLog) {
+    let serving = wait_until_serving(child);
+    (serving.address, serving.log)
+}
+
+/// What a server process reported when it began serving.
+pub struct Serving {
+    /// The `host:port` it answers gRPC on.
+    pub address: String,
+    /// The `host:port` of its metrics endpoint, if it has one.
+    pub metrics: Option<String>,
+    /// Its log lines so far, the one that reported the address included, and every later one.
+    pub log: ServerLog,
+}
+
+/// Reads a server process's log (on its stderr, in the JSON or the text format) until it reports
+/// the addresses it serves on, and goes on collecting the log's lines.
+pub fn wait_until_serving(child: &mut std::process::Child) -> Serving {
     use std::io::BufRead;
     let stderr = child.stderr.take().expect("stderr piped");
     let (sender, receiver) = std::sync::mpsc::channel();
@@ -487,20 +504,40 @@ pub fn wait_for_address_and_log(child: &mut std::process::Child) -> (String, Ser
             .lines()
             .map_while(Result::ok)
         {
+            if let Ok(mut lines) = collected.lock() {
+                lines.push(line.clone());
+            }
             if !sent && line.contains("\"serving vlms.rt.v1.RecommendationService\"") {
                 let record: serde_json::Value = serde_json::from_str(&line).expect("json log");
-                let _ = sender.send(record["listen"].as_str().unwrap_or_default().to_string());
+                let listen = record["listen"].as_str().unwrap_or_default().to_string();
+                let metrics = record["metrics"]
+                    .as_str()
+                    .filter(|value| *value != "off")
+                    .map(str::to_string);
+                let _ = sender.send((listen, metrics));
                 sent = true;
-            }
-            if let Ok(mut lines) = collected.lock() {
-                lines.push(line);
+            } else if !sent && line.contains(" serving vlms.rt.v1.RecommendationService ") {
+                // The text format: `… listen=ADDRESS … metrics=ADDRESS|off …`.
+                let field = |name: &str| {
+                    line.split(' ')
+                        .find_map(|pair| pair.strip_prefix(name))
+                        .map(|value| value.trim_matches('"').to_string())
+                };
+                let listen = field("listen=").unwrap_or_default();
+                let metrics = field("metrics=").filter(|value| value != "off");
+                let _ = sender.send((listen, metrics));
+                sent = true;
             }
         }
     });
-    let address = receiver
+    let (address, metrics) = receiver
         .recv_timeout(std::time::Duration::from_secs(30))
         .expect("server reports its address");
-    (address, log)
+    Serving {
+        address,
+        metrics,
+        log,
+    }
 }
 
 /// The field paths of a status's `google.rpc.BadRequest`, in order (none without one).
