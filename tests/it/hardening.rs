@@ -17,7 +17,9 @@ use vlms_rt::pb;
 use vlms_rt::pb::recommendation_service_client::RecommendationServiceClient;
 use vlms_rt::startup::{Limits, Settings, TlsMaterial};
 
-use crate::support::{TestServer, http_get, plan_mismatches, profile, raw_grpc_headers, vignette};
+use crate::support::{
+    TestServer, http_get, plan_mismatches, profile, raw_grpc_headers, run_client, vignette,
+};
 
 fn settings() -> Settings {
     Settings::new("127.0.0.1:0".parse().expect("address"), profile())
@@ -254,10 +256,7 @@ async fn the_client_binary_speaks_tls_and_sends_its_token_from_a_file() {
             key.clone(),
         ];
         args.extend(extra);
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_vlms-rt"))
-            .args(args)
-            .env_remove("VLMS_RT_SERVER")
-            .output()
+        run_client(args, None)
     };
     let output = run(vec![
         "--token-file".into(),
@@ -267,43 +266,34 @@ async fn the_client_binary_speaks_tls_and_sends_its_token_from_a_file() {
         "recommend".into(),
         case.clone(),
     ])
-    .await
-    .expect("runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let plan: pb::Plan = serde_json::from_slice(&output.stdout).expect("plan");
+    .await;
+    output.expect_exit(0);
+    let plan: pb::Plan = serde_json::from_str(&output.stdout).expect("plan");
     assert_eq!(plan.case_id, "femoral-postop-r0");
-    let output = run(vec!["recommend".into(), case.clone()])
-        .await
-        .expect("runs");
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "no token: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(String::from_utf8_lossy(&output.stderr).contains("UNAUTHENTICATED"));
+    let output = run(vec!["recommend".into(), case.clone()]).await;
+    output.expect_exit_for(1, "no token");
+    assert!(output.stderr.contains("UNAUTHENTICATED"));
     // Without a client certificate the server refuses the connection: a connection failure
     // (exit 4) that says where to look, not "Unknown: transport error".
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_vlms-rt"))
-        .args(["--server", &url, "--ca", &ca, "--token-file", &token])
-        .args(["recommend", &case])
-        .env_remove("VLMS_RT_SERVER")
-        .output()
-        .await
-        .expect("runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        output.status.code(),
-        Some(4),
-        "no client certificate: {stderr}"
-    );
+    let output = run_client(
+        [
+            "--server",
+            &url,
+            "--ca",
+            &ca,
+            "--token-file",
+            &token,
+            "recommend",
+            &case,
+        ],
+        None,
+    )
+    .await;
+    output.expect_exit_for(4, "no client certificate");
+    let stderr = &output.stderr;
     assert!(stderr.contains("client certificate"), "{stderr}");
-    let output = run(vec!["health".into()]).await.expect("runs");
-    assert!(output.status.success(), "health is open without a token");
+    let output = run(vec!["health".into()]).await;
+    output.expect_exit_for(0, "health is open without a token");
     server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

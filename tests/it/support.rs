@@ -540,6 +540,66 @@ pub fn wait_until_serving(child: &mut std::process::Child) -> Serving {
     }
 }
 
+/// What a run of the `vlms-rt` client binary printed, and how it exited.
+pub struct ClientRun {
+    /// The exit code; -1 when a signal ended the client.
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ClientRun {
+    /// Fails the test unless the client exited with `code`, showing what it printed.
+    #[track_caller]
+    pub fn expect_exit(&self, code: i32) {
+        self.expect_exit_for(code, "");
+    }
+
+    /// [`ClientRun::expect_exit`], saying `what` was expected of the run.
+    #[track_caller]
+    pub fn expect_exit_for(&self, code: i32, what: &str) {
+        assert_eq!(
+            self.code, code,
+            "{what}\nstderr: {}\nstdout: {}",
+            self.stderr, self.stdout
+        );
+    }
+}
+
+/// Runs the `vlms-rt` client binary with `args` (and without `VLMS_RT_SERVER` from this
+/// environment), writing `stdin`, if any, to its standard input.
+pub async fn run_client<I>(args: I, stdin: Option<&str>) -> ClientRun
+where
+    I: IntoIterator,
+    I::Item: AsRef<std::ffi::OsStr>,
+{
+    use std::process::Stdio;
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_vlms-rt"))
+        .args(args)
+        .env_remove("VLMS_RT_SERVER")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("client starts");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin");
+        pipe.write_all(input.as_bytes()).await.expect("write stdin");
+        drop(pipe);
+    }
+    let output = child.wait_with_output().await.expect("client runs");
+    ClientRun {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
 /// The field paths of a status's `google.rpc.BadRequest`, in order (none without one).
 pub fn bad_request_fields(status: &tonic::Status) -> Vec<String> {
     tonic_types::StatusExt::get_details_bad_request(status)
