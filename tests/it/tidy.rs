@@ -85,8 +85,13 @@ fn no_committed_file_names_a_path_of_this_machine() {
                 .file_name()
                 .and_then(|name| name.to_str())
                 .unwrap_or_default();
+            // `.git` is a file, not a directory, in a linked worktree (`git worktree add`): it names
+            // where the repository is, and is never committed.
+            if name == ".git" {
+                continue;
+            }
             if path.is_dir() {
-                if !matches!(name, "target" | ".git" | ".venv" | "node_modules") {
+                if !matches!(name, "target" | ".venv" | "node_modules") {
                     stack.push(path);
                 }
                 continue;
