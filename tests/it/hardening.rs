@@ -1121,7 +1121,7 @@ async fn truncated_frames_repeated_fields_silent_and_unread_streams_leave_the_se
     let details = tonic_types::StatusExt::get_details_bad_request(&status).expect("BadRequest");
     assert_eq!(
         details.field_violations.len(),
-        vlms_rt::server::MAX_REPORTED_VIOLATIONS + 1
+        vlms_rt::status::MAX_REPORTED_VIOLATIONS + 1
     );
     assert_eq!(details.field_violations[0].field, "case.organs_at_risk[0]");
     assert!(

@@ -329,7 +329,7 @@ proptest! {
     #[test]
     fn a_rejected_stream_item_encodes_as_the_generated_message(raw in any_raw_case(), case_id in "[0-9A-Za-z._:-]{0,40}") {
         if let Err(violations) = Case::validate(&raw, "case") {
-            let status = vlms_rt::server::in_band_status(&vlms_rt::server::invalid_argument(&violations));
+            let status = vlms_rt::status::in_band_status(&vlms_rt::status::invalid_argument(&violations));
             let item = vlms_rt::wire::EncodedStreamResponse {
                 case_id: case_id.as_str().into(),
                 result: vlms_rt::wire::EncodedStreamResult::Error(status.clone()),
