@@ -217,7 +217,7 @@ impl Authenticator {
             Some(caller) => Ok(Some(Caller(caller))),
             None => {
                 tracing::warn!("call refused: missing or unknown bearer token");
-                Err(Status::unauthenticated("a valid bearer token is required"))
+                Err(crate::status::unauthenticated())
             }
         }
     }

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::time::Sleep;
-use tonic::{Code, Status};
+use tonic::Code;
 
 use crate::metrics::Metrics;
 
@@ -138,11 +138,9 @@ where
                     deadline_us = u64::try_from(this.deadline.as_micros()).unwrap_or(u64::MAX),
                     "call ended at the caller's deadline"
                 );
-                Poll::Ready(Ok(Status::deadline_exceeded(format!(
-                    "the caller's deadline ({} ms) passed before the answer was ready",
-                    this.deadline.as_millis()
+                Poll::Ready(Ok(
+                    crate::status::caller_deadline_passed(*this.deadline).into_http()
                 ))
-                .into_http()))
             }
             _ => Poll::Pending,
         }

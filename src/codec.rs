@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use prost::Message;
 use prost::bytes::Buf;
+use tonic::Status;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::{Code, Status};
 
 use crate::metrics::Metrics;
 
@@ -95,9 +95,9 @@ impl<U: Message + Default> Decoder for StrictDecoder<U> {
         } else {
             U::decode(&mut *buf)
         };
-        decoded.map(Some).map_err(|error| {
-            Status::invalid_argument(format!("the message is not valid protobuf: {error}"))
-        })
+        decoded
+            .map(Some)
+            .map_err(|error| crate::status::not_protobuf(&error))
     }
 
     fn buffer_settings(&self) -> BufferSettings {
@@ -111,7 +111,7 @@ impl<U: Message + Default> Decoder for StrictDecoder<U> {
 /// INTERNAL to anything a client can send. Likewise tonic's OUT_OF_RANGE for a request over the
 /// size limit becomes RESOURCE_EXHAUSTED, the code gRPC gives that elsewhere. The service's own
 /// code never returns INTERNAL or OUT_OF_RANGE, so either one seen here came from decoding the
-/// request.
+/// request. The mapping is [`crate::status::answered_before_handlers`].
 ///
 /// Calls answered without reaching the service's handlers (refused by the token check, a body
 /// that is not protobuf, a request over the size limit, a method the service does not have) get
@@ -128,32 +128,6 @@ impl<S> ClientFault<S> {
         Self { inner, metrics }
     }
 }
-
-/// The status the caller sees for a status tonic (or the token check) set before any handler ran,
-/// with the message's new prefix when it is mapped; `None` for a status a handler chose. The
-/// handlers never answer INTERNAL, OUT_OF_RANGE, UNAUTHENTICATED or UNIMPLEMENTED, and their
-/// INVALID_ARGUMENT messages never start as the request decoder's does.
-fn answered_before_handlers(
-    status: &[u8],
-    message: Option<&[u8]>,
-) -> Option<(Code, Option<&'static str>)> {
-    match status {
-        b"13" => Some((
-            Code::InvalidArgument,
-            Some("malformed%20request%20framing:%20"),
-        )),
-        b"11" => Some((Code::ResourceExhausted, Some("request%20too%20large:%20"))),
-        b"16" => Some((Code::Unauthenticated, None)),
-        b"12" => Some((Code::Unimplemented, None)),
-        b"3" if message.is_some_and(|message| message.starts_with(NOT_PROTOBUF)) => {
-            Some((Code::InvalidArgument, None))
-        }
-        _ => None,
-    }
-}
-
-/// The start of `StrictDecoder`'s message, as it is percent-encoded in `grpc-message`.
-const NOT_PROTOBUF: &[u8] = b"the%20message%20is%20not%20valid%20protobuf";
 
 impl<S: tonic::server::NamedService> tonic::server::NamedService for ClientFault<S> {
     const NAME: &'static str = S::NAME;
@@ -214,30 +188,9 @@ where
     ) -> std::task::Poll<Self::Output> {
         let this = self.project();
         let mut response = std::task::ready!(this.future.poll(context))?;
-        let headers = response.headers_mut();
-        // INTERNAL: the framing was malformed. OUT_OF_RANGE: the message exceeded the size
-        // limit, which gRPC reports as RESOURCE_EXHAUSTED everywhere else.
-        let Some((code, prefix)) = headers.get("grpc-status").and_then(|status| {
-            answered_before_handlers(
-                status.as_bytes(),
-                headers
-                    .get("grpc-message")
-                    .map(|message| message.as_bytes()),
-            )
-        }) else {
+        let Some(code) = crate::status::answered_before_handlers(response.headers_mut()) else {
             return std::task::Poll::Ready(Ok(response));
         };
-        if let Some(prefix) = prefix {
-            let detail = headers
-                .get("grpc-message")
-                .and_then(|message| message.to_str().ok())
-                .unwrap_or_default()
-                .to_string();
-            headers.insert("grpc-status", http::HeaderValue::from(i32::from(code)));
-            if let Ok(value) = http::HeaderValue::from_str(&format!("{prefix}{detail}")) {
-                headers.insert("grpc-message", value);
-            }
-        }
         let elapsed = this.started.elapsed();
         this.metrics.call(this.rpc, code, elapsed.as_secs_f64());
         tracing::info!(
@@ -249,42 +202,5 @@ where
             "call"
         );
         std::task::Poll::Ready(Ok(response))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn statuses_set_before_the_handlers_are_told_from_the_handlers_own() {
-        let framing = answered_before_handlers(b"13", None);
-        assert_eq!(framing.map(|(code, _)| code), Some(Code::InvalidArgument));
-        assert!(framing.and_then(|(_, prefix)| prefix).is_some());
-        let size = answered_before_handlers(b"11", Some(b"Error,%20decoded"));
-        assert_eq!(size.map(|(code, _)| code), Some(Code::ResourceExhausted));
-        assert_eq!(
-            answered_before_handlers(b"16", None),
-            Some((Code::Unauthenticated, None))
-        );
-        assert_eq!(
-            answered_before_handlers(b"12", None),
-            Some((Code::Unimplemented, None))
-        );
-        assert_eq!(
-            answered_before_handlers(
-                b"3",
-                Some(b"the%20message%20is%20not%20valid%20protobuf:%20failed")
-            ),
-            Some((Code::InvalidArgument, None))
-        );
-        // The handlers' own answers are theirs to log and count.
-        assert_eq!(
-            answered_before_handlers(b"3", Some(b"the%20request%20has%202%20invalid")),
-            None
-        );
-        for handlers in [&b"0"[..], b"5", b"8", b"14"] {
-            assert_eq!(answered_before_handlers(handlers, None), None);
-        }
     }
 }

@@ -10,7 +10,6 @@ use std::task::{Context, Poll};
 
 use http_body::{Body, Frame, SizeHint};
 use prost::bytes::{Buf, Bytes};
-use tonic::Status;
 
 /// The error type of a checked body: the inner body's error, or the truncation status.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -130,9 +129,9 @@ where
                     Position::Reported => String::new(),
                 };
                 *this.position = Position::Reported;
-                Poll::Ready(Some(Err(Box::new(Status::invalid_argument(format!(
-                    "the request ended inside a message frame: its last item is truncated ({missing} missing)"
-                ))))))
+                Poll::Ready(Some(Err(Box::new(crate::status::truncated_frame(
+                    &missing,
+                )))))
             }
         }
     }

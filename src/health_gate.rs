@@ -81,10 +81,7 @@ where
                 limit = self.limit,
                 "health Watch refused: every place is taken"
             );
-            return refuse(Status::resource_exhausted(format!(
-                "at most {} health Watch streams may be open at once; use Check to poll",
-                self.limit
-            )));
+            return refuse(crate::status::too_many_health_watches(self.limit));
         };
         let answer = self.inner.call(request);
         Box::pin(async move {

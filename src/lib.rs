@@ -1,8 +1,9 @@
 //! vlms-rt: radiation-therapy recommendations for venous leiomyosarcoma, served over gRPC.
 //!
 //! [`core`] holds the guideline logic (pure), [`guideline`] loads the versioned profile, [`pb`] the
-//! generated contract, [`convert`] maps between the two, [`server`] implements the service and
-//! [`startup`] binds and serves it.
+//! generated contract, [`convert`] maps between the two, [`server`] implements the service,
+//! [`status`] maps every error it answers with to a gRPC status, and [`startup`] binds and serves
+//! it.
 
 pub mod accept;
 pub mod audit;
@@ -23,6 +24,7 @@ pub mod never_internal;
 pub mod pb;
 pub mod server;
 pub mod startup;
+pub mod status;
 pub mod telemetry;
 pub mod tls;
 pub mod ulid;

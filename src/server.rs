@@ -1,9 +1,9 @@
-//! The tonic service: admit, decode, call the core, encode. Every error becomes a `Status` in one
-//! place ([`invalid_argument`] for bad input, [`overloaded`] for shed calls), and every call writes
-//! one log line with its RPC, status code, latency, caller and case_id (never other case content).
+//! The tonic service: admit, decode, call the core, encode. Every error becomes a `Status` through
+//! [`crate::status`], and every call writes one log line with its RPC, status code, latency, caller
+//! and case_id (never other case content).
 //!
 //! Read in order: the RPCs (`impl RecommendationService for Service`), then admission (`Limiter`,
-//! the `Call` guard), the service's own steps (`impl Service`), the status mapping and helpers, and
+//! the `Call` guard), the service's own steps (`impl Service`), the helpers, and
 //! the running `RecommendStream` (`StreamCall`).
 
 use std::pin::Pin;
@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use prost::Message;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status, Streaming};
-use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
 use crate::audit::{Auditor, Kind, NewRecord, RecordWithFeedback};
 use crate::auth::{ANONYMOUS, Caller};
@@ -25,13 +24,8 @@ use crate::core::{self, Profile, Proposal, Violations};
 use crate::metrics::Metrics;
 use crate::pb;
 use crate::pb::server::recommendation_service_server::RecommendationService;
-use crate::wire::{
-    EncodedRecommendResponse, EncodedStreamResponse, EncodedStreamResult, ProfileParts,
-};
-
-/// Most field violations reported for one request. Real cases have far fewer; the cap keeps a
-/// hostile request (thousands of bad list entries) from producing trailers no client can read.
-pub const MAX_REPORTED_VIOLATIONS: usize = 50;
+use crate::status::{self, in_band_status, invalid_argument};
+use crate::wire::{EncodedRecommendResponse, EncodedStreamResponse, EncodedStreamResult};
 
 /// What the service needs besides the profile.
 #[derive(Debug, Clone)]
@@ -64,8 +58,6 @@ pub const MAX_PAGE_BYTES: usize = 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct Service {
     profile: Arc<Profile>,
-    /// The profile's plan sub-messages, encoded once (see `wire::ProfileParts`).
-    parts: Arc<ProfileParts>,
     options: ServiceOptions,
 }
 
@@ -130,27 +122,8 @@ impl RecommendationService for Service {
         ));
         let answer = move |item: Result<Result<pb::RecommendRequest, Status>, _>| {
             let item = item
-                .map_err(|_| {
-                    Status::deadline_exceeded(format!(
-                        "no stream item within {} s",
-                        idle_timeout.as_secs_f64()
-                    ))
-                })
-                .and_then(|item| {
-                    // tonic reports a malformed item as INTERNAL (the caller's fault) and one
-                    // over the size limit as OUT_OF_RANGE (RESOURCE_EXHAUSTED elsewhere in gRPC).
-                    item.map_err(|status| match status.code() {
-                        Code::Internal => Status::invalid_argument(format!(
-                            "malformed stream item: {}",
-                            status.message()
-                        )),
-                        Code::OutOfRange => Status::resource_exhausted(format!(
-                            "stream item too large: {}",
-                            status.message()
-                        )),
-                        _ => status,
-                    })
-                });
+                .map_err(|_| status::stream_idle(idle_timeout))
+                .and_then(|item| item.map_err(status::unreadable_stream_item));
             if item.is_ok() {
                 received += 1;
             }
@@ -160,9 +133,7 @@ impl RecommendationService for Service {
             async move {
                 let item = item?;
                 if too_many {
-                    return Err(Status::resource_exhausted(format!(
-                        "a stream may carry at most {max_items} items"
-                    )));
+                    return Err(status::too_many_stream_items(max_items));
                 }
                 let result = match service.recommend_encoded(&item) {
                     Ok(encoded) => {
@@ -430,12 +401,7 @@ fn admission_key<T>(request: &Request<T>, caller: &str) -> String {
 impl Service {
     /// A service answering from `profile`.
     pub fn new(profile: Arc<Profile>, options: ServiceOptions) -> Self {
-        let parts = Arc::new(ProfileParts::new(Arc::clone(&profile)));
-        Self {
-            profile,
-            parts,
-            options,
-        }
+        Self { profile, options }
     }
 
     /// Admits a call or sheds it at once (no queue): overload answers fast instead of piling up.
@@ -484,11 +450,8 @@ impl Service {
         self.options.metrics.shed(rpc);
         tracing::info!(rpc, code = ?Code::ResourceExhausted, caller, reason = ?refusal, "shed");
         Err(match refusal {
-            Refusal::Full => overloaded(),
-            Refusal::CallerShare => Status::resource_exhausted(format!(
-                "this caller already has {} calls in flight, its share of the server; retry with backoff",
-                self.options.limiter.per_caller
-            )),
+            Refusal::Full => status::overloaded(),
+            Refusal::CallerShare => status::caller_share_taken(self.options.limiter.per_caller),
         })
     }
 
@@ -497,7 +460,7 @@ impl Service {
         let case = convert::case_from_request(request)?;
         let plan = core::recommend(&self.profile, &case);
         let recommendation_id = new_recommendation_id();
-        let encoded = crate::wire::encode_plan_with(&self.parts, &plan, &recommendation_id);
+        let encoded = crate::wire::encode_plan(&plan, &recommendation_id);
         let indication = plan.indication;
         drop(plan);
         // Counted when made, before the audit write: a plan withheld because the store failed is
@@ -591,9 +554,7 @@ impl Service {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => {
                 tracing::error!(%error, "audit write failed; the answer is withheld");
-                Err(Status::unavailable(
-                    "the audit store cannot record this answer, so none was sent; retry later",
-                ))
+                Err(status::audit_write_failed())
             }
             // The record may still commit later: recorded and unsent is the safe side.
             Err(_) if wait < self.options.audit_wait => {
@@ -603,9 +564,7 @@ impl Service {
                     wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
                     "the caller's deadline ran out before the audit store confirmed; the answer is withheld"
                 );
-                Err(Status::deadline_exceeded(
-                    "the deadline ran out before the audit store confirmed this answer, so none was sent",
-                ))
+                Err(status::audit_deadline_ran_out())
             }
             Err(_) => {
                 // A hung store finishes no batch to report itself: the stall marks it unwritable.
@@ -614,9 +573,7 @@ impl Service {
                     wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
                     "audit store did not confirm the record in time; the answer is withheld"
                 );
-                Err(Status::unavailable(
-                    "the audit store did not confirm this answer in time, so none was sent; retry later",
-                ))
+                Err(status::audit_unconfirmed())
             }
         }
     }
@@ -639,9 +596,10 @@ impl Service {
     }
 
     fn auditor(&self) -> Result<&Auditor, Status> {
-        self.options.audit.as_ref().ok_or_else(|| {
-            Status::failed_precondition("auditing is disabled on this server (--audit-db none)")
-        })
+        self.options
+            .audit
+            .as_ref()
+            .ok_or_else(status::auditing_disabled)
     }
 
     async fn get_record(
@@ -660,9 +618,7 @@ impl Service {
             .map_err(|error| read_failure(&error))?;
         match found {
             Some(record) => record_out(record),
-            None => Err(Status::not_found(format!(
-                "no recommendation {recommendation_id}"
-            ))),
+            None => Err(status::no_recommendation(recommendation_id)),
         }
     }
 
@@ -787,7 +743,7 @@ impl Service {
             .get(canonical_recommendation_id(recommendation_id))
             .await
             .map_err(|error| read_failure(&error))?
-            .ok_or_else(|| Status::not_found(format!("no recommendation {recommendation_id}")))?;
+            .ok_or_else(|| status::no_recommendation(recommendation_id))?;
         self.record(
             Answered {
                 recommendation_id: &new_recommendation_id(),
@@ -892,93 +848,13 @@ fn is_recommendation_id(text: &str) -> bool {
     crate::ulid::is_ulid(&text.to_ascii_uppercase()) || uuid::Uuid::parse_str(text).is_ok()
 }
 
-/// The status of a shed call.
-pub fn overloaded() -> Status {
-    Status::resource_exhausted("the server is at its concurrency limit; retry with backoff")
-}
-
-/// The status of a read of the audit trail that failed: DATA_LOSS for a record that no longer
-/// matches its hash (refused, not served), UNAVAILABLE otherwise.
+/// A failed read of the audit trail as its status ([`status::audit_read_failed`]), logged first when
+/// it found a record changed after it was written.
 fn read_failure(error: &crate::audit::AuditError) -> Status {
-    match error {
-        crate::audit::AuditError::Corrupt(problem) => {
-            tracing::error!(%problem, "an audit record was changed after it was written; refused");
-            Status::data_loss(format!(
-                "the stored record was changed after it was written and is not served: {problem}"
-            ))
-        }
-        other => Status::unavailable(format!("the audit store cannot be read: {other}")),
+    if let crate::audit::AuditError::Corrupt(problem) = error {
+        tracing::error!(%problem, "an audit record was changed after it was written; refused");
     }
-}
-
-/// The description of the entry that stands for the violations left out of a long list.
-fn omitted_note(count: usize) -> String {
-    format!("{count} more violations from here on are not listed")
-}
-
-/// How many violations an entry stands for when it is the [`omitted_note`] of a long list.
-pub fn omitted_violations(description: &str) -> Option<usize> {
-    let count = description.strip_suffix(" more violations from here on are not listed")?;
-    count
-        .parse()
-        .ok()
-        .filter(|count| omitted_note(*count) == description)
-}
-
-/// The one mapping of validation failures to a status: INVALID_ARGUMENT with a
-/// `google.rpc.BadRequest` holding every violation in field order. Past
-/// [`MAX_REPORTED_VIOLATIONS`] + 1 of them, the first [`MAX_REPORTED_VIOLATIONS`] are listed and
-/// one more entry, at the next violation's field, says how many were left out (one more real
-/// violation fits in that entry's place, so up to 51 are all listed).
-pub fn invalid_argument(violations: &Violations) -> Status {
-    let listed = if violations.len() > MAX_REPORTED_VIOLATIONS + 1 {
-        MAX_REPORTED_VIOLATIONS
-    } else {
-        violations.len()
-    };
-    let mut field_violations: Vec<FieldViolation> = violations
-        .iter()
-        .take(listed)
-        .map(|violation| {
-            FieldViolation::new(violation.field.clone(), violation.description.clone())
-        })
-        .collect();
-    if listed < violations.len()
-        && let Some(next) = violations.iter().nth(listed)
-    {
-        field_violations.push(FieldViolation::new(
-            next.field.clone(),
-            omitted_note(violations.len() - listed),
-        ));
-    }
-    let summary: Vec<String> = violations
-        .iter()
-        .take(5)
-        .map(|violation| format!("{}: {}", violation.field, violation.description))
-        .collect();
-    let message = format!(
-        "the request has {} invalid field{}: {}{}",
-        violations.len(),
-        if violations.len() == 1 { "" } else { "s" },
-        summary.join("; "),
-        if violations.len() > 5 { "; …" } else { "" }
-    );
-    Status::with_error_details(
-        Code::InvalidArgument,
-        message,
-        ErrorDetails::with_bad_request(field_violations),
-    )
-}
-
-/// The same failure as an in-band `google.rpc.Status` for a stream item.
-pub fn in_band_status(status: &Status) -> pb::google::rpc::Status {
-    // `with_error_details` stores the encoded google.rpc.Status (code, message, details) as the
-    // status details; decoding it again keeps one source of truth for the error's shape.
-    pb::google::rpc::Status::decode(status.details()).unwrap_or_else(|_| pb::google::rpc::Status {
-        code: status.code() as i32,
-        message: status.message().to_string(),
-        details: Vec::new(),
-    })
+    status::audit_read_failed(error)
 }
 
 /// A valid case_id: at most 128 characters from `A-Z a-z 0-9 . _ : -`.
@@ -1021,11 +897,7 @@ fn parse_page_token(token: &str, case_id: &str) -> Option<i64> {
 /// A stored record as the contract's message; the stored bytes decode into exactly the messages
 /// that were answered.
 fn record_out(stored: RecordWithFeedback) -> Result<pb::RecommendationRecord, Status> {
-    let damaged = |what: &str| {
-        Status::data_loss(format!(
-            "the stored {what} of this record cannot be decoded"
-        ))
-    };
+    let damaged = status::damaged_record;
     let record = stored.record.record;
     let content = match record.kind {
         Kind::Recommend => pb::recommendation_record::Content::Recommend(pb::RecommendRecord {
@@ -1236,9 +1108,7 @@ impl Stream for StreamCall {
         }
         if self.place.released.load(Ordering::SeqCst) {
             self.log(Code::DeadlineExceeded);
-            return Poll::Ready(Some(Err(Status::deadline_exceeded(
-                "the client did not read the stream's answers; its place was given back",
-            ))));
+            return Poll::Ready(Some(Err(status::stream_unread())));
         }
         match self.place.last_polled.lock() {
             Ok(mut last) => *last = Instant::now(),
@@ -1250,9 +1120,7 @@ impl Stream for StreamCall {
             && deadline.as_mut().poll(context).is_ready()
         {
             self.log(Code::DeadlineExceeded);
-            return Poll::Ready(Some(Err(Status::deadline_exceeded(
-                "the caller's deadline passed before the stream ended",
-            ))));
+            return Poll::Ready(Some(Err(status::stream_deadline_passed())));
         }
         match &polled {
             Poll::Ready(Some(Ok(response))) => {
@@ -1282,43 +1150,6 @@ impl Drop for StreamCall {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn violations_are_all_listed_up_to_one_past_the_cap_and_counted_beyond() {
-        let listed = |count: usize| {
-            let mut violations = Violations::default();
-            for index in 0..count {
-                violations.push(format!("case.organs_at_risk[{index}]"), "is bad");
-            }
-            let status = invalid_argument(&violations);
-            assert_eq!(status.code(), tonic::Code::InvalidArgument);
-            tonic_types::StatusExt::get_details_bad_request(&status)
-                .expect("BadRequest")
-                .field_violations
-        };
-        for count in [1, MAX_REPORTED_VIOLATIONS, MAX_REPORTED_VIOLATIONS + 1] {
-            let entries = listed(count);
-            assert_eq!(entries.len(), count);
-            assert!(entries.iter().all(|entry| entry.description == "is bad"));
-        }
-        let entries = listed(MAX_REPORTED_VIOLATIONS + 2);
-        assert_eq!(entries.len(), MAX_REPORTED_VIOLATIONS + 1);
-        let last = entries.last().expect("an entry");
-        assert_eq!(
-            last.field,
-            format!("case.organs_at_risk[{MAX_REPORTED_VIOLATIONS}]")
-        );
-        assert_eq!(
-            last.description,
-            "2 more violations from here on are not listed"
-        );
-        assert_eq!(omitted_violations(&last.description), Some(2));
-        assert_eq!(omitted_violations("is bad"), None);
-        assert_eq!(
-            omitted_violations("02 more violations from here on are not listed"),
-            None
-        );
-    }
 
     #[test]
     fn the_audit_queue_holds_twice_what_admitted_calls_can_have_waiting() {

@@ -23,8 +23,6 @@ use crate::pb;
 
 /// Where a message body goes.
 trait Sink: Sized {
-    /// Bytes already encoded as whole fields (key, length and body).
-    fn raw(&mut self, bytes: &[u8]);
     /// A length-delimited field, written even when empty (repeated strings, nested messages).
     fn delimited(&mut self, tag: u32, bytes: &[u8]);
     /// A nested message field (always present).
@@ -98,10 +96,6 @@ impl Writer<'_> {
 }
 
 impl Sink for Writer<'_> {
-    fn raw(&mut self, bytes: &[u8]) {
-        self.0.extend_from_slice(bytes);
-    }
-
     fn delimited(&mut self, tag: u32, bytes: &[u8]) {
         self.key(tag, WireType::LengthDelimited);
         self.varint_value(bytes.len() as u64);
@@ -186,7 +180,6 @@ impl IsoDate {
 
 struct PlanBody<'a, 'p> {
     plan: &'a core::Plan<'p>,
-    parts: Option<&'a ProfileParts>,
     recommendation_id: &'a str,
     evaluation_date: IsoDate,
     start_window: StartWindowBody,
@@ -246,7 +239,6 @@ impl Body for StartWindowBody {
 impl Body for PlanBody<'_, '_> {
     fn emit<S: Sink>(&self, sink: &mut S) {
         let plan = self.plan;
-        let parts = self.parts;
         sink.string(1, self.recommendation_id);
         sink.message(2, &GuidelineBody(plan));
         sink.string(3, plan.case_id);
@@ -255,47 +247,26 @@ impl Body for PlanBody<'_, '_> {
         sink.int32(6, convert::setting_out(plan.setting).into());
         sink.int32(7, convert::site_group_out(plan.site_group).into());
         for prescription in &plan.prescriptions {
-            match parts.and_then(|parts| parts.prescription(prescription)) {
-                Some(bytes) => sink.raw(bytes),
-                None => sink.message(8, &PrescriptionBody(prescription)),
-            }
+            sink.message(8, &PrescriptionBody(prescription));
         }
         sink.message(9, &self.start_window);
         for volume in &plan.volumes {
-            match parts.and_then(|parts| parts.volume(volume)) {
-                Some(bytes) => sink.raw(bytes),
-                None => sink.message(10, &VolumeBody(volume)),
-            }
+            sink.message(10, &VolumeBody(volume));
         }
         for constraint in &plan.organ_constraints {
-            match parts.and_then(|parts| parts.constraint(constraint)) {
-                Some(bytes) => sink.raw(bytes),
-                None => sink.message(11, &ConstraintBody(constraint)),
-            }
+            sink.message(11, &ConstraintBody(constraint));
         }
         for alert in &plan.alerts {
-            match parts.and_then(|parts| parts.alert(alert)) {
-                Some(bytes) => sink.raw(bytes),
-                None => sink.message(12, &AlertBody(alert)),
-            }
+            sink.message(12, &AlertBody(alert));
         }
         for statement in &plan.expected_outcomes {
-            match parts.and_then(|parts| parts.statement(statement)) {
-                Some(bytes) => sink.raw(bytes),
-                None => sink.message(13, &StatementBody(statement)),
-            }
+            sink.message(13, &StatementBody(statement));
         }
         for firing in &plan.trace {
-            match parts.and_then(|parts| parts.firing(firing)) {
-                Some(bytes) => sink.raw(bytes),
-                None => sink.message(14, &FiringBody(firing)),
-            }
+            sink.message(14, &FiringBody(firing));
         }
         for reference in &plan.references {
-            match parts.and_then(|parts| parts.reference(reference)) {
-                Some(bytes) => sink.raw(bytes),
-                None => sink.message(15, &ReferenceBody(reference)),
-            }
+            sink.message(15, &ReferenceBody(reference));
         }
         sink.string(16, plan.disclaimer);
     }
@@ -393,249 +364,8 @@ impl Body for ReferenceBody<'_> {
 /// The `vlms.rt.v1.Plan` message of `plan` with its id, encoded: the same bytes as
 /// `convert::plan_out(plan, id).encode_to_vec()`.
 pub fn encode_plan(plan: &core::Plan<'_>, recommendation_id: &str) -> Vec<u8> {
-    encode(plan, None, recommendation_id)
-}
-
-/// `encode_plan`, copying the sub-messages `parts` holds instead of encoding them field by field:
-/// the same bytes.
-pub fn encode_plan_with(
-    parts: &ProfileParts,
-    plan: &core::Plan<'_>,
-    recommendation_id: &str,
-) -> Vec<u8> {
-    encode(plan, Some(parts), recommendation_id)
-}
-
-/// The alert `code` of `profile` raised at `severity`, encoded as a whole field of
-/// `vlms.rt.v1.Plan`.
-fn alert_field(
-    profile: &core::Profile,
-    code: crate::core::ids::AlertCode,
-    severity: crate::core::ids::Severity,
-) -> Vec<u8> {
-    field(
-        12,
-        &AlertBody(&crate::core::plan::Alert::of(profile, code, severity)),
-    )
-}
-
-/// The sub-messages of a plan that depend on the profile alone — a rule firing, an alert at its
-/// defined severity, a volume, a prescription option, an organ-at-risk constraint, an outcome
-/// statement, a reference — each encoded once as the whole field (key, length, body). A plan item
-/// is copied from here only when its texts and lists are the very ones of this profile the part was
-/// encoded from (pointer and length equal) and its other fields equal: the profile is immutable and
-/// held here, so that means equal bytes; anything else (another profile, an item built
-/// differently) is encoded field by field. Each lookup names every field of its item (an
-/// exhaustive pattern), so a field added to an item cannot be left out of the comparison.
-pub struct ProfileParts {
-    profile: std::sync::Arc<core::Profile>,
-    firings: Vec<Vec<u8>>,
-    statements: Vec<Option<Vec<u8>>>,
-    alerts: Vec<Vec<u8>>,
-    volumes: Vec<Vec<u8>>,
-    /// By the position of the option among all schedules' options, in profile order.
-    prescriptions: Vec<Vec<u8>>,
-    constraints: Vec<Vec<u8>>,
-    references: Vec<Vec<u8>>,
-}
-
-impl std::fmt::Debug for ProfileParts {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("ProfileParts")
-            .field("guideline_sha256", &self.profile.sha256())
-            .finish_non_exhaustive()
-    }
-}
-
-/// One nested-message field, encoded.
-fn field<B: Body>(tag: u32, body: &B) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    Writer(&mut bytes).message(tag, body);
-    bytes
-}
-
-impl ProfileParts {
-    /// Encodes the parts of `profile`.
-    pub fn new(profile: std::sync::Arc<core::Profile>) -> ProfileParts {
-        use crate::core::ids::{AlertCode, RuleId, VolumeCode};
-        use crate::core::plan::{
-            OrganConstraint, Prescription, RuleFiring, Statement, VolumeGuidance,
-        };
-        let firings = RuleId::ALL
-            .iter()
-            .map(|&rule_id| field(14, &FiringBody(&RuleFiring::of(&profile, rule_id))))
-            .collect();
-        let statements = RuleId::ALL
-            .iter()
-            .map(|&rule_id| {
-                Statement::of(&profile, rule_id)
-                    .map(|statement| field(13, &StatementBody(&statement)))
-            })
-            .collect();
-        // At the severity the profile defines; an alert raised at another is encoded as it comes.
-        let alerts = AlertCode::ALL
-            .iter()
-            .map(|&code| alert_field(&profile, code, profile.alert(code).severity))
-            .collect();
-        let volumes = VolumeCode::ALL
-            .iter()
-            .map(|&code| field(10, &VolumeBody(&VolumeGuidance::of(&profile, code))))
-            .collect();
-        let prescriptions = profile
-            .schedules()
-            .iter()
-            .flat_map(|schedule| &schedule.options)
-            .map(|option| field(8, &PrescriptionBody(&Prescription::of(option))))
-            .collect();
-        let constraints = profile
-            .constraints()
-            .iter()
-            .map(|definition| field(11, &ConstraintBody(&OrganConstraint::of(definition))))
-            .collect();
-        let references = profile
-            .references()
-            .iter()
-            .map(|reference| field(15, &ReferenceBody(reference)))
-            .collect();
-        ProfileParts {
-            profile,
-            firings,
-            statements,
-            alerts,
-            volumes,
-            prescriptions,
-            constraints,
-            references,
-        }
-    }
-
-    /// A prescription is the profile's when its label, phases and reference list are one option's
-    /// own (found by its phases among the profile's options) and every number and flag is the same.
-    fn prescription(&self, prescription: &core::plan::Prescription<'_>) -> Option<&[u8]> {
-        let core::plan::Prescription {
-            label,
-            preferred,
-            phases,
-            total_dose_gy,
-            eqd2_tumor_gy,
-            eqd2_late_gy,
-            concurrent_chemotherapy,
-            reference_ids,
-        } = prescription;
-        self.profile
-            .schedules()
-            .iter()
-            .flat_map(|schedule| &schedule.options)
-            .position(|option| {
-                std::ptr::eq(*phases, option.phases.as_slice())
-                    && std::ptr::eq(*label, option.label.as_str())
-                    && std::ptr::eq(*reference_ids, option.reference_ids.as_slice())
-                    && *preferred == option.preferred
-                    && *concurrent_chemotherapy == option.concurrent_chemotherapy
-                    && total_dose_gy.to_bits() == option.total_dose_gy.to_bits()
-                    && eqd2_tumor_gy.to_bits() == option.eqd2_tumor_gy.to_bits()
-                    && eqd2_late_gy.to_bits() == option.eqd2_late_gy.to_bits()
-            })
-            .map(|index| self.prescriptions[index].as_slice())
-    }
-
-    /// A constraint row is the profile's when every text and the reference list are that row's own
-    /// (found by its structure text among the profile's few rows) and the limit is the same number.
-    fn constraint(&self, constraint: &core::plan::OrganConstraint<'_>) -> Option<&[u8]> {
-        let core::plan::OrganConstraint {
-            structure,
-            metric,
-            limit,
-            reference_ids,
-            note,
-        } = constraint;
-        self.profile
-            .constraints()
-            .iter()
-            .position(|definition| {
-                std::ptr::eq(*structure, definition.structure.as_str())
-                    && std::ptr::eq(*metric, definition.metric.as_str())
-                    && std::ptr::eq(*note, definition.note.as_str())
-                    && std::ptr::eq(*reference_ids, definition.reference_ids.as_slice())
-                    && limit.to_bits() == definition.limit.to_bits()
-            })
-            .map(|index| self.constraints[index].as_slice())
-    }
-
-    fn firing(&self, firing: &core::plan::RuleFiring<'_>) -> Option<&[u8]> {
-        let core::plan::RuleFiring {
-            rule_id,
-            summary,
-            reference_ids,
-        } = firing;
-        let rule = self.profile.rule(*rule_id);
-        (std::ptr::eq(*summary, rule.text.as_str())
-            && std::ptr::eq(*reference_ids, rule.reference_ids.as_slice()))
-        .then(|| self.firings[rule_id.index()].as_slice())
-    }
-
-    fn statement(&self, statement: &core::plan::Statement<'_>) -> Option<&[u8]> {
-        let core::plan::Statement {
-            rule_id,
-            text,
-            reference_ids,
-        } = statement;
-        let outcome = self.profile.outcome(*rule_id)?;
-        if std::ptr::eq(*text, outcome.text.as_str())
-            && std::ptr::eq(*reference_ids, outcome.reference_ids.as_slice())
-        {
-            self.statements[rule_id.index()].as_deref()
-        } else {
-            None
-        }
-    }
-
-    fn alert(&self, alert: &core::plan::Alert<'_>) -> Option<&[u8]> {
-        let core::plan::Alert {
-            code,
-            severity,
-            summary,
-            detail,
-            reference_ids,
-        } = alert;
-        let definition = self.profile.alert(*code);
-        (*severity == definition.severity
-            && std::ptr::eq(*summary, definition.summary.as_str())
-            && std::ptr::eq(*detail, definition.detail.as_str())
-            && std::ptr::eq(*reference_ids, definition.reference_ids.as_slice()))
-        .then(|| self.alerts[code.index()].as_slice())
-    }
-
-    fn volume(&self, volume: &core::plan::VolumeGuidance<'_>) -> Option<&[u8]> {
-        let core::plan::VolumeGuidance {
-            code,
-            description,
-            reference_ids,
-        } = volume;
-        let definition = self.profile.volume(*code);
-        (std::ptr::eq(*description, definition.text.as_str())
-            && std::ptr::eq(*reference_ids, definition.reference_ids.as_slice()))
-        .then(|| self.volumes[code.index()].as_slice())
-    }
-
-    fn reference(&self, reference: &ReferenceDef) -> Option<&[u8]> {
-        // Its position in the profile's list from its address; `ptr::eq` then confirms it is that
-        // element (an address is only compared, never followed).
-        let references = self.profile.references();
-        let offset =
-            (reference as *const ReferenceDef as usize).checked_sub(references.as_ptr() as usize)?;
-        let size = std::mem::size_of::<ReferenceDef>();
-        let index = offset / size;
-        (offset % size == 0 && std::ptr::eq(references.get(index)?, reference))
-            .then(|| self.references[index].as_slice())
-    }
-}
-
-fn encode(plan: &core::Plan<'_>, parts: Option<&ProfileParts>, recommendation_id: &str) -> Vec<u8> {
     let body = PlanBody {
         plan,
-        parts,
         recommendation_id,
         evaluation_date: iso_date(plan.evaluation_date),
         start_window: StartWindowBody::of(&plan.start_window),
@@ -800,98 +530,6 @@ impl Default for EncodedStreamResponse {
 mod tests {
     use super::*;
     use crate::core::date::Date;
-
-    #[test]
-    fn profile_parts_serve_every_item_of_their_profile_and_nothing_else() {
-        let profile = std::sync::Arc::new(crate::guideline::embedded().expect("profile"));
-        let parts = ProfileParts::new(std::sync::Arc::clone(&profile));
-        // The same texts in another allocation: every lookup must miss.
-        let twin = crate::guideline::embedded().expect("profile");
-        let mut items = 0;
-        let mut constraints = 0;
-        let mut prescriptions = 0;
-        for case in crate::audit::dictionary::sample_cases() {
-            let request = pb::RecommendRequest { case: Some(case) };
-            let case = convert::case_from_request(&request).expect("valid");
-            let plan = core::recommend(&profile, &case);
-            for firing in &plan.trace {
-                assert!(parts.firing(firing).is_some(), "{firing:?}");
-            }
-            for statement in &plan.expected_outcomes {
-                assert!(parts.statement(statement).is_some(), "{statement:?}");
-            }
-            for alert in &plan.alerts {
-                let definition = profile.alert(alert.code);
-                assert_eq!(
-                    parts.alert(alert).is_some(),
-                    alert.severity == definition.severity,
-                    "{alert:?}"
-                );
-            }
-            for volume in &plan.volumes {
-                assert!(parts.volume(volume).is_some(), "{volume:?}");
-            }
-            for constraint in &plan.organ_constraints {
-                assert!(parts.constraint(constraint).is_some(), "{constraint:?}");
-            }
-            for prescription in &plan.prescriptions {
-                assert!(
-                    parts.prescription(prescription).is_some(),
-                    "{prescription:?}"
-                );
-            }
-            prescriptions += plan.prescriptions.len();
-            constraints += plan.organ_constraints.len();
-            for reference in &plan.references {
-                assert!(parts.reference(reference).is_some(), "{reference:?}");
-            }
-            items += plan.trace.len() + plan.references.len();
-            let direct = encode_plan(&plan, "id");
-            assert_eq!(encode_plan_with(&parts, &plan, "id"), direct);
-
-            let other = core::recommend(&twin, &case);
-            assert!(
-                other
-                    .trace
-                    .iter()
-                    .all(|firing| parts.firing(firing).is_none())
-            );
-            assert!(
-                other
-                    .alerts
-                    .iter()
-                    .all(|alert| parts.alert(alert).is_none())
-            );
-            assert!(
-                other
-                    .volumes
-                    .iter()
-                    .all(|volume| parts.volume(volume).is_none())
-            );
-            assert!(
-                other
-                    .organ_constraints
-                    .iter()
-                    .all(|constraint| parts.constraint(constraint).is_none())
-            );
-            assert!(
-                other
-                    .prescriptions
-                    .iter()
-                    .all(|prescription| parts.prescription(prescription).is_none())
-            );
-            assert!(
-                other
-                    .references
-                    .iter()
-                    .all(|reference| parts.reference(reference).is_none())
-            );
-            assert_eq!(encode_plan_with(&parts, &other, "id"), direct);
-        }
-        assert!(items > 500, "{items}");
-        assert!(constraints > 100, "{constraints}");
-        assert!(prescriptions > 50, "{prescriptions}");
-    }
 
     #[test]
     fn iso_dates_match_display() {

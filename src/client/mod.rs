@@ -234,7 +234,7 @@ impl Failure {
             } => {
                 // A long list ends with an entry counting the violations it leaves out.
                 let count = match violations.split_last() {
-                    Some(((_, last), listed)) => crate::server::omitted_violations(last)
+                    Some(((_, last), listed)) => crate::status::omitted_violations(last)
                         .map_or(violations.len(), |omitted| listed.len() + omitted),
                     None => 1,
                 };

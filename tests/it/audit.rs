@@ -19,7 +19,8 @@ use vlms_rt::pb::recommendation_service_client::RecommendationServiceClient;
 use vlms_rt::startup::Settings;
 
 use crate::support::{
-    TestServer, bad_request_fields, http_get, profile, raw_grpc_headers, vignettes,
+    TestServer, any_plan_vignette, bad_request_fields, http_get, profile, raw_grpc_headers,
+    run_client, vignette,
 };
 
 /// Where a test's audit trail lives.
@@ -220,11 +221,7 @@ async fn set_store_failing(target: &Target, switch: &AtomicBool, failing: bool) 
 }
 
 fn case_named(name: &str) -> pb::Case {
-    vignettes()
-        .into_iter()
-        .find(|vignette| vignette.name == name)
-        .expect("vignette")
-        .case()
+    vignette(name).case()
 }
 
 fn with_case_id(name: &str, case_id: &str) -> pb::RecommendRequest {
@@ -425,10 +422,7 @@ async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedbac
     }
 
     // A check is recorded with its own id.
-    let check = vignettes()
-        .into_iter()
-        .find(|vignette| vignette.name == "check-ivc-postop-boost-fails")
-        .expect("vignette");
+    let check = vignette("check-ivc-postop-boost-fails");
     let mut request = check.check_request();
     request.case.as_mut().expect("case").case_id = "mdt-0001".into();
     let response = client
@@ -1237,13 +1231,7 @@ async fn an_unwritable_store_fails_closed_and_health_follows_it(target: Target) 
         .expect_err("fails closed");
     assert_eq!(status.code(), Code::Unavailable);
     let status = client
-        .check_prescription(
-            vignettes()
-                .into_iter()
-                .find(|v| v.name == "check-femoral-postop-60gy-pass")
-                .expect("v")
-                .check_request(),
-        )
+        .check_prescription(vignette("check-femoral-postop-60gy-pass").check_request())
         .await
         .expect_err("fails closed");
     assert_eq!(status.code(), Code::Unavailable);
@@ -1543,12 +1531,12 @@ async fn the_client_shows_lists_and_records_feedback(target: Target) {
         .plan
         .expect("plan");
     let run = |args: Vec<String>| {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_vlms-rt"))
-            .arg("--server")
-            .arg(&server.url)
-            .args(args)
-            .env_remove("VLMS_RT_SERVER")
-            .output()
+        run_client(
+            ["--server".to_string(), server.url.clone()]
+                .into_iter()
+                .chain(args),
+            None,
+        )
     };
     let id = plan.recommendation_id.clone();
     let output = run(vec![
@@ -1557,15 +1545,9 @@ async fn the_client_shows_lists_and_records_feedback(target: Target) {
         "--outcome".into(),
         "overridden".into(),
     ])
-    .await
-    .expect("runs");
-    assert_eq!(
-        output.status.code(),
-        Some(3),
-        "a reason is required: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(String::from_utf8_lossy(&output.stderr).contains("  reason: "));
+    .await;
+    output.expect_exit_for(3, "a reason is required");
+    assert!(output.stderr.contains("  reason: "));
     let output = run(vec![
         "feedback".into(),
         id.clone(),
@@ -1574,17 +1556,12 @@ async fn the_client_shows_lists_and_records_feedback(target: Target) {
         "--reason".into(),
         "surgery first".into(),
     ])
-    .await
-    .expect("runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    .await;
+    output.expect_exit(0);
 
-    let output = run(vec!["show".into(), id.clone()]).await.expect("runs");
-    assert!(output.status.success());
-    let text = String::from_utf8_lossy(&output.stdout);
+    let output = run(vec!["show".into(), id.clone()]).await;
+    output.expect_exit(0);
+    let text = &output.stdout;
     assert!(
         text.starts_with(&format!("Record {id} of case cli-case")),
         "{text}"
@@ -1608,10 +1585,9 @@ async fn the_client_shows_lists_and_records_feedback(target: Target) {
         "show".into(),
         id.clone(),
     ])
-    .await
-    .expect("runs");
+    .await;
     let record: pb::RecommendationRecord =
-        serde_json::from_slice(&output.stdout).expect("record JSON");
+        serde_json::from_str(&output.stdout).expect("record JSON");
     match record.content {
         Some(pb::recommendation_record::Content::Recommend(stored)) => {
             assert_eq!(stored.plan.expect("plan"), plan)
@@ -1619,10 +1595,8 @@ async fn the_client_shows_lists_and_records_feedback(target: Target) {
         other => panic!("unexpected {other:?}"),
     }
 
-    let output = run(vec!["history".into(), "cli-case".into()])
-        .await
-        .expect("runs");
-    let text = String::from_utf8_lossy(&output.stdout);
+    let output = run(vec!["history".into(), "cli-case".into()]).await;
+    let text = &output.stdout;
     assert!(
         text.contains(&id)
             && text.contains("plan: CONSIDER / PREOPERATIVE")
@@ -1630,19 +1604,15 @@ async fn the_client_shows_lists_and_records_feedback(target: Target) {
         "{text}"
     );
 
-    let output = run(vec!["show".into(), uuid::Uuid::new_v4().to_string()])
-        .await
-        .expect("runs");
-    assert_eq!(output.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("NOT_FOUND"));
+    let output = run(vec!["show".into(), uuid::Uuid::new_v4().to_string()]).await;
+    output.expect_exit(1);
+    assert!(output.stderr.contains("NOT_FOUND"));
 
     // A refused case id: the violation and exit code 3, and no heading before it.
-    let output = run(vec!["history".into(), "a b".into()])
-        .await
-        .expect("runs");
-    assert_eq!(output.status.code(), Some(3));
-    assert_eq!(String::from_utf8_lossy(&output.stdout), "");
-    assert!(String::from_utf8_lossy(&output.stderr).contains("case_id"));
+    let output = run(vec!["history".into(), "a b".into()]).await;
+    output.expect_exit(3);
+    assert_eq!(output.stdout, "");
+    assert!(output.stderr.contains("case_id"));
     server.stop().await;
 }
 
@@ -2054,13 +2024,7 @@ async fn a_record_keeps_the_request_as_read_not_fields_the_contract_does_not_def
     let (server, _failing) = audited_server(&target).await;
     let address = server.url.trim_start_matches("http://").to_string();
     let request = pb::RecommendRequest {
-        case: Some(
-            vignettes()
-                .into_iter()
-                .find(|vignette| vignette.is_plan())
-                .expect("a plan vignette")
-                .case(),
-        ),
+        case: Some(any_plan_vignette().case()),
     };
     let canonical = request.encode_to_vec();
     // The same request with a text under a field number the contract does not define, and with
@@ -2218,17 +2182,11 @@ async fn an_audit_store_refusal_is_not_reported_as_an_unreachable_server() {
     let target = Target::sqlite();
     let (server, failing) = audited_server(&target).await;
     failing.store(true, Ordering::SeqCst);
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_vlms-rt"))
-        .arg("--server")
-        .arg(&server.url)
-        .args(["recommend"])
-        .arg(crate::support::vignette_dir().join("iliac-marginal.json"))
-        .env_remove("VLMS_RT_SERVER")
-        .output()
-        .await
-        .expect("runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let case = crate::support::vignette_dir().join("iliac-marginal.json");
+    let case = case.to_str().expect("a UTF-8 path");
+    let output = run_client(["--server", &server.url, "recommend", case], None).await;
+    output.expect_exit(1);
+    let stderr = &output.stderr;
     assert!(stderr.contains("UNAVAILABLE"), "{stderr}");
     assert!(!stderr.contains("unreachable"), "{stderr}");
     failing.store(false, Ordering::SeqCst);
@@ -2305,20 +2263,9 @@ async fn a_history_of_large_checks_comes_in_pages_every_client_can_read() {
     ids.reverse();
     assert_eq!(listed, ids, "every record once, newest first");
     // The client pages through by itself.
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_vlms-rt"))
-        .arg("--server")
-        .arg(&server.url)
-        .args(["history", "large-history"])
-        .env_remove("VLMS_RT_SERVER")
-        .output()
-        .await
-        .expect("runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = String::from_utf8_lossy(&output.stdout);
+    let output = run_client(["--server", &server.url, "history", "large-history"], None).await;
+    output.expect_exit(0);
+    let text = &output.stdout;
     for id in &ids {
         assert!(text.contains(id.as_str()), "{id} missing: {text}");
     }

@@ -3,44 +3,14 @@
 
 use std::process::Stdio;
 
-use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 use vlms_rt::pb;
 
-use crate::support::{TestServer, vignette_dir, vignettes};
+use crate::support::{ClientRun, TestServer, run_client, vignette, vignette_dir};
 
-struct Output {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-async fn client(server: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_vlms-rt"));
-    command
-        .arg("--server")
-        .arg(server)
-        .args(args)
-        .env_remove("VLMS_RT_SERVER")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().expect("client starts");
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().expect("stdin");
-        pipe.write_all(input.as_bytes()).await.expect("write stdin");
-        drop(pipe);
-    }
-    let output = child.wait_with_output().await.expect("client runs");
-    Output {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+/// The client binary against `server`.
+async fn client(server: &str, args: &[&str], stdin: Option<&str>) -> ClientRun {
+    run_client(["--server", server].iter().chain(args), stdin).await
 }
 
 fn vignette_path(name: &str) -> String {
@@ -65,13 +35,10 @@ async fn json_output_equals_the_plan_from_recommend() {
             None,
         )
         .await;
-        assert_eq!(output.code, 0, "{name}: {}", output.stderr);
+        output.expect_exit_for(0, name);
         let mut from_cli: pb::Plan =
             serde_json::from_str(&output.stdout).expect("canonical proto3 JSON of a Plan");
-        let vignette = vignettes()
-            .into_iter()
-            .find(|vignette| vignette.name == name)
-            .expect("vignette");
+        let vignette = vignette(name);
         let mut from_rpc = grpc
             .recommend(pb::RecommendRequest {
                 case: Some(vignette.case()),
@@ -132,7 +99,7 @@ async fn text_output_leads_with_indication_and_the_preferred_prescription() {
         None,
     )
     .await;
-    assert_eq!(output.code, 0, "{}", output.stderr);
+    output.expect_exit(0);
     let first_line = output.stdout.lines().next().unwrap_or_default();
     assert_eq!(
         first_line,
@@ -174,7 +141,7 @@ async fn bad_input_prints_each_violation_and_exits_3() {
         None,
     )
     .await;
-    assert_eq!(output.code, 3, "{}", output.stderr);
+    output.expect_exit(3);
     for field in ["case.vessel", "case.tumor.grade", "case.phase"] {
         assert!(
             output
@@ -191,7 +158,7 @@ async fn bad_input_prints_each_violation_and_exits_3() {
         None,
     )
     .await;
-    assert_eq!(output.code, 3, "{}", output.stderr);
+    output.expect_exit(3);
     assert!(
         output.stderr.contains("  dose_metrics[0].metric: "),
         "{}",
@@ -210,7 +177,7 @@ async fn bad_input_prints_each_violation_and_exits_3() {
     })
     .to_string();
     let output = client(&server.url, &["recommend", "-"], Some(&case)).await;
-    assert_eq!(output.code, 3, "{}", output.stderr);
+    output.expect_exit(3);
     assert!(
         output.stderr.starts_with(
             "vlms-rt: the server rejected the input (INVALID_ARGUMENT): 60 problem(s)\n"
@@ -240,7 +207,7 @@ async fn enum_numbers_the_contract_does_not_define_reach_the_server_as_violation
     case["organsAtRisk"] = serde_json::json!(["ORGAN_LIVER", 42]);
     case["resection"]["margin"] = serde_json::json!(-3);
     let output = client(&server.url, &["recommend", "-"], Some(&case.to_string())).await;
-    assert_eq!(output.code, 3, "{}", output.stderr);
+    output.expect_exit(3);
     for field in [
         "case.vessel",
         "case.resection.margin",
@@ -258,7 +225,7 @@ async fn enum_numbers_the_contract_does_not_define_reach_the_server_as_violation
         "phases": [{"kind": 5, "dosePerFractionGy": 2.0, "fractions": 25}]
     });
     let output = client(&server.url, &["check", "-"], Some(&request.to_string())).await;
-    assert_eq!(output.code, 3, "{}", output.stderr);
+    output.expect_exit(3);
     for field in ["case.vessel", "setting", "phases[0].kind"] {
         assert!(
             output.stderr.contains(&format!("  {field}: ")),
@@ -280,21 +247,17 @@ async fn an_unreachable_server_exits_4_and_a_broken_file_exits_2() {
         None,
     )
     .await;
-    assert_eq!(output.code, 4, "{}", output.stderr);
+    output.expect_exit(4);
     assert!(output.stderr.contains("unreachable"));
     let output = client(&closed, &["recommend", "-"], Some("{not json")).await;
-    assert_eq!(output.code, 2, "{}", output.stderr);
+    output.expect_exit(2);
     let output = client(
         &closed,
         &["recommend", "-"],
         Some(r#"{"vesel": "VESSEL_OTHER"}"#),
     )
     .await;
-    assert_eq!(
-        output.code, 2,
-        "misspelled fields are refused: {}",
-        output.stderr
-    );
+    output.expect_exit_for(2, "misspelled fields are refused");
 }
 
 #[tokio::test]
@@ -305,7 +268,7 @@ async fn a_server_without_a_scheme_is_a_usage_error_and_a_byte_order_mark_is_rea
         None,
     )
     .await;
-    assert_eq!(output.code, 2, "{}", output.stderr);
+    output.expect_exit(2);
     assert!(
         output
             .stderr
@@ -321,7 +284,7 @@ async fn a_server_without_a_scheme_is_a_usage_error_and_a_byte_order_mark_is_rea
         Some(&format!("\u{feff}{text}")),
     )
     .await;
-    assert_eq!(output.code, 0, "{}", output.stderr);
+    output.expect_exit(0);
     server.stop().await;
 }
 
@@ -346,11 +309,7 @@ async fn check_exits_5_when_the_verdict_reaches_fail_on() {
             args.extend(["--fail-on", threshold]);
         }
         let output = client(&server.url, &args, None).await;
-        assert_eq!(
-            output.code, code,
-            "{vignette} {fail_on:?}: {}",
-            output.stderr
-        );
+        output.expect_exit_for(code, &format!("{vignette} {fail_on:?}"));
         assert!(
             output.stdout.starts_with("Prescription check: "),
             "the answer is printed whatever the code: {}",
@@ -363,11 +322,7 @@ async fn check_exits_5_when_the_verdict_reaches_fail_on() {
 #[tokio::test]
 async fn stdin_with_default_evaluation_date_stream_check_guideline_and_health() {
     let server = TestServer::start().await;
-    let mut case = vignettes()
-        .into_iter()
-        .find(|vignette| vignette.name == "femoral-preop-high-grade-deep-large")
-        .expect("vignette")
-        .case();
+    let mut case = vignette("femoral-preop-high-grade-deep-large").case();
     case.evaluation_date.clear();
     let json = serde_json::to_string(&case).expect("json");
     let output = client(
@@ -376,7 +331,7 @@ async fn stdin_with_default_evaluation_date_stream_check_guideline_and_health() 
         Some(&json),
     )
     .await;
-    assert_eq!(output.code, 0, "{}", output.stderr);
+    output.expect_exit(0);
     let plan: pb::Plan = serde_json::from_str(&output.stdout).expect("plan");
     assert_eq!(plan.evaluation_date, vlms_rt::client::today());
 
@@ -414,11 +369,7 @@ async fn stdin_with_default_evaluation_date_stream_check_guideline_and_health() 
         Some(&lines),
     )
     .await;
-    assert_eq!(
-        output.code, 3,
-        "a rejected item makes the exit code 3: {}",
-        output.stderr
-    );
+    output.expect_exit_for(3, "a rejected item makes the exit code 3");
     let items: Vec<serde_json::Value> = output
         .stdout
         .lines()
@@ -462,7 +413,7 @@ async fn stdin_with_default_evaluation_date_stream_check_guideline_and_health() 
         None,
     )
     .await;
-    assert_eq!(output.code, 0, "{}", output.stderr);
+    output.expect_exit(0);
     assert!(
         output.stdout.starts_with("Prescription check: FAIL"),
         "{}",
@@ -471,7 +422,7 @@ async fn stdin_with_default_evaluation_date_stream_check_guideline_and_health() 
     assert!(output.stdout.contains("FAIL   RX_BOOST"));
 
     let output = client(&server.url, &["guideline"], None).await;
-    assert_eq!(output.code, 0);
+    output.expect_exit(0);
     assert!(
         output.stdout.contains("GATE-METASTATIC") && output.stdout.contains("OUTCOME-IVC-RENAL")
     );
@@ -501,7 +452,7 @@ async fn stdin_with_default_evaluation_date_stream_check_guideline_and_health() 
 
     // Without an audit trail there is nothing to show; the code is named as gRPC spells it.
     let output = client(&server.url, &["show", "01JDQ5Z8M4X7R2K9V3T6N1B0CE"], None).await;
-    assert_eq!(output.code, 1, "{}", output.stderr);
+    output.expect_exit(1);
     assert!(
         output.stderr.contains("FAILED_PRECONDITION: "),
         "{}",
@@ -523,7 +474,7 @@ async fn the_2026_2_case_fields_are_read_from_json_and_shown() {
         None,
     )
     .await;
-    assert_eq!(output.code, 0, "{}", output.stderr);
+    output.expect_exit(0);
     assert!(
         output
             .stdout
@@ -545,7 +496,7 @@ async fn the_2026_2_case_fields_are_read_from_json_and_shown() {
                          "ORGAN_ESOPHAGUS"],
         "preoperativeRtDelivered": false}"#;
     let output = client(&server.url, &["recommend", "-"], Some(case)).await;
-    assert_eq!(output.code, 0, "{}", output.stderr);
+    output.expect_exit(0);
     for expected in [
         "Bladder      Max[Gy]",
         "Esophagus    Mean[Gy]",
@@ -567,7 +518,7 @@ async fn the_2026_2_case_fields_are_read_from_json_and_shown() {
         Some(&case.replace("false}", "null}")),
     )
     .await;
-    assert_eq!(output.code, 2, "{}", output.stderr);
+    output.expect_exit(2);
     assert!(
         output.stderr.contains("preoperativeRtDelivered"),
         "{}",

@@ -34,7 +34,7 @@ fn exercise(bytes: &[u8]) -> &'static str {
             }
             Err(violations) => {
                 assert!(!violations.is_empty());
-                let _ = vlms_rt::server::invalid_argument(&violations);
+                let _ = vlms_rt::status::invalid_argument(&violations);
                 "rejected"
             }
         };

@@ -17,18 +17,16 @@ use vlms_rt::pb;
 use vlms_rt::pb::recommendation_service_client::RecommendationServiceClient;
 use vlms_rt::startup::{Limits, Settings, TlsMaterial};
 
-use crate::support::{TestServer, http_get, plan_mismatches, profile, raw_grpc_headers, vignettes};
+use crate::support::{
+    TestServer, http_get, plan_mismatches, profile, raw_grpc_headers, run_client, vignette,
+};
 
 fn settings() -> Settings {
     Settings::new("127.0.0.1:0".parse().expect("address"), profile())
 }
 
 fn a_case() -> pb::Case {
-    vignettes()
-        .into_iter()
-        .find(|vignette| vignette.name == "femoral-postop-r0")
-        .expect("vignette")
-        .case()
+    vignette("femoral-postop-r0").case()
 }
 
 fn request() -> pb::RecommendRequest {
@@ -153,17 +151,7 @@ async fn tls_serves_and_mutual_tls_admits_only_our_clients() {
     let plan = tls_call(&server.url, &pki.ca_pem, None)
         .await
         .expect("TLS call");
-    assert!(
-        plan_mismatches(
-            &plan,
-            vignettes()
-                .iter()
-                .find(|v| v.name == "femoral-postop-r0")
-                .expect("v")
-                .expected()
-        )
-        .is_empty()
-    );
+    assert!(plan_mismatches(&plan, vignette("femoral-postop-r0").expected()).is_empty());
     // A plaintext client cannot talk to the TLS port.
     let plaintext = Endpoint::from_shared(server.url.replace("https://", "http://"))
         .expect("url")
@@ -268,10 +256,7 @@ async fn the_client_binary_speaks_tls_and_sends_its_token_from_a_file() {
             key.clone(),
         ];
         args.extend(extra);
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_vlms-rt"))
-            .args(args)
-            .env_remove("VLMS_RT_SERVER")
-            .output()
+        run_client(args, None)
     };
     let output = run(vec![
         "--token-file".into(),
@@ -281,43 +266,34 @@ async fn the_client_binary_speaks_tls_and_sends_its_token_from_a_file() {
         "recommend".into(),
         case.clone(),
     ])
-    .await
-    .expect("runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let plan: pb::Plan = serde_json::from_slice(&output.stdout).expect("plan");
+    .await;
+    output.expect_exit(0);
+    let plan: pb::Plan = serde_json::from_str(&output.stdout).expect("plan");
     assert_eq!(plan.case_id, "femoral-postop-r0");
-    let output = run(vec!["recommend".into(), case.clone()])
-        .await
-        .expect("runs");
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "no token: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(String::from_utf8_lossy(&output.stderr).contains("UNAUTHENTICATED"));
+    let output = run(vec!["recommend".into(), case.clone()]).await;
+    output.expect_exit_for(1, "no token");
+    assert!(output.stderr.contains("UNAUTHENTICATED"));
     // Without a client certificate the server refuses the connection: a connection failure
     // (exit 4) that says where to look, not "Unknown: transport error".
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_vlms-rt"))
-        .args(["--server", &url, "--ca", &ca, "--token-file", &token])
-        .args(["recommend", &case])
-        .env_remove("VLMS_RT_SERVER")
-        .output()
-        .await
-        .expect("runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        output.status.code(),
-        Some(4),
-        "no client certificate: {stderr}"
-    );
+    let output = run_client(
+        [
+            "--server",
+            &url,
+            "--ca",
+            &ca,
+            "--token-file",
+            &token,
+            "recommend",
+            &case,
+        ],
+        None,
+    )
+    .await;
+    output.expect_exit_for(4, "no client certificate");
+    let stderr = &output.stderr;
     assert!(stderr.contains("client certificate"), "{stderr}");
-    let output = run(vec!["health".into()]).await.expect("runs");
-    assert!(output.status.success(), "health is open without a token");
+    let output = run(vec!["health".into()]).await;
+    output.expect_exit_for(0, "health is open without a token");
     server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -392,7 +368,7 @@ struct ServerProcess {
     child: Child,
     address: String,
     metrics: Option<String>,
-    log: Arc<std::sync::Mutex<Vec<String>>>,
+    log: crate::support::ServerLog,
 }
 
 impl ServerProcess {
@@ -418,42 +394,11 @@ impl ServerProcess {
             .stderr(Stdio::piped())
             .spawn()
             .expect("server starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let (sender, receiver) = std::sync::mpsc::channel();
-        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let collected = Arc::clone(&log);
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(mut lines) = collected.lock() {
-                    lines.push(line.clone());
-                }
-                if !sent && line.contains("\"serving vlms.rt.v1.RecommendationService\"") {
-                    let record: serde_json::Value = serde_json::from_str(&line).expect("json log");
-                    let listen = record["listen"].as_str().unwrap_or_default().to_string();
-                    let metrics = record["metrics"]
-                        .as_str()
-                        .filter(|value| *value != "off")
-                        .map(str::to_string);
-                    let _ = sender.send((listen, metrics));
-                    sent = true;
-                } else if !sent && line.contains(" serving vlms.rt.v1.RecommendationService ") {
-                    // The text format: `… listen=ADDRESS … metrics=ADDRESS|off …`.
-                    let field = |name: &str| {
-                        line.split(' ')
-                            .find_map(|pair| pair.strip_prefix(name))
-                            .map(|value| value.trim_matches('"').to_string())
-                    };
-                    let listen = field("listen=").unwrap_or_default();
-                    let metrics = field("metrics=").filter(|value| value != "off");
-                    let _ = sender.send((listen, metrics));
-                    sent = true;
-                }
-            }
-        });
-        let (address, metrics) = receiver
-            .recv_timeout(Duration::from_secs(30))
-            .expect("server reports its address");
+        let crate::support::Serving {
+            address,
+            metrics,
+            log,
+        } = crate::support::wait_until_serving(&mut child);
         ServerProcess {
             child,
             address,
@@ -776,10 +721,7 @@ async fn a_stream_whose_client_stopped_reading_is_cut_off_after_its_connection_a
 #[tokio::test]
 async fn overload_sheds_fast_keeps_memory_bounded_and_recovers() {
     let server = ServerProcess::start(&["--max-concurrent-calls", "2"]);
-    let expected = vignettes()
-        .into_iter()
-        .find(|vignette| vignette.name == "femoral-postop-r0")
-        .expect("vignette");
+    let expected = vignette("femoral-postop-r0");
     let channel = connect(&server.url()).await;
     let stop_at = tokio::time::Instant::now() + Duration::from_secs(3);
     let mut tasks = Vec::new();
@@ -1179,7 +1121,7 @@ async fn truncated_frames_repeated_fields_silent_and_unread_streams_leave_the_se
     let details = tonic_types::StatusExt::get_details_bad_request(&status).expect("BadRequest");
     assert_eq!(
         details.field_violations.len(),
-        vlms_rt::server::MAX_REPORTED_VIOLATIONS + 1
+        vlms_rt::status::MAX_REPORTED_VIOLATIONS + 1
     );
     assert_eq!(details.field_violations[0].field, "case.organs_at_risk[0]");
     assert!(

@@ -10,7 +10,8 @@ use vlms_rt::core::ids::{AlertCode, RuleId};
 use vlms_rt::pb;
 
 use crate::support::{
-    TestServer, bad_request_fields, check_mismatches, plan_mismatches, vignettes,
+    TestServer, any_plan_vignette, bad_request_fields, check_mismatches, plan_mismatches, vignette,
+    vignettes,
 };
 
 fn is_ulid(text: &str) -> bool {
@@ -72,10 +73,7 @@ async fn every_plan_vignette_over_recommend() {
 async fn the_same_case_twice_gives_the_same_plan_but_a_new_id() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
-    let vignette = vignettes()
-        .into_iter()
-        .find(|vignette| vignette.name == "ivc-middle-postop-r1")
-        .expect("vignette");
+    let vignette = vignette("ivc-middle-postop-r1");
     let mut first = client
         .recommend(pb::RecommendRequest {
             case: Some(vignette.case()),
@@ -136,11 +134,7 @@ async fn bad_cases_over_recommend_list_every_violation() {
 async fn hostile_numbers_enums_and_strings_are_rejected_not_crashed() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
-    let base = vignettes()
-        .into_iter()
-        .find(|vignette| vignette.name == "femoral-postop-r0")
-        .expect("vignette")
-        .case();
+    let base = vignette("femoral-postop-r0").case();
     let mut cases = Vec::new();
     for size in [
         f64::NAN,
@@ -352,10 +346,7 @@ async fn stream_frames(
 async fn a_stream_uses_frames_over_16_kib_when_the_client_allows_them() {
     let server = TestServer::start().await;
     let address = server.url.trim_start_matches("http://").to_string();
-    let vignette = vignettes()
-        .into_iter()
-        .find(|vignette| vignette.name == "ivc-middle-postop-r1")
-        .expect("the benchmark vignette");
+    let vignette = vignette("ivc-middle-postop-r1");
     let case = vignette.case();
     let items = 64;
     let (small, small_answers) = stream_frames(&address, 16 * 1024, &case, items).await;
@@ -492,13 +483,7 @@ async fn get_guideline_lists_every_rule_and_alert() {
     );
     let plan = client
         .recommend(pb::RecommendRequest {
-            case: Some(
-                vignettes()
-                    .into_iter()
-                    .find(|vignette| vignette.is_plan())
-                    .expect("plan vignette")
-                    .case(),
-            ),
+            case: Some(any_plan_vignette().case()),
         })
         .await
         .expect("ok")
@@ -765,11 +750,7 @@ async fn garbage_and_oversized_bodies_are_the_callers_fault_not_internal() {
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     // The server is still healthy after the hostile bodies.
     let mut client = server.client().await;
-    let case = vignettes()
-        .into_iter()
-        .find(|vignette| vignette.is_plan())
-        .expect("plan vignette")
-        .case();
+    let case = any_plan_vignette().case();
     client
         .recommend(pb::RecommendRequest { case: Some(case) })
         .await

@@ -61,6 +61,23 @@ impl Vignette {
     }
 }
 
+/// The vignette called `name` (its file name without `.json`). Panics (fails the test) when
+/// there is none.
+pub fn vignette(name: &str) -> Vignette {
+    vignettes()
+        .into_iter()
+        .find(|vignette| vignette.name == name)
+        .unwrap_or_else(|| panic!("no vignette {name} in {}", vignette_dir().display()))
+}
+
+/// The first plan vignette, for a test that needs any valid case.
+pub fn any_plan_vignette() -> Vignette {
+    vignettes()
+        .into_iter()
+        .find(Vignette::is_plan)
+        .expect("a plan vignette")
+}
+
 /// Every vignette, sorted by name. Panics (fails the test) when the directory is missing or empty.
 pub fn vignettes() -> Vec<Vignette> {
     let dir = vignette_dir();
@@ -448,17 +465,34 @@ impl TestServer {
     }
 }
 
-/// Reads a server process's JSON log until it reports its address.
+/// Reads a server process's log until it reports its address.
 pub fn wait_for_address(child: &mut std::process::Child) -> String {
-    wait_for_address_and_log(child).0
+    wait_until_serving(child).address
 }
 
 /// A server process's log lines, collected as they come.
 pub type ServerLog = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
-/// Reads a server process's JSON log until it reports its address, and goes on collecting the
+/// Reads a server process's log until it reports its address, and goes on collecting the
 /// log's lines.
 pub fn wait_for_address_and_log(child: &mut std::process::Child) -> (String, ServerLog) {
+    let serving = wait_until_serving(child);
+    (serving.address, serving.log)
+}
+
+/// What a server process reported when it began serving.
+pub struct Serving {
+    /// The `host:port` it answers gRPC on.
+    pub address: String,
+    /// The `host:port` of its metrics endpoint, if it has one.
+    pub metrics: Option<String>,
+    /// Its log lines so far, the one that reported the address included, and every later one.
+    pub log: ServerLog,
+}
+
+/// Reads a server process's log (on its stderr, in the JSON or the text format) until it reports
+/// the addresses it serves on, and goes on collecting the log's lines.
+pub fn wait_until_serving(child: &mut std::process::Child) -> Serving {
     use std::io::BufRead;
     let stderr = child.stderr.take().expect("stderr piped");
     let (sender, receiver) = std::sync::mpsc::channel();
@@ -470,20 +504,100 @@ pub fn wait_for_address_and_log(child: &mut std::process::Child) -> (String, Ser
             .lines()
             .map_while(Result::ok)
         {
+            if let Ok(mut lines) = collected.lock() {
+                lines.push(line.clone());
+            }
             if !sent && line.contains("\"serving vlms.rt.v1.RecommendationService\"") {
                 let record: serde_json::Value = serde_json::from_str(&line).expect("json log");
-                let _ = sender.send(record["listen"].as_str().unwrap_or_default().to_string());
+                let listen = record["listen"].as_str().unwrap_or_default().to_string();
+                let metrics = record["metrics"]
+                    .as_str()
+                    .filter(|value| *value != "off")
+                    .map(str::to_string);
+                let _ = sender.send((listen, metrics));
                 sent = true;
-            }
-            if let Ok(mut lines) = collected.lock() {
-                lines.push(line);
+            } else if !sent && line.contains(" serving vlms.rt.v1.RecommendationService ") {
+                // The text format: `… listen=ADDRESS … metrics=ADDRESS|off …`.
+                let field = |name: &str| {
+                    line.split(' ')
+                        .find_map(|pair| pair.strip_prefix(name))
+                        .map(|value| value.trim_matches('"').to_string())
+                };
+                let listen = field("listen=").unwrap_or_default();
+                let metrics = field("metrics=").filter(|value| value != "off");
+                let _ = sender.send((listen, metrics));
+                sent = true;
             }
         }
     });
-    let address = receiver
+    let (address, metrics) = receiver
         .recv_timeout(std::time::Duration::from_secs(30))
         .expect("server reports its address");
-    (address, log)
+    Serving {
+        address,
+        metrics,
+        log,
+    }
+}
+
+/// What a run of the `vlms-rt` client binary printed, and how it exited.
+pub struct ClientRun {
+    /// The exit code; -1 when a signal ended the client.
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ClientRun {
+    /// Fails the test unless the client exited with `code`, showing what it printed.
+    #[track_caller]
+    pub fn expect_exit(&self, code: i32) {
+        self.expect_exit_for(code, "");
+    }
+
+    /// [`ClientRun::expect_exit`], saying `what` was expected of the run.
+    #[track_caller]
+    pub fn expect_exit_for(&self, code: i32, what: &str) {
+        assert_eq!(
+            self.code, code,
+            "{what}\nstderr: {}\nstdout: {}",
+            self.stderr, self.stdout
+        );
+    }
+}
+
+/// Runs the `vlms-rt` client binary with `args` (and without `VLMS_RT_SERVER` from this
+/// environment), writing `stdin`, if any, to its standard input.
+pub async fn run_client<I>(args: I, stdin: Option<&str>) -> ClientRun
+where
+    I: IntoIterator,
+    I::Item: AsRef<std::ffi::OsStr>,
+{
+    use std::process::Stdio;
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_vlms-rt"))
+        .args(args)
+        .env_remove("VLMS_RT_SERVER")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("client starts");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin");
+        pipe.write_all(input.as_bytes()).await.expect("write stdin");
+        drop(pipe);
+    }
+    let output = child.wait_with_output().await.expect("client runs");
+    ClientRun {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
 }
 
 /// The field paths of a status's `google.rpc.BadRequest`, in order (none without one).

@@ -85,8 +85,13 @@ fn no_committed_file_names_a_path_of_this_machine() {
                 .file_name()
                 .and_then(|name| name.to_str())
                 .unwrap_or_default();
+            // `.git` is a file, not a directory, in a linked worktree (`git worktree add`): it names
+            // where the repository is, and is never committed.
+            if name == ".git" {
+                continue;
+            }
             if path.is_dir() {
-                if !matches!(name, "target" | ".git" | ".venv" | "node_modules") {
+                if !matches!(name, "target" | ".venv" | "node_modules") {
                     stack.push(path);
                 }
                 continue;
@@ -98,6 +103,62 @@ fn no_committed_file_names_a_path_of_this_machine() {
                 if text.contains(needle) {
                     problems.push(format!("{} names {needle}", path.display()));
                 }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn statuses_are_made_in_one_module() {
+    // ARCHITECTURE.md: every error becomes a gRPC status in `src/status.rs`. Elsewhere production
+    // code neither makes a status nor writes one into a response's headers.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let constructors = [
+        "new",
+        "with_details",
+        "with_metadata",
+        "with_details_and_metadata",
+        "with_error_details",
+        "ok",
+        "cancelled",
+        "unknown",
+        "invalid_argument",
+        "deadline_exceeded",
+        "not_found",
+        "already_exists",
+        "permission_denied",
+        "resource_exhausted",
+        "failed_precondition",
+        "aborted",
+        "out_of_range",
+        "unimplemented",
+        "internal",
+        "unavailable",
+        "data_loss",
+        "unauthenticated",
+        "from_error",
+    ];
+    let mut problems = Vec::new();
+    for file in &files {
+        if file.ends_with("src/status.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(file).expect("readable");
+        for (number, line) in production_code(&text).lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            let makes_status = constructors
+                .iter()
+                .any(|name| code.contains(&format!("Status::{name}(")));
+            if makes_status || code.contains("\"grpc-status\"") {
+                problems.push(format!(
+                    "{}:{}: {}",
+                    file.display(),
+                    number + 1,
+                    line.trim()
+                ));
             }
         }
     }
