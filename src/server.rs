@@ -1147,73 +1147,6 @@ impl Drop for StreamCall {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_audit_queue_holds_twice_what_admitted_calls_can_have_waiting() {
-        assert_eq!(audit_queue_limit(256), 256 * STREAM_PIPELINE * 2);
-        assert_eq!(audit_queue_limit(1), crate::audit::MAX_BATCH * 2);
-        assert_eq!(audit_queue_limit(usize::MAX), 1 << 18);
-    }
-
-    #[test]
-    fn the_limiter_admits_up_to_its_limit_and_takes_places_back() {
-        let metrics = Metrics::new(None).expect("metrics");
-        let limiter = Arc::new(Limiter::new(2, 2, &metrics));
-        let admit = |caller: &str| {
-            limiter
-                .try_acquire(caller)
-                .map(|()| Admission(Arc::clone(&limiter), caller.to_string()))
-        };
-        let first = admit("a");
-        let second = admit("b");
-        assert!(first.is_ok() && second.is_ok());
-        assert_eq!(
-            admit("c").err(),
-            Some(Refusal::Full),
-            "a third call is shed"
-        );
-        assert_eq!((limiter.in_flight(), metrics.in_flight().get()), (2, 2));
-        drop(second);
-        assert_eq!((limiter.in_flight(), metrics.in_flight().get()), (1, 1));
-        let third = admit("c");
-        assert!(third.is_ok());
-        assert!(admit("d").is_err());
-        drop((first, third));
-        assert_eq!((limiter.in_flight(), metrics.in_flight().get()), (0, 0));
-    }
-
-    #[test]
-    fn one_caller_cannot_take_every_place() {
-        let metrics = Metrics::new(None).expect("metrics");
-        let limiter = Arc::new(Limiter::new(4, 2, &metrics));
-        let admit = |caller: &str| {
-            limiter
-                .try_acquire(caller)
-                .map(|()| Admission(Arc::clone(&limiter), caller.to_string()))
-        };
-        let greedy = [admit("greedy"), admit("greedy")];
-        assert!(greedy.iter().all(Result::is_ok));
-        assert_eq!(admit("greedy").err(), Some(Refusal::CallerShare));
-        let others = [admit("ris"), admit("tps")];
-        assert!(others.iter().all(Result::is_ok), "the others still get in");
-        assert_eq!(admit("third").err(), Some(Refusal::Full));
-        drop(greedy);
-        assert!(admit("greedy").is_ok(), "the share comes back");
-        drop(others);
-    }
-
-    #[test]
-    fn code_names_are_the_debug_names() {
-        for number in 0..=16 {
-            let code = Code::from_i32(number);
-            assert_eq!(code_log_name(code), format!("{code:?}"));
-        }
-    }
-}
-
 /// A CDS Hooks card or suggestion to record: its uuid and what it shows (stored as JSON: the
 /// alert code of an alert card; the option label of a suggestion, and whether it is the preferred
 /// one).
@@ -1243,7 +1176,7 @@ impl Service {
         let response = RecommendationService::recommend(self, request).await?;
         pb::Plan::decode(response.into_inner().plan.as_slice()).map_err(|error| {
             tracing::error!(%error, "a plan this server encoded does not decode");
-            Status::internal("a plan this server encoded does not decode")
+            crate::status::own_answer_not_decodable("plan")
         })
     }
 
@@ -1319,5 +1252,72 @@ impl Service {
         futures_util::future::try_join_all(appends)
             .await
             .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_audit_queue_holds_twice_what_admitted_calls_can_have_waiting() {
+        assert_eq!(audit_queue_limit(256), 256 * STREAM_PIPELINE * 2);
+        assert_eq!(audit_queue_limit(1), crate::audit::MAX_BATCH * 2);
+        assert_eq!(audit_queue_limit(usize::MAX), 1 << 18);
+    }
+
+    #[test]
+    fn the_limiter_admits_up_to_its_limit_and_takes_places_back() {
+        let metrics = Metrics::new(None).expect("metrics");
+        let limiter = Arc::new(Limiter::new(2, 2, &metrics));
+        let admit = |caller: &str| {
+            limiter
+                .try_acquire(caller)
+                .map(|()| Admission(Arc::clone(&limiter), caller.to_string()))
+        };
+        let first = admit("a");
+        let second = admit("b");
+        assert!(first.is_ok() && second.is_ok());
+        assert_eq!(
+            admit("c").err(),
+            Some(Refusal::Full),
+            "a third call is shed"
+        );
+        assert_eq!((limiter.in_flight(), metrics.in_flight().get()), (2, 2));
+        drop(second);
+        assert_eq!((limiter.in_flight(), metrics.in_flight().get()), (1, 1));
+        let third = admit("c");
+        assert!(third.is_ok());
+        assert!(admit("d").is_err());
+        drop((first, third));
+        assert_eq!((limiter.in_flight(), metrics.in_flight().get()), (0, 0));
+    }
+
+    #[test]
+    fn one_caller_cannot_take_every_place() {
+        let metrics = Metrics::new(None).expect("metrics");
+        let limiter = Arc::new(Limiter::new(4, 2, &metrics));
+        let admit = |caller: &str| {
+            limiter
+                .try_acquire(caller)
+                .map(|()| Admission(Arc::clone(&limiter), caller.to_string()))
+        };
+        let greedy = [admit("greedy"), admit("greedy")];
+        assert!(greedy.iter().all(Result::is_ok));
+        assert_eq!(admit("greedy").err(), Some(Refusal::CallerShare));
+        let others = [admit("ris"), admit("tps")];
+        assert!(others.iter().all(Result::is_ok), "the others still get in");
+        assert_eq!(admit("third").err(), Some(Refusal::Full));
+        drop(greedy);
+        assert!(admit("greedy").is_ok(), "the share comes back");
+        drop(others);
+    }
+
+    #[test]
+    fn code_names_are_the_debug_names() {
+        for number in 0..=16 {
+            let code = Code::from_i32(number);
+            assert_eq!(code_log_name(code), format!("{code:?}"));
+        }
     }
 }

@@ -225,6 +225,12 @@ pub fn damaged_record(what: &str) -> Status {
     ))
 }
 
+/// An answer this server encoded that does not decode again (the CDS Hooks front reads the plan
+/// it gets in-process): a defect of the server, never the caller's fault.
+pub fn own_answer_not_decodable(what: &str) -> Status {
+    Status::internal(format!("the {what} this server encoded does not decode"))
+}
+
 /// A call that needs the audit trail on a server running without one.
 pub fn auditing_disabled() -> Status {
     Status::failed_precondition("auditing is disabled on this server (--audit-db none)")
