@@ -1164,6 +1164,15 @@ impl Service {
         self.profile.version()
     }
 
+    /// Whether answers can be recorded now (always, without an audit trail): what readiness
+    /// reports.
+    pub fn can_record(&self) -> bool {
+        self.options
+            .audit
+            .as_ref()
+            .is_none_or(|audit| *audit.health().borrow())
+    }
+
     /// `Recommend` for `case` on behalf of `caller`, exactly as a gRPC call (recorded before it
     /// returns).
     pub async fn recommend_in_process(

@@ -211,6 +211,7 @@ fn router(front: Arc<Front>) -> axum::Router {
     use axum::routing::{get, post};
     axum::Router::new()
         .route("/cds-services", get(discovery).options(preflight))
+        .route("/health", get(health))
         .route("/cds-services/{id}", post(hook).options(preflight))
         .route(
             "/cds-services/{id}/feedback",
@@ -506,6 +507,23 @@ async fn preflight(State(front): State<Arc<Front>>, headers: HeaderMap) -> Respo
     let mut response = StatusCode::NO_CONTENT.into_response();
     front.cors(&headers, &mut response);
     response
+}
+
+/// Readiness of the CDS Hooks port: SERVING while answers can be recorded (the gRPC health's
+/// readiness, for probes that speak only HTTP to this port).
+async fn health(State(front): State<Arc<Front>>) -> Response {
+    let (status, text) = if front.service.can_record() {
+        (StatusCode::OK, "SERVING")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "NOT_SERVING")
+    };
+    front.count("health", status, "health");
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({"status": text}).to_string(),
+    )
+        .into_response()
 }
 
 async fn discovery(State(front): State<Arc<Front>>, headers: HeaderMap) -> Response {

@@ -680,6 +680,8 @@ async fn discovery_lists_the_services_over_http1_and_http2_with_cors() {
             "2026.2"
         );
     }
+    let (status, body) = http(&front.cds, "GET", "/health", &[], b"").await;
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"SERVING"}"#));
     // An origin not configured gets no CORS headers; a preflight from a configured one does.
     let (_, head, _) = http_with_head(
         &front.cds,
@@ -1172,10 +1174,52 @@ async fn only_a_valid_fresh_jwt_from_a_trusted_issuer_gets_in() {
         let outcome: Value = serde_json::from_str(&body).expect("OperationOutcome");
         assert_eq!(outcome["issue"][0]["code"], "login", "{what}");
     }
-    // Nothing refused reached the service: two plans were recorded, by the two issuers.
+    // A new issuer is trusted after a reload (SIGHUP in the binary); a broken file changes nothing.
+    let (new_jwk, new_pem) = es384_key("k2");
+    std::fs::write(
+        &issuers_file,
+        json!({"issuers": [{"iss": "https://new.example.org", "jwks": {"keys": [new_jwk]}}]})
+            .to_string(),
+    )
+    .expect("issuers file");
+    let reloaded = front
+        .server
+        .server
+        .as_ref()
+        .and_then(|running| running.reload_cds_issuers())
+        .expect("an issuers file");
+    assert_eq!(reloaded.expect("reloaded"), 1);
+    let token = sign(
+        &new_pem,
+        "k2",
+        &claims("https://new.example.org", &audience, now() + 300, "d-1"),
+    );
+    let mut dated_now = request.clone();
+    dated_now
+        .as_object_mut()
+        .expect("object")
+        .remove("extension");
+    let (status, body) = post(Some(token), dated_now).await;
+    assert_eq!(status, 200, "{body}");
+    let token = sign(
+        &pem,
+        "k1",
+        &claims("https://mdt.example.org", &audience, now() + 300, "d-2"),
+    );
+    let (status, _) = post(Some(token), request.clone()).await;
+    assert_eq!(status, 401, "the old issuers are gone");
+    std::fs::write(&issuers_file, "{not json").expect("issuers file");
+    let reloaded = front
+        .server
+        .server
+        .as_ref()
+        .and_then(|running| running.reload_cds_issuers())
+        .expect("an issuers file");
+    assert!(reloaded.is_err());
+    // Nothing refused reached the service: three plans were recorded, by three issuers.
     let metrics = crate::support::http_get(&front.server.metrics_addr(), "/metrics").await;
     assert!(
-        metrics.contains(r#"vlms_rt_calls_total{code="OK",rpc="Recommend"} 2"#),
+        metrics.contains(r#"vlms_rt_calls_total{code="OK",rpc="Recommend"} 3"#),
         "{metrics}"
     );
     front.server.stop().await;
