@@ -1732,10 +1732,13 @@ async fn a_stream_whose_answers_are_not_read_gives_its_place_back_in_seconds() {
     limited.limits.call_timeout = Duration::from_secs(3);
     limited.limits.max_concurrent_calls = 1;
     let server = TestServer::start_with(limited).await;
+    // The other caller's connection is made first, so that its first call follows the flood's
+    // admission at once (on a loaded machine a connection set up later could come after the
+    // place was already given back).
+    let mut other = RecommendationServiceClient::new(server.channel().await);
     // A client that sends a lot and never reads its answers.
     let (_unread, pump) = flood_without_reading(&server, Duration::from_secs(5)).await;
     // While it holds the only place, others are shed; within a few seconds it is given back.
-    let mut other = RecommendationServiceClient::new(server.channel().await);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let mut shed_meanwhile = 0;
     loop {
