@@ -427,12 +427,14 @@ fn verdict_name(value: i32) -> &'static str {
     enum_name(value, |e: pb::Verdict| e.as_str_name()).trim_start_matches("VERDICT_")
 }
 
-/// The prescription check's card (§3.4): indicator from the verdict, every finding in the detail.
+/// The prescription check's card (§3.4): indicator from the verdict, every finding in the detail,
+/// and the given `suggestions` (the "Replace with guideline-preferred …" one, or none).
 pub fn check_card(
     check: &pb::CheckPrescriptionResponse,
     phases: &[pb::Phase],
     site: &Site,
     used: &[Used],
+    suggestions: Vec<Value>,
     uuid: String,
 ) -> Card {
     let guideline = check.guideline.clone().unwrap_or_default();
@@ -495,7 +497,7 @@ pub fn check_card(
         Ok(pb::Verdict::Review) => "warning",
         _ => "info",
     };
-    let json = json!({
+    let mut json = json!({
         "uuid": uuid,
         "summary": summary,
         "indicator": indicator,
@@ -509,6 +511,10 @@ pub fn check_card(
             }
         },
     });
+    if !suggestions.is_empty() {
+        json["suggestions"] = Value::Array(suggestions);
+        json["selectionBehavior"] = json!("at-most-one");
+    }
     Card {
         uuid: json["uuid"].as_str().unwrap_or_default().to_string(),
         alert_code: None,

@@ -155,6 +155,174 @@ pub fn plan_suggestions(
     (suggestions, options)
 }
 
+/// The rx-check card's "Replace with guideline-preferred …" suggestion (§3.4), or None when the
+/// plan has no preferred option. `draft_orders` is the request's context.draftOrders Bundle;
+/// `course` / `phase_refs` name the checked draft course and its phases ("ServiceRequest/<id>",
+/// phases in initial-then-boost order).
+///
+/// Actions, in order: a `delete` (by `resourceId`) of each draft phase beyond the preferred
+/// option's phase count; a `create` of the preferred option's target volume(s); an `update` of the
+/// draft course and of each kept draft phase, rewritten to the preferred option's CodeX content
+/// but keeping the draft's `id` and `identifier` (and its `subject`, `requester` and
+/// `reasonReference` when it has them), the phases `basedOn` the draft course; a `create` of each
+/// preferred phase the draft lacks. Phases are paired by position.
+///
+/// Also None when the draft course or one of its phases cannot be found exactly once, by id, among
+/// the draft orders: a suggestion that updates or deletes orders it cannot name is not offered.
+pub fn replace_suggestion(
+    plan: &pb::Plan,
+    draft_orders: &Value,
+    course: &str,
+    phase_refs: &[String],
+    naming: &Naming,
+    subject: &Subject,
+    ids: &mut dyn Ids,
+) -> Option<(Value, SuggestedOption)> {
+    let preferred = options_in_order(plan)
+        .into_iter()
+        .find(|prescription| prescription.preferred)?;
+    let draft_course = draft_request(draft_orders, course)?;
+    let draft_phases: Vec<&Map<String, Value>> = phase_refs
+        .iter()
+        .map(|reference| draft_request(draft_orders, reference))
+        .collect::<Option<_>>()?;
+    let names = Names::new(naming);
+    let suggestion_uuid = ids.uuid();
+    let resources = option_resources(plan, preferred, &names, subject, &Refs::Relative, ids);
+    let label = option_label(preferred);
+    let kind_url = names.extension("vlms-rt-phase-kind");
+    let preferred_boosted = preferred.phases.iter().any(is_boost);
+    let preferred_count = preferred.phases.len();
+
+    let mut actions = Vec::new();
+    for (reference, draft) in phase_refs.iter().zip(&draft_phases).skip(preferred_count) {
+        let stated_kind = draft
+            .get("extension")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|extension| extension.get("url").and_then(Value::as_str) == Some(&kind_url))
+            .find_map(|extension| extension.get("valueCode").and_then(Value::as_str));
+        let description = match stated_kind {
+            Some("boost") if !preferred_boosted => format!(
+                "Remove the draft boost phase {reference} (the guideline-preferred option has no boost)"
+            ),
+            _ => format!(
+                "Remove the draft phase {reference} (the guideline-preferred option has {preferred_count} phase{})",
+                if preferred_count == 1 { "" } else { "s" }
+            ),
+        };
+        actions
+            .push(json!({"type": "delete", "resourceId": reference, "description": description}));
+    }
+    for volume in &resources.volumes {
+        actions.push(json!({
+            "type": "create",
+            "description": format!("Create target volume {} for the guideline-preferred option (CodeX RadiotherapyVolume)", volume.name),
+            "resource": prune(volume.resource.clone()),
+        }));
+    }
+    actions.push(json!({
+        "type": "update",
+        "description": format!(
+            "Update the draft course prescription {course} to the guideline-preferred {} Gy (CodeX RadiotherapyCoursePrescription)",
+            gy_text(preferred.total_dose_gy)
+        ),
+        "resource": keep_draft(resources.course.clone(), draft_course),
+    }));
+    let based_on = json!([{"reference": course}]);
+    for (index, (phase, generated)) in preferred.phases.iter().zip(&resources.phases).enumerate() {
+        let kind = match phase.kind() {
+            pb::PhaseKind::Initial => "initial phase",
+            pb::PhaseKind::Boost => "boost phase",
+            pb::PhaseKind::Unspecified => "phase",
+        };
+        let mut resource = generated.resource.clone();
+        if let Some(members) = resource.as_object_mut() {
+            members.insert("basedOn".into(), based_on.clone());
+        }
+        match (phase_refs.get(index), draft_phases.get(index)) {
+            (Some(reference), Some(draft)) => actions.push(json!({
+                "type": "update",
+                "description": format!(
+                    "Update the draft phase {reference} to the guideline-preferred {kind} {} (CodeX RadiotherapyPhasePrescription)",
+                    phase_schedule(phase)
+                ),
+                "resource": keep_draft(resource, draft),
+            })),
+            _ => actions.push(json!({
+                "type": "create",
+                "description": format!(
+                    "Create the guideline-preferred {kind} {} of the draft course {course} (CodeX RadiotherapyPhasePrescription)",
+                    phase_schedule(phase)
+                ),
+                "resource": prune(resource),
+            })),
+        }
+    }
+    let suggestion = prune(json!({
+        "label": format!("Replace with guideline-preferred {label}"),
+        "uuid": suggestion_uuid.to_string(),
+        "actions": actions,
+    }));
+    Some((
+        suggestion,
+        SuggestedOption {
+            uuid: suggestion_uuid,
+            label: preferred.label.clone(),
+            preferred: true,
+        },
+    ))
+}
+
+/// The draft `ServiceRequest` a reference "ServiceRequest/<id>" names, when exactly one entry of
+/// the draft orders has that id.
+fn draft_request<'a>(draft_orders: &'a Value, reference: &str) -> Option<&'a Map<String, Value>> {
+    let id = reference
+        .strip_prefix("ServiceRequest/")
+        .filter(|id| !id.is_empty())?;
+    let mut found = draft_orders
+        .get("entry")?
+        .as_array()?
+        .iter()
+        .filter_map(|entry| entry.get("resource").and_then(Value::as_object))
+        .filter(|resource| {
+            resource.get("resourceType").and_then(Value::as_str) == Some("ServiceRequest")
+                && resource.get("id").and_then(Value::as_str) == Some(id)
+        });
+    let first = found.next()?;
+    found.next().is_none().then_some(first)
+}
+
+/// The preferred option's resource as an update of a draft: the draft's `id` and `identifier`,
+/// and its `subject`, `requester` and `reasonReference` when it has them (each only if it is
+/// still of the right JSON type and non-empty once pruned; the generated one stays otherwise).
+fn keep_draft(mut resource: Value, draft: &Map<String, Value>) -> Value {
+    if let Some(members) = resource.as_object_mut() {
+        for key in [
+            "id",
+            "identifier",
+            "subject",
+            "requester",
+            "reasonReference",
+        ] {
+            let Some(value) = draft.get(key).cloned().map(prune) else {
+                continue;
+            };
+            let fits = match (key, &value) {
+                ("id", Value::String(id)) => !id.is_empty(),
+                ("identifier" | "reasonReference", Value::Array(items)) => !items.is_empty(),
+                ("subject" | "requester", Value::Object(members)) => !members.is_empty(),
+                _ => false,
+            };
+            if fits {
+                members.insert(key.into(), value);
+            }
+        }
+    }
+    prune(resource)
+}
+
 /// The FHIR R4 Bundle form (§3.5): `Bundle.type = collection` with GuidanceResponse,
 /// RequestGroup, per-option RadiotherapyVolume + course + phase ServiceRequests with
 /// `intent = option` (no CodeX `meta.profile`), a DetectedIssue per alert, Device and Provenance.
@@ -1612,6 +1780,258 @@ mod tests {
         // The unrounded EQD2 of the alternative survives.
         let alternative = suggestions[1].to_string();
         assert!(alternative.contains("54.166666666666664"), "{alternative}");
+    }
+
+    /// Draft orders as an EHR sends them: a course `rx-course-1` and phases `rx-phase-N` of the
+    /// given kinds, each with two identifiers, the course with a requester.
+    fn drafts(kinds: &[&str]) -> (Value, String, Vec<String>) {
+        let identifiers = |id: &str| {
+            json!([
+                {"use": "usual", "system": "https://ehr.test/rt-rx", "value": id},
+                {"use": "official", "system": "urn:ietf:rfc:3986", "value": format!("urn:uuid:00000000-0000-4000-8000-{:012}", id.len())},
+            ])
+        };
+        let mut entry = vec![json!({"resource": {
+            "resourceType": "ServiceRequest", "id": "rx-course-1", "status": "draft",
+            "identifier": identifiers("rx-course-1"),
+            "code": {"coding": [{"system": SCT, "code": "1217123003"}]},
+            "subject": {"reference": "Patient/p1"},
+            "requester": {"reference": "PractitionerRole/pr-7"},
+            "reasonReference": [{"reference": "Condition/c1"}],
+        }})];
+        let mut refs = Vec::new();
+        for (index, kind) in kinds.iter().enumerate() {
+            let id = format!("rx-phase-{}", index + 1);
+            entry.push(json!({"resource": {
+                "resourceType": "ServiceRequest", "id": id, "status": "draft",
+                "identifier": identifiers(&id),
+                "code": {"coding": [{"system": SCT, "code": "1222565005"}]},
+                "subject": {"reference": "Patient/p1"},
+                "basedOn": [{"reference": "ServiceRequest/rx-course-1"}],
+                "extension": [{"url": "https://rt.hospital.test/fhir/StructureDefinition/vlms-rt-phase-kind", "valueCode": kind}],
+            }}));
+            refs.push(format!("ServiceRequest/{id}"));
+        }
+        (
+            json!({"resourceType": "Bundle", "type": "collection", "entry": entry}),
+            String::from("ServiceRequest/rx-course-1"),
+            refs,
+        )
+    }
+
+    fn actions_of<'a>(suggestion: &'a Value, kind: &str) -> Vec<&'a Value> {
+        suggestion["actions"]
+            .as_array()
+            .map(|actions| actions.iter().filter(|a| a["type"] == kind).collect())
+            .unwrap_or_default()
+    }
+
+    fn draft_entry<'a>(orders: &'a Value, id: &str) -> &'a Value {
+        orders["entry"]
+            .as_array()
+            .and_then(|entries| entries.iter().find(|e| e["resource"]["id"] == id))
+            .map_or(&Value::Null, |e| &e["resource"])
+    }
+
+    /// What every replace suggestion must hold, whatever the counts.
+    fn assert_well_formed(suggestion: &Value, orders: &Value) {
+        assert_eq!(prune(suggestion.clone()), *suggestion, "nothing empty");
+        assert!(suggestion.get("isRecommended").is_none());
+        let actions = suggestion["actions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(!actions.is_empty());
+        for action in &actions {
+            assert!(
+                action["description"]
+                    .as_str()
+                    .is_some_and(|d| !d.is_empty())
+            );
+            if action["type"] == "delete" {
+                assert!(action.get("resource").is_none());
+                assert!(action["resourceId"].as_str().is_some());
+            }
+        }
+        for update in actions_of(suggestion, "update") {
+            let resource = &update["resource"];
+            let id = resource["id"].as_str().unwrap_or_default();
+            let draft = draft_entry(orders, id);
+            assert!(draft.is_object(), "update of {id}: not a draft");
+            assert_eq!(resource["identifier"], draft["identifier"], "{id}");
+            assert_eq!(resource["subject"], draft["subject"], "{id}");
+            assert_eq!(resource["status"], "draft");
+            assert_eq!(resource["intent"], "original-order");
+        }
+        for action in actions_of(suggestion, "update")
+            .into_iter()
+            .chain(actions_of(suggestion, "create"))
+        {
+            let resource = &action["resource"];
+            if resource["code"]["coding"][0]["code"] == "1222565005" {
+                assert_eq!(
+                    resource["basedOn"],
+                    json!([{"reference": "ServiceRequest/rx-course-1"}])
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn replacing_a_boosted_draft_with_a_preferred_option_without_boost() {
+        // The preferred option is the 50 Gy in 20 one, without boost.
+        let mut plan = plan(pb::Indication::Indicated);
+        plan.prescriptions[0].preferred = false;
+        plan.prescriptions[1].preferred = true;
+        let (orders, course, phases) = drafts(&["initial", "boost"]);
+        let (suggestion, option) = replace_suggestion(
+            &plan,
+            &orders,
+            &course,
+            &phases,
+            &naming(),
+            &subject(),
+            &mut Counter(0),
+        )
+        .expect("a preferred option");
+        assert_well_formed(&suggestion, &orders);
+        assert_eq!(
+            suggestion["label"],
+            "Replace with guideline-preferred Hypofractionated 50 Gy in 20, IMRT"
+        );
+        assert_eq!(suggestion["uuid"], option.uuid.to_string());
+        assert!(option.preferred);
+        let deletes = actions_of(&suggestion, "delete");
+        assert_eq!(deletes.len(), 1);
+        assert_eq!(deletes[0]["resourceId"], "ServiceRequest/rx-phase-2");
+        assert!(
+            deletes[0]["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("boost")),
+            "{}",
+            deletes[0]
+        );
+        let creates = actions_of(&suggestion, "create");
+        assert_eq!(creates.len(), 1, "one volume, no phase");
+        assert_eq!(creates[0]["resource"]["resourceType"], "BodyStructure");
+        let updates = actions_of(&suggestion, "update");
+        let updated: Vec<&Value> = updates.iter().map(|u| &u["resource"]["id"]).collect();
+        assert_eq!(updated, [&json!("rx-course-1"), &json!("rx-phase-1")]);
+        // The course keeps the draft's requester, and takes the preferred total in cGy.
+        let course = &updates[0]["resource"];
+        assert_eq!(course["requester"]["reference"], "PractitionerRole/pr-7");
+        let text = course.to_string();
+        assert!(text.contains("\"value\":5000"), "{text}");
+        // The kept phase: 2.5 Gy × 20 to the new volume.
+        let phase = updates[1]["resource"].to_string();
+        assert!(phase.contains("\"valuePositiveInt\":20"), "{phase}");
+        assert!(phase.contains("\"value\":250"), "{phase}");
+        let volume_id = creates[0]["resource"]["id"].as_str().unwrap_or_default();
+        assert!(
+            phase.contains(&format!("BodyStructure/{volume_id}")),
+            "{phase}"
+        );
+        // Delete first, then create, then the updates.
+        let order: Vec<&Value> = suggestion["actions"]
+            .as_array()
+            .map(|a| a.iter().map(|a| &a["type"]).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            order,
+            [
+                &json!("delete"),
+                &json!("create"),
+                &json!("update"),
+                &json!("update")
+            ]
+        );
+    }
+
+    #[test]
+    fn replacing_a_draft_without_boost_with_a_boosted_preferred_option() {
+        let (orders, course, phases) = drafts(&["initial"]);
+        let (suggestion, _) = replace_suggestion(
+            &plan(pb::Indication::Indicated),
+            &orders,
+            &course,
+            &phases,
+            &naming(),
+            &subject(),
+            &mut Counter(0),
+        )
+        .expect("a preferred option");
+        assert_well_formed(&suggestion, &orders);
+        assert!(actions_of(&suggestion, "delete").is_empty());
+        let creates = actions_of(&suggestion, "create");
+        let created: Vec<&Value> = creates
+            .iter()
+            .map(|c| &c["resource"]["resourceType"])
+            .collect();
+        assert_eq!(
+            created,
+            [
+                &json!("BodyStructure"),
+                &json!("BodyStructure"),
+                &json!("ServiceRequest")
+            ],
+            "PTVsb_Low, PTVsb_High and the boost phase"
+        );
+        let boost = &creates[2]["resource"];
+        assert!(
+            boost["id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("vlmsrt-"))
+        );
+        assert!(boost.to_string().contains("\"valueCode\":\"boost\""));
+        let updates = actions_of(&suggestion, "update");
+        let updated: Vec<&Value> = updates.iter().map(|u| &u["resource"]["id"]).collect();
+        assert_eq!(updated, [&json!("rx-course-1"), &json!("rx-phase-1")]);
+        assert!(
+            updates[1]["resource"]
+                .to_string()
+                .contains("\"valueCode\":\"initial\"")
+        );
+        // A draft phase without a requester gets the request's user (none here).
+        assert!(updates[1]["resource"].get("requester").is_none());
+    }
+
+    #[test]
+    fn no_replacement_without_a_preferred_option_or_a_findable_draft() {
+        let (orders, course, phases) = drafts(&["initial", "boost"]);
+        let mut no_preferred = plan(pb::Indication::Indicated);
+        no_preferred.prescriptions[0].preferred = false;
+        let mut none = plan(pb::Indication::NotIndicated);
+        none.prescriptions.clear();
+        for plan in [&no_preferred, &none] {
+            let replaced = replace_suggestion(
+                plan,
+                &orders,
+                &course,
+                &phases,
+                &naming(),
+                &subject(),
+                &mut Counter(0),
+            );
+            assert!(replaced.is_none());
+        }
+        let plan = plan(pb::Indication::Indicated);
+        let missing = [String::from("ServiceRequest/rx-phase-9")];
+        for (course, phases) in [
+            ("ServiceRequest/elsewhere", &phases[..]),
+            ("rx-course-1", &phases[..]),
+            (course.as_str(), &missing[..]),
+        ] {
+            let replaced = replace_suggestion(
+                &plan,
+                &orders,
+                course,
+                phases,
+                &naming(),
+                &subject(),
+                &mut Counter(0),
+            );
+            assert!(replaced.is_none(), "{course} {phases:?}");
+        }
     }
 
     #[test]

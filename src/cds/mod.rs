@@ -648,7 +648,7 @@ async fn answer_hook(
                 );
                 return Ok(("not-checkable", cards_response(vec![card])));
             }
-            orders::Drafts::Course(course) => Some(course),
+            orders::Drafts::Course(course) => Some((course, draft_orders)),
         }
     } else {
         None
@@ -695,7 +695,12 @@ async fn answer_hook(
             let subject = front.subject(&request, &mapped);
             front.plan(&mapped, &subject, &caller, &context).await
         }
-        Some(course) => front.check(&mapped, course, &caller, &context).await,
+        Some((course, draft_orders)) => {
+            let subject = front.subject(&request, &mapped);
+            front
+                .check(&mapped, course, draft_orders, &subject, &caller, &context)
+                .await
+        }
     }
 }
 
@@ -800,11 +805,15 @@ impl Front {
         Ok(("plan", cards_response(cards)))
     }
 
-    /// order-select / order-sign: the check's card, recorded before it is sent.
+    /// order-select / order-sign: the check's card, recorded before it is sent. When the verdict
+    /// is FAIL or REVIEW and the guideline has a preferred option, the card suggests replacing the
+    /// draft with it (§3.4).
     async fn check(
         &self,
         mapped: &mapping::Mapped,
         course: orders::DraftCourse,
+        draft_orders: &Value,
+        subject: &codex::Subject,
         caller: &str,
         context: &Value,
     ) -> Result<(&'static str, Response), Refusal> {
@@ -844,17 +853,53 @@ impl Front {
             Ok(check) => check,
             Err(status) => return self.refused_or_unavailable(&status, &mapped.used),
         };
-        let card = cards::check_card(&check, &course.phases, &self.site, &mapped.used, new_uuid());
-        let link = crate::server::CardLink {
+        let replacement = match (
+            pb::Verdict::try_from(check.verdict),
+            &check.recommended_plan,
+        ) {
+            (Ok(pb::Verdict::Fail | pb::Verdict::Review), Some(plan)) => {
+                let naming = codex::Naming {
+                    site: self.site.base.clone(),
+                };
+                codex::replace_suggestion(
+                    plan,
+                    draft_orders,
+                    &course.course,
+                    &course.phase_refs,
+                    &naming,
+                    subject,
+                    &mut codex::RandomIds,
+                )
+            }
+            _ => None,
+        };
+        let (suggestions, replaced): (Vec<Value>, Option<codex::SuggestedOption>) =
+            match replacement {
+                Some((suggestion, option)) => (vec![suggestion], Some(option)),
+                None => (Vec::new(), None),
+            };
+        let card = cards::check_card(
+            &check,
+            &course.phases,
+            &self.site,
+            &mapped.used,
+            suggestions,
+            new_uuid(),
+        );
+        let mut links = vec![crate::server::CardLink {
             card_uuid: card.uuid.clone(),
             shows: json!({"card": "check", "course": course.course}),
-        };
+        }];
+        links.extend(replaced.map(|option| crate::server::CardLink {
+            card_uuid: option.uuid.to_string(),
+            shows: json!({"card": "suggestion", "label": option.label, "preferred": option.preferred}),
+        }));
         self.record(
             caller,
             &check.recommendation_id,
             &mapped.case.case_id,
             context,
-            &[link],
+            &links,
         )
         .await?;
         Ok(("check", cards_response(vec![card])))

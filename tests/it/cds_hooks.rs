@@ -813,6 +813,8 @@ async fn order_sign_checks_the_draft_as_check_prescription_does() {
     let front = Front::start(None).await;
     let mut client = front.server.client().await;
     let mut checked = 0;
+    let mut replaced = 0;
+    let mut feedback_given = false;
     for (index, vignette) in vignettes().into_iter().enumerate() {
         if !vignette.is_check() {
             continue;
@@ -876,9 +878,118 @@ async fn order_sign_checks_the_draft_as_check_prescription_does() {
             panic!("not a check record");
         };
         assert_eq!(stored.response.expect("response").findings, direct.findings);
+        // Not PASS with a preferred option: one suggestion replacing the draft with it (§3.4).
+        let drafts = &hook["context"]["draftOrders"];
+        let preferred = direct
+            .recommended_plan
+            .as_ref()
+            .and_then(|plan| plan.prescriptions.iter().find(|p| p.preferred));
+        let suggestions = cards[0].get("suggestions");
+        match preferred.filter(|_| direct.verdict != pb::Verdict::Pass as i32) {
+            None => assert!(suggestions.is_none(), "{}: {answer}", vignette.name),
+            Some(preferred) => {
+                let suggestions = suggestions.and_then(Value::as_array).expect("suggestions");
+                assert_eq!(suggestions.len(), 1, "{}", vignette.name);
+                assert_eq!(cards[0]["selectionBehavior"], "at-most-one");
+                let suggestion = &suggestions[0];
+                assert_eq!(
+                    suggestion["label"],
+                    format!("Replace with guideline-preferred {}", preferred.label)
+                );
+                assert!(suggestion.get("isRecommended").is_none());
+                let actions = suggestion["actions"].as_array().expect("actions");
+                let of = |kind: &str| -> Vec<&Value> {
+                    actions.iter().filter(|a| a["type"] == kind).collect()
+                };
+                let (kept, drafted) = (preferred.phases.len(), request.phases.len());
+                // Deleted: exactly the draft phases beyond the preferred option's phase count.
+                let deleted: Vec<&Value> = of("delete").iter().map(|a| &a["resourceId"]).collect();
+                let beyond: Vec<Value> = (kept..drafted)
+                    .map(|index| json!(format!("ServiceRequest/rx-phase-{index}")))
+                    .collect();
+                assert_eq!(
+                    deleted,
+                    beyond.iter().collect::<Vec<_>>(),
+                    "{}",
+                    vignette.name
+                );
+                for delete in of("delete") {
+                    assert!(delete.get("resource").is_none());
+                }
+                // Updated: the draft course and the kept phases, with their ids and identifiers.
+                let mut expected = vec![String::from("rx-course")];
+                expected.extend((0..kept.min(drafted)).map(|index| format!("rx-phase-{index}")));
+                let updates = of("update");
+                let updated: Vec<&str> = updates
+                    .iter()
+                    .map(|a| a["resource"]["id"].as_str().unwrap_or_default())
+                    .collect();
+                assert_eq!(updated, expected, "{}", vignette.name);
+                for update in &updates {
+                    let resource = &update["resource"];
+                    let draft = drafts["entry"]
+                        .as_array()
+                        .and_then(|e| e.iter().find(|e| e["resource"]["id"] == resource["id"]))
+                        .expect("the updated draft");
+                    assert_eq!(resource["identifier"], draft["resource"]["identifier"]);
+                    assert_eq!(
+                        (&resource["status"], &resource["intent"]),
+                        (&json!("draft"), &json!("original-order"))
+                    );
+                    if resource["id"] != "rx-course" {
+                        assert_eq!(
+                            resource["basedOn"],
+                            json!([{"reference": "ServiceRequest/rx-course"}])
+                        );
+                    }
+                }
+                // Created: the volume(s) and the preferred phases the draft lacks.
+                let created_phases = of("create")
+                    .iter()
+                    .filter(|a| a["resource"]["resourceType"] == "ServiceRequest")
+                    .count();
+                assert_eq!(
+                    created_phases,
+                    kept.saturating_sub(drafted),
+                    "{}",
+                    vignette.name
+                );
+                assert!(actions.iter().all(|a| a["description"].is_string()));
+                // Accepting it is accepting the guideline's recommendation.
+                if !feedback_given {
+                    let feedback = json!({"feedback": [
+                        {"card": cards[0]["uuid"], "outcome": "accepted", "outcomeTimestamp": "2026-11-26T10:00:00Z",
+                         "acceptedSuggestions": [{"id": suggestion["uuid"]}]}
+                    ]});
+                    let (status, body) = front
+                        .post(
+                            "/cds-services/vlms-rt-rx-check/feedback",
+                            feedback.to_string().as_bytes(),
+                        )
+                        .await;
+                    assert_eq!(status, 200, "{body}");
+                    let record = client
+                        .get_recommendation(pb::GetRecommendationRequest {
+                            recommendation_id: id.into(),
+                        })
+                        .await
+                        .expect("recorded")
+                        .into_inner();
+                    assert_eq!(
+                        record.feedback.last().map(|f| f.outcome),
+                        Some(pb::FeedbackOutcome::Accepted as i32),
+                        "{}",
+                        vignette.name
+                    );
+                    feedback_given = true;
+                }
+                replaced += 1;
+            }
+        }
         checked += 1;
     }
     assert!(checked >= 3, "{checked} check vignettes");
+    assert!(replaced >= 1, "{replaced} replace suggestions");
 
     // order-select with nothing complete selected: no cards.
     let (case, options) = ivc_chart();
