@@ -295,8 +295,10 @@ fn draft_request<'a>(draft_orders: &'a Value, reference: &str) -> Option<&'a Map
 }
 
 /// The preferred option's resource as an update of a draft: the draft's `id` and `identifier`,
-/// and its `subject`, `requester` and `reasonReference` when it has them (each only if it is
-/// still of the right JSON type and non-empty once pruned; the generated one stays otherwise).
+/// and what the clinician set that the guideline does not decide (`subject`, `requester`,
+/// `reasonReference`, `encounter`, `note`, the planned start `occurrence[x]`) when it has them
+/// (each only if it is still of the right JSON type and non-empty once pruned; the generated one
+/// stays otherwise).
 fn keep_draft(mut resource: Value, draft: &Map<String, Value>) -> Value {
     if let Some(members) = resource.as_object_mut() {
         for key in [
@@ -305,14 +307,24 @@ fn keep_draft(mut resource: Value, draft: &Map<String, Value>) -> Value {
             "subject",
             "requester",
             "reasonReference",
+            "encounter",
+            "note",
+            "occurrenceDateTime",
+            "occurrencePeriod",
         ] {
             let Some(value) = draft.get(key).cloned().map(prune) else {
                 continue;
             };
             let fits = match (key, &value) {
                 ("id", Value::String(id)) => !id.is_empty(),
-                ("identifier" | "reasonReference", Value::Array(items)) => !items.is_empty(),
-                ("subject" | "requester", Value::Object(members)) => !members.is_empty(),
+                ("identifier" | "reasonReference" | "note", Value::Array(items)) => {
+                    !items.is_empty()
+                }
+                (
+                    "subject" | "requester" | "encounter" | "occurrencePeriod",
+                    Value::Object(members),
+                ) => !members.is_empty(),
+                ("occurrenceDateTime", Value::String(text)) => !text.is_empty(),
                 _ => false,
             };
             if fits {

@@ -932,6 +932,11 @@ async fn order_sign_checks_the_draft_as_check_prescription_does() {
                         .and_then(|e| e.iter().find(|e| e["resource"]["id"] == resource["id"]))
                         .expect("the updated draft");
                     assert_eq!(resource["identifier"], draft["resource"]["identifier"]);
+                    // The clinician's planned start stays (the guideline does not decide it).
+                    assert_eq!(
+                        resource["occurrencePeriod"],
+                        draft["resource"]["occurrencePeriod"]
+                    );
                     assert_eq!(
                         (&resource["status"], &resource["intent"]),
                         (&json!("draft"), &json!("original-order"))
