@@ -76,6 +76,12 @@ pub struct CdsSettings {
     pub fetch: fetch::FetchPolicy,
 }
 
+/// Open connections the CDS Hooks port keeps at once.
+const MAX_CONNECTIONS: usize = 512;
+
+/// How long a client may take to send its whole request body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Default request-body limit: a prefetch of a whole sarcoma chart is well under 1 MiB; the
 /// design's largest example is 36 KB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -146,6 +152,7 @@ pub async fn start(
         tokio_rustls::TlsAcceptor::from(Arc::new(config))
     });
     let (shutdown, mut stopped) = tokio::sync::watch::channel(false);
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -156,15 +163,26 @@ pub async fn start(
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
+            // A bounded number of connections: one more is closed at once (and logged).
+            let Ok(place) = Arc::clone(&connections).try_acquire_owned() else {
+                tracing::warn!(peer = %peer, limit = MAX_CONNECTIONS, "CDS Hooks port: connection refused, too many open");
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let app = app.clone();
             let tls = tls.clone();
             let mut stopped = stopped.clone();
             tokio::spawn(async move {
+                let _place = place;
                 let service = hyper_util::service::TowerToHyperService::new(app);
-                let builder = hyper_util::server::conn::auto::Builder::new(
+                let mut builder = hyper_util::server::conn::auto::Builder::new(
                     hyper_util::rt::TokioExecutor::new(),
                 );
+                // A client must send its request head within the handshake timeout.
+                builder
+                    .http1()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(handshake_timeout);
                 let served = match tls {
                     Some(acceptor) => {
                         match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
@@ -580,9 +598,18 @@ async fn hook(
 /// Reads at most the body limit (a larger body is refused without reading it all).
 async fn read_body(front: &Front, body: axum::body::Body) -> Result<Bytes, Refusal> {
     let limit = front.settings.max_body_bytes;
-    match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => Ok(bytes),
+    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
         Err(_) => Err(outcome(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            &format!(
+                "the request body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+            None,
+        )),
+        Ok(Err(_)) => Err(outcome(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too-costly",
             &format!("request body is over the limit of {limit} bytes (or could not be read)"),
@@ -1118,8 +1145,8 @@ impl<'r> HookRequest<'r> {
     async fn chart(&self, front: &Front) -> Result<Chart, Refusal> {
         let mut chart = Chart::default();
         let mut unavailable: Vec<(String, String)> = Vec::new();
-        let templates = front.prefetch_templates();
-        for (key, template) in templates {
+        let mut to_fetch: Vec<(&'static str, String)> = Vec::new();
+        for (key, template) in front.prefetch_templates() {
             let path = format!("prefetch.{key}");
             let sent = self.prefetch.and_then(|p| p.get(key));
             let complete = match sent {
@@ -1140,43 +1167,49 @@ impl<'r> HookRequest<'r> {
                     usable.then_some(resources)
                 }
             };
-            let resources = match complete {
-                Some(resources) => resources,
-                None => match (self.fhir_server, self.fhir_token) {
-                    (Some(base), Some(token)) => {
-                        let query = template.replace("{{context.patientId}}", self.patient_id);
-                        let source = fetch::Source { base, token };
-                        match fetch::fetch(&front.settings.fetch, &source, &query).await {
-                            Ok(value) => fhir::resources_of(&value, &format!("{path} (fetched)"))
-                                .map_err(|error| {
+            match complete {
+                Some(resources) => resources.into_iter().for_each(|r| chart.add(r)),
+                None if self.fhir_server.is_some() && self.fhir_token.is_some() => {
+                    to_fetch.push((key, template.replace("{{context.patientId}}", self.patient_id)));
+                }
+                None => unavailable.push((
+                    key.to_string(),
+                    "was not sent (or was an OperationOutcome, or has more pages) and no fhirServer with fhirAuthorization was given to fetch it".into(),
+                )),
+            }
+        }
+        // What the client did not send is fetched from its FHIR server, all keys at once.
+        if let (Some(base), Some(token)) = (self.fhir_server, self.fhir_token) {
+            let source = fetch::Source { base, token };
+            let fetched = futures_util::future::join_all(
+                to_fetch
+                    .iter()
+                    .map(|(_, query)| fetch::fetch(&front.settings.fetch, &source, query)),
+            )
+            .await;
+            for ((key, _), result) in to_fetch.iter().zip(fetched) {
+                let path = format!("prefetch.{key}");
+                match result {
+                    Ok(value) => {
+                        let resources = fhir::resources_of(&value, &format!("{path} (fetched)"))
+                            .map_err(|error| {
                                 outcome(
                                     StatusCode::PRECONDITION_FAILED,
                                     "required",
                                     &format!("the FHIR server's answer cannot be read: {error}"),
                                     Some(&path),
                                 )
-                            })?,
-                            Err(problem) => {
-                                tracing::info!(key, problem, "prefetch fetch failed");
-                                unavailable.push((
-                                    key.to_string(),
-                                    format!("was not sent, and fetching it from the FHIR server failed: {problem}"),
-                                ));
-                                continue;
-                            }
-                        }
+                            })?;
+                        resources.into_iter().for_each(|r| chart.add(r));
                     }
-                    _ => {
+                    Err(problem) => {
+                        tracing::info!(key, problem, "prefetch fetch failed");
                         unavailable.push((
                             key.to_string(),
-                            "was not sent (or was an OperationOutcome, or has more pages) and no fhirServer with fhirAuthorization was given to fetch it".into(),
+                            format!("was not sent, and fetching it from the FHIR server failed: {problem}"),
                         ));
-                        continue;
                     }
-                },
-            };
-            for resource in resources {
-                chart.add(resource);
+                }
             }
         }
         if !unavailable.is_empty() {
