@@ -16,12 +16,16 @@
 #          bench/ab.sh on=target/release/vlms-rt-server:file off=target/release/vlms-rt-server:none
 # Environment: ROUNDS (default 6), DURATION seconds measured per run (default 6, after 2 s of
 #   warm-up), LEVEL connections x streams (default 16x32), CASE (default the IVC vignette used by
-#   bench/load.sh).
-# Needs h2load (Debian package nghttp2-client) and curl. Writes under bench/out/ (not committed).
+#   bench/load.sh), LABEL names the run (default the NAMEs and the level, e.g. on-off-16x32).
+# Needs h2load (Debian package nghttp2-client) and curl.
+# Writes what it prints to docs/perf/runs/<UTC date>-ab-<label>.txt, headed by the date, commit,
+# machine and command line (a failed run goes to bench/out/ instead); scratch files (the request
+# body, the servers' logs) stay in bench/out/, which is not committed. BINARY paths are written
+# as given: give them relative to the repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-[ $# -ge 1 ] || { sed -n '/^# Usage/,/^# Needs/p' "$0" >&2; exit 2; }
+[ $# -ge 1 ] || { sed -n '/^# Usage/,/^set -euo/{/^#/p}' "$0" >&2; exit 2; }
 rounds="${ROUNDS:-6}"
 duration="${DURATION:-6}"
 level="${LEVEL:-16x32}"
@@ -30,6 +34,9 @@ warm_up=2
 [[ "$level" =~ ^([1-9][0-9]*)x([1-9][0-9]*)$ ]] || { echo "LEVEL: '$level' is not CONNECTIONSxSTREAMS" >&2; exit 2; }
 connections=${BASH_REMATCH[1]}
 streams=${BASH_REMATCH[2]}
+[[ "$rounds" =~ ^[1-9][0-9]*$ && "$duration" =~ ^[1-9][0-9]*$ ]] \
+    || { echo "ROUNDS and DURATION must be positive whole numbers" >&2; exit 2; }
+[ -f "$case_file" ] || { echo "CASE: $case_file: no such file" >&2; exit 2; }
 
 names=() binaries=() audits=() environments=()
 for spec in "$@"; do
@@ -47,13 +54,17 @@ done
 
 command -v h2load >/dev/null || { echo "h2load missing: apt-get install nghttp2-client" >&2; exit 1; }
 command -v curl >/dev/null || { echo "curl missing" >&2; exit 1; }
+
+# shellcheck source=bench/common.sh
+source bench/common.sh
+label="${LABEL:-$(IFS=-; echo "${names[*]}")-$level}"
+start_run_file ab "$label" ROUNDS DURATION LEVEL CASE LABEL -- "$@"
+trap 'finish_run_file $?' EXIT
+
 out=bench/out
 mkdir -p "$out"
 cargo run --quiet --release --locked --example grpc_body -- "$case_file" "$out/ab-body.bin"
 ticks=$(getconf CLK_TCK)
-
-# shellcheck source=bench/common.sh
-source bench/common.sh
 calls() { # metrics port -> "ok all" (unary Recommend and every other RPC)
     curl -s "http://127.0.0.1:$1/metrics" | awk '
         /^vlms_rt_calls_total\{/ { all += $2; if ($1 ~ /code="OK"/) ok += $2 }
@@ -72,9 +83,12 @@ results="$out/ab-results.txt"
 : > "$results"
 work=$(mktemp -d)
 server_pid=
-trap '[ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'status=$?; if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi; rm -rf "$work"; finish_run_file $status' EXIT
 
-echo "$rounds rounds of ${duration} s (+${warm_up} s warm-up) per SPEC at $connections x $streams, alternating"
+echo "case ${case_file##*/}; $rounds rounds of ${duration} s (+${warm_up} s warm-up) per SPEC at $connections x $streams, alternating"
+for i in "${!names[@]}"; do
+    echo "${names[$i]}: ${binaries[$i]}, audit ${audits[$i]}${environments[$i]:+, environment ${environments[$i]}}"
+done
 for round in $(seq 1 "$rounds"); do
     order=$(seq 0 $(( ${#names[@]} - 1 )))
     (( round % 2 )) || order=$(echo "$order" | tac)

@@ -5,7 +5,12 @@
 # and `audit verify` over the whole trail.
 #
 # Usage: bench/audit-postgres.sh [CASE.json] [DURATION_SECONDS]
-# Needs h2load (Debian package nghttp2-client) and the PostgreSQL server (Debian package postgresql).
+# Environment: LABEL names the run (default 1x1-16x32).
+# Needs h2load (Debian package nghttp2-client), curl and the PostgreSQL server (Debian package
+# postgresql).
+# Writes what it prints to docs/perf/runs/<UTC date>-audit-postgres-<label>.txt, headed by the
+# date, commit, machine and command line (a failed run goes to bench/out/ instead); scratch files
+# (the request body, the server's log) stay in bench/out/, which is not committed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,14 +22,20 @@ if [ -z "${VLMS_RT_TEST_POSTGRES_URL:-}" ]; then
 fi
 
 command -v h2load >/dev/null || { echo "h2load missing: apt-get install nghttp2-client" >&2; exit 1; }
+command -v curl >/dev/null || { echo "curl missing" >&2; exit 1; }
+[ -f "$case_file" ] || { echo "$case_file: no such case file" >&2; exit 2; }
+[[ "$duration" =~ ^[1-9][0-9]*$ ]] || { echo "DURATION_SECONDS must be a positive whole number" >&2; exit 2; }
+
+# shellcheck source=bench/common.sh
+source bench/common.sh
+start_run_file audit-postgres "${LABEL:-1x1-16x32}" LABEL RUSTFLAGS -- "$@"
+trap 'finish_run_file $?' EXIT
+
 cargo build --release --locked --bin vlms-rt-server --example grpc_body >&2
 bin="${CARGO_TARGET_DIR:-target}/release" # where cargo just built them
 out=bench/out
 mkdir -p "$out"
 "$bin/examples/grpc_body" "$case_file" "$out/body.bin"
-
-# shellcheck source=bench/common.sh
-source bench/common.sh
 
 database="vlms_bench_$$"
 psql -q "$VLMS_RT_TEST_POSTGRES_URL" -c "CREATE DATABASE $database"
@@ -35,9 +46,10 @@ port=$(free_port); metrics_port=$(free_port)
     --max-concurrent-calls 4096 --audit-db "$url" --audit-db-ca "$VLMS_RT_TEST_POSTGRES_CA" \
     2> "$out/server-postgres.log" &
 server_pid=$!
-trap 'kill $server_pid 2>/dev/null || true' EXIT
+trap 'status=$?; kill $server_pid 2>/dev/null || true; finish_run_file $status' EXIT
 wait_port "$port"
 
+echo "case ${case_file##*/}; release build; ${duration} s per level after 1 s of warm-up; PostgreSQL $(psql -tA "$VLMS_RT_TEST_POSTGRES_URL" -c 'SHOW server_version' | cut -d' ' -f1) on the same machine, TLS"
 printf '| connections x streams | audit on (PostgreSQL) req/s |\n|---|---|\n'
 for level in "1 1" "16 32"; do
     read -r connections streams <<< "$level"

@@ -14,8 +14,13 @@
 #
 # Usage: bench/load.sh [CASE.json] [DURATION_SECONDS] [ROUNDS]
 # Environment: LEVELS="16x32 4x8" measures only those connections x streams levels (default
-# "1x1 4x8 16x32"); AUDIT=0 leaves out the audit-on/off comparison.
-# Needs h2load (Debian package nghttp2-client). Writes results under bench/out/ (not committed).
+# "1x1 4x8 16x32"); AUDIT=0 leaves out the audit-on/off comparison; ECHO_NO_LIFO=1 gives the echo
+# server the service's scheduling (tokio's LIFO slot off); LABEL names the run (default the levels,
+# e.g. 1x1-4x8-16x32).
+# Needs h2load (Debian package nghttp2-client) and curl.
+# Writes what it prints to docs/perf/runs/<UTC date>-load-<label>.txt, headed by the date, commit,
+# machine and command line (a failed run goes to bench/out/ instead); scratch files (request
+# bodies, server logs, h2load's own output) stay in bench/out/, which is not committed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,18 +38,27 @@ mkdir -p "$out"
 rm -f "$out"/median-* # medians of an earlier run must not stand in for a level this run skips
 
 command -v h2load >/dev/null || { echo "h2load missing: apt-get install nghttp2-client" >&2; exit 1; }
+command -v curl >/dev/null || { echo "curl missing" >&2; exit 1; }
 # The stream runs set the largest frame h2load accepts (-f, nghttp2 1.47 or later).
 h2load --help 2>&1 | grep -- '--max-frame-size' > /dev/null \
     || { echo "this h2load has no --max-frame-size (-f): nghttp2 1.47 or later is needed" >&2; exit 1; }
+[ -f "$case_file" ] || { echo "$case_file: no such case file" >&2; exit 2; }
+[[ "$duration" =~ ^[1-9][0-9]*$ && "$rounds" =~ ^[1-9][0-9]*$ ]] \
+    || { echo "DURATION_SECONDS and ROUNDS must be positive whole numbers" >&2; exit 2; }
+# The latency percentiles leave out the first $warm_up s of h2load's log.
+(( duration > warm_up )) || { echo "DURATION_SECONDS must be more than $warm_up" >&2; exit 2; }
+
+# shellcheck source=bench/common.sh
+source bench/common.sh
+label="${LABEL:-$(echo ${LEVELS:-1x1 4x8 16x32} | tr ' ' -)}"
+start_run_file load "$label" LEVELS AUDIT ECHO_NO_LIFO LABEL RUSTFLAGS -- "$@"
+trap 'finish_run_file $?' EXIT
 cargo build --release --locked --bin vlms-rt-server --bin vlms-rt --example echo_server --example grpc_body --example stream_bench >&2
 
 bin="${CARGO_TARGET_DIR:-target}/release" # where cargo just built them
 "$bin/examples/grpc_body" "$case_file" "$out/body.bin"
 stream_items=1000
 "$bin/examples/grpc_body" "$case_file" "$out/stream-body.bin" "$stream_items"
-
-# shellcheck source=bench/common.sh
-source bench/common.sh
 
 percentiles() { # per-request log of h2load -> "p50_ms p99_ms" (warm-up requests left out)
     python3 - "$1" "$warm_up" <<'PY'
@@ -104,13 +118,13 @@ server_port=$(free_port); metrics_port=$(free_port); echo_port=$(free_port)
 server_pid=$!
 "$bin/examples/echo_server" "127.0.0.1:$echo_port" "$case_file" 2> "$out/echo.log" &
 echo_pid=$!
-trap 'kill $server_pid $echo_pid 2>/dev/null || true' EXIT
+trap 'status=$?; kill $server_pid $echo_pid 2>/dev/null || true; finish_run_file $status' EXIT
 wait_port "$server_port"; wait_port "$echo_port"
 
 # The service's answer for this case must be a correct plan before anything is measured.
 "$bin/vlms-rt" --server "http://127.0.0.1:$server_port" --output json recommend "$case_file" > "$out/plan.json"
 
-echo "medians of $rounds rounds of ${duration} s per server and level"
+echo "case ${case_file##*/}; release build; medians of $rounds rounds of ${duration} s per server and level"
 printf '| connections x streams | service req/s | p50 ms | p99 ms | echo req/s | p50 ms | p99 ms | service/echo (range) |\n'
 printf '|---|---|---|---|---|---|---|---|\n'
 for level in "${levels[@]}"; do
@@ -204,7 +218,7 @@ audit_port=$(free_port); audit_metrics=$(free_port)
 "$bin/vlms-rt-server" --listen "127.0.0.1:$audit_port" --metrics-listen "127.0.0.1:$audit_metrics" \
     --max-concurrent-calls 4096 --audit-db "$audit_dir/audit.sqlite3" 2> "$out/server-audit.log" &
 audit_pid=$!
-trap 'kill $server_pid $echo_pid $audit_pid 2>/dev/null || true; rm -rf "$audit_dir"' EXIT
+trap 'status=$?; kill $server_pid $echo_pid $audit_pid 2>/dev/null || true; rm -rf "$audit_dir"; finish_run_file $status' EXIT
 wait_port "$audit_port"
 echo
 printf '| connections x streams | audit on req/s | p50 ms | p99 ms | audit off req/s | p50 ms | p99 ms | on/off (range) |\n'

@@ -3,8 +3,9 @@
 //!
 //! Each answer is read only as far as its shape: the `result` oneof must be a plan (field 2), not an
 //! error (field 3); the plan stays undecoded bytes. That keeps the client's cost per item small, as
-//! h2load's is for the unary benchmark (it decodes nothing): fully decoding a 5 KB plan cost this
-//! client ~2× the server's CPU per item and made the figure the client's speed on the shared cores.
+//! h2load's is for the unary benchmark (it decodes nothing): fully decoding every plan cost this
+//! client more CPU per item than the server spent, and made the figure the client's speed on the
+//! shared cores.
 //!
 //! Usage: `stream_bench URL CASE.json [N] [ROUNDS]`
 

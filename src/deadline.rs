@@ -5,7 +5,7 @@
 //! only for a call that is still pending after its first poll. Most calls are answered in that
 //! first poll (a plan without an audit trail, a rejected request, a shed call), and tonic's layer
 //! made and dropped a timer for each of them: a clock read and a timer entry per call
-//! (docs/performance.md, "Optimisations in the code"). The timeout then runs from that first poll
+//! (docs/perf/decisions/013-admission-and-lazy-timers.md). The timeout then runs from that first poll
 //! (in the call's own task) rather than from the call's arrival: later by that task's scheduling
 //! delay and the poll itself — microseconds when the server has a core free, more when it is
 //! saturated. The audit wait, which starts later still, keeps running out first.

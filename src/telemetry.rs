@@ -257,11 +257,11 @@ thread_local! {
 /// Writes a handler's call line — `call rpc=… code=… latency_us=… caller=… case_id=…` at INFO —
 /// straight to the text format's writer, byte for byte the line `tracing::info!` would produce
 /// through [`init`]'s subscriber (timestamp, level, message, fields as [`TextFields`] writes them;
-/// the handlers log no spans). Going through tracing cost ~4% of the server's CPU under load, most
-/// of it in the formatting machinery around these few fields. The caller checks that the filter
-/// admits the event where it logs (`tracing::event_enabled!` with the event's level and field
-/// names); false when this path is not installed (JSON lines, or no [`init`] in this process), and
-/// the caller then logs through tracing.
+/// the handlers log no spans). Through tracing, most of the line's cost was the formatting
+/// machinery around these few fields (docs/perf/decisions/004-call-line-without-tracing.md).
+/// The caller checks that the filter admits the event where it logs (`tracing::event_enabled!`
+/// with the event's level and field names); false when this path is not installed (JSON lines,
+/// or no [`init`] in this process), and the caller then logs through tracing.
 pub fn call_line(rpc: &str, code: &str, latency_us: u64, caller: &str, case_id: &str) -> bool {
     let Some(writer) = CALL_LINE_WRITER.get() else {
         return false;
@@ -321,9 +321,8 @@ const LOG_BUFFER_BYTES: usize = 64 * 1024;
 /// meanwhile queue up without waking it, and are written together when it comes back.
 const LOG_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// Lines written in one batch from which the writer takes the server to be busy and rests. A/B
-/// (alternating 4 s rounds against never resting): 8 gained 18–26% at 4 × 8 and 4–11% at
-/// 16 × 32, and measured 0.94–1.01 at 1 × 1; resting after every batch cost up to 22% at 1 × 1.
+/// Lines written in one batch from which the writer takes the server to be busy and rests; resting
+/// after every batch made a single caller slower (docs/perf/decisions/003-paced-log-writer.md).
 const LOG_BUSY_LINES: usize = 8;
 
 /// The background writer's output: buffered standard error that rests `pause` after a flush that
@@ -332,7 +331,7 @@ const LOG_BUSY_LINES: usize = 8;
 /// futex call by the answering thread, a cross-CPU wake-up) per call. Resting after a busy flush
 /// lets the lines of the next millisecond gather without waking it; a line then reaches standard
 /// error within about a millisecond. A flush of a few lines does not rest: a lightly loaded server
-/// gains nothing from it, and measured slower with it.
+/// gains nothing from it, and was slower with it (docs/perf/decisions/003-paced-log-writer.md).
 struct PacedWriter<W: std::io::Write> {
     inner: std::io::BufWriter<W>,
     pause: std::time::Duration,

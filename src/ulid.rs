@@ -1,6 +1,6 @@
 //! Recommendation ids: ULIDs (26 characters of Crockford base32: 48 bits of milliseconds since the
 //! Unix epoch, then 80 random bits). They are unique like a UUID v4 but sort by time, so the audit
-//! store's id index grows at its end instead of at random places (see docs/perf/journal-2026-11.md).
+//! store's id index grows at its end instead of at random places.
 
 /// Crockford's base32 alphabet (no I, L, O, U).
 const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";

@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 use super::AuditError;
 
 /// zstd settings. A fast negative level does nearly as well as level 1 here, because nearly all of
-/// a plan is found in the dictionary; every audited call pays for it on its own thread (the
-/// levels compared: docs/perf/journal-2026-11.md). The window and hash table are set so the
+/// a plan is found in the dictionary; every audited call pays for it on its own thread
+/// (docs/perf/decisions/016-audit-zstd-dictionary.md). The window and hash table are set so the
 /// whole dictionary (under 512 KiB) stays reachable: left to itself zstd sizes both for the few-KB
 /// input and finds only the dictionary's last few KB.
 const COMPRESSION_LEVEL: i32 = -3;
@@ -109,7 +109,7 @@ impl Compression {
             CParameter::ChecksumFlag(true),
             // Compress against the dictionary's tables in place. By default zstd copies them into
             // the context for inputs past 8 KB, which a plan can be; either way the frame decodes
-            // to the same bytes (docs/performance.md, "Optimisations in the code").
+            // to the same bytes (docs/perf/decisions/017-zstd-attach-dictionary.md).
             CParameter::ForceAttachDict(zstd::zstd_safe::DictAttachPref::ForceAttach),
         ] {
             compressor.set_parameter(parameter).map_err(|e| error(&e))?;

@@ -586,9 +586,9 @@ impl Auditor {
 
     /// Starts the committer, which commits batches until no record waits. A store on a local
     /// file is committed on the runtime when it can spare a worker ([`runtime_can_commit`]): on a
-    /// two-core machine that saves the hand-off to another thread and back (docs/performance.md,
-    /// "Optimisations in the code"). Otherwise, and for a store across the network, on a
-    /// blocking thread.
+    /// two-core machine that saves the hand-off to another thread and back
+    /// (docs/perf/decisions/015-audit-commits-on-runtime-worker.md). Otherwise, and for a store
+    /// across the network, on a blocking thread.
     fn start_committer(&self) {
         let mut committing = Committing {
             shared: Arc::clone(&self.shared),

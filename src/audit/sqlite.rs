@@ -117,10 +117,11 @@ fn corrupt_or_store(error: &rusqlite::Error) -> AuditError {
 fn connect(path: &Path) -> Result<Connection, AuditError> {
     let connection = Connection::open(path).map_err(store_error)?;
     // With plans stored compressed a record is a few hundred bytes: SQLite's default 4 KiB pages
-    // write the least per commit (32 KiB pages, chosen while records were ~8 KB, now measured
-    // slower). page_size only takes effect on a new database, before WAL mode is set. A lock held
-    // by another process is waited on for 2 s at most, well inside the default 5 s call timeout:
-    // the batch then fails (its calls UNAVAILABLE, health NOT_SERVING until a probe commits).
+    // write the least per commit (32 KiB pages suited the ~8 KB records stored before compression;
+    // docs/perf/decisions/016-audit-zstd-dictionary.md). page_size only takes effect on a new
+    // database, before WAL mode is set. A lock held by another process is waited on for 2 s at
+    // most, well inside the default 5 s call timeout: the batch then fails (its calls
+    // UNAVAILABLE, health NOT_SERVING until a probe commits).
     connection
         .execute_batch(
             "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 2000;",

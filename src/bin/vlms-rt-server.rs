@@ -10,8 +10,8 @@ use vlms_rt::config::ServerConfig;
 use vlms_rt::startup::{Drain, Limits, Settings, TlsMaterial};
 use vlms_rt::{guideline, startup, telemetry};
 
-// mimalloc: a plan is a few hundred small allocations, and the system allocator's arena locks
-// showed up under load (docs/performance.md, "Optimisations in the code").
+// mimalloc: the system allocator's arena locks showed up under load
+// (docs/perf/decisions/002-mimalloc.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -252,7 +252,7 @@ fn verify(audit_db: &str, audit_db_ca: Option<&std::path::Path>) -> ExitCode {
 /// a finished call wakes its connection's task straight after itself, so each answer tends to
 /// leave in a write of its own; without it the connection runs after the calls that were ready,
 /// and their answers leave together: fewer write calls under load, a little slower for a single
-/// caller (docs/performance.md, "Optimisations in the code").
+/// caller (docs/perf/decisions/009-tokio-lifo-slot-off.md).
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();

@@ -339,8 +339,9 @@ fn read_pem(path: &PathBuf, what: &str) -> Result<Vec<u8>, Failure> {
 
 /// The largest HTTP/2 frame the client accepts (SETTINGS_MAX_FRAME_SIZE), instead of the protocol's
 /// default 16 KiB. The server sends each DATA frame with a write of its own, so a `RecommendStream`
-/// of plans of a few KB each reaches this client in fewer writes (docs/integrating.md says how
-/// other clients can do the same). A `Recommend` answer fits
+/// of plans of a few KB each reaches this client in fewer writes
+/// (docs/perf/decisions/012-stream-frames-64k.md; docs/integrating.md says how other clients can
+/// do the same). A `Recommend` answer fits
 /// one frame at either size; larger ones (a `ListRecommendations` page) need fewer frames too.
 pub const MAX_FRAME_SIZE: u32 = 64 * 1024;
 

@@ -210,7 +210,8 @@ impl<'p> Statement<'p> {
 /// Its lists are held in the plan itself up to a size that holds every plan of the 2026.2 profile
 /// (every organ row, every reference, room for every alert and rule that can fire together), and
 /// on the heap beyond it, so any profile works: building a plan allocates nothing. The property
-/// and vignette tests report a plan that outgrows its room.
+/// and vignette tests report a plan that outgrows its room
+/// (docs/perf/decisions/014-plan-lists-inline.md).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan<'p> {
     pub guideline_version: &'p str,

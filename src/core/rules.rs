@@ -166,9 +166,9 @@ pub fn recommend<'p>(profile: &'p Profile, case: &Case<'p>) -> Plan<'p> {
             indication: Indication::NotIndicated,
             setting: Setting::None,
             site_group: facts.site_group,
-            // Held inline (see `Plan`): growing these one push at a time cost more than the
-            // rules themselves (eight reallocations per plan), and allocating them up front still
-            // seven allocations.
+            // Held inline (see `Plan`): grown one push at a time they reallocated several times a
+            // plan, and allocated up front they still cost one allocation each
+            // (docs/perf/decisions/014-plan-lists-inline.md).
             prescriptions: SmallVec::new(),
             start_window: StartWindow::NotApplicable,
             volumes: SmallVec::new(),
