@@ -976,7 +976,8 @@ fn loggable_case_id(case_id: &str) -> &str {
 
 /// How many items of one `RecommendStream` are worked on at once (answers still leave in request
 /// order). With the audit trail on, an item waits for its record's commit; working on several at
-/// once lets consecutive items share a commit instead of paying one fsync each.
+/// once lets consecutive items share a commit instead of paying one fsync each
+/// (docs/perf/decisions/010-audited-stream-pipeline.md).
 const STREAM_PIPELINE: usize = 32;
 
 /// The audit writer's queue limit for a server admitting `max_concurrent_calls` calls: twice the

@@ -362,7 +362,7 @@ impl Body for ReferenceBody<'_> {
 }
 
 /// The `vlms.rt.v1.Plan` message of `plan` with its id, encoded: the same bytes as
-/// `convert::plan_out(plan, id).encode_to_vec()`.
+/// `convert::plan_out(plan, id).encode_to_vec()` (docs/perf/decisions/005-plan-encoder.md).
 pub fn encode_plan(plan: &core::Plan<'_>, recommendation_id: &str) -> Vec<u8> {
     let body = PlanBody {
         plan,
@@ -381,7 +381,7 @@ const COPY_PIECE: usize = 1024;
 
 /// Copies an encoded plan into tonic's send buffer a kilobyte at a time. glibc copies 2,112 bytes
 /// or more with `rep movsb`, which is slow on some virtual machines; pieces below that size keep
-/// glibc on its vector loop (docs/performance.md, "Optimisations in the code"). The bytes
+/// glibc on its vector loop (docs/perf/decisions/007-plan-copied-in-pieces.md). The bytes
 /// written are the same.
 fn put_in_pieces(bytes: &[u8], buf: &mut impl BufMut) {
     for piece in bytes.chunks(COPY_PIECE) {
