@@ -324,6 +324,31 @@ async fn every_vignette_chart_gives_the_plan_recommend_gives() {
         assert_eq!(count("GuidanceResponse"), 1, "{name}");
         assert_eq!(count("DetectedIssue"), direct.alerts.len(), "{name}");
         assert_eq!(count("Provenance"), 1, "{name}");
+        let resources: Vec<&Value> = bundle["entry"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .map(|e| &e["resource"])
+            .collect();
+        // The Bundle says what the plan says: its alerts, in order, and one option per
+        // prescription.
+        let issue_codes: Vec<&Value> = resources
+            .iter()
+            .filter(|r| r["resourceType"] == "DetectedIssue")
+            .map(|r| &r["code"]["coding"][0]["code"])
+            .collect();
+        let alert_codes: Vec<Value> = direct.alerts.iter().map(|a| json!(a.code)).collect();
+        assert_eq!(
+            issue_codes,
+            alert_codes.iter().collect::<Vec<_>>(),
+            "{name}"
+        );
+        let options = resources
+            .iter()
+            .find(|r| r["resourceType"] == "RequestGroup")
+            .and_then(|group| group["action"][0]["action"].as_array())
+            .map_or(0, Vec::len);
+        assert_eq!(options, direct.prescriptions.len(), "{name}");
     }
     assert!(plans >= 20, "{plans} vignettes planned");
     assert!(refused >= 1, "{refused} vignettes refused");
@@ -1511,4 +1536,184 @@ async fn omitted_prefetch_is_fetched_from_the_clients_fhir_server() {
     assert_eq!(status, 412, "{answer}");
     assert!(answer.to_string().contains("https"), "{answer}");
     front.server.stop().await;
+}
+
+#[tokio::test]
+async fn an_rs384_token_from_a_trusted_issuer_gets_in() {
+    // An RSA key made with openssl (ring cannot generate RSA keys).
+    let dir = std::env::temp_dir().join(format!("vlms-rt-rsa-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let key_path = dir.join("key.pem");
+    let status = std::process::Command::new("openssl")
+        .args(["genrsa", "-out"])
+        .arg(&key_path)
+        .arg("2048")
+        .output()
+        .expect("openssl runs");
+    assert!(status.status.success(), "{status:?}");
+    let modulus = std::process::Command::new("openssl")
+        .args(["rsa", "-noout", "-modulus", "-in"])
+        .arg(&key_path)
+        .output()
+        .expect("openssl runs");
+    let modulus = String::from_utf8(modulus.stdout).expect("text");
+    let hex = modulus.trim().trim_start_matches("Modulus=");
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect();
+    let jwk = json!({"kty": "RSA", "kid": "rsa-1", "n": b64url(&bytes), "e": "AQAB"});
+    let issuers_file = dir.join("issuers.json");
+    std::fs::write(
+        &issuers_file,
+        json!({"issuers": [{"iss": "https://ehr.example.org", "jwks": {"keys": [jwk]}}]})
+            .to_string(),
+    )
+    .expect("issuers file");
+    let issuers = Arc::new(vlms_rt::cds::jwt::Issuers::load(&issuers_file).expect("issuers"));
+    let front = Front::start(Some(issuers)).await;
+    let audience = format!("http://{}/cds-services", front.cds);
+    let _ = audience;
+    let pem = std::fs::read(&key_path).expect("key");
+    let token = |alg: jsonwebtoken::Algorithm, jti: &str| {
+        let mut header = jsonwebtoken::Header::new(alg);
+        header.kid = Some("rsa-1".into());
+        let claims = json!({"iss": "https://ehr.example.org",
+            "aud": format!("http://{}/cds-services/vlms-rt-plan/feedback", front.cds),
+            "exp": now() + 300, "iat": now(), "jti": jti});
+        jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_rsa_pem(&pem).expect("RSA key"),
+        )
+        .expect("token")
+    };
+    // Feedback on an unknown card: 404 once the token is accepted, 401 before.
+    let body =
+        json!({"feedback": [{"card": "4a1c2d0e-0000-4000-8000-000000000001", "outcome": "accepted",
+        "acceptedSuggestions": [], "outcomeTimestamp": "2026-11-26T09:21:02Z"}]})
+        .to_string();
+    let bearer = format!("Bearer {}", token(jsonwebtoken::Algorithm::RS384, "r-1"));
+    let (status, answer) = http(
+        &front.cds,
+        "POST",
+        "/cds-services/vlms-rt-plan/feedback",
+        &[("Authorization", &bearer)],
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 404, "{answer}");
+    // RS256 with the same key is not accepted: only RS384 and ES384.
+    let bearer = format!("Bearer {}", token(jsonwebtoken::Algorithm::RS256, "r-2"));
+    let (status, answer) = http(
+        &front.cds,
+        "POST",
+        "/cds-services/vlms-rt-plan/feedback",
+        &[("Authorization", &bearer)],
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 401, "{answer}");
+    front.server.stop().await;
+    std::fs::remove_dir_all(dir).ok();
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n =
+            chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_cds_hooks_port_speaks_tls_like_the_grpc_port() {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+            .expect("certificate");
+    let mut settings = Settings::new("127.0.0.1:0".parse().expect("address"), profile());
+    settings.tls = Some(vlms_rt::startup::TlsMaterial {
+        cert_pem: certified.cert.pem().into_bytes(),
+        key_pem: certified.signing_key.serialize_pem().into_bytes(),
+        client_ca_pem: None,
+    });
+    settings.cds_hooks = Some(cds_settings(None));
+    let server = TestServer::start_with(settings).await;
+    let address = server
+        .server
+        .as_ref()
+        .and_then(|running| running.cds_hooks.as_ref())
+        .expect("CDS Hooks port")
+        .local_addr;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).expect("root");
+    let connect = |alpn: &'static [u8]| {
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
+        config.alpn_protocols = vec![alpn.to_vec()];
+        async move {
+            let tcp = tokio::net::TcpStream::connect(address)
+                .await
+                .expect("connect");
+            tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(
+                    rustls::pki_types::ServerName::try_from("localhost").expect("name"),
+                    tcp,
+                )
+                .await
+                .expect("TLS handshake")
+        }
+    };
+    // HTTP/1.1 over TLS.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tls = connect(b"http/1.1").await;
+        tls.write_all(
+            b"GET /cds-services HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .expect("write");
+        let mut answer = String::new();
+        tls.read_to_string(&mut answer).await.ok();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("vlms-rt-plan"), "{answer}");
+    }
+    // HTTP/2 over TLS.
+    let tls = connect(b"h2").await;
+    let (mut sender, connection) = h2::client::handshake(tls).await.expect("h2 over TLS");
+    tokio::spawn(connection);
+    let request = http::Request::builder()
+        .method("GET")
+        .uri(format!("https://localhost:{}/cds-services", address.port()))
+        .body(())
+        .expect("request");
+    let (response, _) = sender.send_request(request, true).expect("send");
+    assert_eq!(response.await.expect("answer").status(), 200);
+    // Plain HTTP on the TLS port gets nowhere.
+    let (status, _) = tokio::time::timeout(std::time::Duration::from_secs(15), async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        let _ = tcp
+            .write_all(b"GET /cds-services HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await;
+        let mut answer = Vec::new();
+        let _ = tcp.read_to_end(&mut answer).await;
+        (answer.starts_with(b"HTTP/1.1 200"), ())
+    })
+    .await
+    .expect("closed, not hung");
+    assert!(!status, "plaintext was served on the TLS port");
+    server.stop().await;
 }
