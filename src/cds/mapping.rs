@@ -158,9 +158,7 @@ pub fn map(
     evaluation_date: Date,
     case_id: impl FnOnce(&str) -> String,
 ) -> Outcome {
-    let Some(primaries) = Primaries::find(chart, names) else {
-        return Outcome::OutOfScope;
-    };
+    let primaries = Primaries::find(chart);
     let primary = match primaries.venous_lms.as_slice() {
         [] => return Outcome::OutOfScope,
         [one] => *one,
@@ -232,7 +230,7 @@ const SECONDARY_PROFILE: &str = "mcode-secondary-cancer-condition";
 const PRIMARY_PROFILE: &str = "mcode-primary-cancer-condition";
 
 impl<'c> Primaries<'c> {
-    fn find(chart: &'c Chart, _names: &Names) -> Option<Primaries<'c>> {
+    fn find(chart: &'c Chart) -> Primaries<'c> {
         let histology = format!("{MCODE}{HISTOLOGY}");
         let primary_profile = format!("{MCODE}{PRIMARY_PROFILE}");
         let secondary_profile = format!("{MCODE}{SECONDARY_PROFILE}");
@@ -255,10 +253,10 @@ impl<'c> Primaries<'c> {
                 venous_lms.push(condition);
             }
         }
-        Some(Primaries {
+        Primaries {
             venous_lms,
             cancer_count,
-        })
+        }
     }
 }
 
