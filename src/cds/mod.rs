@@ -641,10 +641,7 @@ async fn answer_hook(
     let request = parse_body(front, &body)?;
     let request = HookRequest::read(&request, hooks)?;
     let evaluation_date = front.evaluation_date(request.raw, client.as_ref())?;
-    let caller = client.as_ref().map_or_else(
-        || "cds-hooks".to_string(),
-        |c| format!("cds-hooks:{}", c.issuer),
-    );
+    let caller = caller_name(client.as_ref());
     // order-select and order-sign: what is drafted decides whether there is anything to check.
     let drafts = if id == CHECK_SERVICE {
         let draft_orders = request.draft_orders()?;
@@ -680,20 +677,7 @@ async fn answer_hook(
     } else {
         None
     };
-    let chart = request.chart(front).await?;
-    let mapped = mapping::map(
-        &chart,
-        &front.names,
-        &front.settings.time_zone,
-        evaluation_date,
-        |condition| {
-            front.case_id(
-                request.fhir_server.unwrap_or(""),
-                request.patient_id,
-                condition,
-            )
-        },
-    );
+    let mapped = front.map_chart(&request, evaluation_date).await?;
     let mapped = match mapped {
         Outcome::OutOfScope => return Ok(("no-card", cards_response(Vec::new()))),
         Outcome::Minor { age, .. } => {
@@ -731,6 +715,15 @@ async fn answer_hook(
     }
 }
 
+/// The caller the service logs and records: the verified issuer, or `cds-hooks` on a
+/// loopback-only front without issuers.
+fn caller_name(client: Option<&jwt::Client>) -> String {
+    client.map_or_else(
+        || "cds-hooks".to_string(),
+        |client| format!("cds-hooks:{}", client.issuer),
+    )
+}
+
 fn new_uuid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -740,6 +733,29 @@ fn cards_response(cards: Vec<Card>) -> Response {
 }
 
 impl Front {
+    /// The request's chart (prefetch, and what was fetched) mapped to a case as of
+    /// `evaluation_date`.
+    async fn map_chart(
+        &self,
+        request: &HookRequest<'_>,
+        evaluation_date: jiff::civil::Date,
+    ) -> Result<Outcome, Refusal> {
+        let chart = request.chart(self).await?;
+        Ok(mapping::map(
+            &chart,
+            &self.names,
+            &self.settings.time_zone,
+            evaluation_date,
+            |condition| {
+                self.case_id(
+                    request.fhir_server.unwrap_or(""),
+                    request.patient_id,
+                    condition,
+                )
+            },
+        ))
+    }
+
     /// The data-required (missing) or conflict card.
     fn data_required(
         &self,
@@ -1303,10 +1319,7 @@ async fn answer_feedback(
         ));
     }
     let client = front.authenticate(headers, &format!("/cds-services/{id}/feedback"))?;
-    let caller = client.as_ref().map_or_else(
-        || "cds-hooks".to_string(),
-        |c| format!("cds-hooks:{}", c.issuer),
-    );
+    let caller = caller_name(client.as_ref());
     let body = read_body(front, body).await?;
     let value = parse_body(front, &body)?;
     let parsed: FeedbackBody = serde_path_to_error::deserialize(&value).map_err(|error| {
@@ -1498,24 +1511,8 @@ async fn answer_fhir_recommend(
     let request = parse_body(front, &body)?;
     let request = HookRequest::read(&request, &["patient-view"])?;
     let evaluation_date = front.evaluation_date(request.raw, client.as_ref())?;
-    let caller = client.as_ref().map_or_else(
-        || "cds-hooks".to_string(),
-        |c| format!("cds-hooks:{}", c.issuer),
-    );
-    let chart = request.chart(front).await?;
-    let mapped = mapping::map(
-        &chart,
-        &front.names,
-        &front.settings.time_zone,
-        evaluation_date,
-        |condition| {
-            front.case_id(
-                request.fhir_server.unwrap_or(""),
-                request.patient_id,
-                condition,
-            )
-        },
-    );
+    let caller = caller_name(client.as_ref());
+    let mapped = front.map_chart(&request, evaluation_date).await?;
     let unprocessable =
         |text: String| outcome(StatusCode::UNPROCESSABLE_ENTITY, "processing", &text, None);
     let naming = codex::Naming {
