@@ -374,13 +374,15 @@ impl<'c> Mapper<'c> {
             return true;
         }
         // With one primary cancer, patient-level evidence counts, unless it names another
-        // Condition as its focus.
-        let names_other_condition = observation.focus.iter().any(|focus| {
-            focus
-                .reference
-                .as_deref()
+        // Condition as its focus or its related condition.
+        let names_condition = |reference: Option<&fhir::Reference>| {
+            reference
+                .and_then(|r| r.reference.as_deref())
                 .is_some_and(|r| r.contains("Condition/"))
-        });
+        };
+        let names_other_condition = observation.focus.iter().any(|f| names_condition(Some(f)))
+            || fhir::extensions(&observation.extension, &related)
+                .any(|extension| names_condition(extension.value_reference.as_ref()));
         self.only_primary && !names_other_condition
     }
 
