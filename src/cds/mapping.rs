@@ -938,10 +938,11 @@ impl<'c> Mapper<'c> {
     fn pre_resection(&mut self, case: &mut pb::Case) {
         let system = self.names.code_system("vlms-rt-resectability");
         let mutilating = self.names.code_system("vlms-rt-case");
-        type Assessment = (Option<pb::Resectability>, Option<bool>);
-        let candidates: Vec<(&Observation, Assessment)> = self
-            .observations(self.vlms_code("resectability-assessment"))
-            .into_iter()
+        let assessments = self.observations(self.vlms_code("resectability-assessment"));
+        // The two facts are picked from the same assessments, so they come from the same date;
+        // a disagreement is reported on the fact that differs.
+        let values: Vec<(&Observation, Option<pb::Resectability>)> = assessments
+            .iter()
             .map(|o| {
                 let value = o.value_codeable_concept.as_ref().and_then(|v| {
                     v.codes(&system).find_map(|code| match code {
@@ -951,46 +952,33 @@ impl<'c> Mapper<'c> {
                         _ => None,
                     })
                 });
+                (*o, value)
+            })
+            .collect();
+        let components: Vec<(&Observation, Option<bool>)> = assessments
+            .iter()
+            .map(|o| {
                 let component = o
                     .component
                     .iter()
                     .find(|c| c.code.has(&mutilating, "surgery-mutilating"))
                     .and_then(|c| c.value_boolean);
-                (o, (value, component))
+                (*o, component)
             })
             .collect();
-        match self.pick(&candidates, None) {
-            Pick::One((value, component), observation) => {
-                let source = reference("Observation", observation.id.as_deref());
-                match value {
-                    Some(value) => {
-                        case.resectability = value as i32;
-                        self.used(
-                            "resectability",
-                            source.clone(),
-                            "Observation.valueCodeableConcept",
-                        );
-                    }
-                    None => self.missing(
-                        "resectability",
-                        "the resectability assessment's value from vlms-rt-resectability (resectable, marginal, unresectable)",
-                    ),
-                }
-                match component {
-                    Some(value) => {
-                        case.surgery_mutilating = value;
-                        self.used(
-                            "surgery_mutilating",
-                            source,
-                            "Observation.component[surgery-mutilating].valueBoolean",
-                        );
-                    }
-                    None => self.missing(
-                        "surgery_mutilating",
-                        "component vlms-rt-case#surgery-mutilating (valueBoolean) of the resectability assessment",
-                    ),
-                }
+        match self.pick(&values, None) {
+            Pick::One(Some(value), observation) => {
+                case.resectability = value as i32;
+                self.used(
+                    "resectability",
+                    reference("Observation", observation.id.as_deref()),
+                    "Observation.valueCodeableConcept",
+                );
             }
+            Pick::One(None, _) => self.missing(
+                "resectability",
+                "the resectability assessment's value from vlms-rt-resectability (resectable, marginal, unresectable)",
+            ),
             Pick::Conflict(sources) => self.conflict(
                 "resectability",
                 "two resectability assessments on the same date disagree",
@@ -999,6 +987,25 @@ impl<'c> Mapper<'c> {
             Pick::None => self.missing(
                 "resectability",
                 "a dated vlms-rt-case#resectability-assessment Observation",
+            ),
+        }
+        match self.pick(&components, None) {
+            Pick::One(Some(value), observation) => {
+                case.surgery_mutilating = value;
+                self.used(
+                    "surgery_mutilating",
+                    reference("Observation", observation.id.as_deref()),
+                    "Observation.component[surgery-mutilating].valueBoolean",
+                );
+            }
+            Pick::One(None, _) | Pick::None => self.missing(
+                "surgery_mutilating",
+                "component vlms-rt-case#surgery-mutilating (valueBoolean) of a dated resectability assessment",
+            ),
+            Pick::Conflict(sources) => self.conflict(
+                "surgery_mutilating",
+                "two resectability assessments on the same date disagree on whether adequate surgery would be mutilating",
+                sources,
             ),
         }
     }
