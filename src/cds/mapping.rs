@@ -1197,16 +1197,18 @@ impl<'c> Mapper<'c> {
     fn organs(&mut self) -> Option<Vec<pb::Organ>> {
         let component_system = self.names.code_system("vlms-rt-case");
         let mut unused: Vec<String> = Vec::new();
-        let mut candidates: Vec<(&Observation, Option<Vec<pb::Organ>>)> = Vec::new();
+        let mut candidates: Vec<(&Observation, Adjacent)> = Vec::new();
         for observation in self.observations(self.vlms_code("organs-adjacent-to-target")) {
             let Some(any) = observation.value_boolean else {
                 continue;
             };
             let mut organs: Vec<pb::Organ> = Vec::new();
+            let mut listed = false;
             for component in &observation.component {
                 if !component.code.has(&component_system, "adjacent-organ") {
                     continue;
                 }
+                listed = true;
                 for code in component
                     .value_codeable_concept
                     .iter()
@@ -1220,15 +1222,17 @@ impl<'c> Mapper<'c> {
                 }
             }
             let value = match (any, organs.is_empty()) {
-                (false, _) => Some(Vec::new()),
-                (true, false) => Some(organs),
+                // "false" (none) while organs are listed contradicts itself.
+                (false, _) if listed => Adjacent::NoneButListed,
+                (false, _) => Adjacent::Organs(Vec::new()),
+                (true, false) => Adjacent::Organs(organs),
                 // "true" with no organ the guideline knows cannot be read as "none".
-                (true, true) => None,
+                (true, true) => Adjacent::Unreadable,
             };
             candidates.push((observation, value));
         }
         match self.pick(&candidates, None) {
-            Pick::One(Some(organs), observation) => {
+            Pick::One(Adjacent::Organs(organs), observation) => {
                 self.used(
                     "organs_at_risk",
                     reference("Observation", observation.id.as_deref()),
@@ -1244,6 +1248,14 @@ impl<'c> Mapper<'c> {
                 }
                 Some(organs)
             }
+            Pick::One(Adjacent::NoneButListed, observation) => {
+                self.conflict(
+                    "organs_at_risk",
+                    "the organ-at-risk assessment is valued false (none) but lists adjacent organs",
+                    vec![reference("Observation", observation.id.as_deref())],
+                );
+                None
+            }
             Pick::Conflict(sources) => {
                 self.conflict(
                     "organs_at_risk",
@@ -1252,7 +1264,7 @@ impl<'c> Mapper<'c> {
                 );
                 None
             }
-            Pick::One(None, _) | Pick::None => {
+            Pick::One(Adjacent::Unreadable, _) | Pick::None => {
                 self.missing(
                     "organs_at_risk",
                     "an Observation vlms-rt-case#organs-adjacent-to-target: valueBoolean false for none, or true with adjacent-organ components coded in TG-263",
@@ -1483,6 +1495,17 @@ impl<'c> Mapper<'c> {
             }
         }
     }
+}
+
+/// What one organs-adjacent-to-target assessment says.
+#[derive(Debug, Clone, PartialEq)]
+enum Adjacent {
+    /// The organs the guideline knows (none for `false`).
+    Organs(Vec<pb::Organ>),
+    /// `true` without an organ the guideline knows.
+    Unreadable,
+    /// `false` with adjacent-organ components.
+    NoneButListed,
 }
 
 #[derive(Debug, Clone, PartialEq)]
