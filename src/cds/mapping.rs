@@ -1552,3 +1552,7 @@ pub fn organ_of(code: &str) -> Option<pb::Organ> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+#[path = "mapping_tests.rs"]
+mod tests;
