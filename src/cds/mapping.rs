@@ -372,13 +372,15 @@ impl<'c> Mapper<'c> {
             return true;
         }
         // With one primary cancer, patient-level evidence counts, unless it names another
-        // Condition as its focus.
-        let names_other_condition = observation.focus.iter().any(|focus| {
-            focus
-                .reference
-                .as_deref()
+        // Condition as its focus or its related condition.
+        let names_condition = |reference: Option<&fhir::Reference>| {
+            reference
+                .and_then(|r| r.reference.as_deref())
                 .is_some_and(|r| r.contains("Condition/"))
-        });
+        };
+        let names_other_condition = observation.focus.iter().any(|f| names_condition(Some(f)))
+            || fhir::extensions(&observation.extension, &related)
+                .any(|extension| names_condition(extension.value_reference.as_ref()));
         self.only_primary && !names_other_condition
     }
 
@@ -934,10 +936,11 @@ impl<'c> Mapper<'c> {
     fn pre_resection(&mut self, case: &mut pb::Case) {
         let system = self.names.code_system("vlms-rt-resectability");
         let mutilating = self.names.code_system("vlms-rt-case");
-        type Assessment = (Option<pb::Resectability>, Option<bool>);
-        let candidates: Vec<(&Observation, Assessment)> = self
-            .observations(self.vlms_code("resectability-assessment"))
-            .into_iter()
+        let assessments = self.observations(self.vlms_code("resectability-assessment"));
+        // The two facts are picked from the same assessments, so they come from the same date;
+        // a disagreement is reported on the fact that differs.
+        let values: Vec<(&Observation, Option<pb::Resectability>)> = assessments
+            .iter()
             .map(|o| {
                 let value = o.value_codeable_concept.as_ref().and_then(|v| {
                     v.codes(&system).find_map(|code| match code {
@@ -947,46 +950,33 @@ impl<'c> Mapper<'c> {
                         _ => None,
                     })
                 });
+                (*o, value)
+            })
+            .collect();
+        let components: Vec<(&Observation, Option<bool>)> = assessments
+            .iter()
+            .map(|o| {
                 let component = o
                     .component
                     .iter()
                     .find(|c| c.code.has(&mutilating, "surgery-mutilating"))
                     .and_then(|c| c.value_boolean);
-                (o, (value, component))
+                (*o, component)
             })
             .collect();
-        match self.pick(&candidates, None) {
-            Pick::One((value, component), observation) => {
-                let source = reference("Observation", observation.id.as_deref());
-                match value {
-                    Some(value) => {
-                        case.resectability = value as i32;
-                        self.used(
-                            "resectability",
-                            source.clone(),
-                            "Observation.valueCodeableConcept",
-                        );
-                    }
-                    None => self.missing(
-                        "resectability",
-                        "the resectability assessment's value from vlms-rt-resectability (resectable, marginal, unresectable)",
-                    ),
-                }
-                match component {
-                    Some(value) => {
-                        case.surgery_mutilating = value;
-                        self.used(
-                            "surgery_mutilating",
-                            source,
-                            "Observation.component[surgery-mutilating].valueBoolean",
-                        );
-                    }
-                    None => self.missing(
-                        "surgery_mutilating",
-                        "component vlms-rt-case#surgery-mutilating (valueBoolean) of the resectability assessment",
-                    ),
-                }
+        match self.pick(&values, None) {
+            Pick::One(Some(value), observation) => {
+                case.resectability = value as i32;
+                self.used(
+                    "resectability",
+                    reference("Observation", observation.id.as_deref()),
+                    "Observation.valueCodeableConcept",
+                );
             }
+            Pick::One(None, _) => self.missing(
+                "resectability",
+                "the resectability assessment's value from vlms-rt-resectability (resectable, marginal, unresectable)",
+            ),
             Pick::Conflict(sources) => self.conflict(
                 "resectability",
                 "two resectability assessments on the same date disagree",
@@ -995,6 +985,25 @@ impl<'c> Mapper<'c> {
             Pick::None => self.missing(
                 "resectability",
                 "a dated vlms-rt-case#resectability-assessment Observation",
+            ),
+        }
+        match self.pick(&components, None) {
+            Pick::One(Some(value), observation) => {
+                case.surgery_mutilating = value;
+                self.used(
+                    "surgery_mutilating",
+                    reference("Observation", observation.id.as_deref()),
+                    "Observation.component[surgery-mutilating].valueBoolean",
+                );
+            }
+            Pick::One(None, _) | Pick::None => self.missing(
+                "surgery_mutilating",
+                "component vlms-rt-case#surgery-mutilating (valueBoolean) of a dated resectability assessment",
+            ),
+            Pick::Conflict(sources) => self.conflict(
+                "surgery_mutilating",
+                "two resectability assessments on the same date disagree on whether adequate surgery would be mutilating",
+                sources,
             ),
         }
     }
@@ -1186,16 +1195,18 @@ impl<'c> Mapper<'c> {
     fn organs(&mut self) -> Option<Vec<pb::Organ>> {
         let component_system = self.names.code_system("vlms-rt-case");
         let mut unused: Vec<String> = Vec::new();
-        let mut candidates: Vec<(&Observation, Option<Vec<pb::Organ>>)> = Vec::new();
+        let mut candidates: Vec<(&Observation, Adjacent)> = Vec::new();
         for observation in self.observations(self.vlms_code("organs-adjacent-to-target")) {
             let Some(any) = observation.value_boolean else {
                 continue;
             };
             let mut organs: Vec<pb::Organ> = Vec::new();
+            let mut listed = false;
             for component in &observation.component {
                 if !component.code.has(&component_system, "adjacent-organ") {
                     continue;
                 }
+                listed = true;
                 for code in component
                     .value_codeable_concept
                     .iter()
@@ -1209,15 +1220,17 @@ impl<'c> Mapper<'c> {
                 }
             }
             let value = match (any, organs.is_empty()) {
-                (false, _) => Some(Vec::new()),
-                (true, false) => Some(organs),
+                // "false" (none) while organs are listed contradicts itself.
+                (false, _) if listed => Adjacent::NoneButListed,
+                (false, _) => Adjacent::Organs(Vec::new()),
+                (true, false) => Adjacent::Organs(organs),
                 // "true" with no organ the guideline knows cannot be read as "none".
-                (true, true) => None,
+                (true, true) => Adjacent::Unreadable,
             };
             candidates.push((observation, value));
         }
         match self.pick(&candidates, None) {
-            Pick::One(Some(organs), observation) => {
+            Pick::One(Adjacent::Organs(organs), observation) => {
                 self.used(
                     "organs_at_risk",
                     reference("Observation", observation.id.as_deref()),
@@ -1233,6 +1246,14 @@ impl<'c> Mapper<'c> {
                 }
                 Some(organs)
             }
+            Pick::One(Adjacent::NoneButListed, observation) => {
+                self.conflict(
+                    "organs_at_risk",
+                    "the organ-at-risk assessment is valued false (none) but lists adjacent organs",
+                    vec![reference("Observation", observation.id.as_deref())],
+                );
+                None
+            }
             Pick::Conflict(sources) => {
                 self.conflict(
                     "organs_at_risk",
@@ -1241,7 +1262,7 @@ impl<'c> Mapper<'c> {
                 );
                 None
             }
-            Pick::One(None, _) | Pick::None => {
+            Pick::One(Adjacent::Unreadable, _) | Pick::None => {
                 self.missing(
                     "organs_at_risk",
                     "an Observation vlms-rt-case#organs-adjacent-to-target: valueBoolean false for none, or true with adjacent-organ components coded in TG-263",
@@ -1474,6 +1495,17 @@ impl<'c> Mapper<'c> {
     }
 }
 
+/// What one organs-adjacent-to-target assessment says.
+#[derive(Debug, Clone, PartialEq)]
+enum Adjacent {
+    /// The organs the guideline knows (none for `false`).
+    Organs(Vec<pb::Organ>),
+    /// `true` without an organ the guideline knows.
+    Unreadable,
+    /// `false` with adjacent-organ components.
+    NoneButListed,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 enum SizeValue {
     Cm(f64),
@@ -1518,3 +1550,7 @@ pub fn organ_of(code: &str) -> Option<pb::Organ> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+#[path = "mapping_tests.rs"]
+mod tests;
