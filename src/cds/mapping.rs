@@ -668,11 +668,15 @@ impl<'c> Mapper<'c> {
 
     fn size(&mut self, surgery: Option<Date>) -> Option<f64> {
         let all = self.observations(|code| code.has(LOINC, "21889-1"));
-        // After resection a gross-pathology measurement (with a specimen) is preferred to imaging.
+        // After resection a gross-pathology measurement (with a specimen, dated on or after the
+        // surgery: a biopsy's is not the tumour's size) is preferred to imaging.
         let pathology: Vec<&Observation> = all
             .iter()
             .copied()
-            .filter(|o| surgery.is_some() && o.specimen.is_some())
+            .filter(|o| {
+                o.specimen.is_some()
+                    && surgery.is_some_and(|date| self.effective(o).is_some_and(|d| d >= date))
+            })
             .collect();
         let measured = if pathology.is_empty() { all } else { pathology };
         let mut candidates: Vec<(&Observation, SizeValue)> = Vec::new();
@@ -924,6 +928,29 @@ impl<'c> Mapper<'c> {
             .observations(self.vlms_code("resectability-assessment"))
             .is_empty()
         {
+            // A completed procedure of the primary that is not marked as its resection (a biopsy,
+            // or a resection recorded only by its procedure code) is shown, so that a resection
+            // the chart does not mark cannot pass unseen as "before resection".
+            let flag = self.names.extension("vlms-rt-primary-tumor-resection");
+            for procedure in &self.chart.procedures {
+                let own = procedure
+                    .reason_reference
+                    .iter()
+                    .any(|r| r.names("Condition", &self.primary_id));
+                let marked = fhir::extensions(&procedure.extension, &flag)
+                    .next()
+                    .is_some();
+                if own
+                    && !marked
+                    && procedure.status.as_deref() == Some("completed")
+                    && !procedure.code.has(SNOMED, "1217123003")
+                {
+                    self.notes.push(format!(
+                        "{} is a completed procedure of this tumour not marked as its resection (extension vlms-rt-primary-tumor-resection): read as not a resection, so the plan is for before resection.",
+                        reference("Procedure", procedure.id.as_deref())
+                    ));
+                }
+            }
             return Some(pb::TreatmentPhase::PreResection);
         }
         self.missing(

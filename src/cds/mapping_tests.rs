@@ -1292,6 +1292,15 @@ fn tumor_size_cm() {
             vec![missing("tumor.size_cm")],
         ),
         row(
+            "after resection a biopsy specimen's size is not preferred to later imaging",
+            |f| {
+                f.remove("obs-size");
+                f.push(tumor_size("obs-biopsy-size", "2026-09-01", 3.0, "cm", true));
+                f.push(tumor_size("obs-ct-size", "2026-10-20", 9.0, "cm", false));
+            },
+            vec![is("tumor.size_cm", "9")],
+        ),
+        row(
             "no longest-dimension component",
             |f| f.get("obs-size")["component"][0]["code"] = concept(LOINC, "33729-5"),
             vec![missing("tumor.size_cm")],
@@ -1592,6 +1601,13 @@ fn phase() {
             "a procedure without the resection flag (a biopsy) is not a resection",
             |f| f.remove_extension("proc-resection", "vlms-rt-primary-tumor-resection"),
             vec![is("phase", PRE)],
+        ),
+        row(
+            "an unmarked completed procedure of the tumour is shown on a pre-resection plan",
+            |f| f.remove_extension("proc-resection", "vlms-rt-primary-tumor-resection"),
+            vec![Expect::Noted(
+                "Procedure/proc-resection is a completed procedure of this tumour not marked as its resection",
+            )],
         ),
         row(
             "resection flag false",
