@@ -1717,3 +1717,146 @@ async fn the_cds_hooks_port_speaks_tls_like_the_grpc_port() {
     assert!(!status, "plaintext was served on the TLS port");
     server.stop().await;
 }
+
+/// An audit store that cannot commit anything.
+struct BrokenStore;
+
+impl vlms_rt::audit::Store for BrokenStore {
+    fn append(
+        &mut self,
+        _: &[vlms_rt::audit::NewRecord],
+    ) -> Result<(), vlms_rt::audit::AuditError> {
+        Err(vlms_rt::audit::AuditError::Unavailable("disk gone".into()))
+    }
+    fn probe(&mut self) -> Result<(), vlms_rt::audit::AuditError> {
+        Err(vlms_rt::audit::AuditError::Unavailable("disk gone".into()))
+    }
+    fn compression(&self) -> Option<Arc<vlms_rt::audit::compress::Compression>> {
+        None
+    }
+    fn commits_locally(&self) -> bool {
+        false
+    }
+}
+
+struct EmptyReader;
+
+impl vlms_rt::audit::Reader for EmptyReader {
+    fn get(
+        &self,
+        _: &str,
+    ) -> Result<Option<vlms_rt::audit::RecordWithFeedback>, vlms_rt::audit::AuditError> {
+        Ok(None)
+    }
+    fn list(
+        &self,
+        _: &str,
+        _: Option<i64>,
+        _: usize,
+    ) -> Result<Vec<vlms_rt::audit::RecordWithFeedback>, vlms_rt::audit::AuditError> {
+        Ok(Vec::new())
+    }
+    fn has_older(&self, _: &str, _: i64) -> Result<bool, vlms_rt::audit::AuditError> {
+        Ok(false)
+    }
+    fn card(
+        &self,
+        _: &str,
+    ) -> Result<Option<vlms_rt::audit::StoredRecord>, vlms_rt::audit::AuditError> {
+        Ok(None)
+    }
+}
+
+#[tokio::test]
+async fn no_card_leaves_when_the_audit_store_cannot_record_it() {
+    let mut settings = Settings::new("127.0.0.1:0".parse().expect("address"), profile());
+    settings.audit = Some(vlms_rt::audit::Auditor::start(
+        Box::new(BrokenStore),
+        Arc::new(EmptyReader),
+    ));
+    settings.cds_hooks = Some(cds_settings(None));
+    let server = TestServer::start_with(settings).await;
+    let cds = server
+        .server
+        .as_ref()
+        .and_then(|running| running.cds_hooks.as_ref())
+        .expect("CDS Hooks port")
+        .local_addr
+        .to_string();
+    let (case, options) = ivc_chart();
+    let request = patient_view_request(&case, &options, "fd8c2b11-0000-4000-8000-000000000001");
+    let (status, body) = http(
+        &cds,
+        "POST",
+        "/cds-services/vlms-rt-plan",
+        &[],
+        request.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(!body.contains("cards"), "{body}");
+    let outcome: Value = serde_json::from_str(&body).expect("OperationOutcome");
+    assert_eq!(outcome["issue"][0]["code"], "transient");
+    // Readiness on the CDS Hooks port follows the store.
+    let (status, body) = http(&cds, "GET", "/health", &[], b"").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (503, r#"{"status":"NOT_SERVING"}"#)
+    );
+    server.stop_allowing_cut().await;
+}
+
+#[tokio::test]
+async fn the_sites_canonical_base_and_extension_prefix_name_everything() {
+    let mut settings = Settings::new("127.0.0.1:0".parse().expect("address"), profile());
+    let mut cds = cds_settings(None);
+    cds.canonical_base = "https://rt.hospital.example".into();
+    cds.extension_prefix = "org.hospital.rt".into();
+    settings.cds_hooks = Some(cds);
+    let server = TestServer::start_with(settings).await;
+    let address = server
+        .server
+        .as_ref()
+        .and_then(|running| running.cds_hooks.as_ref())
+        .expect("CDS Hooks port")
+        .local_addr
+        .to_string();
+    let (_, discovery) = http(&address, "GET", "/cds-services", &[], b"").await;
+    assert!(!discovery.contains("example.org"), "{discovery}");
+    let discovery: Value = serde_json::from_str(&discovery).expect("JSON");
+    assert!(discovery["services"][0]["extension"]["org.hospital.rt.service"].is_object());
+    assert!(
+        discovery["services"][0]["prefetch"]["assessments"]
+            .as_str()
+            .is_some_and(
+                |t| t.contains("https://rt.hospital.example/fhir/CodeSystem/vlms-rt-case|")
+            ),
+        "{discovery}"
+    );
+    // A chart written with the site's names is read; its cards carry the site's names.
+    let (case, mut options) = ivc_chart();
+    options.site = "https://rt.hospital.example".into();
+    let mut request = patient_view_request(&case, &options, "0e8c2b11-0000-4000-8000-000000000001");
+    let extension = request["extension"]
+        .as_object_mut()
+        .expect("extension")
+        .remove("org.example.vlms-rt.evaluation-date")
+        .expect("evaluation date");
+    request["extension"]["org.hospital.rt.evaluation-date"] = extension;
+    let (status, body) = http(
+        &address,
+        "POST",
+        "/cds-services/vlms-rt-plan",
+        &[],
+        request.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).expect("JSON");
+    assert!(
+        answer["cards"][0]["extension"]["org.hospital.rt.recommendation"].is_object(),
+        "{answer}"
+    );
+    assert!(!body.contains("vlms-rt.example.org"), "{body}");
+    server.stop().await;
+}
