@@ -1148,20 +1148,7 @@ fn es384_key(kid: &str) -> (Value, Vec<u8>) {
     let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).expect("key");
     let raw = pair.public_key_raw();
     assert_eq!(raw.len(), 97, "an uncompressed P-384 point");
-    let b64 = |bytes: &[u8]| {
-        const ALPHABET: &[u8; 64] =
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let mut out = String::new();
-        for chunk in bytes.chunks(3) {
-            let n = chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b))
-                << (8 * (3 - chunk.len()));
-            for i in 0..=chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            }
-        }
-        out
-    };
-    let jwk = json!({"kty": "EC", "crv": "P-384", "kid": kid, "x": b64(&raw[1..49]), "y": b64(&raw[49..])});
+    let jwk = json!({"kty": "EC", "crv": "P-384", "kid": kid, "x": b64url(&raw[1..49]), "y": b64url(&raw[49..])});
     (jwk, pair.serialize_pem().into_bytes())
 }
 
