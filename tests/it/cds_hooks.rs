@@ -38,13 +38,7 @@ impl Front {
         settings.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
         settings.cds_hooks = Some(cds_settings(issuers));
         let server = TestServer::start_with(settings).await;
-        let cds = server
-            .server
-            .as_ref()
-            .and_then(|running| running.cds_hooks.as_ref())
-            .expect("CDS Hooks port")
-            .local_addr
-            .to_string();
+        let cds = cds_address(&server);
         Front { server, cds }
     }
 
@@ -63,6 +57,17 @@ impl Front {
             .unwrap_or_else(|error| panic!("answer is not JSON ({error}): {body}"));
         (status, body)
     }
+}
+
+/// The `host:port` of a running server's CDS Hooks port.
+fn cds_address(server: &TestServer) -> String {
+    server
+        .server
+        .as_ref()
+        .and_then(|running| running.cds_hooks.as_ref())
+        .expect("CDS Hooks port")
+        .local_addr
+        .to_string()
 }
 
 fn cds_settings(issuers: Option<Arc<vlms_rt::cds::jwt::Issuers>>) -> vlms_rt::cds::CdsSettings {
@@ -1763,13 +1768,7 @@ async fn no_card_leaves_when_the_audit_store_cannot_record_it() {
     ));
     settings.cds_hooks = Some(cds_settings(None));
     let server = TestServer::start_with(settings).await;
-    let cds = server
-        .server
-        .as_ref()
-        .and_then(|running| running.cds_hooks.as_ref())
-        .expect("CDS Hooks port")
-        .local_addr
-        .to_string();
+    let cds = cds_address(&server);
     let (case, options) = ivc_chart();
     let request = patient_view_request(&case, &options, "fd8c2b11-0000-4000-8000-000000000001");
     let (status, body) = http(
@@ -1801,13 +1800,7 @@ async fn the_sites_canonical_base_and_extension_prefix_name_everything() {
     cds.extension_prefix = "org.hospital.rt".into();
     settings.cds_hooks = Some(cds);
     let server = TestServer::start_with(settings).await;
-    let address = server
-        .server
-        .as_ref()
-        .and_then(|running| running.cds_hooks.as_ref())
-        .expect("CDS Hooks port")
-        .local_addr
-        .to_string();
+    let address = cds_address(&server);
     let (_, discovery) = http(&address, "GET", "/cds-services", &[], b"").await;
     assert!(!discovery.contains("example.org"), "{discovery}");
     let discovery: Value = serde_json::from_str(&discovery).expect("JSON");
