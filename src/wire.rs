@@ -21,16 +21,77 @@ use crate::core::plan::StartWindow;
 use crate::core::profile::ReferenceDef;
 use crate::pb;
 
-/// Where a message body goes.
-trait Sink: Sized {
+/// A message body.
+trait Body {
+    fn emit(&self, sink: &mut Writer<'_>);
+}
+
+/// Writes a body in one pass: a nested message is written after a one-byte length, which is
+/// widened afterwards (moving the body) when the body turns out to be 128 bytes or longer —
+/// prost writes minimal varints, and so must this.
+struct Writer<'b>(&'b mut Vec<u8>);
+
+impl Writer<'_> {
+    /// A varint; the one-byte case (every key and most lengths here) without a loop.
+    #[inline]
+    fn varint_value(&mut self, value: u64) {
+        if value < 0x80 {
+            self.0.push(value as u8);
+        } else {
+            encode_varint(value, self.0);
+        }
+    }
+
+    #[inline]
+    fn key(&mut self, tag: u32, wire_type: WireType) {
+        self.varint_value((u64::from(tag) << 3) | wire_type as u64);
+    }
+}
+
+impl Writer<'_> {
     /// A length-delimited field, written even when empty (repeated strings, nested messages).
-    fn delimited(&mut self, tag: u32, bytes: &[u8]);
+    fn delimited(&mut self, tag: u32, bytes: &[u8]) {
+        self.key(tag, WireType::LengthDelimited);
+        self.varint_value(bytes.len() as u64);
+        self.0.extend_from_slice(bytes);
+    }
+
     /// A nested message field (always present).
-    fn message<B: Body>(&mut self, tag: u32, body: &B);
+    fn message<B: Body>(&mut self, tag: u32, body: &B) {
+        self.key(tag, WireType::LengthDelimited);
+        let at = self.0.len();
+        self.0.push(0);
+        body.emit(self);
+        let length = self.0.len() - at - 1;
+        if length < 0x80 {
+            // Fits the placeholder: a one-byte varint is the value itself.
+            self.0[at] = length as u8;
+        } else {
+            // Widen the placeholder: move the body right, then write the varint in front of it.
+            let width = encoded_len_varint(length as u64);
+            let end = self.0.len();
+            self.0.resize(end + width - 1, 0);
+            self.0.copy_within(at + 1..end, at + width);
+            let mut value = length as u64;
+            for slot in &mut self.0[at..at + width] {
+                *slot = (value & 0x7F) as u8 | 0x80;
+                value >>= 7;
+            }
+            self.0[at + width - 1] &= 0x7F;
+        }
+    }
+
     /// A varint field (int32, enum, bool), already known to differ from its default.
-    fn varint(&mut self, tag: u32, value: u64);
+    fn varint(&mut self, tag: u32, value: u64) {
+        self.key(tag, WireType::Varint);
+        self.varint_value(value);
+    }
+
     /// A 64-bit field (double), already known to differ from its default.
-    fn fixed64(&mut self, tag: u32, value: u64);
+    fn fixed64(&mut self, tag: u32, value: u64) {
+        self.key(tag, WireType::SixtyFourBit);
+        self.0.extend_from_slice(&value.to_le_bytes());
+    }
 
     /// A proto3 string: left out when empty.
     fn string(&mut self, tag: u32, value: &str) {
@@ -65,75 +126,6 @@ trait Sink: Sized {
         if value {
             self.varint(tag, 1);
         }
-    }
-}
-
-/// A message body.
-trait Body {
-    fn emit<S: Sink>(&self, sink: &mut S);
-}
-
-/// Writes a body in one pass: a nested message is written after a one-byte length, which is
-/// widened afterwards (moving the body) when the body turns out to be 128 bytes or longer —
-/// prost writes minimal varints, and so must this.
-struct Writer<'b>(&'b mut Vec<u8>);
-
-impl Writer<'_> {
-    /// A varint; the one-byte case (every key and most lengths here) without a loop.
-    #[inline]
-    fn varint_value(&mut self, value: u64) {
-        if value < 0x80 {
-            self.0.push(value as u8);
-        } else {
-            encode_varint(value, self.0);
-        }
-    }
-
-    #[inline]
-    fn key(&mut self, tag: u32, wire_type: WireType) {
-        self.varint_value((u64::from(tag) << 3) | wire_type as u64);
-    }
-}
-
-impl Sink for Writer<'_> {
-    fn delimited(&mut self, tag: u32, bytes: &[u8]) {
-        self.key(tag, WireType::LengthDelimited);
-        self.varint_value(bytes.len() as u64);
-        self.0.extend_from_slice(bytes);
-    }
-
-    fn message<B: Body>(&mut self, tag: u32, body: &B) {
-        self.key(tag, WireType::LengthDelimited);
-        let at = self.0.len();
-        self.0.push(0);
-        body.emit(self);
-        let length = self.0.len() - at - 1;
-        if length < 0x80 {
-            // Fits the placeholder: a one-byte varint is the value itself.
-            self.0[at] = length as u8;
-        } else {
-            // Widen the placeholder: move the body right, then write the varint in front of it.
-            let width = encoded_len_varint(length as u64);
-            let end = self.0.len();
-            self.0.resize(end + width - 1, 0);
-            self.0.copy_within(at + 1..end, at + width);
-            let mut value = length as u64;
-            for slot in &mut self.0[at..at + width] {
-                *slot = (value & 0x7F) as u8 | 0x80;
-                value >>= 7;
-            }
-            self.0[at + width - 1] &= 0x7F;
-        }
-    }
-
-    fn varint(&mut self, tag: u32, value: u64) {
-        self.key(tag, WireType::Varint);
-        self.varint_value(value);
-    }
-
-    fn fixed64(&mut self, tag: u32, value: u64) {
-        self.key(tag, WireType::SixtyFourBit);
-        self.0.extend_from_slice(&value.to_le_bytes());
     }
 }
 
@@ -228,7 +220,7 @@ impl StartWindowBody {
 }
 
 impl Body for StartWindowBody {
-    fn emit<S: Sink>(&self, sink: &mut S) {
+    fn emit(&self, sink: &mut Writer<'_>) {
         sink.int32(1, self.status);
         sink.string(2, self.earliest.as_str());
         sink.string(3, self.latest.as_str());
@@ -237,7 +229,7 @@ impl Body for StartWindowBody {
 }
 
 impl Body for PlanBody<'_, '_> {
-    fn emit<S: Sink>(&self, sink: &mut S) {
+    fn emit(&self, sink: &mut Writer<'_>) {
         let plan = self.plan;
         sink.string(1, self.recommendation_id);
         sink.message(2, &GuidelineBody(plan));
@@ -273,7 +265,7 @@ impl Body for PlanBody<'_, '_> {
 }
 
 impl Body for GuidelineBody<'_, '_> {
-    fn emit<S: Sink>(&self, sink: &mut S) {
+    fn emit(&self, sink: &mut Writer<'_>) {
         sink.string(1, self.0.guideline_version);
         sink.string(2, self.0.guideline_sha256);
         sink.double(3, self.0.alpha_beta_tumor_gy);
@@ -282,7 +274,7 @@ impl Body for GuidelineBody<'_, '_> {
 }
 
 impl Body for PrescriptionBody<'_, '_> {
-    fn emit<S: Sink>(&self, sink: &mut S) {
+    fn emit(&self, sink: &mut Writer<'_>) {
         let prescription = self.0;
         sink.string(1, prescription.label);
         sink.boolean(2, prescription.preferred);
@@ -299,7 +291,7 @@ impl Body for PrescriptionBody<'_, '_> {
 }
 
 impl Body for PhaseBody<'_> {
-    fn emit<S: Sink>(&self, sink: &mut S) {
+    fn emit(&self, sink: &mut Writer<'_>) {
         let phase = self.0;
         sink.int32(1, convert::phase_kind_out(phase.kind).into());
         sink.double(2, phase.dose_per_fraction_gy);
@@ -309,7 +301,7 @@ impl Body for PhaseBody<'_> {
 }
 
 impl Body for VolumeBody<'_, '_> {
-    fn emit<S: Sink>(&self, sink: &mut S) {
+    fn emit(&self, sink: &mut Writer<'_>) {
         sink.string(1, self.0.code.as_str());
         sink.string(2, self.0.description);
         sink.strings(3, self.0.reference_ids);
@@ -317,7 +309,7 @@ impl Body for VolumeBody<'_, '_> {
 }
 
 impl Body for ConstraintBody<'_, '_> {
-    fn emit<S: Sink>(&self, sink: &mut S) {
+    fn emit(&self, sink: &mut Writer<'_>) {
         let constraint = self.0;
         sink.string(1, constraint.structure);
         sink.string(2, constraint.metric);
@@ -328,7 +320,7 @@ impl Body for ConstraintBody<'_, '_> {
 }
 
 impl Body for AlertBody<'_, '_> {
-    fn emit<S: Sink>(&self, sink: &mut S) {
+    fn emit(&self, sink: &mut Writer<'_>) {
         let alert = self.0;
         sink.string(1, alert.code.as_str());
         sink.int32(2, convert::severity_out(alert.severity).into());
@@ -339,14 +331,14 @@ impl Body for AlertBody<'_, '_> {
 }
 
 impl Body for StatementBody<'_, '_> {
-    fn emit<S: Sink>(&self, sink: &mut S) {
+    fn emit(&self, sink: &mut Writer<'_>) {
         sink.string(1, self.0.text);
         sink.strings(2, self.0.reference_ids);
     }
 }
 
 impl Body for FiringBody<'_, '_> {
-    fn emit<S: Sink>(&self, sink: &mut S) {
+    fn emit(&self, sink: &mut Writer<'_>) {
         sink.string(1, self.0.rule_id.as_str());
         sink.string(2, self.0.summary);
         sink.strings(3, self.0.reference_ids);
@@ -354,7 +346,7 @@ impl Body for FiringBody<'_, '_> {
 }
 
 impl Body for ReferenceBody<'_> {
-    fn emit<S: Sink>(&self, sink: &mut S) {
+    fn emit(&self, sink: &mut Writer<'_>) {
         sink.string(1, &self.0.id);
         sink.string(2, &self.0.citation);
         sink.string(3, &self.0.doi);
@@ -547,7 +539,7 @@ mod tests {
     fn long_nested_messages_get_minimal_length_varints() {
         struct Text(String);
         impl Body for Text {
-            fn emit<S: Sink>(&self, sink: &mut S) {
+            fn emit(&self, sink: &mut Writer<'_>) {
                 sink.string(1, &self.0);
             }
         }
