@@ -103,16 +103,9 @@ fn benches(criterion: &mut Criterion) {
     group.finish();
 
     // The form the SQLite audit store keeps a plan in, made on the thread answering the call: a
-    // frame of the dictionary's parts, against zstd over the same dictionary's sample plans alone.
+    // zstd frame against the profile's dictionary of sample plans.
     let dictionary = vlms_rt::audit::dictionary::plan_dictionary(&profile);
-    let section_end = vlms_rt::audit::parts::parse_section(&dictionary)
-        .expect("well-formed")
-        .and_then(|parts| parts.last().map(|last| last.end))
-        .expect("a parts section");
-    let parts = vlms_rt::audit::compress::Compression::new(&dictionary)
-        .expect("loads")
-        .expect("not empty");
-    let zstd_only = vlms_rt::audit::compress::Compression::new(&dictionary[section_end..])
+    let compression = vlms_rt::audit::compress::Compression::new(&dictionary)
         .expect("loads")
         .expect("not empty");
     let mut group = criterion.benchmark_group("audit_stored_form");
@@ -128,17 +121,15 @@ fn benches(criterion: &mut Criterion) {
             &core::recommend(&profile, &case),
             "01KB0000000000000000000000",
         );
-        for (form, compression) in [("parts", &parts), ("zstd", &zstd_only)] {
-            let stored = compression.compress(&plan).expect("compresses");
-            println!(
-                "{name} {form}: {} bytes stored for {}",
-                stored.len(),
-                plan.len()
-            );
-            group.bench_with_input(BenchmarkId::new(form, name), &plan, |bencher, plan| {
-                bencher.iter(|| compression.compress(black_box(plan)));
-            });
-        }
+        let stored = compression.compress(&plan).expect("compresses");
+        println!(
+            "{name} zstd: {} bytes stored for {}",
+            stored.len(),
+            plan.len()
+        );
+        group.bench_with_input(BenchmarkId::new("zstd", name), &plan, |bencher, plan| {
+            bencher.iter(|| compression.compress(black_box(plan)));
+        });
     }
     group.finish();
 }
