@@ -118,7 +118,7 @@ pub fn plan_suggestions(
             "type": "create",
             "description": format!(
                 "Create draft course prescription {} Gy (CodeX RadiotherapyCoursePrescription)",
-                gy_text(prescription.total_dose_gy)
+                number_text(prescription.total_dose_gy)
             ),
             "resource": prune(resources.course.clone()),
         }));
@@ -226,7 +226,7 @@ pub fn replace_suggestion(
         "type": "update",
         "description": format!(
             "Update the draft course prescription {course} to the guideline-preferred {} Gy (CodeX RadiotherapyCoursePrescription)",
-            gy_text(preferred.total_dose_gy)
+            number_text(preferred.total_dose_gy)
         ),
         "resource": keep_draft(resources.course.clone(), draft_course),
     }));
@@ -722,7 +722,7 @@ fn options_in_order(plan: &pb::Plan) -> Vec<&pb::Prescription> {
 
 fn option_label(prescription: &pb::Prescription) -> String {
     if prescription.label.is_empty() {
-        format!("{} Gy", gy_text(prescription.total_dose_gy))
+        format!("{} Gy", number_text(prescription.total_dose_gy))
     } else {
         prescription.label.clone()
     }
@@ -1198,15 +1198,9 @@ fn number(value: f64) -> Value {
     }
 }
 
-/// A number for text: at most two decimals, no trailing zeros ("45", "50.4", "1.8").
+/// A number for text, as the cards write doses ("45", "50.4", "1.8").
 fn number_text(value: f64) -> String {
-    let text = format!("{value:.2}");
-    let text = text.trim_end_matches('0').trim_end_matches('.');
-    text.to_string()
-}
-
-fn gy_text(gy: f64) -> String {
-    number_text(gy)
+    super::cards::gy(value)
 }
 
 fn phase_schedule(phase: &pb::Phase) -> String {
@@ -1348,7 +1342,7 @@ fn option_action(
     let mut description = format!(
         "{}; total {} Gy",
         schedule.join(" + "),
-        gy_text(prescription.total_dose_gy)
+        number_text(prescription.total_dose_gy)
     );
     if let Some(guideline) = &plan.guideline
         && prescription.eqd2_tumor_gy.is_finite()
