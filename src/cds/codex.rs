@@ -106,14 +106,7 @@ pub fn plan_suggestions(
             "alternative"
         };
         let label = option_label(prescription);
-        let mut actions = Vec::new();
-        for volume in &resources.volumes {
-            actions.push(json!({
-                "type": "create",
-                "description": format!("Create target volume {} (CodeX RadiotherapyVolume)", volume.name),
-                "resource": prune(volume.resource.clone()),
-            }));
-        }
+        let mut actions = volume_creates(&resources, "");
         actions.push(json!({
             "type": "create",
             "description": format!(
@@ -215,13 +208,10 @@ pub fn replace_suggestion(
         actions
             .push(json!({"type": "delete", "resourceId": reference, "description": description}));
     }
-    for volume in &resources.volumes {
-        actions.push(json!({
-            "type": "create",
-            "description": format!("Create target volume {} for the guideline-preferred option (CodeX RadiotherapyVolume)", volume.name),
-            "resource": prune(volume.resource.clone()),
-        }));
-    }
+    actions.extend(volume_creates(
+        &resources,
+        " for the guideline-preferred option",
+    ));
     actions.push(json!({
         "type": "update",
         "description": format!(
@@ -1196,6 +1186,21 @@ fn number(value: f64) -> Value {
     } else {
         Number::from_f64(rounded).map_or(Value::Null, Value::Number)
     }
+}
+
+/// The `create` actions of an option's target volumes; `purpose` ends the description.
+fn volume_creates(resources: &OptionResources, purpose: &str) -> Vec<Value> {
+    resources
+        .volumes
+        .iter()
+        .map(|volume| {
+            json!({
+                "type": "create",
+                "description": format!("Create target volume {}{purpose} (CodeX RadiotherapyVolume)", volume.name),
+                "resource": prune(volume.resource.clone()),
+            })
+        })
+        .collect()
 }
 
 /// A number for text, as the cards write doses ("45", "50.4", "1.8").

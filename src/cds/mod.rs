@@ -37,17 +37,6 @@ use mapping::{Chart, Names, Outcome};
 pub const PLAN_SERVICE: &str = "vlms-rt-plan";
 pub const CHECK_SERVICE: &str = "vlms-rt-rx-check";
 
-/// The prefetch keys every service asks for (§1.2 of the design).
-pub const PREFETCH_KEYS: [&str; 7] = [
-    "patient",
-    "conditions",
-    "tumorSize",
-    "pathology",
-    "staging",
-    "assessments",
-    "procedures",
-];
-
 /// Settings of the CDS Hooks port.
 #[derive(Debug, Clone)]
 pub struct CdsSettings {
@@ -360,7 +349,7 @@ impl Front {
             })
     }
 
-    /// The prefetch templates of every service (§1.2), by key, in `PREFETCH_KEYS` order.
+    /// The prefetch templates of every service (§1.2), by key: the one list of the seven keys.
     fn prefetch_templates(&self) -> Vec<(&'static str, String)> {
         let case_system = self.site.code_system("vlms-rt-case");
         let assessments = [

@@ -1564,8 +1564,6 @@ async fn an_rs384_token_from_a_trusted_issuer_gets_in() {
     .expect("issuers file");
     let issuers = Arc::new(vlms_rt::cds::jwt::Issuers::load(&issuers_file).expect("issuers"));
     let front = Front::start(Some(issuers)).await;
-    let audience = format!("http://{}/cds-services", front.cds);
-    let _ = audience;
     let pem = std::fs::read(&key_path).expect("key");
     let token = |alg: jsonwebtoken::Algorithm, jti: &str| {
         let mut header = jsonwebtoken::Header::new(alg);
