@@ -118,6 +118,11 @@ fn cds_hooks(config: &ServerConfig) -> Result<Option<vlms_rt::cds::CdsSettings>,
         .transpose()
         .map_err(|error| error.to_string())?
         .map(Arc::new);
+    if !listen.ip().is_loopback() && issuers.is_none() {
+        return Err(format!(
+            "--cds-hooks-listen {listen} is not a loopback address: give --cds-hooks-issuers (the trusted JWT issuers)"
+        ));
+    }
     let case_id_key = match &config.cds_hooks_case_id_key {
         Some(path) => {
             let key = read(path, "CDS Hooks case-id key")?;

@@ -1522,6 +1522,65 @@ fn broken_tls_files_stop_start_up_naming_the_file_before_the_audit_store_is_touc
 }
 
 #[test]
+fn a_broken_cds_hooks_setting_stops_start_up_before_the_audit_store_is_touched() {
+    let dir = std::env::temp_dir().join(format!("vlms-rt-cds-start-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let short_key = dir.join("short.key");
+    std::fs::write(&short_key, "too short").expect("write");
+    let audit_db = dir.join("audit.sqlite3");
+    let key = short_key.to_str().expect("utf-8");
+    for (extra, expected) in [
+        (
+            vec!["--cds-hooks-listen", "0.0.0.0:0"],
+            "is not a loopback address: give --cds-hooks-issuers",
+        ),
+        (
+            vec![
+                "--cds-hooks-listen",
+                "127.0.0.1:0",
+                "--facility-time-zone",
+                "Mars/Olympus",
+            ],
+            "--facility-time-zone \"Mars/Olympus\"",
+        ),
+        (
+            vec![
+                "--cds-hooks-listen",
+                "127.0.0.1:0",
+                "--cds-hooks-case-id-key",
+                key,
+            ],
+            "the case-id key must hold at least 32 bytes",
+        ),
+        (
+            vec![
+                "--cds-hooks-listen",
+                "127.0.0.1:0",
+                "--cds-hooks-cors-origins",
+                "ehr.example.org",
+            ],
+            "is not an origin like https://ehr.example.org",
+        ),
+    ] {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--audit-db".as_ref(),
+            audit_db.as_os_str(),
+        ];
+        args.extend(extra.iter().map(|arg| std::ffi::OsStr::new(*arg)));
+        let (code, stderr) = server_exit(&args);
+        assert_eq!(code, Some(2), "{extra:?}: {stderr}");
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+        assert!(
+            !audit_db.exists(),
+            "{extra:?}: the audit database was created"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn a_busy_port_is_found_before_the_audit_store_is_created() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let address = taken.local_addr().expect("address").to_string();
