@@ -93,7 +93,10 @@ async fn fetch_all(
             ));
         }
         if !same_server(source.base, &next) {
-            return Err(format!("a next page is on another server: {next}"));
+            return Err(format!(
+                "a next page is on another server ({})",
+                origin_of(&next)
+            ));
         }
         let page = get(policy, source, &next).await?;
         pages += 1;
@@ -136,6 +139,14 @@ fn same_server(base: &str, url: &str) -> bool {
     origin(base).is_some_and(|base| origin(url) == Some(base))
 }
 
+/// `scheme://host:port` of a URL, for messages (a query or path can name the patient).
+fn origin_of(url: &str) -> String {
+    url.parse::<http::Uri>()
+        .ok()
+        .and_then(|uri| Some(format!("{}://{}", uri.scheme_str()?, uri.authority()?)))
+        .unwrap_or_else(|| "the FHIR server".to_string())
+}
+
 fn is_loopback(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host == "localhost"
@@ -146,17 +157,21 @@ fn is_loopback(host: &str) -> bool {
 
 /// One GET, bounded in size, answered 200 with JSON.
 async fn get(policy: &FetchPolicy, source: &Source<'_>, url: &str) -> Result<Value, String> {
-    let uri: http::Uri = url.parse().map_err(|_| format!("not a URL: {url}"))?;
+    // Errors name the server, never the query: it holds the patient's id, and errors are logged.
+    let server = origin_of(url);
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| "the FHIR server's address is not a URL".to_string())?;
     let host = uri
         .host()
-        .ok_or_else(|| format!("no host in {url}"))?
+        .ok_or_else(|| format!("no host in {server}"))?
         .to_string();
     let https = match uri.scheme_str() {
         Some("https") => true,
         Some("http") if policy.allow_loopback_http && is_loopback(&host) => false,
         _ => {
             return Err(format!(
-                "refusing {url}: the FHIR server must be reached over https"
+                "refusing {server}: the FHIR server must be reached over https"
             ));
         }
     };
@@ -194,12 +209,17 @@ async fn get(policy: &FetchPolicy, source: &Source<'_>, url: &str) -> Result<Val
     let body = Limited::new(response.into_body(), policy.max_bytes)
         .collect()
         .await
-        .map_err(|error| format!("reading {url}: {error} (limit {} bytes)", policy.max_bytes))?
+        .map_err(|error| {
+            format!(
+                "reading from {server}: {error} (limit {} bytes)",
+                policy.max_bytes
+            )
+        })?
         .to_bytes();
     if status != http::StatusCode::OK {
-        return Err(format!("{url} answered {status}"));
+        return Err(format!("{server} answered {status}"));
     }
-    serde_json::from_slice(&body).map_err(|error| format!("{url} did not answer JSON: {error}"))
+    serde_json::from_slice(&body).map_err(|error| format!("{server} did not answer JSON: {error}"))
 }
 
 async fn send<T>(
