@@ -1291,8 +1291,9 @@ struct FeedbackBody {
 }
 
 /// Feedback (§3.3): each item's card is looked up in the audit trail (any replica's); plan and
-/// check cards land as `RecordFeedback` on their recommendation, alert cards in the log only (the
-/// contract has no per-alert feedback). Every item is checked before any is recorded.
+/// check cards land as `RecordFeedback` on their recommendation; alert cards (the contract has no
+/// per-alert feedback) as an audit record of their own beside the card. Every item is checked
+/// before any is recorded.
 async fn answer_feedback(
     front: &Front,
     id: &str,
@@ -1328,6 +1329,7 @@ async fn answer_feedback(
         )
     };
     let mut requests: Vec<pb::RecordFeedbackRequest> = Vec::new();
+    let mut alert_feedback: Vec<(String, String, crate::server::CardLink)> = Vec::new();
     for (index, item) in parsed.feedback.iter().enumerate() {
         let at = |field: &str| format!("feedback[{index}].{field}");
         let card = front
@@ -1433,21 +1435,30 @@ async fn answer_feedback(
             }
         };
         if kind == "alert" {
-            // No per-alert feedback in the contract: the log keeps it.
+            // The contract has no per-alert feedback: it is kept in the audit trail as a record
+            // of its own beside the card's (never as feedback on the whole plan).
             let alert = shows
                 .get("alertCode")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            tracing::info!(
-                card = %item.card,
+            alert_feedback.push((
                 recommendation_id,
-                alert,
-                outcome = item.outcome,
-                reason,
-                at = item.outcome_timestamp,
-                caller,
-                "CDS Hooks feedback on an alert card"
-            );
+                card.record.case_id.clone(),
+                crate::server::CardLink {
+                    card_uuid: format!(
+                        "{}/feedback/{}",
+                        item.card,
+                        crate::server::new_recommendation_id()
+                    ),
+                    shows: json!({
+                        "card": "alert-feedback",
+                        "alertCode": alert,
+                        "outcome": item.outcome,
+                        "reason": reason,
+                        "at": item.outcome_timestamp,
+                    }),
+                },
+            ));
             continue;
         }
         requests.push(pb::RecordFeedbackRequest {
@@ -1457,6 +1468,19 @@ async fn answer_feedback(
         });
     }
     let count = parsed.feedback.len();
+    for (recommendation_id, case_id, link) in alert_feedback {
+        front
+            .service
+            .record_cards(
+                &caller,
+                &recommendation_id,
+                &case_id,
+                &json!({"feedbackOn": "alert card"}),
+                std::slice::from_ref(&link),
+            )
+            .await
+            .map_err(unavailable)?;
+    }
     for request in requests {
         front
             .service

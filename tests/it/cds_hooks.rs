@@ -25,6 +25,8 @@ const ORIGIN: &str = "https://ehr.example.org";
 struct Front {
     server: TestServer,
     cds: String,
+    /// The SQLite audit file.
+    audit: std::path::PathBuf,
 }
 
 impl Front {
@@ -39,7 +41,11 @@ impl Front {
         settings.cds_hooks = Some(cds_settings(issuers));
         let server = TestServer::start_with(settings).await;
         let cds = cds_address(&server);
-        Front { server, cds }
+        Front {
+            server,
+            cds,
+            audit: path,
+        }
     }
 
     async fn post(&self, path: &str, body: &[u8]) -> (u16, String) {
@@ -1083,6 +1089,16 @@ async fn feedback_on_a_card_lands_on_its_recommendation() {
         1,
         "alert feedback is not plan feedback"
     );
+    // The alert card's feedback is a record of its own beside the card, naming the plan.
+    let trail = rusqlite::Connection::open(&front.audit).expect("audit file");
+    let (count, subject): (i64, String) = trail
+        .query_row(
+            "SELECT count(*), max(subject_id) FROM records WHERE kind = 'cds-card' AND recommendation_id LIKE ?1",
+            [format!("{alert_card}/feedback/%")],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .expect("query");
+    assert_eq!((count, subject.as_str()), (1, recommendation_id.as_str()));
     assert_eq!(
         record.feedback[0].outcome,
         pb::FeedbackOutcome::Overridden as i32
