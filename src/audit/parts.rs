@@ -1,19 +1,12 @@
 //! Plans stored as references to the guideline's own parts: the read-only decoder of the records
-//! builds before 2026-12 wrote this way (new records are standard zstd frames, see
-//! [`super::compress`]). The encoder is kept for the tests only, which make frames to read back.
+//! builds before 2026-12 wrote this way. New records are standard zstd frames
+//! ([`super::compress`]); nothing writes this format any more (the tests write frames by hand).
 //!
-//! Nearly every byte of a plan is a sub-message the guideline profile fixes: a rule firing, an
-//! alert, a volume, a prescription option, an organ-at-risk constraint, an outcome, a reference,
-//! the guideline block, the disclaimer. The store's dictionary ([`super::dictionary`]) opens with
-//! a *parts section* that lists those fields once, encoded exactly as a plan carries them; a stored
-//! plan is then a *parts frame*: the plan's top-level fields in order, each either the index of a
-//! listed part with exactly its bytes or the field's own bytes. Building a frame is a walk over the
-//! plan's fields and a table lookup per field.
-//!
-//! Reading a frame back is concatenation, so the bytes sent come back exactly; a lookup compares
-//! whole fields, so a part is only named where the plan holds its very bytes. Anything that is not
-//! a plan of top-level protobuf fields, or that the parts do not cover, is left to zstd
-//! ([`super::compress`]).
+//! A dictionary of those builds ([`super::dictionary`]) opened with a *parts section* listing the
+//! plan sub-messages the guideline profile fixes (rule firings, alerts, volumes, options,
+//! constraints, outcomes, references), each encoded exactly as a plan carries it; a stored plan is
+//! a *parts frame*: the plan's top-level fields in order, each either the index of a listed part
+//! or the field's own bytes. Reading a frame back is concatenation.
 //!
 //! Parts section: [`SECTION_MAGIC`], the number of parts (varint), then each part as its length
 //! (varint) and bytes. Parts frame: [`FRAME_MAGIC`], the response's length (varint), then operations
@@ -23,12 +16,6 @@
 use std::ops::Range;
 
 use prost::encoding::decode_varint;
-#[cfg(test)]
-use prost::encoding::encode_varint;
-#[cfg(test)]
-use std::collections::HashMap;
-#[cfg(test)]
-use std::hash::{BuildHasherDefault, Hasher};
 
 /// Opens a dictionary that begins with a parts section.
 pub const SECTION_MAGIC: &[u8] = b"vlms-rt plan parts v1\n";
@@ -38,19 +25,6 @@ pub const FRAME_MAGIC: &[u8; 4] = b"VLP\x01";
 
 /// Most parts a section may list.
 const MAX_PARTS: u64 = 1 << 16;
-
-/// A parts section listing `fields` (duplicates are the caller's to avoid: the first of equal
-/// parts is the one frames name). Only tests write sections now.
-#[cfg(test)]
-pub fn section<'a>(fields: impl ExactSizeIterator<Item = &'a [u8]>) -> Vec<u8> {
-    let mut section = SECTION_MAGIC.to_vec();
-    encode_varint(fields.len() as u64, &mut section);
-    for field in fields {
-        encode_varint(field.len() as u64, &mut section);
-        section.extend_from_slice(field);
-    }
-    section
-}
 
 /// Where each part of `dictionary`'s parts section lies in `dictionary`: `Ok(None)` when the
 /// dictionary has no parts section, `Err` when it has a malformed one.
@@ -75,175 +49,6 @@ pub fn parse_section(dictionary: &[u8]) -> Result<Option<Vec<Range<usize>>>, &'s
         rest = &rest[length..];
     }
     Ok(Some(parts))
-}
-
-/// The end of the protobuf field that starts at `at` in `message`, and whether it is
-/// length-delimited; `None` when no well-formed field starts there (groups included: no
-/// message of this service has one).
-#[cfg(test)]
-fn field_end(message: &[u8], at: usize) -> Option<(usize, bool)> {
-    let mut rest = message.get(at..)?;
-    let key = decode_varint(&mut rest).ok()?;
-    if key >> 3 == 0 || key >> 3 > u64::from(u32::MAX >> 3) {
-        return None;
-    }
-    let body = match key & 7 {
-        0 => {
-            decode_varint(&mut rest).ok()?;
-            0
-        }
-        1 => 8,
-        2 => usize::try_from(decode_varint(&mut rest).ok()?).ok()?,
-        5 => 4,
-        _ => return None,
-    };
-    let end = (message.len() - rest.len()).checked_add(body)?;
-    (end <= message.len()).then_some((end, key & 7 == 2))
-}
-
-/// The top-level fields of `message`, as (tag, byte range of the whole field); `None` unless the
-/// whole message is well-formed fields.
-#[cfg(test)]
-pub fn fields(message: &[u8]) -> Option<Vec<(u32, Range<usize>)>> {
-    let mut fields = Vec::new();
-    let mut at = 0;
-    while at < message.len() {
-        let (end, _) = field_end(message, at)?;
-        let mut key = &message[at..end];
-        let tag = (decode_varint(&mut key).ok()? >> 3) as u32;
-        fields.push((tag, at..end));
-        at = end;
-    }
-    Some(fields)
-}
-
-/// A field's bucket: its length and its first and last eight bytes (a plan's parts of one kind
-/// share their first bytes, and rarely their length and last bytes too). Whole fields are compared
-/// within a bucket.
-#[cfg(test)]
-type Key = (u32, u64, u64);
-
-#[cfg(test)]
-fn key(field: &[u8]) -> Key {
-    let mut head = [0; 8];
-    let mut tail = [0; 8];
-    let n = field.len().min(8);
-    head[..n].copy_from_slice(&field[..n]);
-    tail[..n].copy_from_slice(&field[field.len() - n..]);
-    (
-        field.len() as u32,
-        u64::from_le_bytes(head),
-        u64::from_le_bytes(tail),
-    )
-}
-
-/// A multiply-rotate hash for the three integers of a key: the table is built once from the
-/// profile, and a lookup the bytes of a request could steer into one bucket still compares only
-/// against the few hundred parts there are.
-#[cfg(test)]
-#[derive(Default)]
-struct KeyHasher(u64);
-
-#[cfg(test)]
-impl KeyHasher {
-    fn add(&mut self, value: u64) {
-        self.0 = (self.0.rotate_left(5) ^ value).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-#[cfg(test)]
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.add(u64::from(byte));
-        }
-    }
-
-    fn write_u32(&mut self, value: u32) {
-        self.add(u64::from(value));
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.add(value);
-    }
-}
-
-#[cfg(test)]
-/// The parts of a dictionary, found by their bytes.
-#[derive(Debug)]
-pub struct PartIndex {
-    parts: Vec<Range<usize>>,
-    by_key: HashMap<Key, Vec<u32>, BuildHasherDefault<KeyHasher>>,
-}
-
-#[cfg(test)]
-impl PartIndex {
-    /// The index of `dictionary`'s parts section; `None` when it has none (or a malformed one).
-    pub fn new(dictionary: &[u8]) -> Option<PartIndex> {
-        let parts = parse_section(dictionary).ok()??;
-        let mut by_key: HashMap<Key, Vec<u32>, BuildHasherDefault<KeyHasher>> = HashMap::default();
-        for (index, range) in parts.iter().enumerate() {
-            let bucket = by_key.entry(key(&dictionary[range.clone()])).or_default();
-            // The first of equal parts is the one named.
-            if !bucket.iter().any(|&other| {
-                dictionary[parts[other as usize].clone()] == dictionary[range.clone()]
-            }) {
-                bucket.push(index as u32);
-            }
-        }
-        Some(PartIndex { parts, by_key })
-    }
-
-    fn find(&self, dictionary: &[u8], field: &[u8]) -> Option<u32> {
-        self.by_key
-            .get(&key(field))?
-            .iter()
-            .copied()
-            .find(|&index| dictionary[self.parts[index as usize].clone()] == *field)
-    }
-
-    /// Whether `frame` stands for exactly `response` against `dictionary` (the one this index was
-    /// built from).
-    pub fn reproduces(&self, dictionary: &[u8], frame: &[u8], response: &[u8]) -> bool {
-        reproduces(&self.parts, dictionary, frame, response)
-    }
-
-    /// `response` as a parts frame against `dictionary` (the one this index was built from), if
-    /// it comes to at most `limit` bytes; `None` when it would be longer (found out as soon as the
-    /// frame so far and the literal bytes pending pass `limit`, so a response the parts do not
-    /// cover is not copied first) or when `response` is not a sequence of well-formed protobuf
-    /// fields.
-    pub fn frame(&self, dictionary: &[u8], response: &[u8], limit: usize) -> Option<Vec<u8>> {
-        fn literal(frame: &mut Vec<u8>, bytes: &[u8]) {
-            if !bytes.is_empty() {
-                encode_varint((bytes.len() as u64) << 1, frame);
-                frame.extend_from_slice(bytes);
-            }
-        }
-        let mut frame = Vec::with_capacity(256);
-        frame.extend_from_slice(FRAME_MAGIC);
-        encode_varint(response.len() as u64, &mut frame);
-        let (mut at, mut pending) = (0, 0);
-        while at < response.len() {
-            let (end, delimited) = field_end(response, at)?;
-            if delimited && let Some(index) = self.find(dictionary, &response[at..end]) {
-                literal(&mut frame, &response[pending..at]);
-                encode_varint((u64::from(index) << 1) | 1, &mut frame);
-                pending = end;
-            }
-            at = end;
-            // What is written, plus the literal bytes pending (their length prefix aside).
-            if frame.len() + (at - pending) > limit {
-                return None;
-            }
-        }
-        literal(&mut frame, &response[pending..]);
-        (frame.len() <= limit).then_some(frame)
-    }
 }
 
 /// Walks a parts frame against the dictionary whose section `parts` describes: calls `piece` with
@@ -306,119 +111,69 @@ pub fn decode(
     Some(response)
 }
 
-/// Whether `frame` stands for exactly `response` against the dictionary whose section `parts`
-/// describes; compares piece by piece, building nothing.
-pub fn reproduces(
-    parts: &[Range<usize>],
-    dictionary: &[u8],
-    frame: &[u8],
-    response: &[u8],
-) -> bool {
-    let mut at = 0;
-    walk(
-        parts,
-        dictionary,
-        frame,
-        response.len() as u64,
-        |_, piece| {
-            let same = response.get(at..at + piece.len()) == Some(piece);
-            at += piece.len();
-            same
-        },
-    ) == Some(response.len())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::encoding::encode_varint;
+
+    /// A parts section listing `parts`, as the builds before 2026-12 wrote one.
+    fn section(parts: &[&[u8]]) -> Vec<u8> {
+        let mut section = SECTION_MAGIC.to_vec();
+        encode_varint(parts.len() as u64, &mut section);
+        for part in parts {
+            encode_varint(part.len() as u64, &mut section);
+            section.extend_from_slice(part);
+        }
+        section
+    }
 
     fn dictionary() -> Vec<u8> {
-        let parts: [&[u8]; 4] = [
-            b"\x0a\x03abc",
-            b"\x12\x02xy",
-            b"\x0a\x03abc", // a duplicate: frames name the first
-            b"\x1a\x00",
-        ];
-        let mut dictionary = section(parts.into_iter());
+        let mut dictionary = section(&[b"\x0a\x03abc", b"\x12\x02xy", b"\x1a\x00"]);
         dictionary.extend_from_slice(b"samples that follow the section");
         dictionary
     }
 
     #[test]
-    fn a_message_of_parts_and_its_own_fields_round_trips() {
+    fn a_frame_of_parts_and_literal_bytes_reads_back_as_their_concatenation() {
         let dictionary = dictionary();
         let parts = parse_section(&dictionary)
             .expect("well-formed")
             .expect("has one");
-        assert_eq!(parts.len(), 4);
-        let index = PartIndex::new(&dictionary).expect("index");
-        // field 1 "abc" (a part), field 3 varint 5 (own), field 2 "xy" (a part), field 1 "abd"
-        // (own: same bucket length, different bytes), field 4 fixed64, field 3 empty (a part).
+        assert_eq!(parts.len(), 3);
+        assert_eq!(&dictionary[parts[1].clone()], b"\x12\x02xy");
+        // Part 0, two literal bytes, part 1, five literal bytes, part 2.
         let message: Vec<u8> = [
             &b"\x0a\x03abc"[..],
             b"\x18\x05",
             b"\x12\x02xy",
             b"\x0a\x03abd",
-            b"\x21\x01\x02\x03\x04\x05\x06\x07\x08",
             b"\x1a\x00",
         ]
         .concat();
-        let frame = index
-            .frame(&dictionary, &message, usize::MAX)
-            .expect("fields");
-        let mut expected = FRAME_MAGIC.to_vec();
-        expected.push(message.len() as u8);
-        expected.push(1); // part 0
-        expected.extend_from_slice(b"\x04\x18\x05"); // 2 literal bytes
-        expected.push(3); // part 1
-        expected.push(14 << 1); // 14 literal bytes
-        expected.extend_from_slice(&message[11..25]);
-        expected.push(7); // part 3
-        assert_eq!(frame, expected);
+        let mut frame = FRAME_MAGIC.to_vec();
+        frame.push(message.len() as u8);
+        frame.push(1); // part 0
+        frame.extend_from_slice(b"\x04\x18\x05"); // 2 literal bytes
+        frame.push(3); // part 1
+        frame.push(5 << 1); // 5 literal bytes
+        frame.extend_from_slice(b"\x0a\x03abd");
+        frame.push(5); // part 2
         assert_eq!(
             decode(&parts, &dictionary, &frame, 1 << 20).as_deref(),
             Some(&message[..])
         );
-        // Read back in place: the very bytes only.
-        assert!(index.reproduces(&dictionary, &frame, &message));
-        let mut changed = message.clone();
-        changed[2] ^= 1; // inside part 0
-        assert!(!index.reproduces(&dictionary, &frame, &changed));
-        changed = message.clone();
-        changed[6] ^= 1; // inside the literal
-        assert!(!index.reproduces(&dictionary, &frame, &changed));
-        assert!(!index.reproduces(&dictionary, &frame, &message[..message.len() - 1]));
-        assert!(!index.reproduces(&dictionary, &frame, &[&message[..], b"\x18\x05"].concat()));
-        assert!(!index.reproduces(&dictionary, &frame[..frame.len() - 1], &message));
-        // Nothing but own fields, and nothing at all.
-        for message in [&b"\x18\x05"[..], b""] {
-            let frame = index
-                .frame(&dictionary, message, usize::MAX)
-                .expect("fields");
-            assert_eq!(
-                decode(&parts, &dictionary, &frame, 1 << 20).as_deref(),
-                Some(message)
-            );
-        }
-    }
-
-    #[test]
-    fn a_frame_past_its_limit_is_given_up() {
-        let dictionary = dictionary();
-        let index = PartIndex::new(&dictionary).expect("index");
-        // Part 0, then a 9-byte field of its own: a 4 + 1 + 1 + 1 + 9 = 16-byte frame.
-        let message = [&b"\x0a\x03abc"[..], b"\x0a\x07abcdefg"].concat();
-        let frame = index
-            .frame(&dictionary, &message, usize::MAX)
-            .expect("fields");
-        assert_eq!(frame.len(), 16);
+        // Nothing but literal bytes, and nothing at all.
+        let literal = [&FRAME_MAGIC[..], b"\x02\x04\x18\x05"].concat();
         assert_eq!(
-            index.frame(&dictionary, &message, 16).as_deref(),
-            Some(&frame[..])
+            decode(&parts, &dictionary, &literal, 1 << 20).as_deref(),
+            Some(&b"\x18\x05"[..])
         );
-        assert_eq!(index.frame(&dictionary, &message, 15), None);
-        // A response of nothing but its own bytes is given up on before any is copied.
-        assert_eq!(index.frame(&dictionary, &[0x18; 64], 8), None);
+        let empty = [&FRAME_MAGIC[..], b"\x00"].concat();
+        assert_eq!(
+            decode(&parts, &dictionary, &empty, 1 << 20).as_deref(),
+            Some(&b""[..])
+        );
+        assert_eq!(parse_section(b"no section here"), Ok(None));
     }
 
     #[test]
@@ -426,7 +181,7 @@ mod tests {
         // One 64 KiB part named a million times would be 64 GiB: the claimed length (at most the
         // limit) stops the decoding at the first piece past it, so this returns at once.
         let big = [&b"\x0a\x80\x80\x04"[..], &vec![7_u8; 65_536]].concat();
-        let dictionary = section([&big[..]].into_iter());
+        let dictionary = section(&[&big[..]]);
         let parts = parse_section(&dictionary).unwrap().unwrap();
         let mut frame = FRAME_MAGIC.to_vec();
         encode_varint(1 << 20, &mut frame);
@@ -448,35 +203,12 @@ mod tests {
     }
 
     #[test]
-    fn what_is_not_protobuf_fields_gets_no_frame() {
-        let dictionary = dictionary();
-        let index = PartIndex::new(&dictionary).expect("index");
-        for message in [
-            &b"\x0a\x05abc"[..],                             // cut short
-            b"\x00\x01",                                     // field 0
-            b"\x0b\x0c",                                     // a group
-            b"\x18\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", // an eleven-byte varint
-            b"\x21\x01",                                     // fixed64 cut short
-        ] {
-            assert_eq!(
-                index.frame(&dictionary, message, usize::MAX),
-                None,
-                "{message:?}"
-            );
-        }
-        assert!(PartIndex::new(b"no section here").is_none());
-        assert_eq!(parse_section(b"no section here"), Ok(None));
-    }
-
-    #[test]
     fn a_changed_frame_or_section_never_panics_or_overruns() {
         let dictionary = dictionary();
         let parts = parse_section(&dictionary).unwrap().unwrap();
         let message = b"\x0a\x03abc\x18\x05\x12\x02xy";
-        let frame = PartIndex::new(&dictionary)
-            .unwrap()
-            .frame(&dictionary, message, usize::MAX)
-            .unwrap();
+        // Part 0, two literal bytes, part 1.
+        let frame = [&FRAME_MAGIC[..], b"\x0b\x01\x04\x18\x05\x03"].concat();
         let decodes = |frame: &[u8]| decode(&parts, &dictionary, frame, 1 << 20);
         assert_eq!(decodes(&frame).as_deref(), Some(&message[..]));
         // Every cut, and every single-byte change, either fails or yields other bytes of the
@@ -523,7 +255,6 @@ mod tests {
             [SECTION_MAGIC, b"\xff\xff\xff\xff\x0f"].concat(),
         ] {
             assert!(parse_section(&section).is_err());
-            assert!(PartIndex::new(&section).is_none());
         }
     }
 }
