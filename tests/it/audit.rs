@@ -788,14 +788,11 @@ async fn a_long_stream_is_answered_and_recorded_in_request_order(target: Target)
                 assert!(!rejected(index), "item {index} should have been rejected");
                 assert_eq!(listed.len(), 1, "item {index} recorded once");
                 assert_eq!(listed[0].recommendation_id, plan.recommendation_id);
-                match listed[0].content.clone().expect("content") {
-                    pb::recommendation_record::Content::Recommend(stored) => assert_eq!(
-                        stored.plan.expect("plan").encode_to_vec(),
-                        plan.encode_to_vec(),
-                        "item {index}: the plan, byte for byte"
-                    ),
-                    other => panic!("item {index}: {other:?}"),
-                }
+                assert_eq!(
+                    recorded_plan(&listed[0]).encode_to_vec(),
+                    plan.encode_to_vec(),
+                    "item {index}: the plan, byte for byte"
+                );
             }
             pb::recommend_stream_response::Result::Error(status) => {
                 assert!(rejected(index), "item {index}: {status:?}");
@@ -1368,24 +1365,7 @@ async fn every_answer_survives_kill_9_and_the_chain_stays_intact(target: Target)
     settings.audit = Some(auditor);
     let server = TestServer::start_with(settings).await;
     let mut client = server.client().await;
-    for plan in &received {
-        let record = client
-            .get_recommendation(pb::GetRecommendationRequest {
-                recommendation_id: plan.recommendation_id.clone(),
-            })
-            .await
-            .unwrap_or_else(|status| panic!("{} lost: {status:?}", plan.recommendation_id))
-            .into_inner();
-        match record.content {
-            Some(pb::recommendation_record::Content::Recommend(stored)) => {
-                assert_eq!(
-                    stored.plan.expect("plan").encode_to_vec(),
-                    plan.encode_to_vec()
-                );
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    assert_every_plan_stored(&mut client, &received).await;
     eprintln!(
         "crash test: {} answers over 3 kill -9 rounds, all retrievable",
         received.len()
@@ -1588,12 +1568,7 @@ async fn the_client_shows_lists_and_records_feedback(target: Target) {
     .await;
     let record: pb::RecommendationRecord =
         serde_json::from_str(&output.stdout).expect("record JSON");
-    match record.content {
-        Some(pb::recommendation_record::Content::Recommend(stored)) => {
-            assert_eq!(stored.plan.expect("plan"), plan)
-        }
-        other => panic!("unexpected {other:?}"),
-    }
+    assert_eq!(recorded_plan(&record), &plan);
 
     let output = run(vec!["history".into(), "cli-case".into()]).await;
     let text = &output.stdout;
@@ -1864,24 +1839,7 @@ async fn two_replicas_share_one_chain_and_survive_losing_one_mid_load() {
 
     // Every id any client received is retrievable, byte for byte, from the surviving replica.
     let mut client = RecommendationServiceClient::new(channels[1].clone());
-    for plan in &received {
-        let record = client
-            .get_recommendation(pb::GetRecommendationRequest {
-                recommendation_id: plan.recommendation_id.clone(),
-            })
-            .await
-            .unwrap_or_else(|status| panic!("{} lost: {status:?}", plan.recommendation_id))
-            .into_inner();
-        match record.content {
-            Some(pb::recommendation_record::Content::Recommend(stored)) => {
-                assert_eq!(
-                    stored.plan.expect("plan").encode_to_vec(),
-                    plan.encode_to_vec()
-                );
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    assert_every_plan_stored(&mut client, &received).await;
     let _ = survivor.kill();
     let _ = survivor.wait();
     let (code, output) = verify(&target);
@@ -2286,6 +2244,32 @@ async fn stored_record(
         .into_inner()
 }
 
+/// The plan a recommendation's record holds; fails the test for a record of anything else.
+fn recorded_plan(record: &pb::RecommendationRecord) -> &pb::Plan {
+    match &record.content {
+        Some(pb::recommendation_record::Content::Recommend(stored)) => {
+            stored.plan.as_ref().expect("plan")
+        }
+        other => panic!("not a recommendation: {other:?}"),
+    }
+}
+
+/// Fails the test unless every plan of `plans` is stored under its id, byte for byte.
+async fn assert_every_plan_stored(
+    client: &mut RecommendationServiceClient<tonic::transport::Channel>,
+    plans: &[pb::Plan],
+) {
+    for plan in plans {
+        let record = stored_record(client, &plan.recommendation_id).await;
+        assert_eq!(
+            recorded_plan(&record).encode_to_vec(),
+            plan.encode_to_vec(),
+            "{}: the plan, byte for byte",
+            plan.recommendation_id
+        );
+    }
+}
+
 /// A trail written by the build of 2026-12-07, whose plans are parts frames (the format before
 /// standard zstd frames): a plan, a check and a feedback entry, with the answers as the client
 /// received them. Every record must still read back byte for byte, and verify.
@@ -2322,15 +2306,7 @@ async fn records_written_as_parts_frames_by_an_earlier_build_still_read_exactly(
     let (server, _) = audited_server(&target).await;
     let mut client = server.client().await;
     let record = stored_record(&mut client, &plan.recommendation_id).await;
-    match record.content {
-        Some(pb::recommendation_record::Content::Recommend(stored)) => {
-            assert_eq!(
-                stored.plan.expect("plan").encode_to_vec(),
-                plan.encode_to_vec()
-            );
-        }
-        other => panic!("unexpected {other:?}"),
-    }
+    assert_eq!(recorded_plan(&record).encode_to_vec(), plan.encode_to_vec());
     assert_eq!(record.feedback.len(), 1);
     assert_eq!(record.feedback[0].reason, "45 Gy given");
     let record = stored_record(&mut client, &check.recommendation_id).await;
