@@ -457,11 +457,7 @@ async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedbac
     let mut token = String::new();
     loop {
         let page = client
-            .list_recommendations(pb::ListRecommendationsRequest {
-                case_id: "mdt-0001".into(),
-                page_size: 2,
-                page_token: token.clone(),
-            })
+            .list_recommendations(list_request("mdt-0001", 2, &token))
             .await
             .expect("page")
             .into_inner();
@@ -486,30 +482,9 @@ async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedbac
 
     // Bad listing requests.
     for (request, field) in [
-        (
-            pb::ListRecommendationsRequest {
-                case_id: String::new(),
-                page_size: 0,
-                page_token: String::new(),
-            },
-            "case_id",
-        ),
-        (
-            pb::ListRecommendationsRequest {
-                case_id: "mdt-0001".into(),
-                page_size: -1,
-                page_token: String::new(),
-            },
-            "page_size",
-        ),
-        (
-            pb::ListRecommendationsRequest {
-                case_id: "mdt-0001".into(),
-                page_size: 2,
-                page_token: "zz".into(),
-            },
-            "page_token",
-        ),
+        (list_request("", 0, ""), "case_id"),
+        (list_request("mdt-0001", -1, ""), "page_size"),
+        (list_request("mdt-0001", 2, "zz"), "page_token"),
     ] {
         let status = client
             .list_recommendations(request)
@@ -529,11 +504,7 @@ async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedbac
     // AIP-158: a page size above the largest page is served as the largest page, not refused.
     for page_size in [101, i32::MAX] {
         let page = client
-            .list_recommendations(pb::ListRecommendationsRequest {
-                case_id: "mdt-0001".into(),
-                page_size,
-                page_token: String::new(),
-            })
+            .list_recommendations(list_request("mdt-0001", page_size, ""))
             .await
             .expect("coerced to the largest page")
             .into_inner();
@@ -542,20 +513,12 @@ async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedbac
     }
     // A token of one case does not page another.
     let first = client
-        .list_recommendations(pb::ListRecommendationsRequest {
-            case_id: "mdt-0001".into(),
-            page_size: 1,
-            page_token: String::new(),
-        })
+        .list_recommendations(list_request("mdt-0001", 1, ""))
         .await
         .expect("page")
         .into_inner();
     let status = client
-        .list_recommendations(pb::ListRecommendationsRequest {
-            case_id: "mdt-0002".into(),
-            page_size: 1,
-            page_token: first.next_page_token,
-        })
+        .list_recommendations(list_request("mdt-0002", 1, &first.next_page_token))
         .await
         .expect_err("foreign token");
     assert_eq!(status.code(), Code::InvalidArgument);
@@ -703,11 +666,7 @@ async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedbac
         }
     }
     let listed = client
-        .list_recommendations(pb::ListRecommendationsRequest {
-            case_id: "mdt-0003".into(),
-            page_size: 10,
-            page_token: String::new(),
-        })
+        .list_recommendations(list_request("mdt-0003", 10, ""))
         .await
         .expect("page")
         .into_inner();
@@ -774,11 +733,7 @@ async fn a_long_stream_is_answered_and_recorded_in_request_order(target: Target)
         let case_id = format!("long-{index:03}");
         assert_eq!(answer.case_id, case_id, "answers in request order");
         let listed = client
-            .list_recommendations(pb::ListRecommendationsRequest {
-                case_id: case_id.clone(),
-                page_size: 10,
-                page_token: String::new(),
-            })
+            .list_recommendations(list_request(&case_id, 10, ""))
             .await
             .expect("page")
             .into_inner()
@@ -1274,11 +1229,7 @@ async fn an_unwritable_store_fails_closed_and_health_follows_it(target: Target) 
         .await
         .expect("recovered");
     let listed = client
-        .list_recommendations(pb::ListRecommendationsRequest {
-            case_id: "fc-1".into(),
-            page_size: 10,
-            page_token: String::new(),
-        })
+        .list_recommendations(list_request("fc-1", 10, ""))
         .await
         .expect("page")
         .into_inner();
@@ -1418,33 +1369,21 @@ async fn verify_names_a_record_changed_in_the_file(target: Target) {
             .expect("its neighbours are intact");
     }
     let status = client
-        .list_recommendations(pb::ListRecommendationsRequest {
-            case_id: "tamper".into(),
-            page_size: 10,
-            page_token: String::new(),
-        })
+        .list_recommendations(list_request("tamper", 10, ""))
         .await
         .expect_err("a page holding the changed record is refused");
     assert_eq!(status.code(), Code::DataLoss, "{status:?}");
     // A page that holds only intact records is served, even when the record after it is the
     // changed one: that one is not read until its own page is asked for.
     let first = client
-        .list_recommendations(pb::ListRecommendationsRequest {
-            case_id: "tamper".into(),
-            page_size: 1,
-            page_token: String::new(),
-        })
+        .list_recommendations(list_request("tamper", 1, ""))
         .await
         .expect("the newest record alone is intact")
         .into_inner();
     assert_eq!(first.records[0].recommendation_id, ids[2]);
     assert!(!first.next_page_token.is_empty());
     let status = client
-        .list_recommendations(pb::ListRecommendationsRequest {
-            case_id: "tamper".into(),
-            page_size: 1,
-            page_token: first.next_page_token,
-        })
+        .list_recommendations(list_request("tamper", 1, &first.next_page_token))
         .await
         .expect_err("the changed record's own page is refused");
     assert_eq!(status.code(), Code::DataLoss, "{status:?}");
@@ -2192,11 +2131,7 @@ async fn a_history_of_large_checks_comes_in_pages_every_client_can_read() {
     let mut pages = 0;
     loop {
         let page = client
-            .list_recommendations(pb::ListRecommendationsRequest {
-                case_id: "large-history".into(),
-                page_size: 100,
-                page_token: page_token.clone(),
-            })
+            .list_recommendations(list_request("large-history", 100, &page_token))
             .await
             .expect("a page within the receive limit")
             .into_inner();
@@ -2228,6 +2163,16 @@ async fn a_history_of_large_checks_comes_in_pages_every_client_can_read() {
         assert!(text.contains(id.as_str()), "{id} missing: {text}");
     }
     server.stop().await;
+}
+
+/// A `ListRecommendations` request: the page of `case_id`'s records `page_token` names (the
+/// newest, when empty), of at most `page_size` records.
+fn list_request(case_id: &str, page_size: i32, page_token: &str) -> pb::ListRecommendationsRequest {
+    pb::ListRecommendationsRequest {
+        case_id: case_id.to_owned(),
+        page_size,
+        page_token: page_token.to_owned(),
+    }
 }
 
 /// The record of `id`, which the test expects to be there and readable.
