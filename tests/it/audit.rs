@@ -338,6 +338,23 @@ fn verify(target: &Target) -> (i32, String) {
     )
 }
 
+/// Runs `audit verify` on `target` and fails the test unless it finds the trail intact; gives
+/// its report.
+fn assert_intact(target: &Target) -> String {
+    let (code, report) = verify(target);
+    assert_eq!(code, 0, "{report}");
+    report
+}
+
+/// [`assert_intact`], and fails the test unless the trail holds `records` records.
+fn assert_intact_records(target: &Target, records: usize) {
+    let report = assert_intact(target);
+    assert!(
+        report.contains(&format!("intact: {records} records")),
+        "{report}"
+    );
+}
+
 async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedback(target: Target) {
     let (server, _) = audited_server(&target).await;
     let mut client = server.client().await;
@@ -680,9 +697,7 @@ async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedbac
     assert_eq!(planned.len(), 2);
 
     server.stop().await;
-    let (code, output) = verify(&target);
-    assert_eq!(code, 0, "{output}");
-    assert!(output.contains("intact: 10 records"), "{output}");
+    assert_intact_records(&target, 10);
 }
 
 /// Sends `items` as one `RecommendStream` and gives the status it ends with; fails the test if any
@@ -775,12 +790,7 @@ async fn a_long_stream_is_answered_and_recorded_in_request_order(target: Target)
     set_store_failing(&target, &failing, false).await;
 
     server.stop().await;
-    let (code, output) = verify(&target);
-    assert_eq!(code, 0, "{output}");
-    assert!(
-        output.contains(&format!("intact: {} records", ITEMS - 3)),
-        "{output}"
-    );
+    assert_intact_records(&target, ITEMS - 3);
 }
 
 /// A store whose first append says it has begun and then waits until the test lets it go (30 s at
@@ -960,8 +970,7 @@ async fn an_audited_stream_plans_its_next_items_while_a_commit_is_pending() {
         "records shared commits: {batches:?}"
     );
     server.stop().await;
-    let (code, output) = verify(&target);
-    assert_eq!(code, 0, "{output}");
+    assert_intact(&target);
 }
 
 /// The audit writer's queue is bounded, in records and in bytes: while the store is stuck on a
@@ -1049,12 +1058,7 @@ async fn full_queue(queue_limit: usize, byte_limit: usize, refused: usize) {
             .expect("every answered plan is stored");
     }
     server.stop().await;
-    let (code, output) = verify(&target);
-    assert_eq!(code, 0, "{output}");
-    assert!(
-        output.contains(&format!("intact: {} records", 5 - refused)),
-        "{output}"
-    );
+    assert_intact_records(&target, 5 - refused);
 }
 
 /// A store that does not answer (a disk that hangs, a lock held elsewhere) fails the call closed
@@ -1255,7 +1259,7 @@ async fn an_unwritable_store_fails_closed_and_health_follows_it(target: Target) 
     let failed = metric_value(&text, "vlms_rt_audit_failed_batches").expect("failed");
     assert_eq!(timed, batches + failed, "{text}");
     server.stop().await;
-    assert_eq!(verify(&target).0, 0);
+    assert_intact(&target);
 }
 
 async fn every_answer_survives_kill_9_and_the_chain_stays_intact(target: Target) {
@@ -1307,8 +1311,7 @@ async fn every_answer_survives_kill_9_and_the_chain_stays_intact(target: Target)
         }
     }
     assert!(received.len() >= 16, "load ran: {} answers", received.len());
-    let (code, output) = verify(&target);
-    assert_eq!(code, 0, "{output}");
+    assert_intact(&target);
     // Restart on the same store: every answer any client received is there, byte for byte.
     let (store, reader) = target.open();
     let auditor = Auditor::start(store, reader);
@@ -1341,7 +1344,7 @@ async fn verify_names_a_record_changed_in_the_file(target: Target) {
         );
     }
     server.stop().await;
-    assert_eq!(verify(&target).0, 0);
+    assert_intact(&target);
     target.tamper(&ids[1]).await;
     let (code, output) = verify(&target);
     assert_eq!(code, 1, "{output}");
@@ -1781,8 +1784,7 @@ async fn two_replicas_share_one_chain_and_survive_losing_one_mid_load() {
     assert_every_plan_stored(&mut client, &received).await;
     let _ = survivor.kill();
     let _ = survivor.wait();
-    let (code, output) = verify(&target);
-    assert_eq!(code, 0, "{output}");
+    let output = assert_intact(&target);
     let stored: usize = output
         .split("intact: ")
         .nth(1)
@@ -1881,9 +1883,7 @@ async fn a_replica_stuck_holding_the_chain_lock_does_not_wedge_the_others() {
         .await
         .expect("ok after the lock is released");
     server.stop().await;
-    let (code, output) = verify(&target);
-    assert_eq!(code, 0, "{output}");
-    assert!(output.contains("intact: 2 records"), "{output}");
+    assert_intact_records(&target, 2);
 }
 
 /// Sends one `Recommend` whose message is `message` exactly (not written by the generated
@@ -2001,9 +2001,7 @@ async fn a_second_server_on_one_sqlite_file_is_refused_naming_the_file_and_its_h
     }
     first.kill().expect("kill");
     first.wait().expect("ended");
-    let (code, report) = verify(&target);
-    assert_eq!(code, 0, "{report}");
-    assert!(report.contains("intact: 7 records"), "{report}");
+    assert_intact_records(&target, 7);
     // With the holder gone, the lock is free again.
     let (mut next, url) = spawn_replica(&target);
     recommend_over(&url, "after").await.expect("answered");
@@ -2237,9 +2235,7 @@ async fn records_written_as_parts_frames_by_an_earlier_build_still_read_exactly(
             .expect("row");
         assert!(first.starts_with(vlms_rt::audit::parts::FRAME_MAGIC));
     }
-    let (code, report) = verify(&target);
-    assert_eq!(code, 0, "{report}");
-    assert!(report.contains("intact: 3 records"), "{report}");
+    assert_intact_records(&target, 3);
     let read = |name: &str| {
         std::fs::read_to_string(fixtures.join(format!("audit-parts-frames-2026-12-07.{name}.json")))
             .expect("fixture")
@@ -2270,8 +2266,7 @@ async fn records_written_as_parts_frames_by_an_earlier_build_still_read_exactly(
         .await
         .expect("ok");
     server.stop().await;
-    let (code, report) = verify(&target);
-    assert_eq!(code, 0, "{report}");
+    assert_intact(&target);
     let connection = rusqlite::Connection::open(&path).expect("open");
     let newest: Vec<u8> = connection
         .query_row(
