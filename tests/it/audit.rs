@@ -1265,20 +1265,8 @@ async fn an_unwritable_store_fails_closed_and_health_follows_it(target: Target) 
 async fn every_answer_survives_kill_9_and_the_chain_stays_intact(target: Target) {
     let mut received: Vec<pb::Plan> = Vec::new();
     for round in 0..3 {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vlms-rt-server"))
-            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-            .args(target.args())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("server starts");
-        let address = crate::support::wait_for_address(&mut child);
-        let url = format!("http://{address}");
-        let channel = tonic::transport::Endpoint::from_shared(url.clone())
-            .expect("url")
-            .connect()
-            .await
-            .expect("connects");
+        let (mut child, url) = spawn_server(&target);
+        let channel = connect(&url).await;
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
         for task in 0..16 {
@@ -1676,17 +1664,31 @@ on_both_backends!(a_database_from_a_newer_build_is_refused);
 
 on_both_backends!(a_bare_database_from_a_newer_build_is_refused);
 
-/// Starts a `vlms-rt-server` process on `target`, returning it and its URL.
-fn spawn_replica(target: &Target) -> (std::process::Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vlms-rt-server"))
+/// Starts a `vlms-rt-server` process on `target`, its JSON log on a pipe to be read.
+fn start_server_process(target: &Target) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_vlms-rt-server"))
         .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
         .args(target.args())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("server starts");
+        .expect("server starts")
+}
+
+/// Starts a `vlms-rt-server` process on `target`, returning it and its URL once it serves.
+fn spawn_server(target: &Target) -> (std::process::Child, String) {
+    let mut child = start_server_process(target);
     let address = crate::support::wait_for_address(&mut child);
     (child, format!("http://{address}"))
+}
+
+/// A channel to the server at `url`.
+async fn connect(url: &str) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(url.to_string())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connects")
 }
 
 #[tokio::test]
@@ -1694,8 +1696,8 @@ async fn two_replicas_share_one_chain_and_survive_losing_one_mid_load() {
     let target = Target::postgres().await;
     // Both replicas start together: the migration runs once, under its advisory lock.
     let (first, second) = std::thread::scope(|scope| {
-        let first = scope.spawn(|| spawn_replica(&target));
-        let second = scope.spawn(|| spawn_replica(&target));
+        let first = scope.spawn(|| spawn_server(&target));
+        let second = scope.spawn(|| spawn_server(&target));
         (first.join().expect("first"), second.join().expect("second"))
     });
     let (mut doomed, doomed_url) = first;
@@ -1722,14 +1724,7 @@ async fn two_replicas_share_one_chain_and_survive_losing_one_mid_load() {
         assert_eq!(encrypted, all, "every replica connection uses TLS");
     }
 
-    let connect = |url: String| async move {
-        tonic::transport::Endpoint::from_shared(url)
-            .expect("url")
-            .connect()
-            .await
-            .expect("connects")
-    };
-    let channels = [connect(doomed_url).await, connect(survivor_url).await];
+    let channels = [connect(&doomed_url).await, connect(&survivor_url).await];
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for task in 0..16_usize {
@@ -1959,12 +1954,7 @@ async fn a_record_keeps_the_request_as_read_not_fields_the_contract_does_not_def
 
 /// A recommendation over `url`, for the tests that drive server processes.
 async fn recommend_over(url: &str, case_id: &str) -> Result<pb::Plan, tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-        .expect("url")
-        .connect()
-        .await
-        .expect("connects");
-    RecommendationServiceClient::new(channel)
+    RecommendationServiceClient::new(connect(url).await)
         .recommend(with_case_id("iliac-marginal", case_id))
         .await
         .map(|response| response.into_inner().plan.expect("plan"))
@@ -1976,7 +1966,7 @@ async fn a_second_server_on_one_sqlite_file_is_refused_naming_the_file_and_its_h
     let Target::Sqlite(path) = &target else {
         unreachable!("sqlite")
     };
-    let (mut first, url) = spawn_replica(&target);
+    let (mut first, url) = spawn_server(&target);
     recommend_over(&url, "one-owner").await.expect("answered");
     let second = Command::new(env!("CARGO_BIN_EXE_vlms-rt-server"))
         .args(["--listen", "127.0.0.1:0"])
@@ -2003,7 +1993,7 @@ async fn a_second_server_on_one_sqlite_file_is_refused_naming_the_file_and_its_h
     first.wait().expect("ended");
     assert_intact_records(&target, 7);
     // With the holder gone, the lock is free again.
-    let (mut next, url) = spawn_replica(&target);
+    let (mut next, url) = spawn_server(&target);
     recommend_over(&url, "after").await.expect("answered");
     next.kill().expect("kill");
     next.wait().expect("ended");
@@ -2015,13 +2005,7 @@ async fn a_deleted_audit_file_fails_closed_instead_of_answering_into_the_void() 
     let Target::Sqlite(path) = &target else {
         unreachable!("sqlite")
     };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vlms-rt-server"))
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-        .args(target.args())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("server starts");
+    let mut child = start_server_process(&target);
     let (address, log) = crate::support::wait_for_address_and_log(&mut child);
     let url = format!("http://{address}");
     recommend_over(&url, "before").await.expect("answered");
@@ -2032,12 +2016,7 @@ async fn a_deleted_audit_file_fails_closed_instead_of_answering_into_the_void() 
             .expect_err("no answer without its record");
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     }
-    let channel = tonic::transport::Endpoint::from_shared(url.clone())
-        .expect("url")
-        .connect()
-        .await
-        .expect("connects");
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut health = tonic_health::pb::health_client::HealthClient::new(connect(&url).await);
     wait_for_health(
         &mut health,
         "vlms.rt.v1.RecommendationService",
