@@ -257,9 +257,28 @@ impl Store for Switchable {
     }
 }
 
+/// A client of a server's health service.
+type Health = tonic_health::pb::health_client::HealthClient<tonic::transport::Channel>;
+
+/// Health statuses, as the health service reports them.
+const SERVING: i32 = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+const NOT_SERVING: i32 = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+
+/// The status health reports for `service` now.
+async fn health_status(health: &mut Health, service: &str) -> i32 {
+    health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.to_string(),
+        })
+        .await
+        .expect("health")
+        .into_inner()
+        .status
+}
+
 /// Polls health for `service` until it reports `status`; fails with `what` after `seconds`.
 async fn wait_for_health(
-    health: &mut tonic_health::pb::health_client::HealthClient<tonic::transport::Channel>,
+    health: &mut Health,
     service: &str,
     status: i32,
     seconds: u64,
@@ -267,15 +286,7 @@ async fn wait_for_health(
 ) {
     let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
     loop {
-        let reported = health
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: service.to_string(),
-            })
-            .await
-            .expect("health")
-            .into_inner()
-            .status;
-        if reported == status {
+        if health_status(health, service).await == status {
             return;
         }
         assert!(std::time::Instant::now() < deadline, "{what}");
@@ -1077,9 +1088,7 @@ async fn a_stalled_store_fails_the_call_unavailable_before_the_call_timeout() {
         ..
     } = GatedServer::start(|settings| settings.limits.call_timeout = Duration::from_secs(5)).await;
     let mut client = server.client().await;
-    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
-    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
-    let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+    let mut health = Health::new(server.channel().await);
     // A caller's deadline shorter than the server's call timeout: DEADLINE_EXCEEDED from the
     // server before the caller's own timer, and no judgement on the store (a caller must not flip
     // health with short deadlines).
@@ -1092,16 +1101,9 @@ async fn a_stalled_store_fails_the_call_unavailable_before_the_call_timeout() {
         .expect_err("no plan while the store stalls");
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert!(status.message().contains("audit store"), "{status:?}");
-    let status = health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: "vlms.rt.v1.RecommendationService".into(),
-        })
-        .await
-        .expect("health")
-        .into_inner()
-        .status;
     assert_eq!(
-        status, serving,
+        health_status(&mut health, "vlms.rt.v1.RecommendationService").await,
+        SERVING,
         "a caller's short deadline is not a store failure"
     );
     // Without a deadline of its own the call waits the server's audit wait: UNAVAILABLE.
@@ -1129,7 +1131,7 @@ async fn a_stalled_store_fails_the_call_unavailable_before_the_call_timeout() {
     wait_for_health(
         &mut health,
         "vlms.rt.v1.RecommendationService",
-        not_serving,
+        NOT_SERVING,
         10,
         "a stalled store left health SERVING",
     )
@@ -1138,7 +1140,7 @@ async fn a_stalled_store_fails_the_call_unavailable_before_the_call_timeout() {
     wait_for_health(
         &mut health,
         "vlms.rt.v1.RecommendationService",
-        serving,
+        SERVING,
         30,
         "health never recovered once the store answered",
     )
@@ -1172,9 +1174,7 @@ async fn a_stalled_store_fails_the_call_unavailable_before_the_call_timeout() {
 async fn an_unwritable_store_fails_closed_and_health_follows_it(target: Target) {
     let (server, failing) = audited_server(&target).await;
     let mut client = server.client().await;
-    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
-    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
-    let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+    let mut health = Health::new(server.channel().await);
     client
         .recommend(with_case_id("femoral-postop-r0", "fc-1"))
         .await
@@ -1198,7 +1198,7 @@ async fn an_unwritable_store_fails_closed_and_health_follows_it(target: Target) 
     wait_for_health(
         &mut health,
         "vlms.rt.v1.RecommendationService",
-        not_serving,
+        NOT_SERVING,
         10,
         "health never went NOT_SERVING",
     )
@@ -1213,21 +1213,14 @@ async fn an_unwritable_store_fails_closed_and_health_follows_it(target: Target) 
     )
     .await;
     // Liveness is not readiness: a database outage must not get every replica restarted.
-    let liveness = health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: vlms_rt::startup::LIVENESS_SERVICE_NAME.into(),
-        })
-        .await
-        .expect("liveness")
-        .into_inner()
-        .status;
     assert_eq!(
-        liveness, serving,
+        health_status(&mut health, vlms_rt::startup::LIVENESS_SERVICE_NAME).await,
+        SERVING,
         "liveness stays SERVING while the store fails"
     );
 
     set_store_failing(&target, &failing, false).await;
-    wait_for_health(&mut health, "", serving, 10, "health never recovered").await;
+    wait_for_health(&mut health, "", SERVING, 10, "health never recovered").await;
     client
         .recommend(with_case_id("femoral-postop-r0", "fc-1"))
         .await
@@ -1831,9 +1824,7 @@ async fn a_replica_stuck_holding_the_chain_lock_does_not_wedge_the_others() {
     let target = Target::postgres().await;
     let (server, _) = audited_server(&target).await;
     let mut client = server.client().await;
-    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
-    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
-    let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+    let mut health = Health::new(server.channel().await);
     client
         .recommend(with_case_id("iliac-marginal", "stuck"))
         .await
@@ -1865,14 +1856,14 @@ async fn a_replica_stuck_holding_the_chain_lock_does_not_wedge_the_others() {
     wait_for_health(
         &mut health,
         "",
-        not_serving,
+        NOT_SERVING,
         10,
         "health never went NOT_SERVING",
     )
     .await;
 
     drop(stuck);
-    wait_for_health(&mut health, "", serving, 15, "health never recovered").await;
+    wait_for_health(&mut health, "", SERVING, 15, "health never recovered").await;
     client
         .recommend(with_case_id("iliac-marginal", "stuck"))
         .await
@@ -2016,11 +2007,11 @@ async fn a_deleted_audit_file_fails_closed_instead_of_answering_into_the_void() 
             .expect_err("no answer without its record");
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     }
-    let mut health = tonic_health::pb::health_client::HealthClient::new(connect(&url).await);
+    let mut health = Health::new(connect(&url).await);
     wait_for_health(
         &mut health,
         "vlms.rt.v1.RecommendationService",
-        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32,
+        NOT_SERVING,
         10,
         "NOT_SERVING once the audit file is gone",
     )
