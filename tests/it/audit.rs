@@ -230,6 +230,20 @@ fn with_case_id(name: &str, case_id: &str) -> pb::RecommendRequest {
     pb::RecommendRequest { case: Some(case) }
 }
 
+/// A client of the recommendation service.
+type Client = RecommendationServiceClient<tonic::transport::Channel>;
+
+/// The plan `client` is given for the vignette `name` under `case_id`; fails the test on an error.
+async fn recommended(client: &mut Client, name: &str, case_id: &str) -> pb::Plan {
+    client
+        .recommend(with_case_id(name, case_id))
+        .await
+        .expect("ok")
+        .into_inner()
+        .plan
+        .expect("plan")
+}
+
 /// A store with a switch that makes every write fail, as a full or broken disk would.
 struct Switchable {
     inner: Box<dyn Store>,
@@ -372,14 +386,7 @@ async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedbac
 
     let mut plans = Vec::new();
     for _ in 0..5 {
-        let plan = client
-            .recommend(with_case_id("femoral-postop-r0", "mdt-0001"))
-            .await
-            .expect("ok")
-            .into_inner()
-            .plan
-            .expect("plan");
-        plans.push(plan);
+        plans.push(recommended(&mut client, "femoral-postop-r0", "mdt-0001").await);
     }
     let record = stored_record(&mut client, &plans[0].recommendation_id).await;
     assert_eq!(record.case_id, "mdt-0001");
@@ -714,7 +721,7 @@ async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedbac
 /// Sends `items` as one `RecommendStream` and gives the status it ends with; fails the test if any
 /// answer comes first.
 async fn stream_ending_before_any_answer(
-    client: &mut RecommendationServiceClient<tonic::transport::Channel>,
+    client: &mut Client,
     items: Vec<pb::RecommendRequest>,
 ) -> tonic::Status {
     let mut responses = client
@@ -1314,13 +1321,8 @@ async fn verify_names_a_record_changed_in_the_file(target: Target) {
     let mut ids = Vec::new();
     for _ in 0..3 {
         ids.push(
-            client
-                .recommend(with_case_id("iliac-marginal", "tamper"))
+            recommended(&mut client, "iliac-marginal", "tamper")
                 .await
-                .expect("ok")
-                .into_inner()
-                .plan
-                .expect("plan")
                 .recommendation_id,
         );
     }
@@ -1382,13 +1384,8 @@ async fn a_byte_flipped_inside_a_compressed_response_is_refused_on_read() {
     };
     let (server, _) = audited_server(&target).await;
     let mut client = server.client().await;
-    let id = client
-        .recommend(with_case_id("ivc-middle-postop-r1", "flip"))
+    let id = recommended(&mut client, "ivc-middle-postop-r1", "flip")
         .await
-        .expect("ok")
-        .into_inner()
-        .plan
-        .expect("plan")
         .recommendation_id;
     server.stop().await;
     // One bit in the middle of the stored (compressed) bytes.
@@ -1426,13 +1423,7 @@ async fn a_byte_flipped_inside_a_compressed_response_is_refused_on_read() {
 async fn the_client_shows_lists_and_records_feedback(target: Target) {
     let (server, _) = audited_server(&target).await;
     let mut client = server.client().await;
-    let plan = client
-        .recommend(with_case_id("iliac-marginal", "cli-case"))
-        .await
-        .expect("ok")
-        .into_inner()
-        .plan
-        .expect("plan");
+    let plan = recommended(&mut client, "iliac-marginal", "cli-case").await;
     let run = |args: Vec<String>| {
         run_client(
             ["--server".to_string(), server.url.clone()]
@@ -2144,10 +2135,7 @@ fn list_request(case_id: &str, page_size: i32, page_token: &str) -> pb::ListReco
 }
 
 /// The record of `id`, which the test expects to be there and readable.
-async fn stored_record(
-    client: &mut RecommendationServiceClient<tonic::transport::Channel>,
-    id: &str,
-) -> pb::RecommendationRecord {
+async fn stored_record(client: &mut Client, id: &str) -> pb::RecommendationRecord {
     client
         .get_recommendation(pb::GetRecommendationRequest {
             recommendation_id: id.to_owned(),
@@ -2168,10 +2156,7 @@ fn recorded_plan(record: &pb::RecommendationRecord) -> &pb::Plan {
 }
 
 /// Fails the test unless every plan of `plans` is stored under its id, byte for byte.
-async fn assert_every_plan_stored(
-    client: &mut RecommendationServiceClient<tonic::transport::Channel>,
-    plans: &[pb::Plan],
-) {
+async fn assert_every_plan_stored(client: &mut Client, plans: &[pb::Plan]) {
     for plan in plans {
         let record = stored_record(client, &plan.recommendation_id).await;
         assert_eq!(
