@@ -318,10 +318,18 @@ async fn audited_server(target: &Target) -> (TestServer, Arc<AtomicBool>) {
         }),
         reader,
     );
+    (
+        TestServer::start_with(audited_settings(auditor)).await,
+        failing,
+    )
+}
+
+/// A server's settings: any free port, auditing with `auditor`, metrics on any free port.
+fn audited_settings(auditor: Auditor) -> Settings {
     let mut settings = Settings::new("127.0.0.1:0".parse().expect("address"), profile());
     settings.audit = Some(auditor);
     settings.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
-    (TestServer::start_with(settings).await, failing)
+    settings
 }
 
 /// The value of the unlabelled series `name` in a metrics exposition.
@@ -884,9 +892,7 @@ impl GatedServer {
             queue_limit,
             byte_limit,
         );
-        let mut settings = Settings::new("127.0.0.1:0".parse().expect("address"), profile());
-        settings.audit = Some(auditor);
-        settings.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
+        let mut settings = audited_settings(auditor);
         adjust(&mut settings);
         let server = TestServer::start_with(settings).await;
         let metrics = server.metrics_addr();
@@ -1301,11 +1307,7 @@ async fn every_answer_survives_kill_9_and_the_chain_stays_intact(target: Target)
     assert!(received.len() >= 16, "load ran: {} answers", received.len());
     assert_intact(&target);
     // Restart on the same store: every answer any client received is there, byte for byte.
-    let (store, reader) = target.open();
-    let auditor = Auditor::start(store, reader);
-    let mut settings = Settings::new("127.0.0.1:0".parse().expect("address"), profile());
-    settings.audit = Some(auditor);
-    let server = TestServer::start_with(settings).await;
+    let (server, _) = audited_server(&target).await;
     let mut client = server.client().await;
     assert_every_plan_stored(&mut client, &received).await;
     eprintln!(
