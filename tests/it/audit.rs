@@ -534,15 +534,7 @@ async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedbac
             .await
             .expect_err("rejected");
         assert_eq!(status.code(), Code::InvalidArgument);
-        let fields: Vec<String> = tonic_types::StatusExt::get_details_bad_request(&status)
-            .map(|bad| {
-                bad.field_violations
-                    .into_iter()
-                    .map(|violation| violation.field)
-                    .collect()
-            })
-            .unwrap_or_default();
-        assert_eq!(fields, vec![field.to_string()]);
+        assert_eq!(bad_request_fields(&status), vec![field.to_string()]);
     }
     // AIP-158: a page size above the largest page is served as the largest page, not refused.
     for page_size in [101, i32::MAX] {
