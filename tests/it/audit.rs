@@ -1418,36 +1418,30 @@ async fn the_client_shows_lists_and_records_feedback(target: Target) {
     let (server, _) = audited_server(&target).await;
     let mut client = server.client().await;
     let plan = recommended(&mut client, "iliac-marginal", "cli-case").await;
-    let run = |args: Vec<String>| {
-        run_client(
-            ["--server".to_string(), server.url.clone()]
-                .into_iter()
-                .chain(args),
-            None,
-        )
+    let run = |args: &[&str]| {
+        let args: Vec<String> = ["--server", server.url.as_str()]
+            .iter()
+            .chain(args)
+            .map(|arg| arg.to_string())
+            .collect();
+        run_client(args, None)
     };
     let id = plan.recommendation_id.clone();
-    let output = run(vec![
-        "feedback".into(),
-        id.clone(),
-        "--outcome".into(),
-        "overridden".into(),
-    ])
-    .await;
+    let output = run(&["feedback", &id, "--outcome", "overridden"]).await;
     output.expect_exit_for(3, "a reason is required");
     assert!(output.stderr.contains("  reason: "));
-    let output = run(vec![
-        "feedback".into(),
-        id.clone(),
-        "--outcome".into(),
-        "overridden".into(),
-        "--reason".into(),
-        "surgery first".into(),
+    let output = run(&[
+        "feedback",
+        &id,
+        "--outcome",
+        "overridden",
+        "--reason",
+        "surgery first",
     ])
     .await;
     output.expect_exit(0);
 
-    let output = run(vec!["show".into(), id.clone()]).await;
+    let output = run(&["show", &id]).await;
     output.expect_exit(0);
     let text = &output.stdout;
     assert!(
@@ -1467,18 +1461,12 @@ async fn the_client_shows_lists_and_records_feedback(target: Target) {
         "{text}"
     );
 
-    let output = run(vec![
-        "--output".into(),
-        "json".into(),
-        "show".into(),
-        id.clone(),
-    ])
-    .await;
+    let output = run(&["--output", "json", "show", &id]).await;
     let record: pb::RecommendationRecord =
         serde_json::from_str(&output.stdout).expect("record JSON");
     assert_eq!(recorded_plan(&record), &plan);
 
-    let output = run(vec!["history".into(), "cli-case".into()]).await;
+    let output = run(&["history", "cli-case"]).await;
     let text = &output.stdout;
     assert!(
         text.contains(&id)
@@ -1487,12 +1475,12 @@ async fn the_client_shows_lists_and_records_feedback(target: Target) {
         "{text}"
     );
 
-    let output = run(vec!["show".into(), uuid::Uuid::new_v4().to_string()]).await;
+    let output = run(&["show", &uuid::Uuid::new_v4().to_string()]).await;
     output.expect_exit(1);
     assert!(output.stderr.contains("NOT_FOUND"));
 
     // A refused case id: the violation and exit code 3, and no heading before it.
-    let output = run(vec!["history".into(), "a b".into()]).await;
+    let output = run(&["history", "a b"]).await;
     output.expect_exit(3);
     assert_eq!(output.stdout, "");
     assert!(output.stderr.contains("case_id"));
