@@ -63,6 +63,38 @@ impl Front {
             .unwrap_or_else(|error| panic!("answer is not JSON ({error}): {body}"));
         (status, body)
     }
+
+    /// Posts `feedback` to `service`'s feedback endpoint: the status and the body of the answer.
+    async fn feedback(&self, service: &str, feedback: &Value) -> (u16, String) {
+        self.post(
+            &format!("/cds-services/{service}/feedback"),
+            feedback.to_string().as_bytes(),
+        )
+        .await
+    }
+}
+
+/// The id of the recommendation (or check) a card was issued for, which names its audit record.
+fn recommendation_id(card: &Value) -> &str {
+    card["extension"]["org.example.vlms-rt.recommendation"]["recommendationId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a card without a recommendation id: {card}"))
+}
+
+/// The audit record of `id`, which the test expects to be there.
+async fn stored_record(
+    client: &mut pb::recommendation_service_client::RecommendationServiceClient<
+        tonic::transport::Channel,
+    >,
+    id: &str,
+) -> pb::RecommendationRecord {
+    client
+        .get_recommendation(pb::GetRecommendationRequest {
+            recommendation_id: id.to_owned(),
+        })
+        .await
+        .unwrap_or_else(|status| panic!("{id} not recorded: {status:?}"))
+        .into_inner()
 }
 
 /// The `host:port` of a running server's CDS Hooks port.
@@ -233,17 +265,8 @@ async fn every_vignette_chart_gives_the_plan_recommend_gives() {
         plans += 1;
         let plan_card = &cards[0];
         let link = &plan_card["extension"]["org.example.vlms-rt.recommendation"];
-        let recommendation_id = link["recommendationId"]
-            .as_str()
-            .expect("recommendation id");
         // The recorded case is the chart's, read exactly; the recorded plan is Recommend's.
-        let record = client
-            .get_recommendation(pb::GetRecommendationRequest {
-                recommendation_id: recommendation_id.into(),
-            })
-            .await
-            .expect("the plan was recorded")
-            .into_inner();
+        let record = stored_record(&mut client, recommendation_id(plan_card)).await;
         let Some(pb::recommendation_record::Content::Recommend(stored)) = record.content else {
             panic!("{name}: not a plan record");
         };
@@ -900,16 +923,8 @@ async fn order_sign_checks_the_draft_as_check_prescription_does() {
             );
         }
         // The stored check holds the same findings.
-        let id = cards[0]["extension"]["org.example.vlms-rt.recommendation"]["recommendationId"]
-            .as_str()
-            .expect("id");
-        let record = client
-            .get_recommendation(pb::GetRecommendationRequest {
-                recommendation_id: id.into(),
-            })
-            .await
-            .expect("recorded")
-            .into_inner();
+        let id = recommendation_id(&cards[0]);
+        let record = stored_record(&mut client, id).await;
         let Some(pb::recommendation_record::Content::Check(stored)) = record.content else {
             panic!("not a check record");
         };
@@ -1002,20 +1017,9 @@ async fn order_sign_checks_the_draft_as_check_prescription_does() {
                         {"card": cards[0]["uuid"], "outcome": "accepted", "outcomeTimestamp": "2026-11-26T10:00:00Z",
                          "acceptedSuggestions": [{"id": suggestion["uuid"]}]}
                     ]});
-                    let (status, body) = front
-                        .post(
-                            "/cds-services/vlms-rt-rx-check/feedback",
-                            feedback.to_string().as_bytes(),
-                        )
-                        .await;
+                    let (status, body) = front.feedback("vlms-rt-rx-check", &feedback).await;
                     assert_eq!(status, 200, "{body}");
-                    let record = client
-                        .get_recommendation(pb::GetRecommendationRequest {
-                            recommendation_id: id.into(),
-                        })
-                        .await
-                        .expect("recorded")
-                        .into_inner();
+                    let record = stored_record(&mut client, id).await;
                     assert_eq!(
                         record.feedback.last().map(|f| f.outcome),
                         Some(pb::FeedbackOutcome::Accepted as i32),
@@ -1058,11 +1062,7 @@ async fn feedback_on_a_card_lands_on_its_recommendation() {
         .as_str()
         .expect("uuid")
         .to_string();
-    let recommendation_id =
-        answer["cards"][0]["extension"]["org.example.vlms-rt.recommendation"]["recommendationId"]
-            .as_str()
-            .expect("id")
-            .to_string();
+    let plan_id = recommendation_id(&answer["cards"][0]).to_string();
     let feedback = json!({"feedback": [
         {"card": plan_card, "outcome": "overridden", "outcomeTimestamp": "2026-11-26T09:21:02Z",
          "overrideReason": {"reason": {"system": "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes",
@@ -1070,20 +1070,9 @@ async fn feedback_on_a_card_lands_on_its_recommendation() {
                             "userComment": "Sarcoma MDT chose observation."}},
         {"card": alert_card, "outcome": "overridden", "outcomeTimestamp": "2026-11-26T09:22:00Z"}
     ]});
-    let (status, body) = front
-        .post(
-            "/cds-services/vlms-rt-plan/feedback",
-            feedback.to_string().as_bytes(),
-        )
-        .await;
+    let (status, body) = front.feedback("vlms-rt-plan", &feedback).await;
     assert_eq!(status, 200, "{body}");
-    let record = client
-        .get_recommendation(pb::GetRecommendationRequest {
-            recommendation_id: recommendation_id.clone(),
-        })
-        .await
-        .expect("record")
-        .into_inner();
+    let record = stored_record(&mut client, &plan_id).await;
     assert_eq!(
         record.feedback.len(),
         1,
@@ -1098,7 +1087,7 @@ async fn feedback_on_a_card_lands_on_its_recommendation() {
             |row| Ok((row.get(0)?, row.get(1)?)),
         )
         .expect("query");
-    assert_eq!((count, subject.as_str()), (1, recommendation_id.as_str()));
+    assert_eq!((count, subject.as_str()), (1, plan_id.as_str()));
     assert_eq!(
         record.feedback[0].outcome,
         pb::FeedbackOutcome::Overridden as i32
@@ -1123,20 +1112,9 @@ async fn feedback_on_a_card_lands_on_its_recommendation() {
         {"card": plan_card, "outcome": "accepted", "outcomeTimestamp": "2026-11-26T10:00:00Z",
          "acceptedSuggestions": [{"id": alternative["uuid"]}]}
     ]});
-    let (status, body) = front
-        .post(
-            "/cds-services/vlms-rt-plan/feedback",
-            feedback.to_string().as_bytes(),
-        )
-        .await;
+    let (status, body) = front.feedback("vlms-rt-plan", &feedback).await;
     assert_eq!(status, 200, "{body}");
-    let record = client
-        .get_recommendation(pb::GetRecommendationRequest {
-            recommendation_id: recommendation_id.clone(),
-        })
-        .await
-        .expect("record")
-        .into_inner();
+    let record = stored_record(&mut client, &plan_id).await;
     assert_eq!(record.feedback.len(), 2);
     assert_eq!(
         record.feedback[1].outcome,
@@ -1151,9 +1129,9 @@ async fn feedback_on_a_card_lands_on_its_recommendation() {
     );
     // A card vlms-rt never issued, and a body that is not feedback.
     let (status, _) = front
-        .post(
-            "/cds-services/vlms-rt-plan/feedback",
-            json!({"feedback": [{"card": "4a1c2d0e-0000-4000-8000-000000000000", "outcome": "accepted", "acceptedSuggestions": [], "outcomeTimestamp": "2026-11-26T09:21:02Z"}]}).to_string().as_bytes(),
+        .feedback(
+            "vlms-rt-plan",
+            &json!({"feedback": [{"card": "4a1c2d0e-0000-4000-8000-000000000000", "outcome": "accepted", "acceptedSuggestions": [], "outcomeTimestamp": "2026-11-26T09:21:02Z"}]}),
         )
         .await;
     assert_eq!(status, 404);
