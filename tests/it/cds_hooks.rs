@@ -53,12 +53,7 @@ impl Front {
     }
 
     async fn hook(&self, service: &str, request: &Value) -> (u16, Value) {
-        let (status, body) = self
-            .post(
-                &format!("/cds-services/{service}"),
-                request.to_string().as_bytes(),
-            )
-            .await;
+        let (status, body) = post_hook(&self.cds, service, request).await;
         let body = serde_json::from_str(&body)
             .unwrap_or_else(|error| panic!("answer is not JSON ({error}): {body}"));
         (status, body)
@@ -72,6 +67,19 @@ impl Front {
         )
         .await
     }
+}
+
+/// Calls the CDS service `service` on the CDS Hooks port at `address` with `request`, without a
+/// token: the status and the body of the answer.
+async fn post_hook(address: &str, service: &str, request: &Value) -> (u16, String) {
+    http(
+        address,
+        "POST",
+        &format!("/cds-services/{service}"),
+        &[],
+        request.to_string().as_bytes(),
+    )
+    .await
 }
 
 /// The id of the recommendation (or check) a card was issued for, which names its audit record.
@@ -1765,14 +1773,7 @@ async fn no_card_leaves_when_the_audit_store_cannot_record_it() {
     let cds = cds_address(&server);
     let (case, options) = ivc_chart();
     let request = patient_view_request(&case, &options, "fd8c2b11-0000-4000-8000-000000000001");
-    let (status, body) = http(
-        &cds,
-        "POST",
-        "/cds-services/vlms-rt-plan",
-        &[],
-        request.to_string().as_bytes(),
-    )
-    .await;
+    let (status, body) = post_hook(&cds, "vlms-rt-plan", &request).await;
     assert_eq!(status, 503, "{body}");
     assert!(!body.contains("cards"), "{body}");
     let outcome: Value = serde_json::from_str(&body).expect("OperationOutcome");
@@ -1817,14 +1818,7 @@ async fn the_sites_canonical_base_and_extension_prefix_name_everything() {
         .remove("org.example.vlms-rt.evaluation-date")
         .expect("evaluation date");
     request["extension"]["org.hospital.rt.evaluation-date"] = extension;
-    let (status, body) = http(
-        &address,
-        "POST",
-        "/cds-services/vlms-rt-plan",
-        &[],
-        request.to_string().as_bytes(),
-    )
-    .await;
+    let (status, body) = post_hook(&address, "vlms-rt-plan", &request).await;
     assert_eq!(status, 200, "{body}");
     let answer: Value = serde_json::from_str(&body).expect("JSON");
     assert!(
