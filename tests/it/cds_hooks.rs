@@ -1587,27 +1587,22 @@ async fn an_rs384_token_from_a_trusted_issuer_gets_in() {
         json!({"feedback": [{"card": "4a1c2d0e-0000-4000-8000-000000000001", "outcome": "accepted",
         "acceptedSuggestions": [], "outcomeTimestamp": "2026-11-26T09:21:02Z"}]})
         .to_string();
-    let bearer = format!("Bearer {}", token(jsonwebtoken::Algorithm::RS384, "r-1"));
-    let (status, answer) = http(
-        &front.cds,
-        "POST",
-        "/cds-services/vlms-rt-plan/feedback",
-        &[("Authorization", &bearer)],
-        body.as_bytes(),
-    )
-    .await;
-    assert_eq!(status, 404, "{answer}");
-    // RS256 with the same key is not accepted: only RS384 and ES384.
-    let bearer = format!("Bearer {}", token(jsonwebtoken::Algorithm::RS256, "r-2"));
-    let (status, answer) = http(
-        &front.cds,
-        "POST",
-        "/cds-services/vlms-rt-plan/feedback",
-        &[("Authorization", &bearer)],
-        body.as_bytes(),
-    )
-    .await;
-    assert_eq!(status, 401, "{answer}");
+    for (algorithm, jti, expected) in [
+        (jsonwebtoken::Algorithm::RS384, "r-1", 404),
+        // RS256 with the same key is not accepted: only RS384 and ES384.
+        (jsonwebtoken::Algorithm::RS256, "r-2", 401),
+    ] {
+        let bearer = format!("Bearer {}", token(algorithm, jti));
+        let (status, answer) = http(
+            &front.cds,
+            "POST",
+            "/cds-services/vlms-rt-plan/feedback",
+            &[("Authorization", &bearer)],
+            body.as_bytes(),
+        )
+        .await;
+        assert_eq!(status, expected, "{algorithm:?}: {answer}");
+    }
     front.server.stop().await;
     std::fs::remove_dir_all(dir).ok();
 }
