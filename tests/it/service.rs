@@ -522,6 +522,36 @@ async fn health_reports_serving_for_the_service_and_the_server() {
     server.stop().await;
 }
 
+/// A v1 reflection request for the file that defines `symbol`.
+fn file_containing(symbol: &str) -> tonic_reflection::pb::v1::ServerReflectionRequest {
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol(symbol.into())),
+    }
+}
+
+/// The descriptor of the file `name` among those a v1 reflection response serves; fails the test
+/// when the response serves no such file.
+fn served_file(
+    response: tonic_reflection::pb::v1::ServerReflectionResponse,
+    name: &str,
+) -> prost_types::FileDescriptorProto {
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let files = match response.message_response {
+        Some(MessageResponse::FileDescriptorResponse(files)) => files,
+        other => panic!("not a file descriptor response: {other:?}"),
+    };
+    files
+        .file_descriptor_proto
+        .iter()
+        .map(|bytes| {
+            prost_types::FileDescriptorProto::decode(bytes.as_slice()).expect("descriptor")
+        })
+        .find(|file| file.name() == name)
+        .unwrap_or_else(|| panic!("{name} not served"))
+}
+
 #[tokio::test]
 async fn reflection_v1_and_v1alpha_list_the_service_and_resolve_case() {
     use tonic_reflection::pb::{v1, v1alpha};
@@ -536,23 +566,9 @@ async fn reflection_v1_and_v1alpha_list_the_service_and_resolve_case() {
                 String::new(),
             )),
         },
-        v1::ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(
-                v1::server_reflection_request::MessageRequest::FileContainingSymbol(
-                    "vlms.rt.v1.Case".into(),
-                ),
-            ),
-        },
+        file_containing("vlms.rt.v1.Case"),
         // The details of every rejected call, so generic tools can show the field violations.
-        v1::ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(
-                v1::server_reflection_request::MessageRequest::FileContainingSymbol(
-                    "google.rpc.BadRequest".into(),
-                ),
-            ),
-        },
+        file_containing("google.rpc.BadRequest"),
     ];
     let mut responses = client
         .server_reflection_info(tokio_stream::iter(requests))
@@ -578,45 +594,18 @@ async fn reflection_v1_and_v1alpha_list_the_service_and_resolve_case() {
         }
         other => panic!("unexpected {other:?}"),
     }
-    let file = responses.message().await.expect("ok").expect("response");
-    match file.message_response {
-        Some(v1::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) => {
-            let case_file = files
-                .file_descriptor_proto
+    for (file, message) in [
+        ("vlms/rt/v1/case.proto", "Case"),
+        ("google/rpc/error_details.proto", "BadRequest"),
+    ] {
+        let response = responses.message().await.expect("ok").expect("response");
+        assert!(
+            served_file(response, file)
+                .message_type
                 .iter()
-                .map(|bytes| {
-                    prost_types::FileDescriptorProto::decode(bytes.as_slice()).expect("descriptor")
-                })
-                .find(|file| file.name() == "vlms/rt/v1/case.proto")
-                .expect("case.proto served");
-            assert!(
-                case_file
-                    .message_type
-                    .iter()
-                    .any(|message| message.name() == "Case")
-            );
-        }
-        other => panic!("unexpected {other:?}"),
-    }
-    let details = responses.message().await.expect("ok").expect("response");
-    match details.message_response {
-        Some(v1::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) => {
-            let details_file = files
-                .file_descriptor_proto
-                .iter()
-                .map(|bytes| {
-                    prost_types::FileDescriptorProto::decode(bytes.as_slice()).expect("descriptor")
-                })
-                .find(|file| file.name() == "google/rpc/error_details.proto")
-                .expect("error_details.proto served");
-            assert!(
-                details_file
-                    .message_type
-                    .iter()
-                    .any(|message| message.name() == "BadRequest")
-            );
-        }
-        other => panic!("unexpected {other:?}"),
+                .any(|served| served.name() == message),
+            "{file} without {message}"
+        );
     }
 
     let mut alpha =
