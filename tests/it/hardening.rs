@@ -1460,6 +1460,33 @@ fn server_exit(args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
     )
 }
 
+/// Runs the server binary on `listen` with the audit database `audit_db` and `args`, and fails
+/// the test unless it exits with `code`, saying `expected`, before it created `audit_db`; gives
+/// its stderr.
+fn exit_before_the_audit_store(
+    listen: &str,
+    audit_db: &std::path::Path,
+    args: &[&std::ffi::OsStr],
+    code: i32,
+    expected: &str,
+) -> String {
+    let mut all: Vec<&std::ffi::OsStr> = vec![
+        "--listen".as_ref(),
+        listen.as_ref(),
+        "--audit-db".as_ref(),
+        audit_db.as_os_str(),
+    ];
+    all.extend(args);
+    let (exit, stderr) = server_exit(&all);
+    assert_eq!(exit, Some(code), "{args:?}: {stderr}");
+    assert!(stderr.contains(expected), "{args:?}: {expected}: {stderr}");
+    assert!(
+        !audit_db.exists(),
+        "{args:?}: the audit database was created before start-up was refused"
+    );
+    stderr
+}
+
 #[test]
 fn broken_tls_files_stop_start_up_naming_the_file_before_the_audit_store_is_touched() {
     let dir = std::env::temp_dir().join(format!("vlms-rt-tls-{}", uuid::Uuid::new_v4()));
@@ -1500,23 +1527,19 @@ fn broken_tls_files_stop_start_up_naming_the_file_before_the_audit_store_is_touc
             ),
         ),
     ] {
-        let (code, stderr) = server_exit(&[
-            "--listen".as_ref(),
-            "127.0.0.1:0".as_ref(),
-            "--tls-cert".as_ref(),
-            cert_file.as_os_str(),
-            "--tls-key".as_ref(),
-            key_file.as_os_str(),
-            "--audit-db".as_ref(),
-            audit_db.as_os_str(),
-        ]);
-        assert_eq!(code, Some(2), "{stderr}");
-        assert!(stderr.contains(&expected), "{expected}: {stderr}");
-        assert!(!stderr.contains("transport error"), "{stderr}");
-        assert!(
-            !audit_db.exists(),
-            "the audit database was created before the TLS files were checked"
+        let stderr = exit_before_the_audit_store(
+            "127.0.0.1:0",
+            &audit_db,
+            &[
+                "--tls-cert".as_ref(),
+                cert_file.as_os_str(),
+                "--tls-key".as_ref(),
+                key_file.as_os_str(),
+            ],
+            2,
+            &expected,
         );
+        assert!(!stderr.contains("transport error"), "{stderr}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -1562,20 +1585,8 @@ fn a_broken_cds_hooks_setting_stops_start_up_before_the_audit_store_is_touched()
             "is not an origin like https://ehr.example.org",
         ),
     ] {
-        let mut args: Vec<&std::ffi::OsStr> = vec![
-            "--listen".as_ref(),
-            "127.0.0.1:0".as_ref(),
-            "--audit-db".as_ref(),
-            audit_db.as_os_str(),
-        ];
-        args.extend(extra.iter().map(|arg| std::ffi::OsStr::new(*arg)));
-        let (code, stderr) = server_exit(&args);
-        assert_eq!(code, Some(2), "{extra:?}: {stderr}");
-        assert!(stderr.contains(expected), "{expected}: {stderr}");
-        assert!(
-            !audit_db.exists(),
-            "{extra:?}: the audit database was created"
-        );
+        let extra: Vec<&std::ffi::OsStr> = extra.iter().map(std::ffi::OsStr::new).collect();
+        exit_before_the_audit_store("127.0.0.1:0", &audit_db, &extra, 2, expected);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -1586,18 +1597,13 @@ fn a_busy_port_is_found_before_the_audit_store_is_created() {
     let address = taken.local_addr().expect("address").to_string();
     let audit_db =
         std::env::temp_dir().join(format!("vlms-rt-audit-{}.sqlite3", uuid::Uuid::new_v4()));
-    let (code, stderr) = server_exit(&[
-        "--listen".as_ref(),
-        address.as_ref(),
-        "--audit-db".as_ref(),
-        audit_db.as_os_str(),
-    ]);
-    assert_eq!(code, Some(1), "{stderr}");
-    assert!(
-        stderr.contains(&format!("cannot listen on {address}")),
-        "{stderr}"
+    exit_before_the_audit_store(
+        &address,
+        &audit_db,
+        &[],
+        1,
+        &format!("cannot listen on {address}"),
     );
-    assert!(!audit_db.exists(), "migrated a database it would not serve");
 }
 
 #[test]
