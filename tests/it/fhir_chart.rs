@@ -586,6 +586,33 @@ impl<'a> Chart<'a> {
         observation
     }
 
+    /// An Observation of the mCODE profile `profile` (`mcode-tumor-size`, say): as
+    /// [`Self::observation`], but linked to the primary by mCODE's related-condition extension
+    /// instead of `focus`.
+    fn mcode_observation(
+        &self,
+        profile: &str,
+        id: &str,
+        category_code: &str,
+        code: Value,
+        date: String,
+    ) -> Map<String, Value> {
+        let mut observation = self.observation(id, category_code, code, date);
+        observation.insert(
+            "meta".into(),
+            json!({"profile": [format!("{MCODE}{profile}")]}),
+        );
+        observation.remove("focus");
+        observation.insert(
+            "extension".into(),
+            json!([{
+                "url": format!("{MCODE}mcode-related-condition"),
+                "valueReference": self.primary_reference(),
+            }]),
+        );
+        observation
+    }
+
     /// The bodySite of the primary: vessel coding (ConceptMap `vlms-rt-vessel`) and, for the IVC,
     /// the segment extension.
     fn body_site(&mut self) -> Result<Option<Value>, Unrepresentable> {
@@ -720,23 +747,12 @@ impl<'a> Chart<'a> {
                 Some(mm) => (mm, "mm"),
                 None => (tumor.size_cm, "cm"),
             };
-            let mut size = self.observation(
+            let mut size = self.mcode_observation(
+                "mcode-tumor-size",
                 "obs-size",
                 if post { "laboratory" } else { "imaging" },
                 concept(vec![coding(LOINC, "21889-1", Some("Size Tumor"))]),
                 date,
-            );
-            size.insert(
-                "meta".into(),
-                json!({"profile": [format!("{MCODE}mcode-tumor-size")]}),
-            );
-            size.remove("focus");
-            size.insert(
-                "extension".into(),
-                json!([{
-                    "url": format!("{MCODE}mcode-related-condition"),
-                    "valueReference": self.primary_reference(),
-                }]),
             );
             if post {
                 size.insert(
@@ -764,23 +780,12 @@ impl<'a> Chart<'a> {
             } else {
                 self.dates.diagnosis(7)
             };
-            let mut observation = self.observation(
+            let mut observation = self.mcode_observation(
+                "mcode-histologic-grade",
                 "obs-grade",
                 "laboratory",
                 concept(vec![coding(NCIT, "C18000", Some("Histologic Grade"))]),
                 date,
-            );
-            observation.insert(
-                "meta".into(),
-                json!({"profile": [format!("{MCODE}mcode-histologic-grade")]}),
-            );
-            observation.remove("focus");
-            observation.insert(
-                "extension".into(),
-                json!([{
-                    "url": format!("{MCODE}mcode-related-condition"),
-                    "valueReference": self.primary_reference(),
-                }]),
             );
             let fnclcc = coding(
                 SCT,
