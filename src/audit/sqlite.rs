@@ -917,32 +917,23 @@ mod tests {
 
     #[test]
     fn sqlite_failures_keep_their_kind() {
-        let failure = |code| {
-            sqlite_error(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(code),
-                None,
-            ))
-        };
-        assert!(matches!(
-            failure(rusqlite::ffi::SQLITE_BUSY),
-            AuditError::Busy(_)
-        ));
-        assert!(matches!(
-            failure(rusqlite::ffi::SQLITE_LOCKED),
-            AuditError::Busy(_)
-        ));
-        assert!(matches!(
-            failure(rusqlite::ffi::SQLITE_FULL),
-            AuditError::Full(_)
-        ));
-        assert!(matches!(
-            failure(rusqlite::ffi::SQLITE_CORRUPT),
-            AuditError::Corrupt(_)
-        ));
-        assert!(matches!(
-            failure(rusqlite::ffi::SQLITE_IOERR),
-            AuditError::Unavailable(_)
-        ));
+        use rusqlite::ffi;
+        let failure =
+            |code| sqlite_error(rusqlite::Error::SqliteFailure(ffi::Error::new(code), None));
+        for (code, kind) in [
+            (ffi::SQLITE_BUSY, AuditError::Busy(String::new())),
+            (ffi::SQLITE_LOCKED, AuditError::Busy(String::new())),
+            (ffi::SQLITE_FULL, AuditError::Full(String::new())),
+            (ffi::SQLITE_CORRUPT, AuditError::Corrupt(String::new())),
+            (ffi::SQLITE_IOERR, AuditError::Unavailable(String::new())),
+        ] {
+            let error = failure(code);
+            assert_eq!(
+                std::mem::discriminant(&error),
+                std::mem::discriminant(&kind),
+                "SQLite code {code}: {error:?}, expected the kind of {kind:?}"
+            );
+        }
     }
 
     fn temp_db() -> PathBuf {
