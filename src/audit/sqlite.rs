@@ -940,6 +940,26 @@ mod tests {
         std::env::temp_dir().join(format!("vlms-rt-audit-{}.sqlite3", uuid::Uuid::new_v4()))
     }
 
+    /// A new database at `path` as a build that knew only the first `version` migrations left it.
+    fn database_at_version(path: &Path, version: usize) -> Connection {
+        let connection = Connection::open(path).expect("open");
+        connection
+            .execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
+            )
+            .expect("schema_migrations");
+        for (number, sql) in &MIGRATIONS[..version] {
+            connection.execute_batch(sql).expect("migration");
+            connection
+                .execute(
+                    "INSERT INTO schema_migrations VALUES (?1, 'then')",
+                    [number],
+                )
+                .expect("migration recorded");
+        }
+        connection
+    }
+
     fn record(id: &str, case_id: &str, kind: Kind, subject: Option<&str>) -> NewRecord {
         NewRecord {
             recommendation_id: id.into(),
@@ -1025,17 +1045,7 @@ mod tests {
     #[test]
     fn a_version_1_database_is_migrated_and_feedback_reads_use_the_partial_index() {
         let path = temp_db();
-        {
-            let connection = Connection::open(&path).expect("open");
-            connection
-                .execute_batch(&format!(
-                    "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL);
-                     {}
-                     INSERT INTO schema_migrations VALUES (1, 'then');",
-                    MIGRATIONS[0].1
-                ))
-                .expect("version 1");
-        }
+        drop(database_at_version(&path, 1));
         let (mut store, reader) = open(&path, None).expect("open migrates");
         store
             .append(&[
@@ -1147,16 +1157,7 @@ mod tests {
     #[test]
     fn verify_reads_a_copy_made_before_compression() {
         let path = temp_db();
-        let connection = Connection::open(&path).expect("open");
-        connection
-            .execute_batch(&format!(
-                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL);
-                 {}
-                 {}
-                 INSERT INTO schema_migrations VALUES (1, 'then'), (2, 'then');",
-                MIGRATIONS[0].1, MIGRATIONS[1].1
-            ))
-            .expect("version 2");
+        let connection = database_at_version(&path, 2);
         let old = record("a", "x", Kind::Recommend, None);
         let hash = chain_hash(&[0; 32], &old);
         connection
@@ -1525,15 +1526,7 @@ mod tests {
         let compression = Compression::new(&dictionary)
             .expect("loads")
             .expect("not empty");
-        let connection = Connection::open(&path).expect("open");
-        connection
-            .execute_batch(&format!(
-                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL);
-                 {} {} {}
-                 INSERT INTO schema_migrations VALUES (1, 'then'), (2, 'then'), (3, 'then');",
-                MIGRATIONS[0].1, MIGRATIONS[1].1, MIGRATIONS[2].1
-            ))
-            .expect("version 3");
+        let connection = database_at_version(&path, 3);
         let id = save_dictionary(&connection, &dictionary).expect("dictionary");
         let mut old = record("a", "x", Kind::Recommend, None);
         old.response = plan_like(&dictionary, "a");
