@@ -611,58 +611,34 @@ async fn malformed_requests_get_a_4xx_with_an_operation_outcome() {
     entries(&mut bad_boolean["prefetch"], "assessments")[0]["resource"]["valueBoolean"] =
         json!("yes");
     let oversized = vec![b' '; 300 * 1024];
-    let cases: Vec<(&str, String, Vec<u8>, u16)> = vec![
-        (
-            "not JSON",
-            "/cds-services/vlms-rt-plan".into(),
-            b"{not json".to_vec(),
-            400,
-        ),
-        (
-            "wrong hook",
-            "/cds-services/vlms-rt-plan".into(),
-            wrong_hook.to_string().into_bytes(),
-            400,
-        ),
-        (
-            "no context",
-            "/cds-services/vlms-rt-plan".into(),
-            no_context.to_string().into_bytes(),
-            400,
-        ),
+    let plan = "/cds-services/vlms-rt-plan";
+    let cases: Vec<(&str, &str, Vec<u8>, u16)> = vec![
+        ("not JSON", plan, b"{not json".to_vec(), 400),
+        ("wrong hook", plan, wrong_hook.to_string().into_bytes(), 400),
+        ("no context", plan, no_context.to_string().into_bytes(), 400),
         (
             "bad FHIR value",
-            "/cds-services/vlms-rt-plan".into(),
+            plan,
             bad_boolean.to_string().into_bytes(),
             400,
         ),
         (
             "unknown service",
-            "/cds-services/nope".into(),
+            "/cds-services/nope",
             good.to_string().into_bytes(),
             404,
         ),
         (
             "unknown path",
-            "/somewhere".into(),
+            "/somewhere",
             good.to_string().into_bytes(),
             404,
         ),
-        (
-            "oversized",
-            "/cds-services/vlms-rt-plan".into(),
-            oversized,
-            413,
-        ),
-        (
-            "a JSON array",
-            "/cds-services/vlms-rt-plan".into(),
-            b"[1,2]".to_vec(),
-            400,
-        ),
+        ("oversized", plan, oversized, 413),
+        ("a JSON array", plan, b"[1,2]".to_vec(), 400),
     ];
     for (what, path, body, expected) in cases {
-        let (status, answer) = front.post(&path, &body).await;
+        let (status, answer) = front.post(path, &body).await;
         assert_eq!(status, expected, "{what}: {answer}");
         let answer: Value = serde_json::from_str(&answer).expect("an OperationOutcome");
         assert_eq!(answer["resourceType"], "OperationOutcome", "{what}");
