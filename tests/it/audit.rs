@@ -19,8 +19,8 @@ use vlms_rt::pb::recommendation_service_client::RecommendationServiceClient;
 use vlms_rt::startup::Settings;
 
 use crate::support::{
-    TestServer, any_plan_vignette, bad_request_fields, http_get, profile, raw_grpc_headers,
-    run_client, vignette,
+    TestServer, any_plan_vignette, bad_request_fields, connect, http_get, profile,
+    raw_grpc_headers, run_client, vignette,
 };
 
 /// Where a test's audit trail lives.
@@ -1646,15 +1646,6 @@ fn spawn_server(target: &Target) -> (std::process::Child, String) {
     let mut child = start_server_process(target);
     let address = crate::support::wait_for_address(&mut child);
     (child, format!("http://{address}"))
-}
-
-/// A channel to the server at `url`.
-async fn connect(url: &str) -> tonic::transport::Channel {
-    tonic::transport::Endpoint::from_shared(url.to_string())
-        .expect("url")
-        .connect()
-        .await
-        .expect("connects")
 }
 
 #[tokio::test]

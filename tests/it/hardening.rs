@@ -18,7 +18,7 @@ use vlms_rt::pb::recommendation_service_client::RecommendationServiceClient;
 use vlms_rt::startup::{Limits, Settings, TlsMaterial};
 
 use crate::support::{
-    TestServer, http_get, plan_mismatches, profile, raw_grpc_headers, run_client, vignette,
+    TestServer, connect, http_get, plan_mismatches, profile, raw_grpc_headers, run_client, vignette,
 };
 
 fn settings() -> Settings {
@@ -447,14 +447,6 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-async fn connect(url: &str) -> tonic::transport::Channel {
-    Endpoint::from_shared(url.to_string())
-        .expect("url")
-        .connect()
-        .await
-        .expect("connects")
 }
 
 #[tokio::test]

@@ -425,11 +425,7 @@ impl TestServer {
     }
 
     pub async fn channel(&self) -> tonic::transport::Channel {
-        tonic::transport::Endpoint::from_shared(self.url.clone())
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connects")
+        connect(&self.url).await
     }
 
     /// The `host:port` of the metrics endpoint the server was started with.
@@ -463,6 +459,15 @@ impl TestServer {
             );
         }
     }
+}
+
+/// A plaintext channel to the server at `url`.
+pub async fn connect(url: &str) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(url.to_string())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connects")
 }
 
 /// Reads a server process's log until it reports its address.
