@@ -42,6 +42,16 @@ const TG263: &str = "http://hl7.org/fhir/us/mcode/CodeSystem/tg263-cs";
 const OBSERVATION_CATEGORY: &str = "http://terminology.hl7.org/CodeSystem/observation-category";
 const MCODE: &str = "http://hl7.org/fhir/us/mcode/StructureDefinition/";
 
+/// The prefetch keys of a chart that hold a searchset Bundle: every key but `patient`.
+const SEARCHSETS: [&str; 6] = [
+    "conditions",
+    "tumorSize",
+    "pathology",
+    "staging",
+    "assessments",
+    "procedures",
+];
+
 /// The Case facts a chart holds, by contract field path (the names of the data-required card and
 /// of the intake app's `appContext`). [`prefetch_without`] understands exactly these.
 pub const FIELDS: [&str; 21] = [
@@ -2093,17 +2103,10 @@ fn prefetch_without_removes_exactly_the_named_fact() {
                 // At most one record leaves a bundle, and only `phase` takes a whole record that
                 // holds other facts.
                 let count = |prefetch: &Value| -> usize {
-                    [
-                        "conditions",
-                        "tumorSize",
-                        "pathology",
-                        "staging",
-                        "assessments",
-                        "procedures",
-                    ]
-                    .iter()
-                    .map(|key| resources(&prefetch[key]).len())
-                    .sum()
+                    SEARCHSETS
+                        .iter()
+                        .map(|key| resources(&prefetch[key]).len())
+                        .sum()
                 };
                 assert!(count(&full) - count(&chart) <= 1, "{name} without {field}");
             }
@@ -2206,14 +2209,7 @@ fn unread_facts_have_no_record() {
             );
         }
         // Empty searchsets have no entry key.
-        for key in [
-            "conditions",
-            "tumorSize",
-            "pathology",
-            "staging",
-            "assessments",
-            "procedures",
-        ] {
+        for key in SEARCHSETS {
             let bundle = &chart[key];
             assert_eq!(bundle["type"], "searchset");
             assert_eq!(
@@ -2377,28 +2373,21 @@ fn the_ivc_r1_chart_carries_the_facts_of_the_example_request() {
     );
     // Same records (by key, type and code) plus the 2026.2 Observation.
     let inventory = |prefetch: &Value| -> Vec<String> {
-        let mut found: Vec<String> = [
-            "conditions",
-            "tumorSize",
-            "pathology",
-            "staging",
-            "assessments",
-            "procedures",
-        ]
-        .iter()
-        .flat_map(|key| {
-            resources(&prefetch[*key]).into_iter().map(move |resource| {
-                let code = codes(&resource["code"])
-                    .first()
-                    .map(|(_, code)| code.to_string())
-                    .unwrap_or_default();
-                format!(
-                    "{key} {} {code}",
-                    resource["resourceType"].as_str().unwrap_or_default()
-                )
+        let mut found: Vec<String> = SEARCHSETS
+            .iter()
+            .flat_map(|key| {
+                resources(&prefetch[*key]).into_iter().map(move |resource| {
+                    let code = codes(&resource["code"])
+                        .first()
+                        .map(|(_, code)| code.to_string())
+                        .unwrap_or_default();
+                    format!(
+                        "{key} {} {code}",
+                        resource["resourceType"].as_str().unwrap_or_default()
+                    )
+                })
             })
-        })
-        .collect();
+            .collect();
         found.sort();
         found
     };
