@@ -496,25 +496,9 @@ async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedbac
     }
 
     // Paging: newest first, two at a time, across six records.
-    let mut seen = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = client
-            .list_recommendations(list_request("mdt-0001", 2, &token))
-            .await
-            .expect("page")
-            .into_inner();
-        assert!(page.records.len() <= 2);
-        seen.extend(
-            page.records
-                .into_iter()
-                .map(|record| record.recommendation_id),
-        );
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        token = page.next_page_token;
-    }
+    let pages = every_page(&mut client, "mdt-0001", 2).await;
+    assert!(pages.iter().all(|page| page.records.len() <= 2));
+    let seen = listed_ids(&pages);
     let mut expected: Vec<String> = plans
         .iter()
         .map(|plan| plan.recommendation_id.clone())
@@ -700,16 +684,7 @@ async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedbac
             planned.push(plan.recommendation_id);
         }
     }
-    let listed = client
-        .list_recommendations(list_request("mdt-0003", 10, ""))
-        .await
-        .expect("page")
-        .into_inner();
-    let mut listed: Vec<String> = listed
-        .records
-        .into_iter()
-        .map(|record| record.recommendation_id)
-        .collect();
+    let mut listed = listed_ids(&every_page(&mut client, "mdt-0003", 10).await);
     listed.reverse();
     assert_eq!(listed, planned);
     assert_eq!(planned.len(), 2);
@@ -2058,35 +2033,19 @@ async fn a_history_of_large_checks_comes_in_pages_every_client_can_read() {
             .into_inner();
         ids.push(response.recommendation_id);
     }
-    let mut listed = Vec::new();
-    let mut page_token = String::new();
-    let mut pages = 0;
-    loop {
-        let page = client
-            .list_recommendations(list_request("large-history", 100, &page_token))
-            .await
-            .expect("a page within the receive limit")
-            .into_inner();
-        pages += 1;
+    let pages = every_page(&mut client, "large-history", 100).await;
+    for (index, page) in pages.iter().enumerate() {
         assert!(
             page.encoded_len() <= vlms_rt::server::MAX_PAGE_BYTES + 1024,
-            "page {pages} holds {} bytes",
+            "page {} holds {} bytes",
+            index + 1,
             page.encoded_len()
         );
         assert!(!page.records.is_empty());
-        listed.extend(
-            page.records
-                .into_iter()
-                .map(|record| record.recommendation_id),
-        );
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        page_token = page.next_page_token;
     }
-    assert!(pages > 1, "the records did not need paging");
+    assert!(pages.len() > 1, "the records did not need paging");
     ids.reverse();
-    assert_eq!(listed, ids, "every record once, newest first");
+    assert_eq!(listed_ids(&pages), ids, "every record once, newest first");
     // The client pages through by itself.
     let output = run_client(["--server", &server.url, "history", "large-history"], None).await;
     output.expect_exit(0);
@@ -2105,6 +2064,38 @@ fn list_request(case_id: &str, page_size: i32, page_token: &str) -> pb::ListReco
         page_size,
         page_token: page_token.to_owned(),
     }
+}
+
+/// Every page of `case_id`'s records, `page_size` at a time, from the first page on until one
+/// has no next page token; fails the test when a page is refused.
+async fn every_page(
+    client: &mut Client,
+    case_id: &str,
+    page_size: i32,
+) -> Vec<pb::ListRecommendationsResponse> {
+    let mut pages = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_recommendations(list_request(case_id, page_size, &token))
+            .await
+            .unwrap_or_else(|status| panic!("page {}: {status:?}", pages.len() + 1))
+            .into_inner();
+        token = page.next_page_token.clone();
+        pages.push(page);
+        if token.is_empty() {
+            return pages;
+        }
+    }
+}
+
+/// The ids of the records on `pages`, in order.
+fn listed_ids(pages: &[pb::ListRecommendationsResponse]) -> Vec<String> {
+    pages
+        .iter()
+        .flat_map(|page| &page.records)
+        .map(|record| record.recommendation_id.clone())
+        .collect()
 }
 
 /// The record of `id`, which the test expects to be there and readable.
