@@ -6,12 +6,20 @@ use prost::Message;
 use prost_types::field_descriptor_proto::Type;
 use prost_types::{DescriptorProto, FileDescriptorProto, FileDescriptorSet, SourceCodeInfo};
 
-fn contract_files() -> Vec<FileDescriptorProto> {
+/// The files of `vlms.rt.v1`, each with its source info (its comments).
+fn contract_files() -> Vec<(FileDescriptorProto, SourceCodeInfo)> {
     let set = FileDescriptorSet::decode(vlms_rt::pb::FILE_DESCRIPTOR_SET).expect("descriptor set");
-    let files: Vec<FileDescriptorProto> = set
+    let files: Vec<(FileDescriptorProto, SourceCodeInfo)> = set
         .file
         .into_iter()
         .filter(|file| file.package() == "vlms.rt.v1")
+        .map(|file| {
+            let info = file
+                .source_code_info
+                .clone()
+                .expect("source info is compiled in");
+            (file, info)
+        })
         .collect();
     assert_eq!(
         files.len(),
@@ -58,11 +66,7 @@ fn messages<'a>(
 #[test]
 fn doses_dates_and_enum_zero_values_follow_the_conventions() {
     let mut problems = Vec::new();
-    for file in contract_files() {
-        let info = file
-            .source_code_info
-            .clone()
-            .expect("source info is compiled in");
+    for (file, info) in contract_files() {
         messages(&file, &mut |message, path| {
             for (index, field) in message.field.iter().enumerate() {
                 let name = field.name();
@@ -135,11 +139,7 @@ fn screaming_snake(name: &str) -> String {
 #[test]
 fn every_element_of_the_contract_is_documented() {
     let mut problems = Vec::new();
-    for file in contract_files() {
-        let info = file
-            .source_code_info
-            .clone()
-            .expect("source info is compiled in");
+    for (file, info) in contract_files() {
         let mut check = |path: Vec<i32>, what: String| {
             if leading_comment(&info, &path).is_none() {
                 problems.push(format!("{}: {what} has no leading comment", file.name()));
