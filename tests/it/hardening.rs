@@ -1008,9 +1008,10 @@ async fn flood_without_reading(
 
 async fn raw_grpc(address: &str, path: &str, body: Vec<u8>) -> (Option<String>, Option<String>) {
     let (response, mut stream) = raw_grpc_headers(address, path).await;
-    stream
-        .send_data(bytes::Bytes::from(body), true)
-        .expect("body");
+    // The server may answer from the headers alone (an unknown method) and close the stream before
+    // the body goes out; sending then fails. The answer read below is what the tests check, and a
+    // server that closed the stream without one fails there.
+    let _ = stream.send_data(bytes::Bytes::from(body), true);
     let response = tokio::time::timeout(Duration::from_secs(10), response)
         .await
         .expect("answered, not hung")
