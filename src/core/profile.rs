@@ -385,109 +385,93 @@ impl Profile {
             mask
         };
 
-        // Rules: every id exactly once.
-        let mut rules: Vec<Option<Cited>> = vec![None; RuleId::ALL.len()];
-        for rule in &spec.rules {
-            let context = format!("rule {:?}", rule.id);
-            let Some(id) = RuleId::parse(&rule.id) else {
-                problems.push(format!(
-                    "{context}: not a rule id of the clinical specification"
-                ));
-                continue;
-            };
-            problems.non_empty(&format!("{context} statement"), &rule.statement);
-            let mask = cite(&mut problems, &context, &rule.references);
-            if rules[id.index()].is_some() {
-                problems.push(format!("{context}: defined twice"));
-            }
-            rules[id.index()] = Some(Cited {
-                text: rule.statement.clone(),
-                reference_ids: rule.references.clone(),
-                reference_mask: mask,
-            });
-        }
+        // Rules, alerts, volumes and outcomes: every id exactly once.
+        let rules = resolve_by_id(
+            &spec.rules,
+            "rule",
+            |rule| &rule.id,
+            RuleId::parse,
+            "not a rule id of the clinical specification",
+            &mut problems,
+            |problems, context, rule| {
+                problems.non_empty(&format!("{context} statement"), &rule.statement);
+                Cited {
+                    text: rule.statement.clone(),
+                    reference_ids: rule.references.clone(),
+                    reference_mask: cite(problems, context, &rule.references),
+                }
+            },
+        );
         let rules = complete(rules, RuleId::ALL, "rule", &mut problems);
 
-        let mut alerts: Vec<Option<AlertDef>> = vec![None; AlertCode::ALL.len()];
-        for alert in &spec.alerts {
-            let context = format!("alert {:?}", alert.code);
-            let Some(code) = AlertCode::parse(&alert.code) else {
-                problems.push(format!(
-                    "{context}: not an alert code of the clinical specification"
-                ));
-                continue;
-            };
-            let severity = Severity::parse(&alert.severity);
-            if severity.is_none() {
-                problems.push(format!(
-                    "{context}: severity {:?} is not INFO, WARNING or CRITICAL",
-                    alert.severity
-                ));
-            }
-            problems.non_empty(&format!("{context} summary"), &alert.summary);
-            problems.non_empty(&format!("{context} detail"), &alert.detail);
-            let length = alert.summary.chars().count();
-            if length > MAX_SUMMARY_CHARS {
-                problems.push(format!(
-                    "{context}: summary has {length} characters, more than {MAX_SUMMARY_CHARS}"
-                ));
-            }
-            let mask = cite(&mut problems, &context, &alert.references);
-            if alerts[code.index()].is_some() {
-                problems.push(format!("{context}: defined twice"));
-            }
-            alerts[code.index()] = Some(AlertDef {
-                severity: severity.unwrap_or(Severity::Critical),
-                summary: alert.summary.clone(),
-                detail: alert.detail.clone(),
-                reference_ids: alert.references.clone(),
-                reference_mask: mask,
-            });
-        }
+        let alerts = resolve_by_id(
+            &spec.alerts,
+            "alert",
+            |alert| &alert.code,
+            AlertCode::parse,
+            "not an alert code of the clinical specification",
+            &mut problems,
+            |problems, context, alert| {
+                let severity = Severity::parse(&alert.severity);
+                if severity.is_none() {
+                    problems.push(format!(
+                        "{context}: severity {:?} is not INFO, WARNING or CRITICAL",
+                        alert.severity
+                    ));
+                }
+                problems.non_empty(&format!("{context} summary"), &alert.summary);
+                problems.non_empty(&format!("{context} detail"), &alert.detail);
+                let length = alert.summary.chars().count();
+                if length > MAX_SUMMARY_CHARS {
+                    problems.push(format!(
+                        "{context}: summary has {length} characters, more than {MAX_SUMMARY_CHARS}"
+                    ));
+                }
+                AlertDef {
+                    severity: severity.unwrap_or(Severity::Critical),
+                    summary: alert.summary.clone(),
+                    detail: alert.detail.clone(),
+                    reference_ids: alert.references.clone(),
+                    reference_mask: cite(problems, context, &alert.references),
+                }
+            },
+        );
         let alerts = complete(alerts, AlertCode::ALL, "alert", &mut problems);
 
-        let mut volumes: Vec<Option<Cited>> = vec![None; VolumeCode::ALL.len()];
-        for volume in &spec.volumes {
-            let context = format!("volume {:?}", volume.code);
-            let Some(code) = VolumeCode::parse(&volume.code) else {
-                problems.push(format!(
-                    "{context}: not a volume code of the clinical specification"
-                ));
-                continue;
-            };
-            problems.non_empty(&format!("{context} description"), &volume.description);
-            let mask = cite(&mut problems, &context, &volume.references);
-            if volumes[code.index()].is_some() {
-                problems.push(format!("{context}: defined twice"));
-            }
-            volumes[code.index()] = Some(Cited {
-                text: volume.description.clone(),
-                reference_ids: volume.references.clone(),
-                reference_mask: mask,
-            });
-        }
+        let volumes = resolve_by_id(
+            &spec.volumes,
+            "volume",
+            |volume| &volume.code,
+            VolumeCode::parse,
+            "not a volume code of the clinical specification",
+            &mut problems,
+            |problems, context, volume| {
+                problems.non_empty(&format!("{context} description"), &volume.description);
+                Cited {
+                    text: volume.description.clone(),
+                    reference_ids: volume.references.clone(),
+                    reference_mask: cite(problems, context, &volume.references),
+                }
+            },
+        );
         let volumes = complete(volumes, VolumeCode::ALL, "volume", &mut problems);
 
-        let mut outcomes: Vec<Option<Cited>> = vec![None; RuleId::ALL.len()];
-        for outcome in &spec.outcomes {
-            let context = format!("outcome {:?}", outcome.rule);
-            let Some(rule) =
-                RuleId::parse(&outcome.rule).filter(|rule| OUTCOME_RULES.contains(rule))
-            else {
-                problems.push(format!("{context}: not an OUTCOME-… rule id"));
-                continue;
-            };
-            problems.non_empty(&format!("{context} text"), &outcome.text);
-            let mask = cite(&mut problems, &context, &outcome.references);
-            if outcomes[rule.index()].is_some() {
-                problems.push(format!("{context}: defined twice"));
-            }
-            outcomes[rule.index()] = Some(Cited {
-                text: outcome.text.clone(),
-                reference_ids: outcome.references.clone(),
-                reference_mask: mask,
-            });
-        }
+        let outcomes = resolve_by_id(
+            &spec.outcomes,
+            "outcome",
+            |outcome| &outcome.rule,
+            |rule| RuleId::parse(rule).filter(|rule| OUTCOME_RULES.contains(rule)),
+            "not an OUTCOME-… rule id",
+            &mut problems,
+            |problems, context, outcome| {
+                problems.non_empty(&format!("{context} text"), &outcome.text);
+                Cited {
+                    text: outcome.text.clone(),
+                    reference_ids: outcome.references.clone(),
+                    reference_mask: cite(problems, context, &outcome.references),
+                }
+            },
+        );
         for rule in OUTCOME_RULES {
             if outcomes[rule.index()].is_none() {
                 problems.push(format!("outcome {:?}: missing", rule.as_str()));
@@ -767,40 +751,73 @@ impl Problems {
     }
 }
 
-fn complete<T, I: Copy + IdName>(
-    items: Vec<Option<T>>,
+/// Reads entries keyed by an id string into a table indexed by the id enum `I`. Each entry's
+/// problems start with `kind` and its key (`rule "IND-LOW-RISK"`); a key `parse` refuses is the
+/// problem `not_an_id`, and an id defined twice is a problem. `resolve` checks one entry and
+/// builds its value.
+fn resolve_by_id<S, I: Id, T: Clone>(
+    entries: &[S],
+    kind: &str,
+    key: impl Fn(&S) -> &String,
+    parse: impl Fn(&str) -> Option<I>,
+    not_an_id: &str,
+    problems: &mut Problems,
+    mut resolve: impl FnMut(&mut Problems, &str, &S) -> T,
+) -> Vec<Option<T>> {
+    let mut table = vec![None; I::ALL.len()];
+    for entry in entries {
+        let context = format!("{kind} {:?}", key(entry));
+        let Some(id) = parse(key(entry)) else {
+            problems.push(format!("{context}: {not_an_id}"));
+            continue;
+        };
+        let value = resolve(problems, &context, entry);
+        if table[id.position()].is_some() {
+            problems.push(format!("{context}: defined twice"));
+        }
+        table[id.position()] = Some(value);
+    }
+    table
+}
+
+/// The table without its gaps; each id missing is a problem.
+fn complete<T, I: Id>(
+    table: Vec<Option<T>>,
     ids: &[I],
     kind: &str,
     problems: &mut Problems,
 ) -> Vec<T> {
-    let mut resolved = Vec::with_capacity(items.len());
-    for (item, id) in items.into_iter().zip(ids) {
-        match item {
-            Some(item) => resolved.push(item),
+    let mut resolved = Vec::with_capacity(table.len());
+    for (entry, id) in table.into_iter().zip(ids) {
+        match entry {
+            Some(entry) => resolved.push(entry),
             None => problems.push(format!("{kind} {:?}: missing", id.name())),
         }
     }
     resolved
 }
 
-trait IdName {
+/// An id enum of `ids` that the profile keeps a table of.
+trait Id: Copy + 'static {
+    const ALL: &'static [Self];
     fn name(self) -> &'static str;
+    fn position(self) -> usize;
 }
-impl IdName for RuleId {
-    fn name(self) -> &'static str {
-        self.as_str()
-    }
+
+macro_rules! impl_id {
+    ($($id:ident),+) => {$(
+        impl Id for $id {
+            const ALL: &'static [Self] = $id::ALL;
+            fn name(self) -> &'static str {
+                $id::as_str(self)
+            }
+            fn position(self) -> usize {
+                $id::index(self)
+            }
+        }
+    )+};
 }
-impl IdName for AlertCode {
-    fn name(self) -> &'static str {
-        self.as_str()
-    }
-}
-impl IdName for VolumeCode {
-    fn name(self) -> &'static str {
-        self.as_str()
-    }
-}
+impl_id!(RuleId, AlertCode, VolumeCode, FindingCode);
 
 fn resolve_references(specs: &[ReferenceSpec], problems: &mut Problems) -> Vec<ReferenceDef> {
     if specs.len() > MAX_REFERENCES {
@@ -1004,29 +1021,19 @@ fn resolve_check(
             0.0
         }
     };
-    let mut finding_references: Vec<Option<Vec<String>>> = vec![None; FindingCode::ALL.len()];
-    for finding in &spec.findings {
-        let context = format!("finding {:?}", finding.code);
-        let Some(code) = FindingCode::parse(&finding.code) else {
-            problems.push(format!("{context}: not a finding code"));
-            continue;
-        };
-        cite(problems, &context, &finding.references);
-        if finding_references[code.index()].is_some() {
-            problems.push(format!("{context}: defined twice"));
-        }
-        finding_references[code.index()] = Some(finding.references.clone());
-    }
-    let mut resolved_findings = Vec::with_capacity(FindingCode::ALL.len());
-    for (references, code) in finding_references.into_iter().zip(FindingCode::ALL) {
-        match references {
-            Some(references) => resolved_findings.push(references),
-            None => {
-                problems.push(format!("finding {:?}: missing", code.as_str()));
-                resolved_findings.push(Vec::new());
-            }
-        }
-    }
+    let finding_references = resolve_by_id(
+        &spec.findings,
+        "finding",
+        |finding| &finding.code,
+        FindingCode::parse,
+        "not a finding code",
+        problems,
+        |problems, context, finding| {
+            cite(problems, context, &finding.references);
+            finding.references.clone()
+        },
+    );
+    let finding_references = complete(finding_references, FindingCode::ALL, "finding", problems);
     CheckParams {
         dose_tolerance_gy: spec.dose_tolerance_gy,
         fraction_pass_min_gy: spec.fraction_pass_min_gy,
@@ -1035,7 +1042,7 @@ fn resolve_check(
         fraction_review_max_gy: spec.fraction_review_max_gy,
         late_eqd2_fail_factor: spec.late_eqd2_fail_factor,
         after_preop_rt_reference_late_gy,
-        finding_references: resolved_findings,
+        finding_references,
     }
 }
 
