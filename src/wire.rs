@@ -381,6 +381,18 @@ fn put_in_pieces(bytes: &[u8], buf: &mut impl BufMut) {
     }
 }
 
+/// Writes an encoded plan as the length-delimited field `tag`.
+fn put_plan_field(tag: u32, plan: &[u8], buf: &mut impl BufMut) {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(plan.len() as u64, buf);
+    put_in_pieces(plan, buf);
+}
+
+/// The encoded length of a length-delimited field `tag` of `length` bytes.
+fn delimited_len(tag: u32, length: usize) -> usize {
+    key_len(tag) + encoded_len_varint(length as u64) + length
+}
+
 /// `vlms.rt.v1.RecommendResponse` as the server sends it: the plan already encoded. The generated
 /// server uses this type for `Recommend` (build.rs maps the message here); clients decode the
 /// ordinary generated `RecommendResponse`.
@@ -392,9 +404,7 @@ pub struct EncodedRecommendResponse {
 
 impl prost::Message for EncodedRecommendResponse {
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        encode_key(1, WireType::LengthDelimited, buf);
-        encode_varint(self.plan.len() as u64, buf);
-        put_in_pieces(&self.plan, buf);
+        put_plan_field(1, &self.plan, buf);
     }
 
     /// The server never decodes its own responses; anything offered is skipped.
@@ -409,7 +419,7 @@ impl prost::Message for EncodedRecommendResponse {
     }
 
     fn encoded_len(&self) -> usize {
-        key_len(1) + encoded_len_varint(self.plan.len() as u64) + self.plan.len()
+        delimited_len(1, self.plan.len())
     }
 
     fn clear(&mut self) {
@@ -467,11 +477,7 @@ impl prost::Message for EncodedStreamResponse {
             buf.put_slice(self.case_id.as_bytes());
         }
         match &self.result {
-            EncodedStreamResult::Plan(plan) => {
-                encode_key(2, WireType::LengthDelimited, buf);
-                encode_varint(plan.len() as u64, buf);
-                put_in_pieces(plan, buf);
-            }
+            EncodedStreamResult::Plan(plan) => put_plan_field(2, plan, buf),
             EncodedStreamResult::Error(status) => prost::encoding::message::encode(3, status, buf),
         }
     }
@@ -491,13 +497,10 @@ impl prost::Message for EncodedStreamResponse {
         let case_id = if self.case_id.is_empty() {
             0
         } else {
-            let length = self.case_id.as_bytes().len();
-            key_len(1) + encoded_len_varint(length as u64) + length
+            delimited_len(1, self.case_id.as_bytes().len())
         };
         let result = match &self.result {
-            EncodedStreamResult::Plan(plan) => {
-                key_len(2) + encoded_len_varint(plan.len() as u64) + plan.len()
-            }
+            EncodedStreamResult::Plan(plan) => delimited_len(2, plan.len()),
             EncodedStreamResult::Error(status) => prost::encoding::message::encoded_len(3, status),
         };
         case_id + result
