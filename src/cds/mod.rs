@@ -261,6 +261,16 @@ fn outcome(status: StatusCode, code: &str, text: &str, expression: Option<&str>)
     }
 }
 
+/// The refusal of a call to a CDS service this server does not offer.
+fn no_such_service(id: &str) -> Refusal {
+    outcome(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        &format!("no CDS service {id:?}: see GET /cds-services"),
+        None,
+    )
+}
+
 fn json_response(body: &Value) -> Response {
     (
         StatusCode::OK,
@@ -616,14 +626,7 @@ async fn answer_hook(
     let hooks: &[&str] = match id {
         PLAN_SERVICE => &["patient-view"],
         CHECK_SERVICE => &["order-select", "order-sign"],
-        _ => {
-            return Err(outcome(
-                StatusCode::NOT_FOUND,
-                "not-found",
-                &format!("no CDS service {id:?}: see GET /cds-services"),
-                None,
-            ));
-        }
+        _ => return Err(no_such_service(id)),
     };
     let client = front.authenticate(headers, &format!("/cds-services/{id}"))?;
     let body = read_body(front, body).await?;
@@ -1301,12 +1304,7 @@ async fn answer_feedback(
     body: axum::body::Body,
 ) -> Result<usize, Refusal> {
     if id != PLAN_SERVICE && id != CHECK_SERVICE {
-        return Err(outcome(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            &format!("no CDS service {id:?}: see GET /cds-services"),
-            None,
-        ));
+        return Err(no_such_service(id));
     }
     let client = front.authenticate(headers, &format!("/cds-services/{id}/feedback"))?;
     let caller = caller_name(client.as_ref());
