@@ -51,21 +51,13 @@ pub fn prescription_line(
 ) -> String {
     let mut phases = String::new();
     for (index, phase) in prescription.phases.iter().enumerate() {
-        if index == 0 {
-            let _ = write!(
-                phases,
-                "{} × {} Gy",
-                phase.fractions,
-                gy(phase.dose_per_fraction_gy)
-            );
-        } else {
-            let _ = write!(
-                phases,
-                " + boost {} × {} Gy",
-                phase.fractions,
-                gy(phase.dose_per_fraction_gy)
-            );
-        }
+        let boost = if index == 0 { "" } else { " + boost " };
+        let _ = write!(
+            phases,
+            "{boost}{} × {} Gy",
+            phase.fractions,
+            gy(phase.dose_per_fraction_gy)
+        );
     }
     let technique = name(
         prescription.technique,
@@ -92,6 +84,21 @@ pub fn prescription_line(
     )
 }
 
+/// A prescription of a plan: its line, then its label and references.
+fn prescription_lines(
+    out: &mut String,
+    prescription: &pb::Prescription,
+    guideline: Option<&pb::GuidelineRef>,
+) {
+    let _ = writeln!(out, "  {}", prescription_line(prescription, guideline));
+    let _ = writeln!(
+        out,
+        "  {}{}",
+        prescription.label,
+        refs(&prescription.reference_ids)
+    );
+}
+
 /// The whole plan: indication and setting first, then the preferred prescription and the rest.
 pub fn plan(plan: &pb::Plan) -> String {
     let mut out = String::new();
@@ -102,11 +109,7 @@ pub fn plan(plan: &pb::Plan) -> String {
         out,
         "Radiotherapy: {indication} — setting {setting} (site group {site})"
     );
-    let case = if plan.case_id.is_empty() {
-        String::from("(no case id)")
-    } else {
-        plan.case_id.clone()
-    };
+    let case = case_id(&plan.case_id);
     let guideline = plan.guideline.clone().unwrap_or_default();
     let _ = writeln!(
         out,
@@ -125,17 +128,7 @@ pub fn plan(plan: &pb::Plan) -> String {
     {
         Some(preferred) => {
             let _ = writeln!(out, "Preferred prescription:");
-            let _ = writeln!(
-                out,
-                "  {}",
-                prescription_line(preferred, plan.guideline.as_ref())
-            );
-            let _ = writeln!(
-                out,
-                "  {}{}",
-                preferred.label,
-                refs(&preferred.reference_ids)
-            );
+            prescription_lines(&mut out, preferred, plan.guideline.as_ref());
         }
         None => {
             let _ = writeln!(out, "No prescription in this plan.");
@@ -149,17 +142,7 @@ pub fn plan(plan: &pb::Plan) -> String {
     if !alternatives.is_empty() {
         let _ = writeln!(out, "Alternatives:");
         for alternative in alternatives {
-            let _ = writeln!(
-                out,
-                "  {}",
-                prescription_line(alternative, plan.guideline.as_ref())
-            );
-            let _ = writeln!(
-                out,
-                "  {}{}",
-                alternative.label,
-                refs(&alternative.reference_ids)
-            );
+            prescription_lines(&mut out, alternative, plan.guideline.as_ref());
         }
     }
 
@@ -274,6 +257,11 @@ pub fn plan(plan: &pb::Plan) -> String {
     references(&mut out, &plan.references);
     let _ = writeln!(out, "\n{}", plan.disclaimer);
     out
+}
+
+/// A case id as printed: `(no case id)` when there is none.
+fn case_id(id: &str) -> &str {
+    if id.is_empty() { "(no case id)" } else { id }
 }
 
 fn references(out: &mut String, references: &[pb::Reference]) {
@@ -477,11 +465,7 @@ pub fn case_summary(case: &pb::Case) -> String {
 
 /// One stream item: the plan, or the rejection with every field violation.
 pub fn stream_item(item: &pb::RecommendStreamResponse) -> String {
-    let case = if item.case_id.is_empty() {
-        String::from("(no case id)")
-    } else {
-        item.case_id.clone()
-    };
+    let case = case_id(&item.case_id);
     match &item.result {
         Some(pb::recommend_stream_response::Result::Plan(found)) => {
             format!("=== {case}\n{}\n", plan(found))
