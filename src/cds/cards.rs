@@ -38,6 +38,18 @@ pub struct Card {
     pub json: Value,
 }
 
+impl Card {
+    /// A card not about an alert (the plan, check, data and refusal cards); its uuid is the one
+    /// in its JSON.
+    fn without_alert(json: Value) -> Card {
+        Card {
+            uuid: json["uuid"].as_str().unwrap_or_default().to_string(),
+            alert_code: None,
+            json,
+        }
+    }
+}
+
 /// The override reasons offered on plan cards (CDS Hooks 3.0's example code system; each needs a
 /// display).
 fn override_reasons() -> Value {
@@ -388,11 +400,7 @@ pub fn plan_cards(
         card["suggestions"] = Value::Array(suggestions);
         card["selectionBehavior"] = json!("at-most-one");
     }
-    let mut cards = vec![Card {
-        uuid: card["uuid"].as_str().unwrap_or_default().to_string(),
-        alert_code: None,
-        json: card,
-    }];
+    let mut cards = vec![Card::without_alert(card)];
     for alert in &plan.alerts {
         let detail = format!(
             "{}\n\nSources: {}.\n\nRecommendation `{}`.",
@@ -515,11 +523,7 @@ pub fn check_card(
         json["suggestions"] = Value::Array(suggestions);
         json["selectionBehavior"] = json!("at-most-one");
     }
-    Card {
-        uuid: json["uuid"].as_str().unwrap_or_default().to_string(),
-        alert_code: None,
-        json,
-    }
+    Card::without_alert(json)
 }
 
 /// The card for draft orders the check cannot read exactly (a simultaneous integrated boost, an
@@ -538,11 +542,7 @@ pub fn not_checkable_card(
         "detail": format!("Draft {course}: {reason}."),
         "source": source(site, guideline_version, "rx-check", &site.code_system("vlms-rt-card-topic"), "Prescription check"),
     });
-    Card {
-        uuid: json["uuid"].as_str().unwrap_or_default().to_string(),
-        alert_code: None,
-        json,
-    }
+    Card::without_alert(json)
 }
 
 /// The card shown instead of a plan when facts are missing (info) or contradict each other
@@ -615,11 +615,7 @@ pub fn data_card(
         }]);
     }
     strip_empty(&mut card["extension"]);
-    Card {
-        uuid: card["uuid"].as_str().unwrap_or_default().to_string(),
-        alert_code: None,
-        json: card,
-    }
+    Card::without_alert(card)
 }
 
 /// The card for a patient younger than the intended population.
@@ -631,11 +627,7 @@ pub fn minor_card(site: &Site, guideline_version: &str, age: i16, uuid: String) 
         "detail": format!("The patient is {age} years old at the evaluation date. The vlms-rt guideline covers adults (18 years and older) only; no plan was made."),
         "source": source(site, guideline_version, "out-of-scope", &site.code_system("vlms-rt-card-topic"), "Outside the intended population"),
     });
-    Card {
-        uuid: json["uuid"].as_str().unwrap_or_default().to_string(),
-        alert_code: None,
-        json,
-    }
+    Card::without_alert(json)
 }
 
 /// The card for a case the service refused (`INVALID_ARGUMENT`): the chart holds values the
@@ -671,11 +663,7 @@ pub fn refused_card(
         "detail": detail,
         "source": source(site, guideline_version, "data-required", &site.code_system("vlms-rt-card-topic"), "Data required"),
     });
-    Card {
-        uuid: json["uuid"].as_str().unwrap_or_default().to_string(),
-        alert_code: None,
-        json,
-    }
+    Card::without_alert(json)
 }
 
 /// Removes empty arrays from an object's members (FHIR-style JSON carries no empty arrays).
