@@ -261,6 +261,20 @@ fn outcome(status: StatusCode, code: &str, text: &str, expression: Option<&str>)
     }
 }
 
+/// A 503: the service could not answer now, for the reason in `text`.
+fn transient(text: &str) -> Refusal {
+    outcome(StatusCode::SERVICE_UNAVAILABLE, "transient", text, None)
+}
+
+/// A 503 naming the error status the service answered with.
+fn cannot_answer_now(status: &tonic::Status) -> Refusal {
+    transient(&format!(
+        "vlms-rt cannot answer now ({:?}): {}",
+        status.code(),
+        status.message()
+    ))
+}
+
 /// The refusal of a call to a CDS service this server does not offer.
 fn no_such_service(id: &str) -> Refusal {
     outcome(
@@ -951,14 +965,7 @@ impl Front {
         self.service
             .record_cards(caller, recommendation_id, case_id, context, links)
             .await
-            .map_err(|status| {
-                outcome(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "transient",
-                    status.message(),
-                    None,
-                )
-            })
+            .map_err(|status| transient(status.message()))
     }
 
     /// A refused case becomes a warning card (the chart holds values the guideline cannot take:
@@ -988,16 +995,7 @@ impl Front {
             );
             return Ok(("refused-case", cards_response(vec![card])));
         }
-        Err(outcome(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "transient",
-            &format!(
-                "vlms-rt cannot answer now ({:?}): {}",
-                status.code(),
-                status.message()
-            ),
-            None,
-        ))
+        Err(cannot_answer_now(status))
     }
 }
 
@@ -1318,14 +1316,7 @@ async fn answer_feedback(
             Some(&error.path().to_string()),
         )
     })?;
-    let unavailable = |status: tonic::Status| {
-        outcome(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "transient",
-            status.message(),
-            None,
-        )
-    };
+    let unavailable = |status: tonic::Status| transient(status.message());
     let mut requests: Vec<pb::RecordFeedbackRequest> = Vec::new();
     let mut alert_feedback: Vec<(String, String, crate::server::CardLink)> = Vec::new();
     for (index, item) in parsed.feedback.iter().enumerate() {
@@ -1608,18 +1599,7 @@ async fn answer_fhir_recommend(
                 "the record maps to a case the guideline cannot evaluate: {problems}"
             )));
         }
-        Err(status) => {
-            return Err(outcome(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "transient",
-                &format!(
-                    "vlms-rt cannot answer now ({:?}): {}",
-                    status.code(),
-                    status.message()
-                ),
-                None,
-            ));
-        }
+        Err(status) => return Err(cannot_answer_now(&status)),
     };
     let subject = front.subject(&request, &mapped);
     let sources: Vec<String> = mapped.used.iter().map(|u| u.source.clone()).collect();
