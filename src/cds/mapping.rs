@@ -55,31 +55,22 @@ impl Chart {
     /// Collects resources; the same `Type/id` met twice (two prefetch keys can return it) is kept
     /// once.
     pub fn add(&mut self, resource: Resource) {
-        fn seen<T>(list: &[T], id: Option<&str>, id_of: impl Fn(&T) -> Option<&str>) -> bool {
-            id.is_some() && list.iter().any(|item| id_of(item) == id)
+        fn push_once<T>(list: &mut Vec<T>, item: T, id_of: impl Fn(&T) -> Option<&str>) {
+            let id = id_of(&item);
+            if id.is_none() || !list.iter().any(|seen| id_of(seen) == id) {
+                list.push(item);
+            }
         }
         match resource {
             Resource::Patient(patient) => self.patient = Some(*patient),
             Resource::Condition(condition) => {
-                if !seen(&self.conditions, condition.id.as_deref(), |c| {
-                    c.id.as_deref()
-                }) {
-                    self.conditions.push(*condition);
-                }
+                push_once(&mut self.conditions, *condition, |c| c.id.as_deref());
             }
             Resource::Observation(observation) => {
-                if !seen(&self.observations, observation.id.as_deref(), |o| {
-                    o.id.as_deref()
-                }) {
-                    self.observations.push(*observation);
-                }
+                push_once(&mut self.observations, *observation, |o| o.id.as_deref());
             }
             Resource::Procedure(procedure) => {
-                if !seen(&self.procedures, procedure.id.as_deref(), |p| {
-                    p.id.as_deref()
-                }) {
-                    self.procedures.push(*procedure);
-                }
+                push_once(&mut self.procedures, *procedure, |p| p.id.as_deref());
             }
             Resource::OperationOutcome | Resource::Other => {}
         }
