@@ -377,10 +377,6 @@ pub(crate) fn window_status_out(value: WindowStatus) -> pb::WindowStatus {
     }
 }
 
-fn strings(values: &[String]) -> Vec<String> {
-    values.to_vec()
-}
-
 /// Encodes a core plan; `recommendation_id` is the caller's fresh id for it.
 pub fn plan_out(plan: &core::Plan<'_>, recommendation_id: String) -> pb::Plan {
     let start_window = match plan.start_window {
@@ -422,7 +418,7 @@ pub fn plan_out(plan: &core::Plan<'_>, recommendation_id: String) -> pb::Plan {
                 eqd2_tumor_gy: prescription.eqd2_tumor_gy,
                 eqd2_late_gy: prescription.eqd2_late_gy,
                 technique: pb::Technique::Imrt.into(),
-                reference_ids: strings(prescription.reference_ids),
+                reference_ids: prescription.reference_ids.to_vec(),
                 concurrent_chemotherapy: prescription.concurrent_chemotherapy,
             })
             .collect(),
@@ -433,7 +429,7 @@ pub fn plan_out(plan: &core::Plan<'_>, recommendation_id: String) -> pb::Plan {
             .map(|volume| pb::VolumeGuidance {
                 code: volume.code.as_str().to_string(),
                 description: volume.description.to_string(),
-                reference_ids: strings(volume.reference_ids),
+                reference_ids: volume.reference_ids.to_vec(),
             })
             .collect(),
         organ_constraints: plan
@@ -443,7 +439,7 @@ pub fn plan_out(plan: &core::Plan<'_>, recommendation_id: String) -> pb::Plan {
                 structure: constraint.structure.to_string(),
                 metric: constraint.metric.to_string(),
                 limit: constraint.limit,
-                reference_ids: strings(constraint.reference_ids),
+                reference_ids: constraint.reference_ids.to_vec(),
                 note: constraint.note.to_string(),
             })
             .collect(),
@@ -455,7 +451,7 @@ pub fn plan_out(plan: &core::Plan<'_>, recommendation_id: String) -> pb::Plan {
                 severity: severity_out(alert.severity).into(),
                 summary: alert.summary.to_string(),
                 detail: alert.detail.to_string(),
-                reference_ids: strings(alert.reference_ids),
+                reference_ids: alert.reference_ids.to_vec(),
             })
             .collect(),
         expected_outcomes: plan
@@ -463,7 +459,7 @@ pub fn plan_out(plan: &core::Plan<'_>, recommendation_id: String) -> pb::Plan {
             .iter()
             .map(|statement| pb::Statement {
                 text: statement.text.to_string(),
-                reference_ids: strings(statement.reference_ids),
+                reference_ids: statement.reference_ids.to_vec(),
             })
             .collect(),
         trace: plan
@@ -472,7 +468,7 @@ pub fn plan_out(plan: &core::Plan<'_>, recommendation_id: String) -> pb::Plan {
             .map(|firing| pb::RuleFiring {
                 rule_id: firing.rule_id.as_str().to_string(),
                 summary: firing.summary.to_string(),
-                reference_ids: strings(firing.reference_ids),
+                reference_ids: firing.reference_ids.to_vec(),
             })
             .collect(),
         references: plan
@@ -525,7 +521,7 @@ pub fn report_out(
                 code: finding.code.as_str().to_string(),
                 verdict: verdict_out(finding.verdict).into(),
                 message: finding.message.clone(),
-                reference_ids: strings(finding.reference_ids),
+                reference_ids: finding.reference_ids.to_vec(),
             })
             .collect(),
         eqd2_tumor_gy: report.eqd2_tumor_gy,
