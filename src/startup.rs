@@ -354,15 +354,17 @@ pub async fn start_on(
         tokio::spawn(follow_audit_health(audit, health.clone(), stopped));
     }
 
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Reflection in both versions clients ask for, over the same descriptors.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
         .build_v1()?
         .max_decoding_message_size(limits.max_request_bytes);
     let reflection_v1 = NeverInternal(CheckFrames(reflection_v1));
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection_v1alpha = reflection()
         .build_v1alpha()?
         .max_decoding_message_size(limits.max_request_bytes);
     let reflection_v1alpha = NeverInternal(CheckFrames(reflection_v1alpha));
