@@ -1,14 +1,6 @@
-//! Linear-quadratic radiobiology (clinical spec §5): BED and EQD2 summed over phases.
+//! Linear-quadratic radiobiology (clinical spec §5): EQD2 summed over phases.
 
 use super::plan::Phase;
-
-/// Biologically effective dose in Gy: Σ n·d·(1 + d/(α/β)).
-pub fn bed_gy(phases: &[Phase], alpha_beta_gy: f64) -> f64 {
-    phases
-        .iter()
-        .map(|phase| phase.dose_gy() * (1.0 + phase.dose_per_fraction_gy / alpha_beta_gy))
-        .sum()
-}
 
 /// Equivalent dose in 2 Gy fractions in Gy: Σ n·d·(d + α/β)/(2 + α/β).
 pub fn eqd2_gy(phases: &[Phase], alpha_beta_gy: f64) -> f64 {
@@ -43,7 +35,6 @@ mod tests {
         assert!(close(eqd2_gy(&single(1.8, 25), 4.0), 43.5));
         assert!(close(eqd2_gy(&single(1.8, 25), 3.0), 43.2));
         assert!(close(eqd2_gy(&single(2.0, 30), 4.0), 60.0));
-        assert!(close(bed_gy(&single(2.0, 25), 3.0), 83.33));
     }
 
     #[test]
