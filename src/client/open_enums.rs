@@ -13,6 +13,11 @@ use crate::pb;
 /// Whether an enum defines a number.
 type Defines = fn(i32) -> bool;
 
+/// Whether the enum `E` defines `number`.
+fn defined<E: TryFrom<i32>>(number: i32) -> bool {
+    E::try_from(number).is_ok()
+}
+
 /// Takes the number out of `object[name]` (either JSON spelling) when it is an int32 the enum does
 /// not define, leaving 0 there.
 fn take(object: &mut Value, names: [&str; 2], defines: Defines) -> Option<i32> {
@@ -65,39 +70,35 @@ impl CaseEnums {
     /// Takes them out of the JSON of a `Case`.
     pub fn take(case: &mut Value) -> CaseEnums {
         let mut taken = CaseEnums {
-            vessel: take(case, ["vessel", "vessel"], |n| {
-                pb::Vessel::try_from(n).is_ok()
-            }),
-            ivc_segment: take(case, ["ivcSegment", "ivc_segment"], |n| {
-                pb::IvcSegment::try_from(n).is_ok()
-            }),
-            phase: take(case, ["phase", "phase"], |n| {
-                pb::TreatmentPhase::try_from(n).is_ok()
-            }),
-            resectability: take(case, ["resectability", "resectability"], |n| {
-                pb::Resectability::try_from(n).is_ok()
-            }),
-            organs_at_risk: take_each(case, ["organsAtRisk", "organs_at_risk"], |n| {
-                pb::Organ::try_from(n).is_ok()
-            }),
+            vessel: take(case, ["vessel", "vessel"], defined::<pb::Vessel>),
+            ivc_segment: take(
+                case,
+                ["ivcSegment", "ivc_segment"],
+                defined::<pb::IvcSegment>,
+            ),
+            phase: take(case, ["phase", "phase"], defined::<pb::TreatmentPhase>),
+            resectability: take(
+                case,
+                ["resectability", "resectability"],
+                defined::<pb::Resectability>,
+            ),
+            organs_at_risk: take_each(
+                case,
+                ["organsAtRisk", "organs_at_risk"],
+                defined::<pb::Organ>,
+            ),
             ..CaseEnums::default()
         };
         if let Some(tumor) = member(case, ["tumor", "tumor"]) {
-            taken.grade = take(tumor, ["grade", "grade"], |n| {
-                pb::Grade::try_from(n).is_ok()
-            });
-            taken.depth = take(tumor, ["depth", "depth"], |n| {
-                pb::Depth::try_from(n).is_ok()
-            });
+            taken.grade = take(tumor, ["grade", "grade"], defined::<pb::Grade>);
+            taken.depth = take(tumor, ["depth", "depth"], defined::<pb::Depth>);
         }
         if let Some(resection) = member(case, ["resection", "resection"]) {
-            taken.margin = take(resection, ["margin", "margin"], |n| {
-                pb::Margin::try_from(n).is_ok()
-            });
+            taken.margin = take(resection, ["margin", "margin"], defined::<pb::Margin>);
             taken.vascular_management = take(
                 resection,
                 ["vascularManagement", "vascular_management"],
-                |n| pb::VascularManagement::try_from(n).is_ok(),
+                defined::<pb::VascularManagement>,
             );
         }
         taken
@@ -143,16 +144,12 @@ impl CheckEnums {
     pub fn take(request: &mut Value) -> CheckEnums {
         let mut taken = CheckEnums {
             case: member(request, ["case", "case"]).map(CaseEnums::take),
-            setting: take(request, ["setting", "setting"], |n| {
-                pb::Setting::try_from(n).is_ok()
-            }),
+            setting: take(request, ["setting", "setting"], defined::<pb::Setting>),
             phase_kinds: Vec::new(),
         };
         if let Some(Value::Array(phases)) = member(request, ["phases", "phases"]) {
             for (index, phase) in phases.iter_mut().enumerate() {
-                if let Some(number) = take(phase, ["kind", "kind"], |n| {
-                    pb::PhaseKind::try_from(n).is_ok()
-                }) {
+                if let Some(number) = take(phase, ["kind", "kind"], defined::<pb::PhaseKind>) {
                     taken.phase_kinds.push((index, number));
                 }
             }
