@@ -684,7 +684,9 @@ async fn answers_are_recorded_and_returned_byte_for_byte_with_paging_and_feedbac
             planned.push(plan.recommendation_id);
         }
     }
-    let mut listed = listed_ids(&every_page(&mut client, "mdt-0003", 10).await);
+    let pages = every_page(&mut client, "mdt-0003", 10).await;
+    assert_eq!(pages.len(), 1, "two records fit on one page of ten");
+    let mut listed = listed_ids(&pages);
     listed.reverse();
     assert_eq!(listed, planned);
     assert_eq!(planned.len(), 2);
@@ -2067,7 +2069,7 @@ fn list_request(case_id: &str, page_size: i32, page_token: &str) -> pb::ListReco
 }
 
 /// Every page of `case_id`'s records, `page_size` at a time, from the first page on until one
-/// has no next page token; fails the test when a page is refused.
+/// has no next page token; fails the test when a page is refused or the pages never end.
 async fn every_page(
     client: &mut Client,
     case_id: &str,
@@ -2086,6 +2088,7 @@ async fn every_page(
         if token.is_empty() {
             return pages;
         }
+        assert!(pages.len() < 10_000, "the listing never ends");
     }
 }
 
