@@ -780,7 +780,9 @@ fn resolve_by_id<S, I: Id, T: Clone>(
     table
 }
 
-/// The table without its gaps; each id missing is a problem.
+/// The table without its gaps; each id missing is a problem. The result is indexed by id only
+/// when nothing is missing, which holds for every profile served: a profile with any problem is
+/// refused as a whole.
 fn complete<T, I: Id>(
     table: Vec<Option<T>>,
     ids: &[I],
@@ -801,6 +803,7 @@ fn complete<T, I: Id>(
 trait Id: Copy + 'static {
     const ALL: &'static [Self];
     fn name(self) -> &'static str;
+    /// Its place in `ALL` (the enum's own `index`), where its entry goes in a table.
     fn position(self) -> usize;
 }
 
