@@ -4,9 +4,10 @@
 //!
 //! A dictionary of those builds ([`super::dictionary`]) opened with a *parts section* listing the
 //! plan sub-messages the guideline profile fixes (rule firings, alerts, volumes, options,
-//! constraints, outcomes, references), each encoded exactly as a plan carries it; a stored plan is
-//! a *parts frame*: the plan's top-level fields in order, each either the index of a listed part
-//! or the field's own bytes. Reading a frame back is concatenation.
+//! constraints, outcomes, references, the guideline block, the disclaimer), each encoded exactly
+//! as a plan carries it; a stored plan is a *parts frame*: the plan's top-level fields in order,
+//! each either the index of a listed part or the field's own bytes. Reading a frame back is
+//! concatenation.
 //!
 //! Parts section: [`SECTION_MAGIC`], the number of parts (varint), then each part as its length
 //! (varint) and bytes. Parts frame: [`FRAME_MAGIC`], the response's length (varint), then operations
