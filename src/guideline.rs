@@ -377,6 +377,62 @@ mod tests {
         }
     }
 
+    /// Every problem of a profile edited by `edits` (each replaces its first occurrence), in the
+    /// order the loader found them.
+    fn problem_list(edits: &[(&str, &str)]) -> Vec<String> {
+        let mut edited = EMBEDDED_PROFILE.to_string();
+        for (from, to) in edits {
+            assert!(
+                edited.contains(from),
+                "fixture text {from:?} not in the profile"
+            );
+            edited = edited.replacen(from, to, 1);
+        }
+        match from_bytes(edited.as_bytes(), "edited.toml") {
+            Ok(_) => panic!("accepted a profile edited by {edits:?}"),
+            Err(LoadError::Invalid { source, .. }) => source.problems,
+            Err(other) => panic!("refused before its tables were read: {other}"),
+        }
+    }
+
+    #[test]
+    fn problems_of_the_keyed_tables_are_named_exactly_and_in_order() {
+        // A rule given another rule's id and no statement: its own problems, then the duplicate,
+        // then the rule left without an entry.
+        assert_eq!(
+            problem_list(&[(
+                "id = \"IND-AFTER-PREOP-RT\"\nstatement = \"A preoperative",
+                "id = \"GATE-METASTATIC\"\nstatement = \" \" # A preoperative",
+            )]),
+            [
+                "rule \"GATE-METASTATIC\" statement: empty text",
+                "rule \"GATE-METASTATIC\": defined twice",
+                "rule \"IND-AFTER-PREOP-RT\": missing",
+            ]
+        );
+        // An alert with an unknown severity and an unknown reference; a finding with an unknown
+        // code, and the one it replaced missing.
+        assert_eq!(
+            problem_list(&[
+                (
+                    "severity = \"CRITICAL\"\nsummary = \"Metastatic disease",
+                    "severity = \"LOUD\"\nsummary = \"Metastatic disease",
+                ),
+                (
+                    "references = [\"ESMO2021\"]\n\n[[alerts]]",
+                    "references = [\"NOPE2021\"]\n\n[[alerts]]",
+                ),
+                ("code = \"RX_NOT_INDICATED\"", "code = \"RX_NOPE\""),
+            ]),
+            [
+                "alert \"OUT_OF_SCOPE_METASTATIC\": severity \"LOUD\" is not INFO, WARNING or CRITICAL",
+                "alert \"OUT_OF_SCOPE_METASTATIC\": cites unknown reference id \"NOPE2021\"",
+                "finding \"RX_NOPE\": not a finding code",
+                "finding \"RX_NOT_INDICATED\": missing",
+            ]
+        );
+    }
+
     #[test]
     fn the_embedded_profile_loads_with_its_version_and_hash() {
         let profile = embedded().expect("valid");
