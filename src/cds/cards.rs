@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::mapping::{Gap, Used};
+use super::mapping::{ADULT_AGE_YEARS, Gap, Used};
 use crate::pb;
 
 /// What the cards name: the site's canonical base and the JSON-extension prefix.
@@ -624,7 +624,7 @@ pub fn minor_card(site: &Site, guideline_version: &str, age: i16, uuid: String) 
         "uuid": uuid,
         "summary": "vlms-rt: patient outside the intended population (adults); no recommendation",
         "indicator": "info",
-        "detail": format!("The patient is {age} years old at the evaluation date. The vlms-rt guideline covers adults (18 years and older) only; no plan was made."),
+        "detail": format!("The patient is {age} years old at the evaluation date. The vlms-rt guideline covers adults ({ADULT_AGE_YEARS} years and older) only; no plan was made."),
         "source": source(site, guideline_version, "out-of-scope", &site.code_system("vlms-rt-card-topic"), "Outside the intended population"),
     });
     Card::without_alert(json)

@@ -111,12 +111,16 @@ pub struct Mapped {
     pub notes: Vec<String>,
 }
 
+/// The youngest age, in whole years at the evaluation date, the guideline is meant for: it
+/// covers adults (clinical-spec "intended use"; design §1.3, the row for patients under 18).
+pub const ADULT_AGE_YEARS: i16 = 18;
+
 /// What the chart allows.
 #[derive(Debug, Clone)]
 pub enum Outcome {
     /// No confirmed, active leiomyosarcoma (ICD-O-3 8890/3) primary: no decision support.
     OutOfScope,
-    /// The patient is younger than 18 at the evaluation date.
+    /// The patient is younger than [`ADULT_AGE_YEARS`] at the evaluation date.
     Minor {
         age: i16,
         primary_id: String,
@@ -180,7 +184,7 @@ pub fn map(
         used: Vec::new(),
         notes: Vec::new(),
     };
-    if let Some(age) = mapper.age().filter(|age| *age < 18) {
+    if let Some(age) = mapper.age().filter(|age| *age < ADULT_AGE_YEARS) {
         return Outcome::Minor { age, primary_id };
     }
     let case = mapper.case(case_id(&primary_id));
