@@ -147,7 +147,7 @@ pub fn read(
         // order-select sees orders being composed: only a course with at least one phase that
         // has its fractions and a fraction dose is worth checking.
         let complete = phases.iter().any(|phase| {
-            fractions(phase).is_some()
+            !matches!(fractions(phase), Ok(None))
                 && phase
                     .extensions(&format!(
                         "{CODEX}codexrt-radiotherapy-dose-prescribed-to-volume"
@@ -174,17 +174,56 @@ pub fn read(
     }
 }
 
-fn fractions(phase: &ServiceRequest) -> Option<u32> {
-    phase
-        .extensions(&format!("{CODEX}codexrt-radiotherapy-fractions-prescribed"))
-        .find_map(|e| e.value_positive_int.or(e.value_unsigned_int))
+/// The one value `values` hold: `None` when there is none, the value when every one stated
+/// agrees, and an error naming `what` when they differ (nothing is guessed by taking the first).
+fn one_value<T: PartialEq>(
+    values: impl Iterator<Item = T>,
+    what: &str,
+) -> Result<Option<T>, String> {
+    let mut found: Option<T> = None;
+    for value in values {
+        match &found {
+            None => found = Some(value),
+            Some(first) if *first == value => {}
+            Some(_) => {
+                return Err(format!(
+                    "{what} is stated more than once, with different values"
+                ));
+            }
+        }
+    }
+    Ok(found)
 }
 
-/// A phase's dose per fraction in Gy (the one `fractionDose` all its volumes share), and the
-/// volumes it treats.
-fn phase_dose(phase: &ServiceRequest) -> Result<(f64, Vec<String>), String> {
+fn fractions(phase: &ServiceRequest) -> Result<Option<u32>, String> {
+    one_value(
+        phase
+            .extensions(&format!("{CODEX}codexrt-radiotherapy-fractions-prescribed"))
+            .filter_map(|e| e.value_positive_int.or(e.value_unsigned_int)),
+        "radiotherapyFractionsPrescribed",
+    )
+}
+
+/// A dose quantity in Gy: UCUM cGy (as CodeX fixes it) or Gy.
+fn gray(quantity: &fhir::Quantity, what: &str) -> Result<f64, String> {
+    let value = quantity.value.ok_or(format!("a {what} has no value"))?;
+    match (quantity.system.as_deref(), quantity.code.as_deref()) {
+        (Some(fhir::UCUM), Some("cGy")) => Ok(value / 100.0),
+        (Some(fhir::UCUM), Some("Gy")) => Ok(value),
+        _ => Err(format!("a {what} is not in UCUM cGy or Gy")),
+    }
+}
+
+/// How far a stated `totalDose` may lie from fractions × `fractionDose`: half a cGy, the unit
+/// CodeX orders are written in.
+const TOTAL_DOSE_ROUNDING_GY: f64 = 0.005;
+
+/// A phase's dose per fraction in Gy (the one `fractionDose` all its volumes share), the volumes
+/// it treats, and every `totalDose` it states, in Gy.
+fn phase_dose(phase: &ServiceRequest) -> Result<(f64, Vec<String>, Vec<f64>), String> {
     let mut doses: Vec<f64> = Vec::new();
     let mut volumes: Vec<String> = Vec::new();
+    let mut totals: Vec<f64> = Vec::new();
     for dose in phase.extensions(&format!(
         "{CODEX}codexrt-radiotherapy-dose-prescribed-to-volume"
     )) {
@@ -197,25 +236,24 @@ fn phase_dose(phase: &ServiceRequest) -> Result<(f64, Vec<String>), String> {
         {
             volumes.push(volume);
         }
-        if let Some(quantity) = dose
-            .extension
-            .iter()
-            .find(|e| e.url == "fractionDose")
-            .and_then(|e| e.value_quantity.as_ref())
-        {
-            let value = quantity.value.ok_or("a fractionDose has no value")?;
-            let gy = match (quantity.system.as_deref(), quantity.code.as_deref()) {
-                (Some(fhir::UCUM), Some("cGy")) => value / 100.0,
-                (Some(fhir::UCUM), Some("Gy")) => value,
-                _ => return Err("a fractionDose is not in UCUM cGy or Gy".into()),
+        for part in &dose.extension {
+            let Some(quantity) = part.value_quantity.as_ref() else {
+                continue;
             };
-            if !doses.iter().any(|d| (d - gy).abs() < 1e-9) {
-                doses.push(gy);
+            match part.url.as_str() {
+                "fractionDose" => {
+                    let gy = gray(quantity, "fractionDose")?;
+                    if !doses.iter().any(|d| (d - gy).abs() < 1e-9) {
+                        doses.push(gy);
+                    }
+                }
+                "totalDose" => totals.push(gray(quantity, "totalDose")?),
+                _ => {}
             }
         }
     }
     match doses.as_slice() {
-        [one] => Ok((*one, volumes)),
+        [one] => Ok((*one, volumes, totals)),
         [] => Err("a phase has no fractionDose".into()),
         _ => Err("a phase prescribes different doses per fraction to different volumes (a simultaneous integrated boost), which the guideline's phases cannot express".into()),
     }
@@ -235,27 +273,57 @@ fn course_of(
     /// A phase as drafted: the order, fractions, Gy per fraction, volumes, kind if stated.
     type ReadPhase<'a> = (
         &'a ServiceRequest,
-        u32,
+        i32,
         f64,
         Vec<String>,
         Option<pb::PhaseKind>,
     );
     let mut read: Vec<ReadPhase> = Vec::new();
     for phase in phases {
-        let Some(count) = fractions(phase) else {
-            return not_checkable(format!(
-                "{} has no radiotherapyFractionsPrescribed",
-                phase.reference()
-            ));
+        let count = match fractions(phase) {
+            Ok(Some(count)) => match i32::try_from(count) {
+                Ok(count) => count,
+                Err(_) => {
+                    return not_checkable(format!(
+                        "{}: {count} fractions is not a fraction count a prescription can hold",
+                        phase.reference()
+                    ));
+                }
+            },
+            Ok(None) => {
+                return not_checkable(format!(
+                    "{} has no radiotherapyFractionsPrescribed",
+                    phase.reference()
+                ));
+            }
+            Err(reason) => return not_checkable(format!("{}: {reason}", phase.reference())),
         };
-        let (dose, volumes) = match phase_dose(phase) {
+        let (dose, volumes, totals) = match phase_dose(phase) {
             Ok(read) => read,
             Err(reason) => return not_checkable(format!("{}: {reason}", phase.reference())),
         };
-        let kind = match phase
-            .extensions(&kind_url)
-            .find_map(|e| e.value_code.as_deref())
+        // The check judges fractions × dose per fraction; an order stating another total would
+        // be checked for a dose it does not give.
+        let product = f64::from(count) * dose;
+        if let Some(total) = totals
+            .iter()
+            .find(|total| (*total - product).abs() > TOTAL_DOSE_ROUNDING_GY)
         {
+            return not_checkable(format!(
+                "{}: its totalDose ({total} Gy) is not its fractions × fractionDose ({count} × {dose} Gy)",
+                phase.reference()
+            ));
+        }
+        let kind_code = match one_value(
+            phase
+                .extensions(&kind_url)
+                .filter_map(|e| e.value_code.as_deref()),
+            "vlms-rt-phase-kind",
+        ) {
+            Ok(code) => code,
+            Err(reason) => return not_checkable(format!("{}: {reason}", phase.reference())),
+        };
+        let kind = match kind_code {
             Some("initial") => Some(pb::PhaseKind::Initial),
             Some("boost") => Some(pb::PhaseKind::Boost),
             Some(other) => {
@@ -330,20 +398,32 @@ fn course_of(
         [first, rest @ ..] if rest.iter().all(|s| s == first) => Some(*first),
         _ => return not_checkable("the course states more than one setting".into()),
     };
-    let planned_start = course
-        .occurrence_date_time
-        .as_deref()
-        .or(course
-            .occurrence_period
-            .as_ref()
-            .and_then(|p| p.start.as_deref()))
-        .and_then(|text| super::mapping::local_date(text, zone))
-        .map(|date| date.to_string());
-    let reirradiation = course
-        .extensions(&format!(
-            "{CODEX}codexrt-radiotherapy-course-involves-reirradiation"
-        ))
-        .find_map(|e| e.value_boolean);
+    let stated_start = course.occurrence_date_time.as_deref().or(course
+        .occurrence_period
+        .as_ref()
+        .and_then(|p| p.start.as_deref()));
+    let planned_start = match stated_start {
+        None => None,
+        Some(text) => match super::mapping::local_date(text, zone) {
+            Some(date) => Some(date.to_string()),
+            None => {
+                return not_checkable(format!(
+                    "the planned start {text:?} is neither a date nor a date-time with its offset"
+                ));
+            }
+        },
+    };
+    let reirradiation = match one_value(
+        course
+            .extensions(&format!(
+                "{CODEX}codexrt-radiotherapy-course-involves-reirradiation"
+            ))
+            .filter_map(|e| e.value_boolean),
+        "courseInvolvesReirradiation",
+    ) {
+        Ok(stated) => stated,
+        Err(reason) => return not_checkable(reason),
+    };
     Drafts::Course(DraftCourse {
         course: course.reference(),
         phase_refs: read.iter().map(|r| r.0.reference()).collect(),
@@ -353,7 +433,7 @@ fn course_of(
             .map(|(_, count, dose, _, kind)| pb::Phase {
                 kind: kind.map_or(0, |k| k as i32),
                 dose_per_fraction_gy: *dose,
-                fractions: i32::try_from(*count).unwrap_or(i32::MAX),
+                fractions: *count,
                 dose_gy: 0.0,
             })
             .collect(),

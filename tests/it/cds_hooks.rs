@@ -1031,6 +1031,113 @@ async fn order_sign_checks_the_draft_as_check_prescription_does() {
     front.server.stop().await;
 }
 
+/// Draft orders whose numbers disagree with each other, or state a value twice: one "cannot check"
+/// card naming the problem, never a verdict on a dose the order does not give.
+#[tokio::test]
+async fn a_draft_that_contradicts_itself_is_not_checked() {
+    let front = Front::start(None).await;
+    let (vignette, request, case, options, chart) = vignettes()
+        .into_iter()
+        .enumerate()
+        .filter(|(_, vignette)| vignette.is_check())
+        .find_map(|(index, vignette)| {
+            let request = vignette.check_request();
+            let case = request.case.clone()?;
+            let options = options(index);
+            let chart = crate::fhir_chart::try_prefetch(&case, &options).ok()?;
+            Some((vignette, request, case, options, chart))
+        })
+        .expect("a chartable check vignette");
+    let drafts = draft_orders(&request, &options.patient_id, &options.condition_id);
+    let phase_extensions =
+        |drafts: &mut Value| -> Value { drafts["entry"][1]["resource"]["extension"].take() };
+    type Edit<'a> = Box<dyn Fn(&mut Value) + 'a>;
+    let edits: [(&str, Edit); 4] = [
+        (
+            "its totalDose",
+            Box::new(|drafts: &mut Value| {
+                let mut extensions = phase_extensions(drafts);
+                let total = &mut extensions[1]["extension"][1]["valueQuantity"]["value"];
+                *total = json!(total.as_f64().expect("cGy") + 200.0);
+                drafts["entry"][1]["resource"]["extension"] = extensions;
+            }),
+        ),
+        (
+            "radiotherapyFractionsPrescribed is stated more than once",
+            Box::new(|drafts: &mut Value| {
+                let mut extensions = phase_extensions(drafts);
+                let mut again = extensions[0].clone();
+                again["valuePositiveInt"] =
+                    json!(again["valuePositiveInt"].as_i64().expect("n") + 3);
+                extensions.as_array_mut().expect("extensions").push(again);
+                drafts["entry"][1]["resource"]["extension"] = extensions;
+            }),
+        ),
+        (
+            "vlms-rt-phase-kind is stated more than once",
+            Box::new(|drafts: &mut Value| {
+                let mut extensions = phase_extensions(drafts);
+                let mut again = extensions[2].clone();
+                let other = if again["valueCode"] == "boost" {
+                    "initial"
+                } else {
+                    "boost"
+                };
+                again["valueCode"] = json!(other);
+                extensions.as_array_mut().expect("extensions").push(again);
+                drafts["entry"][1]["resource"]["extension"] = extensions;
+            }),
+        ),
+        (
+            "the planned start \"2026-12-01T09:00\"",
+            Box::new(|drafts: &mut Value| {
+                drafts["entry"][0]["resource"]["occurrencePeriod"] =
+                    json!({"start": "2026-12-01T09:00"});
+            }),
+        ),
+    ];
+    for (problem, edit) in edits {
+        let mut hook = request_around(
+            &case,
+            &options,
+            "9d8c2b11-0000-4000-8000-000000000002",
+            chart.clone(),
+        );
+        hook["hook"] = json!("order-sign");
+        let mut edited = drafts.clone();
+        edit(&mut edited);
+        hook["context"]["draftOrders"] = edited;
+        let (status, answer) = front.hook("vlms-rt-rx-check", &hook).await;
+        assert_eq!(status, 200, "{}, {problem}: {answer}", vignette.name);
+        let cards = answer["cards"].as_array().expect("cards");
+        assert_eq!(cards.len(), 1, "{problem}: {answer}");
+        assert_eq!(cards[0]["indicator"], "warning", "{problem}: {answer}");
+        assert_eq!(
+            cards[0]["summary"],
+            "vlms-rt cannot check this prescription as drafted; nothing was checked"
+        );
+        let detail = cards[0]["detail"].as_str().expect("detail");
+        assert!(detail.contains(problem), "{problem}: {detail}");
+        assert!(cards[0].get("suggestions").is_none(), "{problem}: {answer}");
+    }
+    // The draft as written is checked.
+    let mut hook = request_around(
+        &case,
+        &options,
+        "9d8c2b11-0000-4000-8000-000000000003",
+        chart,
+    );
+    hook["hook"] = json!("order-sign");
+    hook["context"]["draftOrders"] = drafts;
+    let (status, answer) = front.hook("vlms-rt-rx-check", &hook).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer["cards"][0]["extension"]["org.example.vlms-rt.recommendation"]["verdict"]
+            .is_string(),
+        "{answer}"
+    );
+}
+
 #[tokio::test]
 async fn feedback_on_a_card_lands_on_its_recommendation() {
     let front = Front::start(None).await;
