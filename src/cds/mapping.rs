@@ -1517,8 +1517,9 @@ impl<'c> Mapper<'c> {
     }
 }
 
-/// What one organs-adjacent-to-target assessment says.
-#[derive(Debug, Clone, PartialEq)]
+/// What one organs-adjacent-to-target assessment says. Two assessments agree when they name the
+/// same organs, in whatever order each lists them.
+#[derive(Debug, Clone)]
 enum Adjacent {
     /// The organs the guideline knows (none for `false`).
     Organs(Vec<pb::Organ>),
@@ -1526,6 +1527,20 @@ enum Adjacent {
     Unreadable,
     /// `false` with adjacent-organ components.
     NoneButListed,
+}
+
+impl PartialEq for Adjacent {
+    fn eq(&self, other: &Adjacent) -> bool {
+        match (self, other) {
+            // Each list holds an organ once, so equal lengths and inclusion make equal sets.
+            (Adjacent::Organs(a), Adjacent::Organs(b)) => {
+                a.len() == b.len() && a.iter().all(|organ| b.contains(organ))
+            }
+            (Adjacent::Unreadable, Adjacent::Unreadable)
+            | (Adjacent::NoneButListed, Adjacent::NoneButListed) => true,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

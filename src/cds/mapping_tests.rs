@@ -2464,6 +2464,18 @@ fn organs_at_risk() {
             vec![conflict("organs_at_risk")],
         ),
         row(
+            "same date, the same organs listed in another order agree",
+            |f| {
+                f.push(organs(
+                    "obs-oar-2",
+                    "2026-11-20",
+                    Some(true),
+                    &["Liver", "Kidney_R"],
+                ))
+            },
+            vec![is("organs_at_risk", "ORGAN_KIDNEY_RIGHT,ORGAN_LIVER")],
+        ),
+        row(
             "the latest assessment",
             |f| f.push(organs("obs-oar-2", "2026-11-22", Some(false), &[])),
             vec![is("organs_at_risk", "")],
