@@ -53,18 +53,6 @@ thread_local! {
 /// A decompressor loaded with the dictionary of the given SHA-256, and its output buffer.
 type ReadBack = ([u8; 32], zstd::bulk::Decompressor<'static>, Vec<u8>);
 
-/// Logs, once per process, that a frame of `form` did not read back as its response.
-fn report_unreadable(form: &str, logged: &'static std::sync::Once) {
-    logged.call_once(|| {
-        tracing::error!(
-            form,
-            "a compressed response could not be confirmed to read back as the response it was made \
-             from: responses such as this are stored another way (parts frame → zstd → as sent); \
-             please report this"
-        );
-    });
-}
-
 impl Compression {
     /// Compression against `dictionary`; `None` for an empty one. Fails if zstd refuses it.
     pub fn new(dictionary: &[u8]) -> Result<Option<Arc<Compression>>, AuditError> {
@@ -146,7 +134,12 @@ impl Compression {
             Some(frame)
         } else {
             static LOGGED: std::sync::Once = std::sync::Once::new();
-            report_unreadable("zstd", &LOGGED);
+            LOGGED.call_once(|| {
+                tracing::error!(
+                    "a zstd frame did not read back as the response it was made from; such \
+                     responses are stored as sent instead: please report this"
+                );
+            });
             None
         }
     }

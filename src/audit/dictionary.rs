@@ -17,8 +17,8 @@ use crate::pb;
 const EVALUATION_DATE: &str = "2026-01-15";
 const SURGERY_DATE: &str = "2025-12-16";
 
-/// Most bytes of sample plans the dictionary holds after its parts section; plans beyond it add
-/// little that earlier samples do not hold.
+/// Most bytes of sample plans the dictionary holds; plans beyond it add little that earlier
+/// samples do not hold.
 const MAX_LEN: usize = 384 * 1024;
 
 pub(crate) fn sample_cases() -> Vec<pb::Case> {

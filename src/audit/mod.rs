@@ -50,8 +50,9 @@ pub enum Kind {
     Feedback,
     /// A CDS Hooks card about the plan or check `subject_id`; its `recommendation_id` is the
     /// card's uuid, so feedback on the card finds its recommendation on any replica. request =
-    /// the hook's context (JSON), response = the card's link (JSON: `alertCode` for an alert
-    /// card).
+    /// the hook's context (JSON), response = what the card shows (JSON, `CardLink::shows` in
+    /// `server.rs`: `card` is plan, alert, suggestion or check, with the alert code, the
+    /// checked course, or the option's label and whether it is the preferred one).
     CdsCard,
 }
 
