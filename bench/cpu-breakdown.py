@@ -76,6 +76,8 @@ def main():
         if not match:
             sys.exit(__doc__)
         name, path, calls, hz = match.groups()
+        if int(calls) == 0 or int(hz) == 0:
+            sys.exit(f"{name}: CALLS and HZ must be above zero")
         figures, total = breakdown(path, int(calls), int(hz))
         runs.append((name, figures))
         print(f"{name}: {total} samples, {int(calls)} calls, {sum(figures.values()):.1f} us of server CPU per call")

@@ -55,7 +55,7 @@ for audit in on off; do
     audit_db=none
     [ "$audit" = on ] && audit_db="$work/audit.sqlite3"
     port=$(free_port); metrics_port=$(free_port)
-    target/release/vlms-rt-server --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$metrics_port" \
+    "${CARGO_TARGET_DIR:-target}/release/vlms-rt-server" --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$metrics_port" \
         --max-concurrent-calls 4096 --audit-db "$audit_db" 2> "$out/profile-server-$audit.log" &
     server_pid=$!
     wait_port "$port"; wait_port "$metrics_port"
@@ -73,6 +73,7 @@ for audit in on off; do
     [ "$ok" = "$all" ] || { echo "audit $audit: $ok of $all calls answered OK" >&2; exit 1; }
     kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=
     rate=$(awk '/^finished in/ { print $4 }' "$work/h2load-$audit.txt")
+    [ "$after" -gt "$before" ] || { echo "audit $audit: no call was answered while perf sampled" >&2; exit 1; }
     echo "audit $audit: $rate req/s over the run; $((after - before)) calls answered OK while sampled"
     perf script -i "$work/perf-$audit.data" > "$work/script-$audit.txt" 2> /dev/null
     arguments+=("$audit=$work/script-$audit.txt:$((after - before)):$hz")
