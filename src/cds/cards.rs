@@ -142,23 +142,10 @@ fn schedule(prescription: &pb::Prescription) -> String {
 
 /// The plan card's summary (§3.1's template; < 140 characters for every plan the profile makes).
 pub fn plan_summary(plan: &pb::Plan) -> String {
-    let mut summary = String::from(match pb::Indication::try_from(plan.indication) {
-        Ok(pb::Indication::Indicated) => "Radiotherapy indicated",
-        Ok(pb::Indication::Mandatory) => "Radiotherapy mandatory",
-        Ok(pb::Indication::NotIndicated) => "Radiotherapy not indicated",
-        _ => "Consider radiotherapy at MDT",
-    });
-    let setting = pb::Setting::try_from(plan.setting).unwrap_or(pb::Setting::Unspecified);
-    match setting {
-        pb::Setting::None | pb::Setting::Unspecified => {
-            summary.push_str(": no radiotherapy setting now");
-        }
-        _ => {
-            let name = match setting {
-                pb::Setting::Preoperative => "preoperative",
-                pb::Setting::Postoperative => "postoperative",
-                _ => "neoadjuvant chemoradiation",
-            };
+    let mut summary = String::from(super::codex::indication_text(plan.indication()));
+    match super::codex::setting_text(plan.setting()) {
+        None => summary.push_str(": no radiotherapy setting now"),
+        Some(name) => {
             summary.push_str(&format!(" ({name})"));
             if let Some(preferred) = plan.prescriptions.iter().find(|p| p.preferred) {
                 let technique = if preferred.technique == pb::Technique::Imrt as i32 {

@@ -722,15 +722,6 @@ fn is_boost(phase: &pb::Phase) -> bool {
     phase.kind() == pb::PhaseKind::Boost
 }
 
-/// A phase's total in Gy: the plan's `dose_gy`, or fractions × dose per fraction if unset.
-fn phase_total_gy(phase: &pb::Phase) -> f64 {
-    if phase.dose_gy > 0.0 {
-        phase.dose_gy
-    } else {
-        f64::from(phase.fractions) * phase.dose_per_fraction_gy
-    }
-}
-
 /// The setting's target name (TG-263), location and `vlms-rt-setting` coding.
 struct SettingFacts {
     target: &'static str,
@@ -840,7 +831,7 @@ fn option_resources(
         .sum();
     if boosted {
         let initial = prescription.phases.iter().filter(|phase| !is_boost(phase));
-        let low_total: f64 = initial.clone().map(phase_total_gy).sum();
+        let low_total: f64 = initial.clone().map(|phase| phase.dose_gy).sum();
         let low_fractions: i64 = initial.map(|phase| i64::from(phase.fractions)).sum();
         course_extensions.push(course_dose(
             volume_ref(0),
@@ -874,9 +865,8 @@ fn option_resources(
         course_extensions
             .push(json!({"url": names.extension("vlms-rt-start-window"), "valuePeriod": window}));
     }
-    if prescription.concurrent_chemotherapy
-        || plan.setting() == pb::Setting::NeoadjuvantChemoradiation
-    {
+    // The profile decides which options carry concurrent chemotherapy; this only writes it.
+    if prescription.concurrent_chemotherapy {
         course_extensions.push(json!({
             "url": names.extension("vlms-rt-concurrent-therapy"),
             "valueCodeableConcept": {"coding": [{"system": SCT, "code": "367336001", "display": "Chemotherapy (procedure)"}]},
@@ -946,7 +936,7 @@ fn option_resources(
                 "extension": [
                     {"url": "volume", "valueReference": volume_ref(target)},
                     {"url": "fractionDose", "valueQuantity": cgy(phase.dose_per_fraction_gy)},
-                    {"url": "totalDose", "valueQuantity": cgy(phase_total_gy(phase))},
+                    {"url": "totalDose", "valueQuantity": cgy(phase.dose_gy)},
                 ],
             }));
         }
@@ -1298,7 +1288,8 @@ fn tg263_display(structure: &str) -> Option<&'static str> {
 // Bundle-only resources
 // ---------------------------------------------------------------------------------------------
 
-fn indication_text(indication: pb::Indication) -> &'static str {
+/// The words for an indication; an unspecified one claims none.
+pub(super) fn indication_text(indication: pb::Indication) -> &'static str {
     match indication {
         pb::Indication::Indicated => "Radiotherapy indicated",
         pb::Indication::Mandatory => "Radiotherapy mandatory",
@@ -1308,7 +1299,8 @@ fn indication_text(indication: pb::Indication) -> &'static str {
     }
 }
 
-fn setting_text(setting: pb::Setting) -> Option<&'static str> {
+/// The words for a setting with prescriptions; `None` for no setting.
+pub(super) fn setting_text(setting: pb::Setting) -> Option<&'static str> {
     match setting {
         pb::Setting::Preoperative => Some("preoperative"),
         pb::Setting::Postoperative => Some("postoperative"),
