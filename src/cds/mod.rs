@@ -1368,6 +1368,14 @@ async fn answer_feedback(
                         })?;
                     let shown: Value =
                         serde_json::from_slice(&suggestion.record.response).unwrap_or_default();
+                    if shown.get("card").and_then(Value::as_str) != Some("suggestion") {
+                        return Err(outcome(
+                            StatusCode::BAD_REQUEST,
+                            "value",
+                            &format!("{:?} is not a suggestion of this card", accepted.id),
+                            Some(&at(&format!("acceptedSuggestions[{position}].id"))),
+                        ));
+                    }
                     if shown.get("preferred").and_then(Value::as_bool) != Some(true) {
                         alternative = Some(
                             shown
@@ -1423,6 +1431,19 @@ async fn answer_feedback(
                 ));
             }
         };
+        // Checked here, as RecordFeedback would, so that a refused item leaves nothing recorded.
+        let recorded_reason = format!("{reason} at {}", item.outcome_timestamp);
+        if let Some(problem) = crate::core::violation::free_text_problem(
+            &recorded_reason,
+            crate::server::MAX_FEEDBACK_REASON_CHARS,
+        ) {
+            return Err(outcome(
+                StatusCode::BAD_REQUEST,
+                "value",
+                &format!("the reason this feedback would record {problem}"),
+                Some(&at("overrideReason")),
+            ));
+        }
         if kind == "alert" {
             // The contract has no per-alert feedback: it is kept in the audit trail as a record
             // of its own beside the card's (never as feedback on the whole plan).
@@ -1453,7 +1474,7 @@ async fn answer_feedback(
         requests.push(pb::RecordFeedbackRequest {
             recommendation_id,
             outcome: outcome_code as i32,
-            reason: format!("{reason} at {}", item.outcome_timestamp),
+            reason: recorded_reason,
         });
     }
     let count = parsed.feedback.len();

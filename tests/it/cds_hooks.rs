@@ -1218,6 +1218,36 @@ async fn feedback_on_a_card_lands_on_its_recommendation() {
         "{}",
         record.feedback[1].reason
     );
+    // One item the service cannot record (a control character in the comment): refused before
+    // anything is written, the alert item ahead of it included.
+    let alert_records = |trail: &rusqlite::Connection| -> i64 {
+        trail
+            .query_row(
+                "SELECT count(*) FROM records WHERE recommendation_id LIKE ?1",
+                [format!("{alert_card}/feedback/%")],
+                |row| row.get(0),
+            )
+            .expect("query")
+    };
+    let feedback = json!({"feedback": [
+        {"card": alert_card, "outcome": "overridden", "outcomeTimestamp": "2026-11-26T11:00:00Z"},
+        {"card": plan_card, "outcome": "overridden", "outcomeTimestamp": "2026-11-26T11:00:00Z",
+         "overrideReason": {"userComment": "line one\nline two"}}
+    ]});
+    let (status, body) = front.feedback("vlms-rt-plan", &feedback).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("feedback[1].overrideReason"), "{body}");
+    assert_eq!(alert_records(&trail), 1);
+    assert_eq!(stored_record(&mut client, &plan_id).await.feedback.len(), 2);
+    // An alert card's uuid is not a suggestion to accept.
+    let feedback = json!({"feedback": [
+        {"card": plan_card, "outcome": "accepted", "outcomeTimestamp": "2026-11-26T11:00:00Z",
+         "acceptedSuggestions": [{"id": alert_card}]}
+    ]});
+    let (status, body) = front.feedback("vlms-rt-plan", &feedback).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("acceptedSuggestions[0].id"), "{body}");
+    assert_eq!(stored_record(&mut client, &plan_id).await.feedback.len(), 2);
     // A card vlms-rt never issued, and a body that is not feedback.
     let (status, _) = front
         .feedback(
