@@ -1291,6 +1291,31 @@ struct FeedbackBody {
     feedback: Vec<FeedbackItem>,
 }
 
+/// The audit record of the card or suggestion `uuid` names, if vlms-rt issued one. The uuid is
+/// read as RFC 4122 text in any of its spellings (vlms-rt writes lower case); anything else names
+/// no card. A record that fails its hash check is a server error, not a reason to retry.
+async fn issued_card(
+    front: &Front,
+    uuid: &str,
+) -> Result<Option<crate::audit::StoredRecord>, Refusal> {
+    let Ok(uuid) = uuid::Uuid::try_parse(uuid) else {
+        return Ok(None);
+    };
+    front
+        .service
+        .card_record(&uuid.to_string())
+        .await
+        .map_err(|status| match status.code() {
+            tonic::Code::DataLoss => outcome(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "exception",
+                status.message(),
+                None,
+            ),
+            _ => transient(status.message()),
+        })
+}
+
 /// Feedback (§3.3): each item's card is looked up in the audit trail (any replica's); plan and
 /// check cards land as `RecordFeedback` on their recommendation; alert cards (the contract has no
 /// per-alert feedback) as an audit record of their own beside the card. Every item is checked
@@ -1321,19 +1346,14 @@ async fn answer_feedback(
     let mut alert_feedback: Vec<(String, String, crate::server::CardLink)> = Vec::new();
     for (index, item) in parsed.feedback.iter().enumerate() {
         let at = |field: &str| format!("feedback[{index}].{field}");
-        let card = front
-            .service
-            .card_record(&item.card)
-            .await
-            .map_err(unavailable)?
-            .ok_or_else(|| {
-                outcome(
-                    StatusCode::NOT_FOUND,
-                    "not-found",
-                    &format!("no card {:?} was issued by vlms-rt", item.card),
-                    Some(&at("card")),
-                )
-            })?;
+        let card = issued_card(front, &item.card).await?.ok_or_else(|| {
+            outcome(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                &format!("no card {:?} was issued by vlms-rt", item.card),
+                Some(&at("card")),
+            )
+        })?;
         let shows: Value = serde_json::from_slice(&card.record.response).unwrap_or_default();
         let recommendation_id = card.record.subject_id.clone().unwrap_or_default();
         let kind = shows
@@ -1352,11 +1372,8 @@ async fn answer_feedback(
             "accepted" => {
                 let mut alternative: Option<String> = None;
                 for (position, accepted) in item.accepted_suggestions.iter().enumerate() {
-                    let suggestion = front
-                        .service
-                        .card_record(&accepted.id)
-                        .await
-                        .map_err(unavailable)?
+                    let suggestion = issued_card(front, &accepted.id)
+                        .await?
                         .filter(|s| s.record.subject_id.as_deref() == Some(&recommendation_id))
                         .ok_or_else(|| {
                             outcome(

@@ -1248,6 +1248,18 @@ async fn feedback_on_a_card_lands_on_its_recommendation() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("acceptedSuggestions[0].id"), "{body}");
     assert_eq!(stored_record(&mut client, &plan_id).await.feedback.len(), 2);
+    // A uuid is the same card in upper case; text that is no uuid names no card.
+    let feedback = json!({"feedback": [
+        {"card": plan_card.to_uppercase(), "outcome": "accepted", "outcomeTimestamp": "2026-11-26T12:00:00Z"}
+    ]});
+    let (status, body) = front.feedback("vlms-rt-plan", &feedback).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(stored_record(&mut client, &plan_id).await.feedback.len(), 3);
+    let feedback = json!({"feedback": [
+        {"card": format!("{plan_card}/feedback"), "outcome": "accepted", "outcomeTimestamp": "2026-11-26T12:00:00Z"}
+    ]});
+    let (status, body) = front.feedback("vlms-rt-plan", &feedback).await;
+    assert_eq!(status, 404, "{body}");
     // A card vlms-rt never issued, and a body that is not feedback.
     let (status, _) = front
         .feedback(
