@@ -3,8 +3,10 @@
 //! and case_id (never other case content).
 //!
 //! Read in order: the RPCs (`impl RecommendationService for Service`), then admission (`Limiter`,
-//! the `Call` guard), the service's own steps (`impl Service`), the helpers, and
-//! the running `RecommendStream` (`StreamCall`).
+//! the `Call` guard), the service's own steps (`impl Service`), the helpers, the running
+//! `RecommendStream` (`StreamCall`), and last what the CDS Hooks front calls in-process
+//! (`CardLink`, `recommend_in_process`, `check_in_process`, `feedback_in_process`, the card
+//! records).
 
 use std::pin::Pin;
 use std::sync::Arc;
