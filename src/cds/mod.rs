@@ -266,6 +266,16 @@ fn transient(text: &str) -> Refusal {
     outcome(StatusCode::SERVICE_UNAVAILABLE, "transient", text, None)
 }
 
+/// A 400 for EHR JSON that is not a FHIR resource the service can read, naming where.
+fn malformed(error: &fhir::Malformed) -> Refusal {
+    outcome(
+        StatusCode::BAD_REQUEST,
+        "structure",
+        &error.to_string(),
+        Some(&error.path),
+    )
+}
+
 /// A 503 naming the error status the service answered with.
 fn cannot_answer_now(status: &tonic::Status) -> Refusal {
     transient(&format!(
@@ -658,14 +668,7 @@ async fn answer_hook(
             &front.names,
             &front.settings.time_zone,
         )
-        .map_err(|error| {
-            outcome(
-                StatusCode::BAD_REQUEST,
-                "structure",
-                &error.to_string(),
-                Some(&error.path),
-            )
-        })?;
+        .map_err(|error| malformed(&error))?;
         match drafts {
             orders::Drafts::Nothing => return Ok(("no-card", cards_response(Vec::new()))),
             orders::Drafts::NotCheckable { course, reason } => {
@@ -1159,14 +1162,8 @@ impl<'r> HookRequest<'r> {
                 Some(Value::Null) => continue,
                 None => None,
                 Some(value) => {
-                    let resources = fhir::resources_of(value, &path).map_err(|error| {
-                        outcome(
-                            StatusCode::BAD_REQUEST,
-                            "structure",
-                            &error.to_string(),
-                            Some(&error.path),
-                        )
-                    })?;
+                    let resources =
+                        fhir::resources_of(value, &path).map_err(|error| malformed(&error))?;
                     let usable =
                         !matches!(resources.as_slice(), [fhir::Resource::OperationOutcome])
                             && !fhir::has_next_page(value);
