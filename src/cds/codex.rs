@@ -336,7 +336,7 @@ fn keep_draft(mut resource: Value, draft: &Map<String, Value>) -> Value {
 /// `data-required` and one `dataRequirement` per entry, and there is no RequestGroup, no option
 /// and no DetectedIssue (a plan passed alongside is then ignored except for its guideline).
 /// Without a plan and without `data_required` the status is `failure`.
-#[allow(clippy::too_many_arguments)] // the brief's public shape
+#[allow(clippy::too_many_arguments)] // one argument per part of §3.5's Bundle
 pub fn bundle(
     plan: Option<&pb::Plan>,
     naming: &Naming,

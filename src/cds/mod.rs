@@ -71,8 +71,7 @@ const MAX_CONNECTIONS: usize = 512;
 /// How long a client may take to send its whole request body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Default request-body limit: a prefetch of a whole sarcoma chart is well under 1 MiB; the
-/// design's largest example is 36 KB.
+/// Default request-body limit: room for several times the prefetch of a whole sarcoma chart.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 struct Front {
